@@ -1,0 +1,68 @@
+/**
+ * GELU, GPT-2's tanh form: gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+ * Forward and backward side by side; both elementwise over `n` values.
+ * @module
+ */
+import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+
+const WG = 256;
+
+const COMMON = /* wgsl */ `
+struct Params { n: u32 }
+const S: f32 = 0.7978845608028654; // sqrt(2/pi)
+const K: f32 = 0.044715;
+// 0.5 (1 + tanh(u)) = sigmoid(2u): no cancellation of 1 + tanh near -1, and no tanh (imprecise on some drivers).
+fn sig2(u: f32) -> f32 {
+  return 1.0 / (1.0 + exp(-2.0 * clamp(u, -40.0, 40.0)));
+}
+`;
+
+/** out[i] = gelu(inp[i]). Bindings: params, out, inp. */
+export const GELU_FORWARD = COMMON + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> inp: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+  if (i >= p.n) { return; }
+  let x = inp[i];
+  out[i] = x * sig2(S * (x + K * x * x * x));
+}
+`;
+
+/** dinp[i] = gelu'(inp[i]) * dout[i] (overwrites). Bindings: params, dinp, inp, dout. */
+export const GELU_BACKWARD = COMMON + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(2) var<storage, read> inp: array<f32>;
+@group(0) @binding(3) var<storage, read> dout: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+  if (i >= p.n) { return; }
+  let x = inp[i];
+  let s = sig2(S * (x + K * x * x * x));
+  // d/dx [x s(2u)] = s + x * 2 s (1 - s) * du/dx, since 1 - tanh^2 = 4 s (1 - s).
+  let d = s + 2.0 * x * s * (1.0 - s) * S * (1.0 + 3.0 * K * x * x);
+  dinp[i] = d * dout[i];
+}
+`;
+
+/** Record out = gelu(inp) over the first `n` elements. */
+export function geluForward(plan: Plan, out: TensorView, inp: TensorView, n = inp.length): void {
+  const u = plan.gpu.uniform(packUniform([["u", n]]), "gelu.params");
+  plan.add(GELU_FORWARD, [u, out, inp], Math.ceil(n / WG), "gelu_forward");
+}
+
+/** Record dinp = gelu'(inp) * dout over the first `n` elements (dinp is overwritten). */
+export function geluBackward(
+  plan: Plan,
+  dinp: TensorView,
+  inp: TensorView,
+  dout: TensorView,
+  n = inp.length,
+): void {
+  const u = plan.gpu.uniform(packUniform([["u", n]]), "gelu.params");
+  plan.add(GELU_BACKWARD, [u, dinp, inp, dout], Math.ceil(n / WG), "gelu_backward");
+}
