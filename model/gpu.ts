@@ -63,10 +63,16 @@ export class Gpu {
   allocatedBytes = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
+  #errors: string[] = [];
 
   private constructor(device: GPUDevice, adapterName: string) {
     this.device = device;
     this.adapterName = adapterName;
+    // WebGPU reports invalid shaders and bindings asynchronously and otherwise silently skips the work;
+    // collect them so the next read or sync fails loudly instead of returning stale numbers.
+    device.addEventListener("uncapturederror", (e) => {
+      this.#errors.push((e as GPUUncapturedErrorEvent).error.message);
+    });
     const l = device.limits;
     this.limits = {
       maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
@@ -207,6 +213,7 @@ export class Gpu {
     const out = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
     staging.destroy();
+    this.throwIfErrors();
     return out;
   }
 
@@ -239,9 +246,18 @@ export class Gpu {
     b.destroy();
   }
 
-  /** Resolves when all submitted work has finished. */
-  sync(): Promise<void> {
-    return this.device.queue.onSubmittedWorkDone();
+  /** Resolves when all submitted work has finished; throws if the device reported an error. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwIfErrors();
+  }
+
+  /** Throw (once) the WebGPU errors reported since the last check. */
+  throwIfErrors(): void {
+    if (this.#errors.length === 0) return;
+    const msg = this.#errors.join("\n");
+    this.#errors = [];
+    throw new Error(`WebGPU error: ${msg}`);
   }
 }
 

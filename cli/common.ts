@@ -1,0 +1,171 @@
+/**
+ * What every command shares: option parsing with `--help`, JSON-lines input with line-numbered errors,
+ * atomic file writes, and a progress bar with ETA on stderr.
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/** One command-line option. */
+export interface OptionSpec {
+  type: "string" | "boolean";
+  help: string;
+  default?: string | boolean;
+  multiple?: boolean;
+  short?: string;
+}
+
+/** A user-facing error: printed without a stack trace, exit code 1. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Parse `args` against `spec`; prints help and exits on `--help`; unknown options are errors. */
+export function parseOptions<S extends Record<string, OptionSpec>>(
+  command: string,
+  summary: string,
+  spec: S,
+  args: string[] = Deno.args,
+): Record<keyof S, string | boolean | string[] | undefined> {
+  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [k, v] of Object.entries(spec)) {
+    options[k] = { type: v.type, multiple: v.multiple, short: v.short };
+  }
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values;
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
+  }
+  if (values.help) {
+    console.log(helpText(command, summary, spec));
+    Deno.exit(0);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
+  return out as Record<keyof S, string | boolean | string[] | undefined>;
+}
+
+/** The `--help` text for a command. */
+export function helpText(command: string, summary: string, spec: Record<string, OptionSpec>): string {
+  const lines = [`Usage: deno task ${command} [options]`, "", summary, "", "Options:"];
+  for (const [k, v] of Object.entries(spec)) {
+    const flag = `--${k}${v.type === "string" ? " <value>" : ""}`;
+    const def = v.default !== undefined ? ` (default: ${v.default})` : "";
+    lines.push(`  ${flag.padEnd(28)} ${v.help}${def}`);
+  }
+  lines.push(`  ${"--help".padEnd(28)} show this help`);
+  return lines.join("\n");
+}
+
+/** A required string option, or a usage error naming it. */
+export function required(value: unknown, name: string): string {
+  if (typeof value !== "string" || value === "") throw new UsageError(`missing required option --${name}`);
+  return value;
+}
+
+/** Parse a numeric option with bounds, naming the option in the error. */
+export function numberOption(
+  value: unknown,
+  name: string,
+  { min = -Infinity, max = Infinity, integer = false }: { min?: number; max?: number; integer?: boolean } =
+    {},
+): number {
+  const n = typeof value === "number" ? value : Number(value);
+  if (value === undefined || value === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(
+      `--${name} must be ${integer ? "an integer" : "a number"}, got ${JSON.stringify(value)}`,
+    );
+  }
+  if (n < min || n > max) throw new UsageError(`--${name} must be in [${min}, ${max}], got ${n}`);
+  return n;
+}
+
+/** Read a JSON-lines file; each non-empty line must parse, else an error names the file and line. */
+export async function readJsonl(path: string): Promise<unknown[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  const out: unknown[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    try {
+      out.push(JSON.parse(line));
+    } catch (e) {
+      throw new UsageError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
+    }
+  });
+  return out;
+}
+
+/** Write a file atomically: a temporary sibling, then rename, so readers never see half a file. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+  await Deno.rename(tmp, path);
+}
+
+/** A progress bar on stderr with rate and ETA (redraws every 200 ms on a terminal, else a line every 5 s). */
+export class Progress {
+  #total: number;
+  #label: string;
+  #unit: string;
+  #start = performance.now();
+  #last = 0;
+  done = 0;
+  constructor(label: string, total: number, unit = "it") {
+    this.#label = label;
+    this.#total = total;
+    this.#unit = unit;
+  }
+  /** Advance by `n` and redraw if due; `extra` is shown after the rate (e.g. the loss). */
+  tick(n = 1, extra = ""): void {
+    this.done += n;
+    const now = performance.now();
+    const tty = Deno.stderr.isTerminal();
+    if (now - this.#last < (tty ? 200 : 5000) && this.done < this.#total) return;
+    this.#last = now;
+    const secs = (now - this.#start) / 1000;
+    const rate = this.done / Math.max(secs, 1e-9);
+    const frac = this.#total > 0 ? Math.min(1, this.done / this.#total) : 0;
+    const width = 24;
+    const bar = "#".repeat(Math.round(frac * width)).padEnd(width, ".");
+    const eta = rate > 0 ? (this.#total - this.done) / rate : Infinity;
+    const line = `${this.#label} [${bar}] ${this.done}/${this.#total} ${rate.toFixed(1)} ${this.#unit}/s ` +
+      `ETA ${formatSeconds(eta)} ${extra}`;
+    const enc = new TextEncoder();
+    Deno.stderr.writeSync(enc.encode(tty ? `\r${line}\x1b[K` : line + "\n"));
+  }
+  /** Finish the line. */
+  end(): void {
+    if (Deno.stderr.isTerminal()) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  }
+}
+
+/** "1h02m", "3m05s", "12s". */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+  return `${s.toFixed(0)}s`;
+}
+
+/** Run a command's main; print user errors plainly and exit 1. */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    const err = e as Error;
+    console.error(`error: ${err.message}`);
+    if (!(err instanceof UsageError) && Deno.env.get("DEBUG")) console.error(err.stack);
+    Deno.exit(1);
+  }
+}
