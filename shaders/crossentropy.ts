@@ -1,0 +1,167 @@
+/**
+ * Fused softmax + cross-entropy over the vocabulary for a chunk of R rows of logits [R, V] (row stride V).
+ * Forward yields per row lse = logsumexp(logits) and lp = logits[target] - lse; backward turns a per-row
+ * coefficient g = dLoss/dlp into dlogits = g * (onehot(target) - softmax), in place over the chunk. The
+ * probabilities never leave the GPU.
+ *
+ * lp, lse, targets and g are [N_total] buffers for the whole batch; a chunk's rows start at `rowOffset`
+ * (an element index passed as a uniform). Targets must be token ids < V.
+ * @module
+ */
+import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+
+const WG = 256;
+
+const PARAMS = /* wgsl */ `struct Params { R: u32, V: u32, rowOffset: u32 }`;
+
+/**
+ * lse[rowOffset + r] and lp[rowOffset + r] for each row r of the chunk; one workgroup per row.
+ * Bindings: params, lp, lse, logits, targets.
+ *
+ * Each thread keeps an online (max m, sum s of exp(x - m)) over its strided columns, so the logits are
+ * read once; the 256 partial pairs are then merged by a fixed-order tree:
+ * m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m). Every exponent is <= 0, so nothing overflows.
+ */
+export const CROSS_ENTROPY_FORWARD = PARAMS + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> lp: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> logits: array<f32>;
+@group(0) @binding(4) var<storage, read> targets: array<u32>;
+
+var<workgroup> redM: array<f32, ${WG}>;
+var<workgroup> redS: array<f32, ${WG}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.R) { return; }
+  let base = r * p.V;
+  // -3e38 stands for -inf: a thread with no columns contributes s = 0 and any exp(-3e38 - x) is 0.
+  var m = -3.0e38;
+  var s = 0.0;
+  for (var j = li; j < p.V; j += ${WG}u) {
+    let x = logits[base + j];
+    if (x > m) {
+      s = s * exp(m - x) + 1.0;
+      m = x;
+    } else {
+      s += exp(x - m);
+    }
+  }
+  redM[li] = m;
+  redS[li] = s;
+  workgroupBarrier();
+  for (var o = ${WG / 2}u; o > 0u; o = o >> 1u) {
+    if (li < o) {
+      let m1 = redM[li];
+      let m2 = redM[li + o];
+      let mm = max(m1, m2);
+      redS[li] = redS[li] * exp(m1 - mm) + redS[li + o] * exp(m2 - mm);
+      redM[li] = mm;
+    }
+    workgroupBarrier();
+  }
+  if (li == 0u) {
+    let row = p.rowOffset + r;
+    let l = redM[0] + log(redS[0]);
+    lse[row] = l;
+    lp[row] = logits[base + targets[row]] - l;
+  }
+}
+`;
+
+/**
+ * In place: logits[r, j] <- g[row] * ((j == target[row]) - exp(logits[r, j] - lse[row])), row = rowOffset + r;
+ * rows with g = 0 become exact zeros. One workgroup per row. Bindings: params, logits, lse, targets, g.
+ */
+export const CROSS_ENTROPY_BACKWARD = PARAMS + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<u32>;
+@group(0) @binding(4) var<storage, read> g: array<f32>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let r = wid.x + wid.y * nwg.x;
+  if (r >= p.R) { return; }
+  let base = r * p.V;
+  let row = p.rowOffset + r;
+  let gr = g[row];
+  let l = lse[row];
+  let t = targets[row];
+  for (var j = li; j < p.V; j += ${WG}u) {
+    var d = 0.0;
+    if (gr != 0.0) {
+      d = gr * (select(0.0, 1.0, j == t) - exp(logits[base + j] - l));
+    }
+    logits[base + j] = d;
+  }
+}
+`;
+
+/** Throws unless the chunk's logits and the [N_total] row buffers are large enough. */
+function checkSizes(
+  where: string,
+  logits: TensorView,
+  rowBuffers: Record<string, TensorView>,
+  R: number,
+  V: number,
+  rowOffset: number,
+): void {
+  for (const [name, n] of [["R", R], ["V", V], ["rowOffset", rowOffset]] as const) {
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${where}: ${name} must be an integer >= 0, got ${n}`);
+  }
+  if (logits.length < R * V) {
+    throw new Error(
+      `${where}: logits need R*V = ${R}*${V} = ${R * V} elements, the view has ${logits.length}`,
+    );
+  }
+  for (const [name, view] of Object.entries(rowBuffers)) {
+    if (view.length < rowOffset + R) {
+      throw new Error(
+        `${where}: ${name} needs rowOffset + R = ${rowOffset + R} elements, the view has ${view.length}`,
+      );
+    }
+  }
+}
+
+/**
+ * Record, for each row r < R of the chunk `logits` [R, V]: lse[rowOffset + r] = logsumexp(logits[r, :]) and
+ * lp[rowOffset + r] = logits[r, targets[rowOffset + r]] - lse[rowOffset + r]. `targets` is u32.
+ */
+export function crossEntropyForward(
+  plan: Plan,
+  lp: TensorView,
+  lse: TensorView,
+  logits: TensorView,
+  targets: TensorView,
+  R: number,
+  V: number,
+  rowOffset = 0,
+): void {
+  checkSizes("crossEntropyForward", logits, { lp, lse, targets }, R, V, rowOffset);
+  const u = plan.gpu.uniform(packUniform([["u", R], ["u", V], ["u", rowOffset]]), "crossentropy.params");
+  plan.add(CROSS_ENTROPY_FORWARD, [u, lp, lse, logits, targets], R, "crossentropy_forward");
+}
+
+/**
+ * Record the backward pass over the chunk, in place: `logits` [R, V] becomes dlogits with
+ * dlogits[r, j] = g[row] * ((j == targets[row]) - exp(logits[r, j] - lse[row])), row = rowOffset + r,
+ * where g[row] = dLoss/dlp[row] and `lse` is what {@link crossEntropyForward} wrote. Rows with g = 0 get 0.
+ */
+export function crossEntropyBackward(
+  plan: Plan,
+  logits: TensorView,
+  lse: TensorView,
+  targets: TensorView,
+  g: TensorView,
+  R: number,
+  V: number,
+  rowOffset = 0,
+): void {
+  checkSizes("crossEntropyBackward", logits, { lse, targets, g }, R, V, rowOffset);
+  const u = plan.gpu.uniform(packUniform([["u", R], ["u", V], ["u", rowOffset]]), "crossentropy.params");
+  plan.add(CROSS_ENTROPY_BACKWARD, [u, logits, lse, targets, g], R, "crossentropy_backward");
+}

@@ -1,0 +1,61 @@
+import { Plan } from "../model/gpu.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
+import { crossEntropyBackwardRef, crossEntropyForwardRef } from "./reference/crossentropy.ts";
+import { assertClose, randint, randn, rng, testGpu } from "./util.ts";
+
+/** Logits uniform in [-30, 30]: exp of the largest overflows f32 unless the kernel subtracts the max. */
+function extremeLogits(n: number, seed: number): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => 60 * r() - 30);
+}
+
+const SENTINEL = 123.5;
+
+const cases = [
+  // Sizes that are not multiples of the workgroup; a chunk in the middle of the batch's row buffers.
+  { name: "R=5 V=61", R: 5, V: 61, rowOffset: 3, nTotal: 10, logits: randn(5 * 61, 11, 3) },
+  // The real vocabulary with extreme logits; the last row's target is its largest logit.
+  { name: "R=3 V=50257", R: 3, V: 50257, rowOffset: 1, nTotal: 4, logits: extremeLogits(3 * 50257, 12) },
+];
+
+Deno.test("cross-entropy forward and backward match the float64 reference", async () => {
+  const gpu = await testGpu();
+  for (const { name, R, V, rowOffset, nTotal, logits } of cases) {
+    const targets = randint(nTotal, V, 20 + V);
+    const last = (R - 1) * V;
+    targets[rowOffset + R - 1] = logits.subarray(last, last + V).indexOf(Math.max(...logits.subarray(last)));
+    const g = randn(nTotal, 30 + V);
+    g[rowOffset + 1] = 0; // a row outside the loss must get exact zeros
+
+    const [tLogits, tLp, tLse, tTargets, tG] = [R * V, nTotal, nTotal, nTotal, nTotal].map((n) =>
+      gpu.tensor(n)
+    );
+    gpu.write(tLogits, logits);
+    gpu.write(tTargets, targets);
+    gpu.write(tG, g);
+    gpu.write(tLp, new Float32Array(nTotal).fill(SENTINEL));
+    gpu.write(tLse, new Float32Array(nTotal).fill(SENTINEL));
+    const plan = new Plan(gpu);
+    crossEntropyForward(plan, tLp, tLse, tLogits, tTargets, R, V, rowOffset);
+    crossEntropyBackward(plan, tLogits, tLse, tTargets, tG, R, V, rowOffset);
+    plan.run();
+
+    const chunkTargets = targets.subarray(rowOffset, rowOffset + R);
+    const ref = crossEntropyForwardRef(logits, chunkTargets, R, V);
+    // Rows outside the chunk keep their values; rows inside get lp and lse.
+    const expect = (values: Float64Array) =>
+      Float64Array.from(
+        { length: nTotal },
+        (_, i) => i >= rowOffset && i < rowOffset + R ? values[i - rowOffset] : SENTINEL,
+      );
+    assertClose(`ce_forward lp ${name}`, await gpu.read(tLp), expect(ref.lp), { rtol: 1e-5, atol: 2e-5 });
+    assertClose(`ce_forward lse ${name}`, await gpu.read(tLse), expect(ref.lse), { rtol: 1e-6, atol: 1e-5 });
+    const dRef = crossEntropyBackwardRef(logits, chunkTargets, g.subarray(rowOffset, rowOffset + R), R, V);
+    const d = await gpu.read(tLogits);
+    assertClose(`ce_backward ${name}`, d, dRef, { rtol: 1e-4, atol: 1e-7 });
+    if (d.subarray(V, 2 * V).some((x) => !Object.is(x, 0))) {
+      throw new Error(`ce_backward ${name}: the row with g = 0 should be all +0`);
+    }
+    for (const t of [tLogits, tLp, tLse, tTargets, tG]) gpu.free(t);
+  }
+});
