@@ -121,6 +121,8 @@ export interface ReadingFit {
   n: number;
   /** ΔR² / (1 − R²_baseline) × 100. */
   score: number;
+  /** Why the fit failed (e.g. a constant surprisal from an untrained model); the numbers are then NaN. */
+  error?: string;
 }
 
 /** Results of the reading task. */
@@ -141,6 +143,28 @@ export interface ReadingResult {
 type Col = (r: number) => number;
 
 function fitPair(dv: string, y: Col, base: Array<[string, Col]>, pred: Col, n: number): ReadingFit {
+  try {
+    return fitPairOrThrow(dv, y, base, pred, n);
+  } catch (e) {
+    const error = `${dv}: ${(e as Error).message}`;
+    return {
+      dv,
+      coefficient: NaN,
+      t: NaN,
+      p: NaN,
+      r2: NaN,
+      r2Baseline: NaN,
+      deltaR2: NaN,
+      aic: NaN,
+      deltaAic: NaN,
+      n: 0,
+      score: NaN,
+      error,
+    };
+  }
+}
+
+function fitPairOrThrow(dv: string, y: Col, base: Array<[string, Col]>, pred: Col, n: number): ReadingFit {
   const ok = (cols: Col[]) => {
     const rows: number[] = [];
     for (let i = 0; i < n; i++) if (cols.every((c) => Number.isFinite(c(i)))) rows.push(i);
