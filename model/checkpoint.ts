@@ -1,0 +1,319 @@
+/**
+ * Hugging Face GPT-2 checkpoints: `config.json` and `model.safetensors` in the names and layout that
+ * `GPT2LMHeadModel.save_pretrained` uses, so transformers (and the BabyLM evaluation pipeline) load our
+ * checkpoints as they are and we load theirs.
+ *
+ * The parsing and serializing functions are pure (strings and bytes in, values out) so the browser can
+ * reuse them; only `loadCheckpoint` and `saveCheckpoint` touch the file system, through Deno.
+ * @module
+ */
+import { GPT2_124M, type GPT2Config, validateConfig } from "./config.ts";
+import { numel, paramTable } from "./params.ts";
+import { decodeTensor, parseSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+
+/** File names inside a checkpoint directory. */
+export const CONFIG_FILE = "config.json";
+export const WEIGHTS_FILE = "model.safetensors";
+
+/** Prefix transformers gives the body of GPT2LMHeadModel. */
+const PREFIX = "transformer.";
+
+/** Fields read from config.json; a missing one takes transformers' GPT2Config default (GPT-2 124M). */
+const CONFIG_FIELDS: Array<[string, keyof GPT2Config]> = [
+  ["vocab_size", "vocabSize"],
+  ["n_positions", "nPositions"],
+  ["n_embd", "nEmbd"],
+  ["n_layer", "nLayer"],
+  ["n_head", "nHead"],
+  ["layer_norm_epsilon", "layerNormEpsilon"],
+  ["bos_token_id", "bosTokenId"],
+  ["eos_token_id", "eosTokenId"],
+];
+
+/**
+ * Parse a Hugging Face GPT-2 `config.json` (text or already-parsed object). Missing architecture fields
+ * take transformers' defaults, as transformers would; options that change the model's math away from
+ * the one this engine computes (another activation, untied head, another MLP width, other attention
+ * scaling) are refused with the field's name. `where` names the file in errors.
+ */
+export function parseHfConfig(json: string | unknown, where = CONFIG_FILE): GPT2Config {
+  let obj: unknown = json;
+  if (typeof json === "string") {
+    try {
+      obj = JSON.parse(json);
+    } catch (e) {
+      throw new Error(`${where}: not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+    throw new Error(`${where}: expected a JSON object, found ${Array.isArray(obj) ? "an array" : obj}`);
+  }
+  const o = obj as Record<string, unknown>;
+  const requireValue = (key: string, ok: (v: unknown) => boolean, expected: string) => {
+    if (key in o && !ok(o[key])) {
+      throw new Error(
+        `${where}: ${key} must be ${expected} for a GPT-2 this engine runs, found ${JSON.stringify(o[key])}`,
+      );
+    }
+  };
+  requireValue("model_type", (v) => v === "gpt2", `"gpt2"`);
+  // gelu_pytorch_tanh is the same tanh approximation as gelu_new.
+  requireValue("activation_function", (v) => v === "gelu_new" || v === "gelu_pytorch_tanh", `"gelu_new"`);
+  requireValue("tie_word_embeddings", (v) => v === true, "true (the LM head is tied to wte)");
+  requireValue("scale_attn_weights", (v) => v === true, "true");
+  requireValue("scale_attn_by_inverse_layer_idx", (v) => v === false, "false");
+  requireValue("add_cross_attention", (v) => v === false, "false");
+
+  const config = { ...GPT2_124M };
+  for (const [key, field] of CONFIG_FIELDS) {
+    if (!(key in o)) continue;
+    const v = o[key];
+    if (typeof v !== "number") {
+      throw new Error(`${where}: ${key} must be a number, found ${JSON.stringify(v)}`);
+    }
+    config[field] = v;
+  }
+  requireValue(
+    "n_inner",
+    (v) => v === null || v === 4 * config.nEmbd,
+    `null or 4 * n_embd = ${4 * config.nEmbd}`,
+  );
+  return validateConfig(config, where);
+}
+
+/**
+ * The `config.json` object transformers writes for this model with `GPT2LMHeadModel.save_pretrained`
+ * (keys sorted, as transformers sorts them). Dropout rates and initializer_range are transformers'
+ * defaults; they do not affect inference. `transformers_version` records the release whose file this
+ * mirrors.
+ */
+export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
+  return {
+    activation_function: "gelu_new",
+    architectures: ["GPT2LMHeadModel"],
+    attn_pdrop: 0.1,
+    bos_token_id: config.bosTokenId,
+    embd_pdrop: 0.1,
+    eos_token_id: config.eosTokenId,
+    initializer_range: 0.02,
+    layer_norm_epsilon: config.layerNormEpsilon,
+    model_type: "gpt2",
+    n_embd: config.nEmbd,
+    n_head: config.nHead,
+    n_inner: null,
+    n_layer: config.nLayer,
+    n_positions: config.nPositions,
+    reorder_and_upcast_attn: false,
+    resid_pdrop: 0.1,
+    scale_attn_by_inverse_layer_idx: false,
+    scale_attn_weights: true,
+    summary_activation: null,
+    summary_first_dropout: 0.1,
+    summary_proj_to_labels: true,
+    summary_type: "cls_index",
+    summary_use_proj: true,
+    tie_word_embeddings: true,
+    torch_dtype: "float32",
+    transformers_version: "4.46.3",
+    use_cache: true,
+    vocab_size: config.vocabSize,
+  };
+}
+
+/** Tensors transformers may save that are not parameters here: causal-mask buffers and the tied head. */
+function isIgnored(name: string): boolean {
+  return name === "lm_head.weight" || /^h\.\d+\.attn\.(bias|masked_bias)$/.test(name);
+}
+
+/**
+ * Read GPT-2 weights from safetensors bytes into a map keyed by `paramTable(config)` names (no
+ * `transformer.` prefix), each a Float32Array (F16/BF16 are widened). Names are accepted with or
+ * without the prefix; attention mask buffers and a tied `lm_head.weight` are skipped. A missing tensor,
+ * an unexpected one, a duplicate, a non-float dtype or a shape that differs from the config's is an error
+ * naming the tensor and `where`.
+ */
+export function weightsFromSafetensors(
+  bytes: Uint8Array,
+  config: GPT2Config,
+  where = WEIGHTS_FILE,
+): Map<string, Float32Array> {
+  const { entries } = parseSafetensorsHeader(bytes, where);
+  const specs = new Map(paramTable(config).map((s) => [s.name, s]));
+  const weights = new Map<string, Float32Array>();
+  const found = new Map<string, string>();
+  for (const e of entries) {
+    const name = e.name.startsWith(PREFIX) ? e.name.slice(PREFIX.length) : e.name;
+    if (isIgnored(name)) continue;
+    const spec = specs.get(name);
+    if (!spec) {
+      throw new Error(
+        `${where}: unexpected tensor "${e.name}": not a parameter of GPT-2 with ${config.nLayer} layers ` +
+          `(expected names like "${PREFIX}h.0.attn.c_attn.weight")`,
+      );
+    }
+    const other = found.get(name);
+    if (other !== undefined) throw new Error(`${where}: tensor "${e.name}" duplicates "${other}"`);
+    found.set(name, e.name);
+    if (e.shape.length !== spec.shape.length || e.shape.some((d, i) => d !== spec.shape[i])) {
+      throw new Error(
+        `${where}: tensor "${e.name}" has shape [${e.shape}], expected [${spec.shape}] ` +
+          `(n_embd ${config.nEmbd}, vocab_size ${config.vocabSize}, n_positions ${config.nPositions})`,
+      );
+    }
+    if (e.dtype !== "F32" && e.dtype !== "F16" && e.dtype !== "BF16") {
+      throw new Error(`${where}: tensor "${e.name}" has dtype ${e.dtype}, expected F32, F16 or BF16`);
+    }
+    weights.set(name, decodeTensor(bytes, e, where) as Float32Array);
+  }
+  const missing = [...specs.keys()].filter((n) => !weights.has(n));
+  if (missing.length > 0) {
+    const list = missing.slice(0, 5).map((n) => `"${PREFIX}${n}"`).join(", ");
+    throw new Error(
+      `${where}: missing tensor ${list}${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`,
+    );
+  }
+  return weights;
+}
+
+/**
+ * Serialize weights (keyed by `paramTable(config)` names) as transformers saves GPT2LMHeadModel:
+ * F32, `transformer.`-prefixed names, no `lm_head.weight` (tied), `__metadata__` {format: "pt"}. A
+ * missing, unexpected or wrongly sized weight is an error naming it.
+ */
+export function safetensorsFromWeights(
+  weights: ReadonlyMap<string, Float32Array>,
+  config: GPT2Config,
+): Uint8Array {
+  const table = paramTable(config);
+  const known = new Set(table.map((s) => s.name));
+  for (const name of weights.keys()) {
+    if (!known.has(name)) throw new Error(`weights: unexpected weight "${name}" for this GPT-2 config`);
+  }
+  const tensors: Array<[string, { shape: number[]; data: Float32Array }]> = table.map((s) => {
+    const data = weights.get(s.name);
+    if (!data) throw new Error(`weights: missing weight "${s.name}"`);
+    if (data.length !== numel(s.shape)) {
+      throw new Error(
+        `weights: "${s.name}" has ${data.length} elements, expected ${numel(s.shape)} ([${s.shape}])`,
+      );
+    }
+    return [PREFIX + s.name, { shape: s.shape, data }];
+  });
+  return serializeSafetensors(tensors);
+}
+
+/** A checkpoint in memory. */
+export interface Checkpoint {
+  config: GPT2Config;
+  weights: Map<string, Float32Array>;
+}
+
+/** `dir` without trailing separators (but "/" stays "/"). */
+function trimDir(dir: string): string {
+  const t = dir.replace(/[/\\]+$/, "");
+  return t === "" ? dir : t;
+}
+
+async function readOrExplain(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(
+        `${path}: not found (expected a Hugging Face GPT-2 directory with ${CONFIG_FILE} and ${WEIGHTS_FILE})`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** Load `config.json` and `model.safetensors` from a Hugging Face GPT-2 directory. */
+export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  const d = trimDir(dir);
+  const configPath = `${d}/${CONFIG_FILE}`, weightsPath = `${d}/${WEIGHTS_FILE}`;
+  const config = parseHfConfig(new TextDecoder().decode(await readOrExplain(configPath)), configPath);
+  const weights = weightsFromSafetensors(await readOrExplain(weightsPath), config, weightsPath);
+  return { config, weights };
+}
+
+/** Write `data` to `path` and flush it to disk before returning, so a later rename publishes whole files. */
+async function writeDurable(path: string, data: Uint8Array): Promise<void> {
+  using file = await Deno.open(path, { write: true, createNew: true });
+  for (let at = 0; at < data.length;) at += await file.write(data.subarray(at));
+  await file.sync();
+}
+
+/** Refuse extra file names that could escape the checkpoint directory or replace its main files. */
+function checkExtraName(name: string): void {
+  const parts = name.split(/[/\\]/);
+  if (
+    name === "" || name.startsWith("/") || /^[A-Za-z]:/.test(name) ||
+    parts.some((p) => p === "" || p === "..")
+  ) {
+    throw new Error(`extra file "${name}": expected a relative path inside the checkpoint directory`);
+  }
+  if (name === CONFIG_FILE || name === WEIGHTS_FILE) {
+    throw new Error(`extra file "${name}": ${CONFIG_FILE} and ${WEIGHTS_FILE} are written by saveCheckpoint`);
+  }
+}
+
+/**
+ * Save a Hugging Face GPT-2 directory (`config.json`, `model.safetensors` and `extraFiles`, e.g.
+ * `tokenizer.json`; names may contain subfolders) atomically: everything is written and flushed into a
+ * temporary sibling directory, which is then renamed to `dir`. An existing `dir` is first renamed aside
+ * and removed only after the new one is in place, so a crash leaves either the old checkpoint, or the
+ * new one, or (in the instant between the two renames) the old one under `<dir>.old-<id>`; never a
+ * half-written directory at `dir`.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  config: GPT2Config,
+  weights: ReadonlyMap<string, Float32Array>,
+  extraFiles: Record<string, string | Uint8Array> = {},
+): Promise<void> {
+  // Validate and serialize everything before touching the file system.
+  validateConfig(config, "saveCheckpoint config");
+  for (const name of Object.keys(extraFiles)) checkExtraName(name);
+  const files = new Map<string, Uint8Array>([
+    [CONFIG_FILE, new TextEncoder().encode(JSON.stringify(hfConfigJson(config), null, 2) + "\n")],
+    [WEIGHTS_FILE, safetensorsFromWeights(weights, config)],
+  ]);
+  for (const [name, content] of Object.entries(extraFiles)) {
+    files.set(name, typeof content === "string" ? new TextEncoder().encode(content) : content);
+  }
+
+  const target = trimDir(dir);
+  let existing: Deno.FileInfo | undefined;
+  try {
+    existing = await Deno.lstat(target);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (existing && !existing.isDirectory) throw new Error(`${target}: exists and is not a directory`);
+
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = `${target}.tmp-${id}`;
+  const old = `${target}.old-${id}`;
+  const slash = target.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(target.slice(0, slash), { recursive: true });
+  try {
+    await Deno.mkdir(tmp);
+    for (const [name, content] of files) {
+      const sub = name.lastIndexOf("/");
+      if (sub > 0) await Deno.mkdir(`${tmp}/${name.slice(0, sub)}`, { recursive: true });
+      await writeDurable(`${tmp}/${name}`, content);
+    }
+    if (existing) await Deno.rename(target, old);
+    try {
+      await Deno.rename(tmp, target);
+    } catch (e) {
+      if (existing) await Deno.rename(old, target);
+      throw e;
+    }
+  } catch (e) {
+    // Best-effort cleanup of our own temporary directory; the error that matters is `e`.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  if (existing) await Deno.remove(old, { recursive: true });
+}
