@@ -11,8 +11,9 @@ import { GPT2_124M, type GPT2Config, validateConfig } from "./config.ts";
 import { numel, paramTable } from "./params.ts";
 import { decodeTensor, parseSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 
-/** File names inside a checkpoint directory. */
+/** The model configuration file inside a checkpoint directory. */
 export const CONFIG_FILE = "config.json";
+/** The weights file inside a checkpoint directory. */
 export const WEIGHTS_FILE = "model.safetensors";
 
 /** Prefix transformers gives the body of GPT2LMHeadModel. */
