@@ -199,6 +199,42 @@ function choiceTask(name: string, enc: TextEncoder_, items: ChoiceItem[]): Prepa
   };
 }
 
+/**
+ * Check that a task's data is where it should be, without reading it (so a missing folder is
+ * reported before a model is loaded). Throws the same errors as {@link prepareTask}.
+ */
+export async function checkTaskData(name: string, opts: EvalOptions): Promise<void> {
+  const d = opts.dataDir;
+  const need = async (task: string, paths: string[], what: string) => {
+    for (const p of paths) if (await exists(p)) return;
+    throw new Error(`task ${task}: expected ${what}, found none`);
+  };
+  const folders: Record<string, string> = {
+    blimp: "blimp_filtered",
+    supplement: "supplement_filtered",
+    entity_tracking: "entity_tracking",
+    wug: "wug_adj_nominalization",
+  };
+  if (name in folders) await need(name, [`${d}/${folders[name]}`], `the folder ${d}/${folders[name]}`);
+  else if (name === "ewok") {
+    await need(
+      name,
+      [`${d}/ewok_filtered.zip`, `${d}/ewok_filtered`],
+      `${d}/ewok_filtered.zip or the folder ${d}/ewok_filtered`,
+    );
+  } else if (name === "reading") {
+    await need(name, [`${d}/reading/reading_data.csv`], `the file ${d}/reading/reading_data.csv`);
+  } else if (name === "blimp_original") {
+    if (!opts.blimpOriginalDir) {
+      throw new Error("task blimp_original: give the folder of the original BLiMP files");
+    }
+    await need(name, [opts.blimpOriginalDir], `the folder ${opts.blimpOriginalDir}`);
+  } else if (name === "perplexity") {
+    if (!opts.textFile) throw new Error("task perplexity: give a held-out text file");
+    await need(name, [opts.textFile], `the file ${opts.textFile}`);
+  } else throw new Error(`unknown task ${JSON.stringify(name)}; expected one of ${ALL_TASKS.join(", ")}`);
+}
+
 /** Read a task's data and build its spans. */
 export async function prepareTask(name: string, enc: TextEncoder_, opts: EvalOptions): Promise<PreparedTask> {
   const d = opts.dataDir;

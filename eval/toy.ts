@@ -9,17 +9,19 @@ import type { Scorer, TextEncoder_ } from "./types.ts";
 /** A bigram LM: ln p(b | a) = s(a, b) − ln Σ_c exp s(a, c), with s a hash of (a, b) in [−3, 3]. */
 export class BigramScorer implements Scorer {
   readonly vocabSize: number;
+  readonly seed: number;
   contextLength?: number;
   /** Every call's sequence lengths, to check batching. */
   readonly calls: number[][] = [];
   #logZ = new Map<number, number>();
-  constructor(vocabSize: number, contextLength?: number) {
+  constructor(vocabSize: number, contextLength?: number, seed = 0) {
     this.vocabSize = vocabSize;
+    this.seed = seed;
     this.contextLength = contextLength;
   }
   /** The unnormalised score s(a, b). */
   score(a: number, b: number): number {
-    let h = Math.imul(a + 1, 0x9e3779b1) ^ Math.imul(b + 7, 0x85ebca6b);
+    let h = Math.imul(a + 1, 0x9e3779b1) ^ Math.imul(b + 7, 0x85ebca6b) ^ Math.imul(this.seed, 0x27d4eb2f);
     h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d);
     h ^= h >>> 13;
     return ((h >>> 0) / 4294967296) * 6 - 3;
