@@ -1,0 +1,239 @@
+/**
+ * LayerNorm over the last dimension of [N, C] (PyTorch semantics: biased variance,
+ * rstd = 1 / sqrt(var + eps)). Forward and backward side by side.
+ *
+ * Backward, with n = (x - mean) * rstd and dn = dout * weight per row:
+ *   dinp    += rstd * (dn - mean_c(dn) - n * mean_c(dn * n))
+ *   dweight += sum over rows of dout * n
+ *   dbias   += sum over rows of dout
+ * The column sums run in two fixed-order stages (blocks of rows, then blocks), so they are deterministic.
+ * @module
+ */
+import { type Gpu, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { wgslTreeSum } from "./reduce.ts";
+
+const WG = 256;
+/** Rows a stage-1 workgroup of the weight/bias gradient sums. */
+const ROWS_PER_BLOCK = 64;
+
+/** One workgroup per row: out = (x - mean) * rstd * weight + bias; saves mean and rstd. */
+export const LAYERNORM_FORWARD = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
+struct Params { N: u32, C: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> inp: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read> bias: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.N) { return; }
+  let base = row * p.C;
+  var s = 0.0;
+  for (var c = li; c < p.C; c += ${WG}u) { s += inp[base + c]; }
+  let m = treeSum(li, s) / f32(p.C);
+  // Two passes (sum of squared deviations) rather than E[x^2] - m^2, which cancels badly.
+  var q = 0.0;
+  for (var c = li; c < p.C; c += ${WG}u) {
+    let d = inp[base + c] - m;
+    q += d * d;
+  }
+  let r = 1.0 / sqrt(treeSum(li, q) / f32(p.C) + p.eps);
+  for (var c = li; c < p.C; c += ${WG}u) {
+    out[base + c] = (inp[base + c] - m) * r * weight[c] + bias[c];
+  }
+  if (li == 0u) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+`;
+
+/** One workgroup per row: dinp += rstd * (dn - mean(dn) - n * mean(dn * n)). */
+export const LAYERNORM_BACKWARD_INPUT = wgslTreeSum("treeSum2", "vec2f", WG) + /* wgsl */ `
+struct Params { N: u32, C: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read> inp: array<f32>;
+@group(0) @binding(4) var<storage, read> weight: array<f32>;
+@group(0) @binding(5) var<storage, read> mean: array<f32>;
+@group(0) @binding(6) var<storage, read> rstd: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= p.N) { return; }
+  let base = row * p.C;
+  let m = mean[row];
+  let r = rstd[row];
+  var a = vec2f(0.0);
+  for (var c = li; c < p.C; c += ${WG}u) {
+    let n = (inp[base + c] - m) * r;
+    let dn = dout[base + c] * weight[c];
+    a += vec2f(dn, dn * n);
+  }
+  let avg = treeSum2(li, a) / f32(p.C);
+  for (var c = li; c < p.C; c += ${WG}u) {
+    let n = (inp[base + c] - m) * r;
+    let dn = dout[base + c] * weight[c];
+    dinp[base + c] += r * (dn - avg.x - n * avg.y);
+  }
+}
+`;
+
+/**
+ * Stage 1 of the weight/bias gradients: workgroup (x = column tile, y = row block) writes, per column c,
+ * partial[blk*C + c] = sum of dout*n and partial[(nBlocks + blk)*C + c] = sum of dout over the block's
+ * rows, in row order.
+ */
+export const LAYERNORM_BACKWARD_PARAMS_PARTIAL = /* wgsl */ `
+struct Params { N: u32, C: u32, nBlocks: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> partial: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read> inp: array<f32>;
+@group(0) @binding(4) var<storage, read> mean: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c = wid.x * ${WG}u + li;
+  let blk = wid.y;
+  if (c >= p.C) { return; }
+  let r1 = min((blk + 1u) * ${ROWS_PER_BLOCK}u, p.N);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var row = blk * ${ROWS_PER_BLOCK}u; row < r1; row++) {
+    let d = dout[row * p.C + c];
+    sw += d * (inp[row * p.C + c] - mean[row]) * rstd[row];
+    sb += d;
+  }
+  partial[blk * p.C + c] = sw;
+  partial[(p.nBlocks + blk) * p.C + c] = sb;
+}
+`;
+
+/** Stage 2: one thread per column adds the block partials, in block order, into dweight and dbias. */
+export const LAYERNORM_BACKWARD_PARAMS_FINAL = /* wgsl */ `
+struct Params { C: u32, nBlocks: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dweight: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(3) var<storage, read> partial: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let c = wid.x * ${WG}u + li;
+  if (c >= p.C) { return; }
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var b = 0u; b < p.nBlocks; b++) {
+    sw += partial[b * p.C + c];
+    sb += partial[(p.nBlocks + b) * p.C + c];
+  }
+  dweight[c] += sw;
+  dbias[c] += sb;
+}
+`;
+
+function need(fn: string, name: string, view: TensorView, elements: number): void {
+  if (view.length < elements) {
+    throw new RangeError(
+      `${fn}: ${name} needs ${elements} elements, ${view.label ?? "the view"} has ${view.length}`,
+    );
+  }
+}
+
+/**
+ * Scratch for the stage-1 partial sums, shared by every LayerNorm backward of the same size on a device.
+ * Sharing is safe: dispatches run in submission order, and each stage-2 read follows its own stage 1.
+ */
+const scratch = new WeakMap<Gpu, Map<number, TensorView>>();
+function partialScratch(gpu: Gpu, elements: number): TensorView {
+  let bySize = scratch.get(gpu);
+  if (!bySize) scratch.set(gpu, bySize = new Map());
+  let view = bySize.get(elements);
+  if (!view) bySize.set(elements, view = gpu.tensor(elements, "layernorm.partial"));
+  return view;
+}
+
+/**
+ * Record out = LayerNorm(inp) * weight + bias per row of inp [N, C]; mean and rstd [N] are saved for
+ * backward. `out` must not alias `inp`.
+ */
+export function layernormForward(
+  plan: Plan,
+  out: TensorView,
+  mean: TensorView,
+  rstd: TensorView,
+  inp: TensorView,
+  weight: TensorView,
+  bias: TensorView,
+  N: number,
+  C: number,
+  eps: number,
+): void {
+  const fn = "layernormForward";
+  need(fn, "out", out, N * C);
+  need(fn, "inp", inp, N * C);
+  need(fn, "mean", mean, N);
+  need(fn, "rstd", rstd, N);
+  need(fn, "weight", weight, C);
+  need(fn, "bias", bias, C);
+  const u = plan.gpu.uniform(packUniform([["u", N], ["u", C], ["f", eps]]), "layernorm.params");
+  plan.add(LAYERNORM_FORWARD, [u, out, mean, rstd, inp, weight, bias], N, "layernorm_forward");
+}
+
+/**
+ * Record LayerNorm backward. Accumulates: dinp += dL/dinp (the residual-stream gradient),
+ * dweight += dL/dweight, dbias += dL/dbias. `mean` and `rstd` are those saved by the forward pass.
+ */
+export function layernormBackward(
+  plan: Plan,
+  dinp: TensorView,
+  dweight: TensorView,
+  dbias: TensorView,
+  dout: TensorView,
+  inp: TensorView,
+  weight: TensorView,
+  mean: TensorView,
+  rstd: TensorView,
+  N: number,
+  C: number,
+): void {
+  const fn = "layernormBackward";
+  need(fn, "dinp", dinp, N * C);
+  need(fn, "dout", dout, N * C);
+  need(fn, "inp", inp, N * C);
+  need(fn, "dweight", dweight, C);
+  need(fn, "dbias", dbias, C);
+  need(fn, "weight", weight, C);
+  need(fn, "mean", mean, N);
+  need(fn, "rstd", rstd, N);
+  const gpu = plan.gpu;
+  const u = gpu.uniform(packUniform([["u", N], ["u", C]]), "layernorm.params");
+  plan.add(LAYERNORM_BACKWARD_INPUT, [u, dinp, dout, inp, weight, mean, rstd], N, "layernorm_backward_input");
+
+  const nBlocks = Math.ceil(N / ROWS_PER_BLOCK);
+  if (nBlocks > gpu.limits.maxComputeWorkgroupsPerDimension) {
+    throw new RangeError(
+      `${fn}: N=${N} needs ${nBlocks} row blocks; the adapter allows ${gpu.limits.maxComputeWorkgroupsPerDimension}`,
+    );
+  }
+  const partial = partialScratch(gpu, 2 * nBlocks * C);
+  const colTiles = Math.ceil(C / WG);
+  const u1 = gpu.uniform(packUniform([["u", N], ["u", C], ["u", nBlocks]]), "layernorm.params");
+  plan.add(
+    LAYERNORM_BACKWARD_PARAMS_PARTIAL,
+    [u1, partial, dout, inp, mean, rstd],
+    [colTiles, nBlocks, 1],
+    "layernorm_backward_params_partial",
+  );
+  const u2 = gpu.uniform(packUniform([["u", C], ["u", nBlocks]]), "layernorm.params");
+  plan.add(
+    LAYERNORM_BACKWARD_PARAMS_FINAL,
+    [u2, dweight, dbias, partial],
+    [colTiles, 1, 1],
+    "layernorm_backward_params_final",
+  );
+}

@@ -1,0 +1,161 @@
+/**
+ * Global gradient norm and the clip coefficient of PyTorch's `clip_grad_norm_`, on the GPU.
+ *
+ * Stage 1 ({@link sumSquares}): for each tensor, `parts` workgroups each sum the squares of a fixed, strided
+ * subset of its elements and write the result into one slot of a `partials` buffer. Stage 2
+ * ({@link normAndClip}): one workgroup sums every slot and writes
+ * `norm[0] = sqrt(total)` and `norm[1] = min(1, maxNorm / (norm[0] + 1e-6))` (1 when maxNorm <= 0).
+ * Both stages use a fixed per-thread order and a fixed tree, so the result is bit-for-bit deterministic.
+ * @module
+ */
+import { type Gpu, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+
+const WG = 256;
+
+/** Elements of the `norm` buffer: [global norm, clip coefficient]. */
+export const NORM_LENGTH = 2;
+
+/** Fewest elements a stage-1 workgroup handles before a tensor gets another workgroup. */
+const ELEMENTS_PER_PART = WG * 8;
+/** Most workgroups (partial slots) one tensor gets. */
+const MAX_PARTS = 512;
+
+/**
+ * WGSL for `fn <name>(li: u32, v: <type>) -> <type>`: a fixed-order tree sum over a workgroup of `wg`
+ * threads (wg a power of two), returned to every thread. Call it in uniform control flow.
+ */
+export function wgslTreeSum(name: string, type: "f32" | "vec2f", wg: number): string {
+  return /* wgsl */ `
+var<workgroup> ${name}Buf: array<${type}, ${wg}>;
+fn ${name}(li: u32, v: ${type}) -> ${type} {
+  ${name}Buf[li] = v;
+  workgroupBarrier();
+  for (var o = ${wg / 2}u; o > 0u; o = o >> 1u) {
+    if (li < o) { ${name}Buf[li] = ${name}Buf[li] + ${name}Buf[li + o]; }
+    workgroupBarrier();
+  }
+  let r = ${name}Buf[0];
+  workgroupBarrier();
+  return r;
+}
+`;
+}
+
+/**
+ * partials[slot + w] = sum of x[i]^2 over i = w*WG + li + k*parts*WG, for workgroup w < parts.
+ * Bindings: params, partials, x.
+ */
+export const SUM_SQUARES = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
+struct Params { n: u32, slot: u32, parts: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let w = wid.x;
+  var s = 0.0;
+  for (var i = w * ${WG}u + li; i < p.n; i += p.parts * ${WG}u) {
+    let v = x[i];
+    s += v * v;
+  }
+  let tot = treeSum(li, s);
+  if (li == 0u) { partials[p.slot + w] = tot; }
+}
+`;
+
+/**
+ * norm[0] = sqrt(sum of partials[0..nSlots)); norm[1] = clip coefficient. One workgroup.
+ * Bindings: params, norm, partials.
+ */
+export const NORM_AND_CLIP = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
+struct Params { nSlots: u32, maxNorm: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> norm: array<f32>;
+@group(0) @binding(2) var<storage, read> partials: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) li: u32) {
+  var s = 0.0;
+  for (var i = li; i < p.nSlots; i += ${WG}u) { s += partials[i]; }
+  let total = sqrt(treeSum(li, s));
+  if (li == 0u) {
+    norm[0] = total;
+    // clip_grad_norm_: coef = max_norm / (total + 1e-6), clamped to at most 1.
+    norm[1] = select(1.0, min(1.0, p.maxNorm / (total + 1e-6)), p.maxNorm > 0.0);
+  }
+}
+`;
+
+/** Workgroups (partial slots) {@link sumSquares} uses for a tensor of `n` elements. */
+export function partsFor(n: number): number {
+  return Math.min(MAX_PARTS, Math.max(1, Math.ceil(n / ELEMENTS_PER_PART)));
+}
+
+/**
+ * Record partials[slot .. slot+parts) = strided partial sums of x[i]^2 over the first `n` elements.
+ * `parts` defaults to {@link partsFor}(n); the same `parts` always gives the same bits.
+ */
+export function sumSquares(
+  plan: Plan,
+  partials: TensorView,
+  x: TensorView,
+  slot: number,
+  n = x.length,
+  parts = partsFor(n),
+): void {
+  if (n > x.length) throw new RangeError(`sumSquares: n=${n} exceeds ${x.label ?? "tensor"} of ${x.length}`);
+  if (slot + parts > partials.length) {
+    throw new RangeError(
+      `sumSquares: slots [${slot}, ${slot + parts}) exceed the partials buffer of ${partials.length}`,
+    );
+  }
+  const u = plan.gpu.uniform(packUniform([["u", n], ["u", slot], ["u", parts]]), "reduce.params");
+  plan.add(SUM_SQUARES, [u, partials, x], [parts, 1, 1], "sum_squares");
+}
+
+/**
+ * Record norm[0] = sqrt(sum of partials[0..nSlots)) and norm[1] = min(1, maxNorm / (norm[0] + 1e-6)),
+ * or norm[1] = 1 when maxNorm <= 0 (no clipping).
+ */
+export function normAndClip(
+  plan: Plan,
+  norm: TensorView,
+  partials: TensorView,
+  nSlots: number,
+  maxNorm: number,
+): void {
+  if (norm.length < NORM_LENGTH) {
+    throw new RangeError(`normAndClip: norm needs ${NORM_LENGTH} elements, has ${norm.length}`);
+  }
+  if (nSlots > partials.length) {
+    throw new RangeError(`normAndClip: nSlots=${nSlots} exceeds the partials buffer of ${partials.length}`);
+  }
+  const u = plan.gpu.uniform(packUniform([["u", nSlots], ["f", maxNorm]]), "reduce.params");
+  plan.add(NORM_AND_CLIP, [u, norm, partials], [1, 1, 1], "norm_and_clip");
+}
+
+/**
+ * The global L2 norm of a list of tensors and the clip coefficient, recorded into a plan once and
+ * recomputed each time the plan runs. `output` = [norm, clip coefficient] ({@link NORM_LENGTH} floats),
+ * which AdamW reads on the GPU.
+ */
+export class GradNorm {
+  /** [global norm, clip coefficient]. */
+  readonly output: TensorView;
+  /** One slot per stage-1 workgroup, tensors in the order given. */
+  readonly partials: TensorView;
+
+  /** Allocate the buffers and record both stages into `plan`. `maxNorm <= 0` disables clipping. */
+  constructor(plan: Plan, tensors: TensorView[], maxNorm: number) {
+    const gpu: Gpu = plan.gpu;
+    const parts = tensors.map((t) => partsFor(t.length));
+    const nSlots = parts.reduce((a, b) => a + b, 0);
+    this.partials = gpu.tensor(Math.max(1, nSlots), "gradnorm.partials");
+    this.output = gpu.tensor(NORM_LENGTH, "gradnorm.output");
+    let slot = 0;
+    tensors.forEach((t, i) => {
+      sumSquares(plan, this.partials, t, slot, t.length, parts[i]);
+      slot += parts[i];
+    });
+    normAndClip(plan, this.output, this.partials, nSlots, maxNorm);
+  }
+}
