@@ -321,3 +321,74 @@ Deno.test("real reading data with the toy model: regressions run on 1726 rows", 
   assert.ok(Number.isFinite(r.eyeTracking) && Number.isFinite(r.selfPaced));
   console.log(`  toy model: eye tracking ${r.eyeTracking.toFixed(3)}, self-paced ${r.selfPaced.toFixed(3)}`);
 });
+
+Deno.test("GPT-2 BPE on the real data: decode-based masks equal masks from exact byte offsets", async () => {
+  const root = new URL("../../shared/data/babylm_eval_2025/full_eval/", import.meta.url).pathname;
+  try {
+    Deno.statSync(root);
+  } catch {
+    console.log("  skipped: ../shared/data is not present");
+    return;
+  }
+  const { getEncoding } = await import("js-tiktoken");
+  const bpe = getEncoding("gpt2");
+  // Token bytes from the encoder's table (js-tiktoken keeps them in `textMap`).
+  const bytesOf = (bpe as unknown as { textMap: Map<number, Uint8Array> }).textMap;
+  const gpt2: TextEncoder_ = {
+    addsBos: false,
+    bosId: 50256,
+    encode: (t) => bpe.encode(t),
+    decode: (ids) => bpe.decode(ids),
+  };
+  const utf8 = new TextEncoder();
+  /** Hugging Face-style token ends: a token ending inside a character covers the whole character. */
+  const exactFirst = (text: string, ids: number[], startChar: number) => {
+    const charEndOfByte: number[] = [0]; // [b] = UTF-16 end of the character holding byte b-1
+    for (let c = 0; c < text.length;) {
+      const ch = String.fromCodePoint(text.codePointAt(c)!);
+      for (let m = 0; m < utf8.encode(ch).length; m++) charEndOfByte.push(c + ch.length);
+      c += ch.length;
+    }
+    let bytes = 0;
+    const k = ids.findIndex((id) => charEndOfByte[bytes += bytesOf.get(id)!.length] > startChar);
+    return k < 0 ? ids.length : k;
+  };
+  const check = (items: ChoiceItem[]) => {
+    let n = 0, merged = 0;
+    for (const it of items) {
+      it.sentences.forEach((s, k) => {
+        const start = s.length - it.completions[k].length;
+        const ids = gpt2.encode(s);
+        const want = exactFirst(s, ids, start);
+        assert.equal(firstOverlapping(gpt2, s, ids, start), want, JSON.stringify([s, it.completions[k]]));
+        // Count completions whose first token straddles the boundary (e.g. " the" after "contains ").
+        if (want < ids.length && want > 0 && gpt2.decode(ids.slice(0, want)).length < start) merged++;
+        n++;
+      });
+    }
+    return [n, merged];
+  };
+  const { parseEntityTracking, parseEwok } = await import("../eval/readers.ts");
+  const { readZip, EWOK_PASSWORD } = await import("../eval/zip.ts");
+  const files = await readZip(await Deno.readFile(`${root}/ewok_filtered.zip`), EWOK_PASSWORD);
+  const ewok = [...files].flatMap(([name, d]) => parseEwok(new TextDecoder().decode(d), name));
+  const et = parseEntityTracking(
+    await Deno.readTextFile(`${root}/entity_tracking/regular.jsonl`),
+    "regular.jsonl",
+  );
+  // Multi-byte characters split across byte-level tokens, completions starting at every character.
+  const multi = ["naïve café au lait", "日本語のテキスト です", "ok 🙂🙂 fine", "Zoë’s “quote”"].flatMap((
+    t,
+  ) =>
+    [...t].map((_, i) => {
+      const c = [...t].slice(i).join("");
+      return { sentences: [t], completions: [c], uid: "m", groups: {} };
+    })
+  );
+  const [n0] = check(multi);
+  const [n1, m1] = check(ewok.slice(0, 2500)), [n2, m2] = check(et.slice(0, 300));
+  console.log(
+    `  ${n0} multi-byte cases, EWoK ${n1} sentences, entity tracking ${n2}: masks agree; ${m1 + m2} straddle`,
+  );
+  assert.ok(m2 > 0, "entity tracking completions start with a token merged across the boundary");
+});
