@@ -1,0 +1,117 @@
+/**
+ * AdamW with the semantics of PyTorch's `torch.optim.AdamW` (single-tensor path), fused with gradient
+ * clipping. Per element, with coef = norm[1] from {@link GradNorm} (read on the GPU, no readback):
+ *   g = grad * coef
+ *   p = p * (1 - lr * wd)                       (only for tensors with weight decay)
+ *   m = b1 * m + (1 - b1) * g
+ *   v = b2 * v + (1 - b2) * g^2
+ *   p = p - (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *
+ * The per-step scalars live in a small storage buffer the caller rewrites each step with
+ * {@link packStepParams}, so a plan recorded once serves every step. As in PyTorch, where they are Python
+ * floats, the step size, bias corrections and decay factor are computed in float64 on the CPU and rounded
+ * to f32 once. The gradient buffer itself is left unscaled.
+ * @module
+ */
+import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { NORM_LENGTH } from "./reduce.ts";
+
+const WG = 256;
+
+/** Elements {@link packStepParams} writes (the step-params buffer needs at least this many). */
+export const STEP_PARAMS_LENGTH = 8;
+
+/** The hyperparameters of one AdamW step. */
+export interface StepSettings {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** The step number t, counting from 1. */
+  step: number;
+}
+
+/** Pack one step's scalars (in the order of the WGSL `Step` struct) for `queue.writeBuffer`. */
+export function packStepParams(s: StepSettings): Float32Array {
+  if (!(Number.isInteger(s.step) && s.step >= 1)) {
+    throw new RangeError(`packStepParams: step must be an integer >= 1 (AdamW's t), got ${s.step}`);
+  }
+  const bc1 = 1 - s.beta1 ** s.step;
+  const bc2 = 1 - s.beta2 ** s.step;
+  return Float32Array.of(
+    s.beta1,
+    s.beta2,
+    1 - s.beta1,
+    1 - s.beta2,
+    s.eps,
+    s.lr / bc1,
+    Math.sqrt(bc2),
+    1 - s.lr * s.weightDecay,
+  );
+}
+
+/** One AdamW update per element. Bindings: params, param, m, v, grad, step, norm. */
+export const ADAMW_STEP = /* wgsl */ `
+struct Params { n: u32, decay: u32 }
+struct Step {
+  beta1: f32, beta2: f32, oneMinusBeta1: f32, oneMinusBeta2: f32, eps: f32,
+  stepSize: f32,     // lr / (1 - beta1^t)
+  bc2Sqrt: f32,      // sqrt(1 - beta2^t)
+  decayFactor: f32,  // 1 - lr * weight_decay
+}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read_write> m: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(4) var<storage, read> grad: array<f32>;
+@group(0) @binding(5) var<storage, read> s: Step;
+@group(0) @binding(6) var<storage, read> norm: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+  if (i >= p.n) { return; }
+  let g = grad[i] * norm[1];
+  var x = param[i];
+  if (p.decay != 0u) { x = x * s.decayFactor; }
+  let mi = s.beta1 * m[i] + s.oneMinusBeta1 * g;
+  let vi = s.beta2 * v[i] + s.oneMinusBeta2 * g * g;
+  let denom = sqrt(vi) / s.bc2Sqrt + s.eps;
+  param[i] = x - s.stepSize * (mi / denom);
+  m[i] = mi;
+  v[i] = vi;
+}
+`;
+
+/**
+ * Record one AdamW update of the first `n` elements of `param` from `grad`, with moments `m` and `v`.
+ * `stepParams` holds {@link packStepParams} output (rewritten by the caller every step); `norm` is a
+ * {@link GradNorm} output whose element 1 is the clip coefficient. `decay` applies weight decay.
+ */
+export function adamwStep(
+  plan: Plan,
+  param: TensorView,
+  grad: TensorView,
+  m: TensorView,
+  v: TensorView,
+  stepParams: TensorView,
+  norm: TensorView,
+  decay: boolean,
+  n = param.length,
+): void {
+  for (const [name, view] of [["param", param], ["grad", grad], ["m", m], ["v", v]] as const) {
+    if (view.length < n) {
+      throw new RangeError(`adamwStep: n=${n} exceeds ${name} (${view.label ?? "view"}) of ${view.length}`);
+    }
+  }
+  if (stepParams.length < STEP_PARAMS_LENGTH) {
+    throw new RangeError(
+      `adamwStep: stepParams needs ${STEP_PARAMS_LENGTH} elements, has ${stepParams.length}`,
+    );
+  }
+  if (norm.length < NORM_LENGTH) {
+    throw new RangeError(`adamwStep: norm needs ${NORM_LENGTH} elements, has ${norm.length}`);
+  }
+  const u = plan.gpu.uniform(packUniform([["u", n], ["u", decay ? 1 : 0]]), "adamw.params");
+  plan.add(ADAMW_STEP, [u, param, m, v, grad, stepParams, norm], Math.ceil(n / WG), "adamw_step");
+}
