@@ -103,6 +103,7 @@ async function evaluateDir(
   try {
     const results = await evaluateModel(model.scorer, model.encoder, {
       ...s,
+      onPrepare: (task) => console.error(`${label}: reading and tokenizing ${task}`),
       onProgress: (done, total, task) => {
         bar ??= new Progress(label, total, "seq");
         bar.tick(done - last, task);

@@ -83,6 +83,8 @@ export interface EvalOptions {
   textFile?: string;
   context?: number;
   stride?: number;
+  /** Called before a task's data is read and tokenized (which can take a while for long texts). */
+  onPrepare?: (task: string) => void;
   /** Called as sequences are scored: done and total over all tasks, and the current task. */
   onProgress?: (done: number, total: number, task: string) => void;
 }
@@ -319,7 +321,10 @@ export async function evaluateModel(
 ): Promise<Record<string, TaskResult>> {
   const context = opts.context ?? scorer.contextLength;
   const prepared: PreparedTask[] = [];
-  for (const t of opts.tasks) prepared.push(await prepareTask(t, enc, { ...opts, context }));
+  for (const t of opts.tasks) {
+    opts.onPrepare?.(t);
+    prepared.push(await prepareTask(t, enc, { ...opts, context }));
+  }
   const total = prepared.reduce((s, p) => s + p.spans.length, 0);
   let done = 0;
   const out: Record<string, TaskResult> = {};
