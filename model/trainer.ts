@@ -1,0 +1,230 @@
+/**
+ * One optimisation step on the GPU: forward, the loss (LM, or SimPO + lambda * LM), backward, global
+ * gradient-norm clipping and AdamW, encoded as one command submission. Only a few floats come back.
+ * @module
+ */
+import type { TensorView } from "./gpu.ts";
+import { Plan } from "./gpu.ts";
+import { allocParams, type DeviceParam, type GPT2, readAll, Workspace, writeParts } from "./gpt2.ts";
+import { adamwStep, packStepParams } from "../shaders/adamw.ts";
+import { GradNorm } from "../shaders/reduce.ts";
+import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss } from "../shaders/loss.ts";
+
+/** AdamW settings (PyTorch `torch.optim.AdamW` semantics). */
+export interface AdamWConfig {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global gradient-norm clipping threshold; 0 disables clipping. */
+  clipNorm: number;
+}
+
+/** The model card's optimiser. */
+export const BASELINE_ADAMW: AdamWConfig = {
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0,
+  clipNorm: 1,
+};
+
+/** What a step optimises. */
+export type LossSpec =
+  | { kind: "lm" }
+  | { kind: "simpo"; beta: number; gamma: number; lmWeight: number };
+
+/** A batch of sequences laid out as the workspace expects (rows b*T + t), padded to the shape. */
+export interface Batch {
+  /** Number of sequences (for SimPO: 2P, winning first). */
+  nSeq: number;
+  T: number;
+  inputs: Uint32Array;
+  targets: Uint32Array;
+  lmMask: Float32Array;
+  /** Needed for SimPO. */
+  compMask?: Float32Array;
+}
+
+/** What one step reports. */
+export interface StepMetrics {
+  loss: number;
+  lmLoss: number;
+  simpoLoss?: number;
+  chosenReward?: number;
+  rejectedReward?: number;
+  margin?: number;
+  winRate?: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  lr: number;
+  step: number;
+}
+
+/** Optimiser state plus a cache of workspaces, one per batch shape. */
+export class Trainer {
+  readonly model: GPT2;
+  readonly adamw: AdamWConfig;
+  readonly grads: DeviceParam[];
+  readonly m: DeviceParam[];
+  readonly v: DeviceParam[];
+  /** Number of optimiser steps taken (AdamW's t). */
+  step = 0;
+  #stepParams: TensorView;
+  #norm: GradNorm;
+  #optimizer: Plan;
+  #metrics: TensorView;
+  #workspaces = new Map<string, Workspace>();
+  #lossPlans = new Map<string, Plan>();
+
+  constructor(model: GPT2, adamw: AdamWConfig = BASELINE_ADAMW) {
+    this.model = model;
+    this.adamw = adamw;
+    const gpu = model.gpu;
+    this.grads = allocParams(gpu, model.config, "grad");
+    this.m = allocParams(gpu, model.config, "adam.m");
+    this.v = allocParams(gpu, model.config, "adam.v");
+    this.#stepParams = gpu.tensor(16, "adamw.step");
+    this.#metrics = gpu.tensor(METRICS_LENGTH, "metrics");
+    const gradViews = this.grads.flatMap((p) => p.parts.map((part) => part.view));
+    this.#optimizer = new Plan(gpu);
+    this.#norm = new GradNorm(this.#optimizer, gradViews, adamw.clipNorm);
+    this.model.params.forEach((p, i) => {
+      p.parts.forEach((part, j) => {
+        adamwStep(
+          this.#optimizer,
+          part.view,
+          this.grads[i].parts[j].view,
+          this.m[i].parts[j].view,
+          this.v[i].parts[j].view,
+          this.#stepParams,
+          this.#norm.output,
+          p.spec.decay,
+          part.view.length,
+        );
+      });
+    });
+  }
+
+  /** The workspace for a batch shape, made on first use. */
+  workspace(B: number, T: number): Workspace {
+    const key = `${B}x${T}`;
+    let ws = this.#workspaces.get(key);
+    if (!ws) {
+      ws = new Workspace(this.model, B, T, { grads: this.grads });
+      this.#workspaces.set(key, ws);
+    }
+    return ws;
+  }
+
+  #lossPlan(ws: Workspace, loss: LossSpec): Plan {
+    const key = `${ws.B}x${ws.T}:${JSON.stringify(loss)}`;
+    let plan = this.#lossPlans.get(key);
+    if (!plan) {
+      plan = new Plan(this.model.gpu);
+      if (loss.kind === "lm") {
+        lmLoss(plan, this.#metrics, ws.g, ws.lp, ws.lmMask, ws.B, ws.T, ws.B, 1);
+      } else {
+        const P = ws.B / 2;
+        lmLoss(plan, this.#metrics, ws.g, ws.lp, ws.lmMask, ws.B, ws.T, P, loss.lmWeight);
+        simpoLoss(plan, this.#metrics, ws.g, ws.lp, ws.compMask, P, ws.T, loss.beta, loss.gamma);
+      }
+      this.#lossPlans.set(key, plan);
+    }
+    return plan;
+  }
+
+  /** One AdamW step on `batch` at learning rate `lr`. Resolves with the step's metrics. */
+  async trainStep(batch: Batch, loss: LossSpec, lr: number): Promise<StepMetrics> {
+    if (loss.kind === "simpo" && (batch.nSeq % 2 !== 0 || !batch.compMask)) {
+      throw new Error(
+        "a SimPO batch needs an even number of sequences (winning then losing) and a completion mask",
+      );
+    }
+    const ws = this.workspace(batch.nSeq, batch.T);
+    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.compMask);
+    this.step++;
+    const a = this.adamw;
+    this.model.gpu.write(
+      this.#stepParams,
+      packStepParams({
+        lr,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        weightDecay: a.weightDecay,
+        step: this.step,
+      }),
+    );
+    const device = this.model.gpu.device;
+    const enc = device.createCommandEncoder();
+    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
+    ws.encodeClear(enc);
+    ws.forward.encode(enc);
+    this.#lossPlan(ws, loss).encode(enc);
+    ws.backward!.encode(enc);
+    this.#optimizer.encode(enc);
+    device.queue.submit([enc.finish()]);
+    const norm = await this.model.gpu.read(this.#norm.output, 0, 1);
+    return { ...(await this.#readMetrics(loss)), gradNorm: norm[0], lr, step: this.step };
+  }
+
+  /** The loss metrics of the last forward pass; the total is simpo + lambda * LM in the preference phase. */
+  async #readMetrics(loss: LossSpec): Promise<Omit<StepMetrics, "gradNorm" | "lr" | "step">> {
+    const m = await this.model.gpu.read(this.#metrics);
+    if (loss.kind === "lm") return { loss: m[METRIC.lm], lmLoss: m[METRIC.lm] };
+    return {
+      loss: m[METRIC.simpo] + loss.lmWeight * m[METRIC.lm],
+      lmLoss: m[METRIC.lm],
+      simpoLoss: m[METRIC.simpo],
+      chosenReward: m[METRIC.chosenReward],
+      rejectedReward: m[METRIC.rejectedReward],
+      margin: m[METRIC.margin],
+      winRate: m[METRIC.winRate],
+    };
+  }
+
+  /**
+   * Forward, loss and backward only (no optimiser step): leaves the gradients in {@link grads} and
+   * returns the loss metrics. For gradient checks.
+   */
+  async computeGradients(batch: Batch, loss: LossSpec): Promise<StepMetrics> {
+    const ws = this.workspace(batch.nSeq, batch.T);
+    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.compMask);
+    const device = this.model.gpu.device;
+    const enc = device.createCommandEncoder();
+    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
+    ws.encodeClear(enc);
+    ws.forward.encode(enc);
+    this.#lossPlan(ws, loss).encode(enc);
+    ws.backward!.encode(enc);
+    device.queue.submit([enc.finish()]);
+    return { ...(await this.#readMetrics(loss)), gradNorm: NaN, lr: 0, step: this.step };
+  }
+
+  /** Download the gradients (names as the parameter table). */
+  getGradients(): Promise<Map<string, Float32Array>> {
+    return readAll(this.model.gpu, this.grads);
+  }
+
+  /** Optimiser state for checkpoints: step count and both moments. */
+  async getState(): Promise<{ step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }> {
+    return {
+      step: this.step,
+      m: await readAll(this.model.gpu, this.m),
+      v: await readAll(this.model.gpu, this.v),
+    };
+  }
+
+  /** Restore optimiser state saved by {@link getState}. */
+  setState(state: { step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }): void {
+    this.step = state.step;
+    for (const [set, values] of [[this.m, state.m], [this.v, state.v]] as const) {
+      for (const p of set) {
+        const data = values.get(p.spec.name);
+        if (!data) throw new Error(`optimizer state: missing ${p.spec.name}`);
+        writeParts(this.model.gpu, p, data);
+      }
+    }
+  }
+}
