@@ -133,3 +133,84 @@ export function gatherRows(
   const u = plan.gpu.uniform(packUniform([["u", nSeq], ["u", T], ["u", C]]), "gather.params");
   plan.add(GATHER_ROWS, [u, out, x, idx], Math.ceil((nSeq * C) / WG), "gather_rows");
 }
+
+/** out[r, c] = x[r * ld + offset + c] for c < C: e.g. the q block of a qkv row. */
+export const COPY_COLUMNS = INDEX + /* wgsl */ `
+struct Params { rows: u32, C: u32, ld: u32, offset: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let i = linear(wid, nwg, li);
+  if (i >= p.rows * p.C) { return; }
+  let r = i / p.C;
+  out[i] = x[r * p.ld + p.offset + i % p.C];
+}
+`;
+
+/**
+ * After a decode step: history[s, step] = tokens[s]; pos[s] += 1; lens[s] = pos[s] + 1.
+ * `step` is a one-element buffer the caller rewrites each step.
+ */
+export const ADVANCE = INDEX + /* wgsl */ `
+struct Params { nSeq: u32, maxNew: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> history: array<u32>;
+@group(0) @binding(2) var<storage, read_write> pos: array<u32>;
+@group(0) @binding(3) var<storage, read_write> lens: array<u32>;
+@group(0) @binding(4) var<storage, read> tokens: array<u32>;
+@group(0) @binding(5) var<storage, read> step: array<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let s = linear(wid, nwg, li);
+  if (s >= p.nSeq) { return; }
+  if (step[0] < p.maxNew) { history[s * p.maxNew + step[0]] = tokens[s]; }
+  pos[s] = pos[s] + 1u;
+  lens[s] = pos[s] + 1u;
+}
+`;
+
+/** Record out = the `C` columns at `offset` of each row of x (row stride ld). */
+export function copyColumns(
+  plan: Plan,
+  out: TensorView,
+  x: TensorView,
+  rows: number,
+  C: number,
+  ld: number,
+  offset: number,
+): void {
+  const u = plan.gpu.uniform(
+    packUniform([["u", rows], ["u", C], ["u", ld], ["u", offset]]),
+    "copycols.params",
+  );
+  plan.add(COPY_COLUMNS, [u, out, x], Math.ceil((rows * C) / WG), "copy_columns");
+}
+
+/** Record the end of a decode step: append tokens to the history and move every sequence one position on. */
+export function advance(
+  plan: Plan,
+  history: TensorView,
+  pos: TensorView,
+  lens: TensorView,
+  tokens: TensorView,
+  step: TensorView,
+  nSeq: number,
+  maxNew: number,
+): void {
+  const u = plan.gpu.uniform(packUniform([["u", nSeq], ["u", maxNew]]), "advance.params");
+  plan.add(ADVANCE, [u, history, pos, lens, tokens, step], Math.ceil(nSeq / WG), "advance");
+}
+
+/** counter[0] += 1: moves the decode step on the GPU, so several steps can share one submission. */
+export const INCREMENT = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> counter: array<u32>;
+@compute @workgroup_size(1)
+fn main() { counter[0] = counter[0] + 1u; }
+`;
+
+/** Record counter[0] += 1. */
+export function increment(plan: Plan, counter: TensorView): void {
+  plan.add(INCREMENT, [counter], 1, "increment");
+}

@@ -1,0 +1,284 @@
+/**
+ * The training configuration: every setting of an interaction run with its default, the presets
+ * (`tiny`, the offline default, and `babylm-interaction`, the model card), and validation that names
+ * the bad key. One source of truth: `--print-config` prints exactly this object.
+ * @module
+ */
+
+/** Where the student's contexts come from. */
+export type CorpusConfig =
+  | { kind: "embedded"; words: number }
+  | { kind: "dir"; path: string };
+
+/** Who corrects the student. */
+export interface TeacherConfig {
+  /** `corpus`: the datapoint's own continuation (a baseline variant); `openai`: an LLM over HTTP. */
+  kind: "corpus" | "openai";
+  /** Base URLs of OpenAI-compatible servers (several spread the load). */
+  urls: string[];
+  /** `chat` (vLLM/SGLang prefill) or `completion` (client-rendered Llama 3.1 prompt: llama.cpp, Ollama). */
+  mode: "chat" | "completion";
+  model: string;
+  /** Prompt template file (messages + sampling); empty: the project's default prompt. */
+  promptFile: string;
+  /** Environment variable holding the API key, if the server needs one. */
+  apiKeyEnv: string;
+  timeoutMs: number;
+  maxInFlightPerServer: number;
+  maxAttempts: number;
+}
+
+/** Every setting of a run. */
+export interface TrainConfig {
+  preset: string;
+  seed: number;
+  /** Run directory (metrics, interactions, checkpoints, state). */
+  outDir: string;
+  /** Start from this Hugging Face GPT-2 directory; empty: a new model with `architecture`. */
+  initModel: string;
+  architecture: { nLayer: number; nHead: number; nEmbd: number; nPositions: number };
+  /** A tokenizer.json file, or `train` to train a byte-level BPE of `vocabSize` on the corpus. */
+  tokenizer: string;
+  vocabSize: number;
+  corpus: CorpusConfig;
+  numRounds: number;
+  datapointLength: number;
+  contextLength: number;
+  /** Cap on datapoints per round (0 = all); the tiny preset uses it to finish in minutes. */
+  maxDatapointsPerRound: number;
+  student: {
+    temperature: number;
+    topP: number;
+    topK: number;
+    minTokens: number;
+    maxTokens: number;
+    batchSize: number;
+  };
+  teacher: TeacherConfig;
+  nSftEpochs: number;
+  nPoEpochs: number;
+  /** Pairs per optimisation step (SFT steps take this many winning sequences). */
+  batchSize: number;
+  simpoBeta: number;
+  /** gamma = beta * ratio. */
+  simpoGammaRatio: number;
+  /** Weight of the LM loss in the preference phase. */
+  lmWeight: number;
+  lr: number;
+  schedule: "cosine" | "constant";
+  warmupSteps: number;
+  totalSteps: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clipNorm: number;
+  /** Checkpoint every `every` words while words seen <= `upTo`, e.g. [[1e7, 1e6], [1e8, 1e7], [1e9, 1e8]]. */
+  checkpointWords: Array<[number, number]>;
+}
+
+/** The model card's run: GPT-2 124M, 20 rounds, every hyperparameter as published. */
+export const BABYLM_INTERACTION: TrainConfig = {
+  preset: "babylm-interaction",
+  seed: 0,
+  outDir: "runs/babylm-interaction",
+  initModel: "",
+  architecture: { nLayer: 12, nHead: 12, nEmbd: 768, nPositions: 1024 },
+  tokenizer: "",
+  vocabSize: 50257,
+  corpus: { kind: "dir", path: "data/train_100M" },
+  numRounds: 20,
+  datapointLength: 512,
+  contextLength: 256,
+  maxDatapointsPerRound: 0,
+  student: { temperature: 1, topP: 0.8, topK: 0, minTokens: 255, maxTokens: 256, batchSize: 64 },
+  teacher: {
+    kind: "openai",
+    urls: ["http://127.0.0.1:8000"],
+    mode: "chat",
+    model: "meta-llama/Llama-3.1-8B-Instruct",
+    promptFile: "",
+    apiKeyEnv: "OPENAI_API_KEY",
+    timeoutMs: 300_000,
+    maxInFlightPerServer: 64,
+    maxAttempts: 8,
+  },
+  nSftEpochs: 8,
+  nPoEpochs: 2,
+  batchSize: 16,
+  simpoBeta: 2,
+  simpoGammaRatio: 0.5,
+  lmWeight: 0.2,
+  lr: 5e-5,
+  schedule: "cosine",
+  warmupSteps: 2000,
+  totalSteps: 200_000,
+  weightDecay: 0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  clipNorm: 1,
+  checkpointWords: [[1e7, 1e6], [1e8, 1e7], [1e9, 1e8]],
+};
+
+/**
+ * The offline default: a small GPT-2, the embedded child-directed corpus, a BPE tokenizer trained on it
+ * and the corpus teacher. Finishes a few rounds in minutes on a CPU-only WebGPU adapter.
+ */
+export const TINY: TrainConfig = {
+  ...BABYLM_INTERACTION,
+  preset: "tiny",
+  outDir: "runs/tiny",
+  architecture: { nLayer: 2, nHead: 2, nEmbd: 64, nPositions: 128 },
+  tokenizer: "train",
+  vocabSize: 512,
+  corpus: { kind: "embedded", words: 60_000 },
+  numRounds: 3,
+  datapointLength: 64,
+  contextLength: 32,
+  maxDatapointsPerRound: 64,
+  student: { temperature: 1, topP: 0.8, topK: 0, minTokens: 31, maxTokens: 32, batchSize: 64 },
+  teacher: { ...BABYLM_INTERACTION.teacher, kind: "corpus", urls: [] },
+  nSftEpochs: 2,
+  nPoEpochs: 1,
+  batchSize: 8,
+  lr: 2e-3,
+  warmupSteps: 10,
+  totalSteps: 400,
+  checkpointWords: [[1e5, 1e4]],
+};
+
+/** Presets by name. */
+export const PRESETS: Record<string, TrainConfig> = { tiny: TINY, "babylm-interaction": BABYLM_INTERACTION };
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/**
+ * Overlay `overrides` (parsed JSON) on `base`, rejecting keys `base` does not have and values of the
+ * wrong type; `where` names the source in errors.
+ */
+export function mergeConfig<T>(base: T, overrides: Json, where: string, path = ""): T {
+  if (overrides === null || typeof overrides !== "object" || Array.isArray(overrides)) {
+    throw new Error(`${where}: ${path || "config"} must be a JSON object`);
+  }
+  const out = structuredClone(base) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(overrides)) {
+    const key = path ? `${path}.${k}` : k;
+    if (!(k in out)) throw new Error(`${where}: unknown config key "${key}"`);
+    const cur = out[k];
+    if (cur !== null && typeof cur === "object" && !Array.isArray(cur) && k !== "corpus") {
+      out[k] = mergeConfig(cur, v, where, key);
+    } else if (k === "corpus") {
+      out[k] = v;
+    } else {
+      if (typeof v !== typeof cur || Array.isArray(v) !== Array.isArray(cur)) {
+        throw new Error(
+          `${where}: "${key}" must be ${Array.isArray(cur) ? "an array" : `a ${typeof cur}`}, got ${
+            JSON.stringify(v)
+          }`,
+        );
+      }
+      out[k] = v;
+    }
+  }
+  return out as T;
+}
+
+/** Check every value of a config; throws with the key and the expected range. */
+export function validateTrainConfig(c: TrainConfig): TrainConfig {
+  const fail = (key: string, expected: string, got: unknown) => {
+    throw new Error(`config: "${key}" must be ${expected}, got ${JSON.stringify(got)}`);
+  };
+  const posInt = (key: string, v: number) => {
+    if (!Number.isInteger(v) || v < 1) fail(key, "a positive integer", v);
+  };
+  const nonNegInt = (key: string, v: number) => {
+    if (!Number.isInteger(v) || v < 0) fail(key, "an integer >= 0", v);
+  };
+  posInt("numRounds", c.numRounds);
+  posInt("datapointLength", c.datapointLength);
+  posInt("contextLength", c.contextLength);
+  if (c.contextLength >= c.datapointLength) {
+    fail("contextLength", `smaller than datapointLength (${c.datapointLength})`, c.contextLength);
+  }
+  nonNegInt("maxDatapointsPerRound", c.maxDatapointsPerRound);
+  posInt("batchSize", c.batchSize);
+  nonNegInt("nSftEpochs", c.nSftEpochs);
+  nonNegInt("nPoEpochs", c.nPoEpochs);
+  posInt("architecture.nLayer", c.architecture.nLayer);
+  posInt("architecture.nHead", c.architecture.nHead);
+  posInt("architecture.nEmbd", c.architecture.nEmbd);
+  if (c.architecture.nEmbd % c.architecture.nHead !== 0) {
+    fail("architecture.nEmbd", `divisible by nHead (${c.architecture.nHead})`, c.architecture.nEmbd);
+  }
+  posInt("architecture.nPositions", c.architecture.nPositions);
+  const seqLen = 1 + c.contextLength + c.student.maxTokens + 1;
+  if (!c.initModel && seqLen - 1 > c.architecture.nPositions) {
+    fail(
+      "architecture.nPositions",
+      `at least ${seqLen - 1} (1 + context + maxTokens)`,
+      c.architecture.nPositions,
+    );
+  }
+  posInt("student.maxTokens", c.student.maxTokens);
+  if (
+    !Number.isInteger(c.student.minTokens) || c.student.minTokens < 0 ||
+    c.student.minTokens > c.student.maxTokens
+  ) {
+    fail(
+      "student.minTokens",
+      `an integer in [0, student.maxTokens=${c.student.maxTokens}]`,
+      c.student.minTokens,
+    );
+  }
+  if (!(c.student.temperature >= 0)) fail("student.temperature", ">= 0", c.student.temperature);
+  if (!(c.student.topP > 0 && c.student.topP <= 1)) fail("student.topP", "in (0, 1]", c.student.topP);
+  nonNegInt("student.topK", c.student.topK);
+  posInt("student.batchSize", c.student.batchSize);
+  if (!(c.lr > 0)) fail("lr", "> 0", c.lr);
+  if (c.schedule !== "cosine" && c.schedule !== "constant") {
+    fail("schedule", `"cosine" or "constant"`, c.schedule);
+  }
+  nonNegInt("warmupSteps", c.warmupSteps);
+  posInt("totalSteps", c.totalSteps);
+  if (!(c.weightDecay >= 0)) fail("weightDecay", ">= 0", c.weightDecay);
+  if (!(c.beta1 >= 0 && c.beta1 < 1)) fail("beta1", "in [0, 1)", c.beta1);
+  if (!(c.beta2 >= 0 && c.beta2 < 1)) fail("beta2", "in [0, 1)", c.beta2);
+  if (!(c.eps > 0)) fail("eps", "> 0", c.eps);
+  if (!(c.clipNorm >= 0)) fail("clipNorm", ">= 0 (0 disables clipping)", c.clipNorm);
+  if (!(c.simpoBeta > 0)) fail("simpoBeta", "> 0", c.simpoBeta);
+  if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
+  if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
+  if (c.corpus.kind === "embedded") posInt("corpus.words", c.corpus.words);
+  else if (c.corpus.kind === "dir") {
+    if (typeof c.corpus.path !== "string" || !c.corpus.path) {
+      fail("corpus.path", "a directory", c.corpus.path);
+    }
+  } else fail("corpus.kind", `"embedded" or "dir"`, (c.corpus as { kind: unknown }).kind);
+  if (c.teacher.kind !== "corpus" && c.teacher.kind !== "openai") {
+    fail("teacher.kind", `"corpus" or "openai"`, c.teacher.kind);
+  }
+  if (c.teacher.kind === "openai") {
+    if (c.teacher.urls.length === 0) fail("teacher.urls", "at least one URL (--teacher-url)", c.teacher.urls);
+    for (const u of c.teacher.urls) {
+      try {
+        new URL(u);
+      } catch {
+        fail("teacher.urls", "valid http(s) URLs", u);
+      }
+    }
+    if (c.teacher.mode !== "chat" && c.teacher.mode !== "completion") {
+      fail("teacher.mode", `"chat" or "completion"`, c.teacher.mode);
+    }
+  }
+  posInt("teacher.timeoutMs", c.teacher.timeoutMs);
+  posInt("teacher.maxInFlightPerServer", c.teacher.maxInFlightPerServer);
+  posInt("teacher.maxAttempts", c.teacher.maxAttempts);
+  if (!c.initModel && c.tokenizer === "train") posInt("vocabSize", c.vocabSize);
+  for (const [i, pair] of c.checkpointWords.entries()) {
+    if (!Array.isArray(pair) || pair.length !== 2 || !(pair[0] > 0) || !(pair[1] > 0)) {
+      fail(`checkpointWords[${i}]`, "a pair [upToWords, everyWords] of positive numbers", pair);
+    }
+  }
+  return c;
+}
