@@ -61,10 +61,15 @@ export class WordCounter {
     this.#rest = chunk.slice(start);
   }
 
-  /** Count what is left after the last newline; call once at the end. */
-  finish(): WordCounts {
+  /** End the current text (e.g. a file): a last line without a newline is counted on its own. */
+  flush(): void {
     if (this.#rest !== "") this.#line(this.#rest);
     this.#rest = "";
+  }
+
+  /** Flush and return the counts; call once at the end. */
+  finish(): WordCounts {
+    this.flush();
     return { counts: this.counts, words: this.words, pretokens: this.pretokens, chars: this.chars };
   }
 

@@ -1,0 +1,192 @@
+/**
+ * `deno task tokenizer`: train a byte-level BPE tokenizer (GPT-2's scheme) on text files and write
+ * `OUT/tokenizer.json`, loadable by this project, @huggingface/tokenizers and Python `tokenizers`.
+ *
+ *   deno task tokenizer --input data/train_100M --vocab-size 16384 --out runs/tok
+ *
+ * Files are streamed (never held whole); special token: `<|endoftext|>` at id 0 (BOS, EOS, padding).
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  helpText,
+  numberOption,
+  Progress,
+  required,
+  runMain,
+  UsageError,
+  writeFileAtomic,
+} from "./common.ts";
+import { trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
+import { Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+
+const SPEC = {
+  input: {
+    type: "string",
+    multiple: true,
+    help: "a text file, or a directory whose .txt/.train files are read (repeatable)",
+  },
+  "vocab-size": {
+    type: "string",
+    help: "vocabulary size, <|endoftext|> and the 256 bytes included",
+    default: "50257",
+  },
+  "min-frequency": {
+    type: "string",
+    help: "stop when the best pair occurs fewer times than this",
+    default: "2",
+  },
+  out: { type: "string", help: "output directory (tokenizer.json is written there)" },
+} as const;
+
+/** Text extensions read from an input directory. */
+const EXTENSIONS = [".txt", ".train"];
+
+/** Files named by `inputs` (files as given, directories expanded to their text files, sorted). */
+export async function inputFiles(inputs: string[]): Promise<string[]> {
+  const files: string[] = [];
+  for (const input of inputs) {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(input);
+    } catch (e) {
+      throw new UsageError(`--input ${input}: ${(e as Error).message}`);
+    }
+    if (!info.isDirectory) {
+      files.push(input);
+      continue;
+    }
+    const found: string[] = [];
+    for await (const entry of Deno.readDir(input)) {
+      if (entry.isFile && EXTENSIONS.some((x) => entry.name.endsWith(x))) {
+        found.push(`${input.replace(/\/+$/, "")}/${entry.name}`);
+      }
+    }
+    if (found.length === 0) {
+      throw new UsageError(`--input ${input}: no ${EXTENSIONS.join(" or ")} files in it`);
+    }
+    files.push(...found.sort());
+  }
+  if (files.length === 0) throw new UsageError("no input files: give --input FILE_OR_DIR");
+  return files;
+}
+
+/** Make `dir` and check a file can be written there, before any long work. */
+async function checkWritable(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    const probe = `${dir}/.write-test-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeTextFile(probe, "");
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new UsageError(`--out ${dir}: cannot write there: ${(e as Error).message}`);
+  }
+}
+
+const SUMMARY =
+  "Train a byte-level BPE tokenizer (GPT-2 pre-tokenization, <|endoftext|> at id 0) on text files.";
+
+/**
+ * Parse the options (strict); `--help` prints the help and returns undefined. Not `parseOptions` of
+ * common.ts: it passes `short: undefined` to `parseArgs`, which rejects it.
+ */
+function parse(args: string[]): Record<string, string | string[] | boolean | undefined> | undefined {
+  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [k, v] of Object.entries(SPEC)) {
+    options[k] = "multiple" in v ? { type: v.type, multiple: true } : { type: v.type };
+  }
+  let values: Record<string, string | string[] | boolean | undefined>;
+  try {
+    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
+  } catch (e) {
+    throw new UsageError(`tokenizer: ${(e as Error).message}\nRun with --help for the options.`);
+  }
+  if (values.help) {
+    console.log(helpText("tokenizer", SUMMARY, SPEC));
+    return undefined;
+  }
+  const out: Record<string, string | string[] | boolean | undefined> = {};
+  for (const [k, v] of Object.entries(SPEC)) out[k] = values[k] ?? ("default" in v ? v.default : undefined);
+  return out;
+}
+
+/** The command: parse `args`, train, write OUT/tokenizer.json. */
+export async function main(args: string[] = Deno.args): Promise<void> {
+  const o = parse(args);
+  if (o === undefined) return;
+  const inputs = (o.input as string[] | undefined) ?? [];
+  const vocabSize = numberOption(o["vocab-size"], "vocab-size", { min: 257, max: 2_000_000, integer: true });
+  const minFrequency = numberOption(o["min-frequency"], "min-frequency", { min: 1, integer: true });
+  const out = required(o.out, "out");
+  const files = await inputFiles(inputs);
+  await checkWritable(out);
+
+  let totalBytes = 0;
+  for (const f of files) totalBytes += (await Deno.stat(f)).size;
+  console.error(`reading ${files.length} file(s), ${(totalBytes / 1e6).toFixed(1)} MB`);
+  const start = performance.now();
+  const counter = new WordCounter();
+  const bar = new Progress("counting words", Math.ceil(totalBytes / 1e6), "MB");
+  let bytes = 0, shownMb = 0;
+  for (const f of files) {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(f);
+    } catch (e) {
+      throw new UsageError(`cannot read ${f}: ${(e as Error).message}`);
+    }
+    const utf8 = new TextDecoder("utf-8");
+    for await (const chunk of file.readable) {
+      counter.add(utf8.decode(chunk, { stream: true }));
+      bytes += chunk.length;
+      const mb = Math.floor(bytes / 1e6);
+      if (mb > shownMb) {
+        bar.tick(mb - shownMb, `${counter.words} words`);
+        shownMb = mb;
+      }
+    }
+    counter.add(utf8.decode());
+    counter.flush();
+  }
+  bar.end();
+  const counts = counter.finish();
+  const countSecs = (performance.now() - start) / 1000;
+  console.error(
+    `counted ${counts.words} words (${counts.pretokens} pre-tokens, ${counts.counts.size} distinct) in ` +
+      `${countSecs.toFixed(1)} s: ${(counts.words / countSecs).toFixed(0)} words/s`,
+  );
+
+  const mergeStart = performance.now();
+  const merges = new Progress("merging", vocabSize - 257, "merges");
+  let shown = 0;
+  const bpe = trainBpeFromCounts(counts.counts, {
+    vocabSize,
+    minFrequency,
+    progressEvery: 500,
+    onMerge: (done) => {
+      merges.tick(done - shown);
+      shown = done;
+    },
+  });
+  merges.end();
+  const json = trainedBpeJson(bpe);
+  Tokenizer.fromJSON(json, "the trained tokenizer"); // it must load before it replaces anything
+  const path = `${out.replace(/\/+$/, "")}/${TOKENIZER_FILE}`;
+  await writeFileAtomic(path, json);
+  const secs = (performance.now() - start) / 1000;
+  if (bpe.tokens.length < vocabSize) {
+    console.error(
+      `note: stopped at ${bpe.tokens.length} tokens, below --vocab-size ${vocabSize}: no pair left occurring ` +
+        `at least ${minFrequency} times`,
+    );
+  }
+  console.log(
+    `wrote ${path}: ${bpe.tokens.length} tokens, ${bpe.merges.length} merges; ` +
+      `merging ${((performance.now() - mergeStart) / 1000).toFixed(1)} s, total ${secs.toFixed(1)} s, ` +
+      `${(counts.words / secs).toFixed(0)} words/s overall`,
+  );
+}
+
+if (import.meta.main) await runMain(() => main());
