@@ -48,6 +48,21 @@ targets = tokens[1:]. BOS = EOS = 60, so the masks are given by position, not by
   simpo.loss_lm = -(sum over chosen rows of lm_mask * logp) / (sum over chosen rows of lm_mask)
   simpo.loss = loss_simpo + 0.2 * loss_lm
   simpo.grad.<name> = d simpo.loss / d <name>.
+
+Generation case (`gen.*`): greedy continuations for the KV-cached decoder. The model above is nearly
+uniform (its greedy continuation repeats one token), so this case has weights of its own with the same
+config, drawn from a generator seeded SEED + 1 (the cases above keep their bytes): wte N(0, 1), wpe
+N(0, 0.5), every other matrix N(0, 0.5), LayerNorm and biases as above. Then the next token depends on the
+context through attention, and a cache bug changes the continuation.
+  gen.weight.<name>: those weights (float32)
+  gen.contexts [3,8] (I32): three contexts of 2, 5 and 8 tokens, [BOS] + random non-EOS tokens, EOS-padded
+  gen.context_lengths [3] (I32)
+  gen.greedy [3,8] (I32): t_k = argmax_v logits(context + t_0 .. t_{k-1})[last, v], GEN_NEW = 8 steps,
+                          one full float64 forward pass per step; a plain argmax over the whole vocabulary
+                          (EOS included, not stopped at), so a decoder that stops at EOS must match up to
+                          and including the first EOS.
+  gen.margin [1]: the smallest gap between the best and second-best logit over all 24 steps; asserted
+                  above 1e-3 so float32 rounding cannot change any argmax.
 """
 
 import json
@@ -61,6 +76,7 @@ CONFIG = dict(n_layer=2, n_embd=16, n_head=2, n_positions=16, vocab_size=61, eos
 SEED = 20250
 LR, BETAS, EPS, WEIGHT_DECAY, MAX_NORM, ADAMW_STEPS = 1e-2, (0.9, 0.999), 1e-8, 0.1, 1.0, 3
 SIMPO_BETA, SIMPO_GAMMA, LM_WEIGHT = 2.0, 1.0, 0.2
+GEN_CONTEXT_LENGTHS, GEN_NEW = (2, 5, 8), 8
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "gpt2_tiny")
 
 
@@ -249,6 +265,47 @@ def adamw_run(p, inputs, targets, mask):
     return torch.tensor(losses, dtype=torch.float64), q
 
 
+def gen_params(gen):
+    """The generation case's weights (see the module doc), rounded to float32, held in float64."""
+    params = {}
+    for name, shape, _ in param_shapes():
+        z = torch.randn(shape, generator=gen, dtype=torch.float64)
+        if name == "wte.weight":
+            v = z
+        elif len(shape) == 2:
+            v = 0.5 * z
+        elif ".ln_" in name or name.startswith("ln_f"):
+            v = (1.0 + 0.2 * z) if name.endswith(".weight") else 0.2 * z
+        else:
+            v = 0.2 * z
+        params[name] = v.float().double()
+    return params
+
+
+def greedy_case():
+    """The generation case: weights, contexts, their lengths, greedy continuations, smallest top-2 gap."""
+    gen = torch.Generator().manual_seed(SEED + 1)
+    p = gen_params(gen)
+    eos, bos = CONFIG["eos"], CONFIG["bos"]
+    n_ctx = max(GEN_CONTEXT_LENGTHS)
+    contexts = torch.full((len(GEN_CONTEXT_LENGTHS), n_ctx), eos, dtype=torch.int64)
+    greedy = torch.zeros(len(GEN_CONTEXT_LENGTHS), GEN_NEW, dtype=torch.int64)
+    margin = math.inf
+    with torch.no_grad():
+        for b, n in enumerate(GEN_CONTEXT_LENGTHS):
+            ids = [bos] + torch.randint(0, eos, (n - 1,), generator=gen).tolist()
+            contexts[b, :n] = torch.tensor(ids)
+            for k in range(GEN_NEW):
+                last = forward(p, torch.tensor([ids]))[0, -1]
+                top2 = last.topk(2).values
+                margin = min(margin, (top2[0] - top2[1]).item())
+                ids.append(int(last.argmax()))
+                greedy[b, k] = ids[-1]
+    assert margin > 1e-3, f"greedy margin {margin} too small for a float32 comparison"
+    lengths = torch.tensor(GEN_CONTEXT_LENGTHS, dtype=torch.int64)
+    return p, contexts, lengths, greedy, torch.tensor([margin], dtype=torch.float64)
+
+
 def write_safetensors(path, tensors, metadata):
     """Safetensors: u64 LE header length, JSON header (dtype, shape, data_offsets relative to the data
     section; `__metadata__` string map), padded with spaces to a multiple of 8, then raw LE data."""
@@ -301,11 +358,17 @@ def main():
     ref.update({"simpo.loss_lm": loss_lm.reshape(1), "simpo.loss": total.reshape(1)})
     ref.update({"simpo.grad." + k: g for k, g in grads(p, total).items()})
 
+    g_params, contexts, lengths, greedy, margin = greedy_case()
+    ref.update({"gen.weight." + k: v for k, v in g_params.items()})
+    ref.update({"gen.contexts": contexts, "gen.context_lengths": lengths, "gen.greedy": greedy})
+    ref["gen.margin"] = margin
+
     settings = {
         "seed": SEED,
         "adamw": {"lr": LR, "betas": list(BETAS), "eps": EPS, "weight_decay": WEIGHT_DECAY,
                   "max_norm": MAX_NORM, "steps": ADAMW_STEPS},
         "simpo": {"beta": SIMPO_BETA, "gamma": SIMPO_GAMMA, "lm_weight": LM_WEIGHT},
+        "gen": {"context_lengths": list(GEN_CONTEXT_LENGTHS), "new_tokens": GEN_NEW},
     }
     write_safetensors(
         os.path.join(OUT, "reference.safetensors"),
@@ -315,6 +378,7 @@ def main():
     print(f"lm.loss {loss.item():.6f}  adamw losses {[round(x, 6) for x in losses.tolist()]}")
     print(f"simpo.loss {total.item():.6f} (simpo {loss_simpo.item():.6f}, lm {loss_lm.item():.6f})")
     print(f"rewards {[round(x, 6) for x in rewards.tolist()]}")
+    print(f"greedy {greedy.tolist()} (smallest top-2 gap {margin.item():.3g})")
     for f in ("config.json", "model.safetensors", "reference.safetensors"):
         print(f"wrote {os.path.join(OUT, f)} ({os.path.getsize(os.path.join(OUT, f))} bytes)")
 
