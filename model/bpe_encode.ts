@@ -10,10 +10,11 @@
  */
 import { BYTE_TO_CHAR, GPT2_PATTERN } from "./bpe_format.ts";
 
-/** Pair key: left * 2^21 + right. */
+/** Ids must stay below this so heap entries stay exact. */
 const SHIFT = 2097152;
 /** Heap entries are rank * 2^32 + position (exact in a double while rank < 2^21). */
 const POS = 4294967296;
+const UTF8 = new TextEncoder();
 /** Cached pieces before the cache is emptied (bounds memory on corpora with endless distinct words). */
 const CACHE_LIMIT = 200_000;
 
@@ -28,8 +29,11 @@ export interface BpeTables {
 /** Byte-level BPE encoder over merge ranks. */
 export class ByteLevelBpeEncoder {
   #byteId = new Int32Array(256);
-  /** Pair key -> rank. */
-  #rank = new Map<number, number>();
+  /**
+   * Left id -> (right id -> rank). Two small-integer lookups are much faster than one Map lookup with
+   * a key above 2^31, which V8 stores as a boxed double.
+   */
+  #rank: Array<Map<number, number> | undefined> = [];
   /** Rank -> id of the merged token. */
   #result: Int32Array;
   #added: Map<string, number>;
@@ -53,7 +57,7 @@ export class ByteLevelBpeEncoder {
         throw new Error(`byte-level BPE: merge ${r} (${a} ${b}) uses a token that is not in the vocab`);
       }
       // A repeated merge takes its last rank, as both Hugging Face libraries build their maps.
-      this.#rank.set(ia * SHIFT + ib, r);
+      (this.#rank[ia] ??= new Map()).set(ib, r);
       this.#result[r] = iz;
     });
     this.#added = new Map(tables.added.map((t) => [t.content, t.id]));
@@ -100,7 +104,7 @@ export class ByteLevelBpeEncoder {
 
   /** Merge the bytes of one piece: a linked list of symbols and a min-heap of (rank, position). */
   #bpe(piece: string): number[] {
-    const bytes = new TextEncoder().encode(piece);
+    const bytes = UTF8.encode(piece);
     const n = bytes.length;
     const id = new Int32Array(n), next = new Int32Array(n), prev = new Int32Array(n);
     for (let i = 0; i < n; i++) {
@@ -112,7 +116,7 @@ export class ByteLevelBpeEncoder {
     const consider = (i: number) => {
       const j = next[i];
       if (i < 0 || j >= n) return;
-      const r = this.#rank.get(id[i] * SHIFT + id[j]);
+      const r = this.#rank[id[i]]?.get(id[j]);
       if (r !== undefined) heapPush(heap, r * POS + i);
     };
     for (let i = 0; i + 1 < n; i++) consider(i);
@@ -122,7 +126,7 @@ export class ByteLevelBpeEncoder {
       const r = Math.floor(e / POS), i = e - r * POS;
       const j = next[i];
       // Stale entries: the symbol was merged away, or its right neighbour changed since.
-      if (!alive[i] || j >= n || this.#rank.get(id[i] * SHIFT + id[j]) !== r) continue;
+      if (!alive[i] || j >= n || this.#rank[id[i]]?.get(id[j]) !== r) continue;
       id[i] = this.#result[r];
       alive[j] = 0;
       next[i] = next[j];
