@@ -1,0 +1,496 @@
+/**
+ * What `score`, `sft` and `simpo` share: JSON-lines records with their line numbers, token sequences
+ * from `{"tokens": [...]}` or `{"text": "..."}` fields, a model directory (checkpoint + optional
+ * tokenizer.json), batch packing in the layout {@link Batch} expects, the optimiser options and the
+ * training loop that writes an HF directory with `metrics.jsonl`.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { helpText, numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
+import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { Gpu } from "../model/gpu.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import {
+  type AdamWConfig,
+  BASELINE_ADAMW,
+  type Batch,
+  type LossSpec,
+  type StepMetrics,
+  Trainer,
+} from "../model/trainer.ts";
+import { SeededRandom } from "../model/random.ts";
+
+/** Parsed option values by name (strings as given, or the spec's defaults). */
+export type OptionValues = Record<string, string | boolean | undefined>;
+
+/**
+ * Parse `args` against `spec` (single-valued options only). `--help` prints the help text and yields
+ * undefined, so the caller returns without work. Unknown options are usage errors. (common.ts's
+ * parseOptions passes `short: undefined` to node's parseArgs, which rejects it.)
+ */
+export function parseCommandOptions(
+  command: string,
+  summary: string,
+  spec: Record<string, OptionSpec>,
+  args: string[],
+): OptionValues | undefined {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [k, v] of Object.entries(spec)) options[k] = { type: v.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
+  }
+  if (values.help) {
+    console.log(helpText(command, summary, spec));
+    return undefined;
+  }
+  const out: OptionValues = {};
+  for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
+  return out;
+}
+
+/** One non-empty line of a JSON-lines file. */
+export interface JsonlRecord {
+  /** 1-based line number in the file. */
+  line: number;
+  value: unknown;
+}
+
+/** Read a JSON-lines file keeping line numbers, so later field errors can name `file:line`. */
+export async function readJsonlRecords(path: string): Promise<JsonlRecord[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  const out: JsonlRecord[] = [];
+  text.split("\n").forEach((raw, i) => {
+    if (raw.trim() === "") return;
+    try {
+      out.push({ line: i + 1, value: JSON.parse(raw) });
+    } catch (e) {
+      throw new UsageError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
+    }
+  });
+  if (out.length === 0) throw new UsageError(`${path}: no records (expected one JSON object per line)`);
+  return out;
+}
+
+/** A model directory loaded for the engine commands. */
+export interface ModelDir {
+  dir: string;
+  checkpoint: Checkpoint;
+  /** Present when the directory has a tokenizer.json. */
+  tokenizer?: Tokenizer;
+  /** The tokenizer.json bytes, copied as they are into saved checkpoints. */
+  tokenizerBytes?: Uint8Array;
+}
+
+/** Load `config.json` + `model.safetensors` and, if present, `tokenizer.json` from `dir`. */
+export async function loadModelDir(dir: string): Promise<ModelDir> {
+  let checkpoint: Checkpoint;
+  try {
+    checkpoint = await loadCheckpoint(dir);
+  } catch (e) {
+    throw new UsageError(`--model ${dir}: ${(e as Error).message}`);
+  }
+  const path = `${dir.replace(/\/+$/, "")}/${TOKENIZER_FILE}`;
+  let tokenizerBytes: Uint8Array;
+  try {
+    tokenizerBytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { dir, checkpoint };
+    throw e;
+  }
+  const tokenizer = await loadTokenizer(path);
+  if (tokenizer.vocabSize > checkpoint.config.vocabSize) {
+    throw new UsageError(
+      `${path}: the tokenizer has ${tokenizer.vocabSize} ids but the model's vocab_size is ` +
+        `${checkpoint.config.vocabSize}`,
+    );
+  }
+  return { dir, checkpoint, tokenizer, tokenizerBytes };
+}
+
+/** How a text field becomes ids: BOS before it and/or EOS after it. */
+export interface TextRule {
+  bos: boolean;
+  eos: boolean;
+}
+
+/** Where a record came from, for messages: `file:line`. */
+export function at(path: string, line: number): string {
+  return `${path}:${line}`;
+}
+
+/**
+ * The token ids of `key` in a record: a given id array is used exactly as given (ids checked against
+ * the vocabulary); a string is tokenized with `tokenizer` and gets BOS/EOS per `rule`. Errors name
+ * `where` (file:line) and the field.
+ */
+export function fieldTokens(
+  record: Record<string, unknown>,
+  key: string,
+  where: string,
+  vocabSize: number,
+  rule: TextRule,
+  model: ModelDir,
+): number[] {
+  const v = record[key];
+  if (typeof v === "string") {
+    const tok = model.tokenizer;
+    if (!tok) {
+      throw new UsageError(
+        `${where}: "${key}" is text, but ${model.dir} has no ${TOKENIZER_FILE} to tokenize it ` +
+          `(give token ids instead)`,
+      );
+    }
+    const ids = tok.encode(v);
+    const bos = model.checkpoint.config.bosTokenId, eos = model.checkpoint.config.eosTokenId;
+    return [...(rule.bos ? [bos] : []), ...ids, ...(rule.eos ? [eos] : [])];
+  }
+  if (!Array.isArray(v)) {
+    throw new UsageError(
+      `${where}: "${key}" must be an array of token ids or a string, found ${
+        v === undefined ? "no such field" : JSON.stringify(v)
+      }`,
+    );
+  }
+  v.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new UsageError(
+        `${where}: "${key}"[${i}] must be a token id in [0, ${vocabSize}), found ${JSON.stringify(id)}`,
+      );
+    }
+  });
+  return v as number[];
+}
+
+/** The record as an object, or an error naming where and what was expected. */
+export function asObject(record: JsonlRecord, path: string, expected: string): Record<string, unknown> {
+  const v = record.value;
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw new UsageError(`${at(path, record.line)}: expected ${expected}, found ${JSON.stringify(v)}`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/**
+ * One sequence per record from `"tokens"` (ids as given) or `"text"` (tokenized per `rule`). Each must
+ * have between `minLength` tokens and n_positions + 1 (inputs are tokens[:-1]).
+ */
+export function readSequences(
+  records: JsonlRecord[],
+  path: string,
+  model: ModelDir,
+  rule: TextRule,
+  minLength: number,
+): number[][] {
+  const { vocabSize, nPositions } = model.checkpoint.config;
+  return records.map((r) => {
+    const o = asObject(r, path, `an object with "tokens" (array of ids) or "text" (string)`);
+    const where = at(path, r.line);
+    const key = "tokens" in o ? "tokens" : "text" in o ? "text" : "";
+    if (key === "") {
+      throw new UsageError(
+        `${where}: expected a "tokens" (array of ids) or "text" (string) field, found keys ` +
+          `${JSON.stringify(Object.keys(o))}`,
+      );
+    }
+    const seq = fieldTokens(o, key, where, vocabSize, rule, model);
+    checkLength(seq.length, where, key, minLength, nPositions);
+    return seq;
+  });
+}
+
+/** A sequence of n tokens needs n >= minLength and n - 1 <= n_positions. */
+export function checkLength(
+  n: number,
+  where: string,
+  what: string,
+  minLength: number,
+  nPositions: number,
+): void {
+  if (n < minLength) {
+    throw new UsageError(`${where}: "${what}" has ${n} tokens; at least ${minLength} are needed`);
+  }
+  if (n - 1 > nPositions) {
+    throw new UsageError(
+      `${where}: "${what}" has ${n} tokens; the model's n_positions ${nPositions} allows at most ${
+        nPositions + 1
+      }`,
+    );
+  }
+}
+
+/** A preference pair: both sequences share the prompt; completions are as given. */
+export interface PreferencePair {
+  prompt: number[];
+  chosen: number[];
+  rejected: number[];
+}
+
+/**
+ * Pairs from records `{"prompt", "chosen", "rejected"}`, each ids or text. Text prompts get BOS in
+ * front; text completions get EOS at the end (the baseline's [BOS] + context + completion + [EOS]).
+ */
+export function readPairs(records: JsonlRecord[], path: string, model: ModelDir): PreferencePair[] {
+  const { vocabSize, nPositions } = model.checkpoint.config;
+  return records.map((r) => {
+    const o = asObject(r, path, `an object with "prompt", "chosen" and "rejected"`);
+    const where = at(path, r.line);
+    const prompt = fieldTokens(o, "prompt", where, vocabSize, { bos: true, eos: false }, model);
+    if (prompt.length === 0) throw new UsageError(`${where}: "prompt" is empty; it needs at least 1 token`);
+    const pair: PreferencePair = { prompt, chosen: [], rejected: [] };
+    for (const key of ["chosen", "rejected"] as const) {
+      const c = fieldTokens(o, key, where, vocabSize, { bos: false, eos: true }, model);
+      if (c.length === 0) throw new UsageError(`${where}: "${key}" is empty; it needs at least 1 token`);
+      checkLength(prompt.length + c.length, where, `prompt + ${key}`, 2, nPositions);
+      pair[key] = c;
+    }
+    return pair;
+  });
+}
+
+/** Padded length for a batch whose longest sequence has `n` tokens: n - 1 inputs rounded up to 8. */
+export function paddedT(n: number, nPositions: number): number {
+  return Math.min(nPositions, Math.ceil((n - 1) / 8) * 8);
+}
+
+/**
+ * An LM batch: row b holds inputs s[0..n-2] and targets s[1..n-1], padded with EOS to the longest
+ * sequence; lmMask is 1 on the real positions.
+ */
+export function packLmBatch(seqs: number[][], eos: number, nPositions: number): Batch {
+  const T = paddedT(Math.max(...seqs.map((s) => s.length)), nPositions);
+  const B = seqs.length;
+  const inputs = new Uint32Array(B * T).fill(eos);
+  const targets = new Uint32Array(B * T).fill(eos);
+  const lmMask = new Float32Array(B * T);
+  seqs.forEach((s, b) => {
+    for (let t = 0; t < s.length - 1; t++) {
+      inputs[b * T + t] = s[t];
+      targets[b * T + t] = s[t + 1];
+      lmMask[b * T + t] = 1;
+    }
+  });
+  return { nSeq: B, T, inputs, targets, lmMask };
+}
+
+/**
+ * A preference batch: P chosen rows then P rejected rows (pair i = rows i and P + i), each
+ * prompt + completion. The completion mask covers the predictions of the completion tokens: input
+ * positions len(prompt) - 1 .. n - 2.
+ */
+export function packPreferenceBatch(pairs: PreferencePair[], eos: number, nPositions: number): Batch {
+  const seqs = [
+    ...pairs.map((p) => [...p.prompt, ...p.chosen]),
+    ...pairs.map((p) => [...p.prompt, ...p.rejected]),
+  ];
+  const batch = packLmBatch(seqs, eos, nPositions);
+  const compMask = new Float32Array(batch.lmMask.length);
+  const P = pairs.length;
+  seqs.forEach((s, b) => {
+    const start = pairs[b % P].prompt.length - 1;
+    for (let t = start; t < s.length - 1; t++) compMask[b * batch.T + t] = 1;
+  });
+  return { ...batch, compMask };
+}
+
+/** Learning-rate schedule settings. */
+export interface ScheduleOptions {
+  lr: number;
+  schedule: "constant" | "cosine";
+  warmup: number;
+  totalSteps: number;
+}
+
+/**
+ * The learning rate of optimizer step `step` (0-based), as transformers' schedulers give it: linear
+ * warmup lr * step / warmup, then constant, or for `cosine` (get_cosine_schedule_with_warmup)
+ * lr * 0.5 * (1 + cos(pi * progress)), progress = (step - warmup) / (totalSteps - warmup). Past
+ * totalSteps the cosine stays at 0 (transformers' formula would rise again).
+ */
+export function lrAt(step: number, s: ScheduleOptions): number {
+  if (step < s.warmup) return (s.lr * step) / Math.max(1, s.warmup);
+  if (s.schedule === "constant") return s.lr;
+  const progress = Math.min(1, (step - s.warmup) / Math.max(1, s.totalSteps - s.warmup));
+  return s.lr * 0.5 * (1 + Math.cos(Math.PI * progress));
+}
+
+/** Options of {@link runTraining}, shared by sft and simpo. */
+export const TRAIN_OPTIONS = {
+  model: { type: "string", help: "Hugging Face GPT-2 directory to start from" },
+  out: { type: "string", help: "output directory: the trained model (HF format) and metrics.jsonl" },
+  steps: { type: "string", help: "optimizer steps to take (overrides --epochs; cycles over the data)" },
+  epochs: { type: "string", help: "passes over the data", default: "1" },
+  "batch-size": { type: "string", help: "records per step", default: "16" },
+  lr: { type: "string", help: "peak learning rate", default: "5e-5" },
+  schedule: { type: "string", help: "learning-rate schedule: constant or cosine", default: "constant" },
+  warmup: { type: "string", help: "linear warmup steps", default: "0" },
+  "total-steps": { type: "string", help: "steps of the cosine schedule (default: the steps run)" },
+  "weight-decay": { type: "string", help: "AdamW weight decay (not on biases and LayerNorm)", default: "0" },
+  clip: { type: "string", help: "global gradient-norm clipping; 0 disables", default: "1" },
+  seed: { type: "string", help: "seed of the shuffle", default: "0" },
+  shuffle: {
+    type: "string",
+    help: "shuffle each epoch (false: consecutive lines in file order)",
+    default: "true",
+  },
+} satisfies Record<string, OptionSpec>;
+
+/** The parsed optimiser and loop settings. */
+export interface TrainOptions {
+  steps?: number;
+  epochs: number;
+  batchSize: number;
+  schedule: ScheduleOptions;
+  /** Total steps given explicitly; otherwise the steps run. */
+  totalStepsGiven: boolean;
+  adamw: AdamWConfig;
+  seed: number;
+  shuffle: boolean;
+}
+
+/** Parse {@link TRAIN_OPTIONS} values. */
+export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
+  const schedule = v.schedule;
+  if (schedule !== "constant" && schedule !== "cosine") {
+    throw new UsageError(`--schedule must be constant or cosine, got ${JSON.stringify(schedule)}`);
+  }
+  if (v.shuffle !== "true" && v.shuffle !== "false") {
+    throw new UsageError(`--shuffle must be true or false, got ${JSON.stringify(v.shuffle)}`);
+  }
+  const total = v["total-steps"] === undefined
+    ? 0
+    : numberOption(v["total-steps"], "total-steps", { min: 1, integer: true });
+  return {
+    steps: v.steps === undefined ? undefined : numberOption(v.steps, "steps", { min: 1, integer: true }),
+    epochs: numberOption(v.epochs, "epochs", { min: 1, integer: true }),
+    batchSize: numberOption(v["batch-size"], "batch-size", { min: 1, integer: true }),
+    schedule: {
+      lr: numberOption(v.lr, "lr", { min: 0 }),
+      schedule,
+      warmup: numberOption(v.warmup, "warmup", { min: 0, integer: true }),
+      totalSteps: total,
+    },
+    totalStepsGiven: total > 0,
+    adamw: {
+      ...BASELINE_ADAMW,
+      weightDecay: numberOption(v["weight-decay"], "weight-decay", { min: 0 }),
+      clipNorm: numberOption(v.clip, "clip", { min: 0 }),
+    },
+    seed: numberOption(v.seed, "seed", { integer: true }),
+    shuffle: v.shuffle === "true",
+  };
+}
+
+/**
+ * The record indices of each step: epochs of `n` records cut into batches of `batchSize` (the last of
+ * an epoch may be smaller), shuffled per epoch with a seeded Fisher-Yates when `shuffle`, until
+ * `steps` batches (default: `epochs` epochs).
+ */
+export function stepBatches(
+  n: number,
+  o: Pick<TrainOptions, "steps" | "epochs" | "batchSize" | "seed" | "shuffle">,
+): { epoch: number; items: number[] }[] {
+  const perEpoch = Math.ceil(n / o.batchSize);
+  const total = o.steps ?? o.epochs * perEpoch;
+  const rng = new SeededRandom(o.seed);
+  const out: { epoch: number; items: number[] }[] = [];
+  for (let epoch = 0; out.length < total; epoch++) {
+    const order = Array.from({ length: n }, (_, i) => i);
+    if (o.shuffle) {
+      for (let i = n - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+    }
+    for (let i = 0; i < n && out.length < total; i += o.batchSize) {
+      out.push({ epoch, items: order.slice(i, i + o.batchSize) });
+    }
+  }
+  return out;
+}
+
+/** One line of metrics.jsonl. */
+export type MetricsRow = Record<string, number>;
+
+/** What {@link runTraining} needs beyond the options. */
+export interface TrainingJob<I> {
+  command: string;
+  model: ModelDir;
+  items: I[];
+  out: string;
+  options: TrainOptions;
+  loss: LossSpec;
+  /** The device batch of these items. */
+  pack: (items: I[]) => Batch;
+  /** Extra metric fields of a step (SimPO rewards). */
+  extra?: (m: StepMetrics) => MetricsRow;
+  /** Reuse this device (tests); default: a new one. */
+  gpu?: Gpu;
+}
+
+/** Refuse an --out that exists and is not a directory, before any long work. */
+export async function checkOutDir(out: string): Promise<void> {
+  try {
+    const info = await Deno.stat(out);
+    if (!info.isDirectory) throw new UsageError(`--out ${out}: exists and is not a directory`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/**
+ * Train and save: each step packs its records, runs one {@link Trainer.trainStep} at the scheduled
+ * learning rate and records step, epoch, loss, lr, grad_norm, tokens_per_s (real predicted positions
+ * per second of the step) and `extra`. Then the model, the model dir's tokenizer.json and
+ * metrics.jsonl are written to `out` in one atomic directory save. Returns the metrics rows.
+ */
+export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]> {
+  const { options: o, model } = job;
+  await checkOutDir(job.out);
+  const steps = stepBatches(job.items.length, o);
+  const schedule = { ...o.schedule, totalSteps: o.totalStepsGiven ? o.schedule.totalSteps : steps.length };
+  const gpu = job.gpu ?? await Gpu.create();
+  const gpt2 = GPT2.create(gpu, model.checkpoint.config, model.checkpoint.weights);
+  const trainer = new Trainer(gpt2, o.adamw);
+  const rows: MetricsRow[] = [];
+  const progress = new Progress(job.command, steps.length, "step");
+  for (const [k, s] of steps.entries()) {
+    const batch = job.pack(s.items.map((i) => job.items[i]));
+    const lr = lrAt(k, schedule);
+    const t0 = performance.now();
+    const m = await trainer.trainStep(batch, job.loss, lr);
+    const secs = (performance.now() - t0) / 1000;
+    let tokens = 0;
+    for (const x of batch.lmMask) tokens += x;
+    if (!Number.isFinite(m.loss)) {
+      throw new Error(`${job.command}: step ${k + 1}: the loss is ${m.loss} (lr ${lr}); nothing was saved`);
+    }
+    rows.push({
+      step: k + 1,
+      epoch: s.epoch,
+      loss: m.loss,
+      lr,
+      grad_norm: m.gradNorm,
+      tokens_per_s: tokens / Math.max(secs, 1e-9),
+      ...job.extra?.(m),
+    });
+    progress.tick(1, `loss ${m.loss.toFixed(4)}`);
+  }
+  progress.end();
+  const extraFiles: Record<string, string | Uint8Array> = {
+    "metrics.jsonl": rows.map((r) => JSON.stringify(r)).join("\n") + "\n",
+  };
+  if (model.tokenizerBytes) extraFiles[TOKENIZER_FILE] = model.tokenizerBytes;
+  await saveCheckpoint(job.out, model.checkpoint.config, await gpt2.getWeights(), extraFiles);
+  return rows;
+}
