@@ -266,3 +266,42 @@ Deno.test("deno task tokenizer: writes tokenizer.json; clear errors", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Python with the `tokenizers` library, or undefined (it is optional: `pip install tokenizers`). */
+async function pythonTokenizers(): Promise<string | undefined> {
+  try {
+    const p = await new Deno.Command("python3", { args: ["-c", "import tokenizers"], stderr: "null" })
+      .output();
+    return p.success ? "python3" : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test("the Python tokenizers library loads the trained file and encodes the same (when installed)", async () => {
+  const python = await pythonTokenizers();
+  if (!python) {
+    console.log("  note: python3 with `tokenizers` is not installed: Python check skipped");
+    return;
+  }
+  const lines = ["the cat sat on the mat, didn't it?\n", "  dogs   and 12 cats 😀 café\n"];
+  const { bpe } = await trainBpe(lines.map((l) => l.repeat(5)), { vocabSize: 300 });
+  const json = trainedBpeJson(bpe);
+  const tok = Tokenizer.fromJSON(json, "trained");
+  const texts = ["the cat sat", " cats and dogs\n\n x", "café 😀 <|endoftext|> 123"];
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/tokenizer.json`, json);
+    const script = "import json,sys\nfrom tokenizers import Tokenizer\nt=Tokenizer.from_file(sys.argv[1])\n" +
+      "print(json.dumps([t.encode(s, add_special_tokens=False).ids for s in json.loads(sys.argv[2])]))";
+    const p = await new Deno.Command(python, {
+      args: ["-c", script, `${dir}/tokenizer.json`, JSON.stringify(texts)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(p.success, new TextDecoder().decode(p.stderr));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(p.stdout)), texts.map((s) => tok.encode(s)));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
