@@ -100,15 +100,9 @@ function isSpace(c: number): boolean {
 }
 
 /** Count the words of a corpus given as chunks of text (e.g. lines, or file pieces). */
-export async function countWords(
-  chunks: AsyncIterable<string> | Iterable<string>,
-  onChunk?: (c: WordCounter) => void,
-): Promise<WordCounts> {
+export async function countWords(chunks: AsyncIterable<string> | Iterable<string>): Promise<WordCounts> {
   const counter = new WordCounter();
-  for await (const chunk of chunks) {
-    counter.add(chunk);
-    onChunk?.(counter);
-  }
+  for await (const chunk of chunks) counter.add(chunk);
   return counter.finish();
 }
 
