@@ -12,7 +12,9 @@ import {
   type TokenizedSource,
   tokenizeSource,
 } from "../interaction/corpus.ts";
-import { findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
+import { BABYLM_SOURCES, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
+import { download, verifyCorpus } from "../cli/data.ts";
+import { deadUrl } from "./teacher_server.ts";
 import { countWords, generateText } from "../interaction/grammar.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 
@@ -234,4 +236,22 @@ Deno.test("token cache round trip", async () => {
     assert.deepEqual(back.sources[i].marks, sources[i].marks);
   }
   assert.throws(() => decodeTokenCache(new Uint8Array(16), "f.bin"), /f\.bin: not a token cache/);
+});
+
+Deno.test("deno task data: an unreachable server gives a clear message; a corpus missing a file is named", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(
+      download(deadUrl(), `${dir}/c.zip`),
+      /cannot reach http:\/\/127\.0\.0\.1:\d+ .*offline.*--zip/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written");
+    await Deno.mkdir(`${dir}/train_100M`);
+    for (const s of BABYLM_SOURCES.slice(0, 5)) await Deno.writeTextFile(`${dir}/train_100M/${s}.train`, "x");
+    await assert.rejects(verifyCorpus(dir), /train_100M: missing switchboard\.train/);
+    await Deno.writeTextFile(`${dir}/train_100M/switchboard.train`, "A:\tOkay.");
+    assert.equal(await verifyCorpus(dir), `${dir}/train_100M`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
