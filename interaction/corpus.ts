@@ -146,6 +146,17 @@ export async function tokenizeSource(
   return { name, tokens, words, marks };
 }
 
+/** Tokenize in-memory sources (e.g. {@link embeddedSources} of grammar.ts) one after another. */
+export async function tokenizeTexts(
+  sources: readonly { name: string; text: string }[],
+  encode: Encode,
+  options: TokenizeOptions = {},
+): Promise<TokenizedSource[]> {
+  const out: TokenizedSource[] = [];
+  for (const s of sources) out.push(await tokenizeSource(s.name, s.text, encode, options));
+  return out;
+}
+
 /** Settings of a {@link Corpus}. */
 export interface CorpusOptions {
   numRounds: number;

@@ -11,11 +11,12 @@ import {
   encodeTokenCache,
   type TokenizedSource,
   tokenizeSource,
+  tokenizeTexts,
 } from "../interaction/corpus.ts";
 import { BABYLM_SOURCES, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
 import { download, verifyCorpus } from "../cli/data.ts";
 import { deadUrl } from "./teacher_server.ts";
-import { countWords, generateText } from "../interaction/grammar.ts";
+import { countWords, embeddedSources, generateText } from "../interaction/grammar.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 
 const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
@@ -254,4 +255,18 @@ Deno.test("deno task data: an unreachable server gives a clear message; a corpus
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the embedded corpus as sources of a corpus", async () => {
+  const sources = await tokenizeTexts(embeddedSources(1, 6000), toyEncoder());
+  assert.deepEqual(sources.map((s) => s.name), ["embedded_childes", "embedded_dialogue"]);
+  const c = new Corpus(sources, { numRounds: 3, datapointLength: 64, contextLength: 32, seed: 0 });
+  const words = [0, 1, 2].map((r) => c.roundWords(r));
+  // About a third of the 6000 words per round, the chunks' estimates summing to the total.
+  assert.ok(
+    Math.abs(words.reduce((a, b) => a + b) - sources[0].words - sources[1].words) <= 6,
+    String(words),
+  );
+  assert.ok(words.every((w) => w > 1700 && w < 2300), String(words));
+  assert.ok(c.roundDatapoints(0).every((d) => d.context.length === 32 && d.continuation.length === 32));
 });
