@@ -1,0 +1,102 @@
+/**
+ * What the page and the training worker say to each other through comlink: the worker's API, the
+ * callbacks the page lends it, and the WebGPU check both sides use.
+ * @module
+ */
+import type { LoopEvents } from "../interaction/loop.ts";
+import type { TrainConfig } from "../interaction/train.ts";
+
+/** What the page says when the browser refuses a request to the teacher (fetch threw a TypeError). */
+export const FETCH_BLOCKED =
+  "the browser could not reach the teacher server: it probably blocked the request " +
+  "by CORS (the server must allow this page's origin) or the server is down";
+
+/** The result of looking for a usable WebGPU adapter. */
+export interface GpuProbe {
+  ok: boolean;
+  /** Adapter description when one was found. */
+  adapter?: string;
+  /** Why training cannot run here (no WebGPU, no adapter, limits too small). */
+  problem?: string;
+}
+
+/** How a training run ended. */
+export interface RunResult {
+  status: "done" | "stopped";
+  steps: number;
+  wordsSeen: number;
+  seconds: number;
+}
+
+/** Everything the worker reports: the loop's events plus lines about what the worker itself does. */
+export interface WorkerCallbacks extends Required<LoopEvents> {
+  /** A stage before the rounds start ("training the tokenizer", "starting WebGPU", ...). */
+  onStatus(line: string): void;
+}
+
+/** The worker's API (exposed with comlink; every method returns a promise on the page side). */
+export interface TrainerApi {
+  /** Look for a WebGPU adapter with the limits the kernels need. */
+  probe(): Promise<GpuProbe>;
+  /** Train `config` from scratch; resolves when the run ends or is stopped, rejects on an error. */
+  start(config: TrainConfig, callbacks: WorkerCallbacks): Promise<RunResult>;
+  pause(): void;
+  resume(): void;
+  stop(): void;
+  /** Text files the run has written so far (metrics.jsonl, interactions/...), for download. */
+  files(): Record<string, string>;
+}
+
+/**
+ * Minimum limits the kernels rely on (the WebGPU defaults, which every conformant adapter offers and
+ * some restricted ones do not): name -> [minimum, why].
+ */
+export const REQUIRED_LIMITS: Record<string, [number, string]> = {
+  maxStorageBuffersPerShaderStage: [8, "kernels bind up to 8 storage buffers"],
+  maxComputeInvocationsPerWorkgroup: [256, "kernels use workgroups of 256 threads"],
+  maxComputeWorkgroupSizeX: [256, "kernels use workgroups of 256 threads"],
+  maxComputeWorkgroupStorageSize: [16384, "tiles are sized for the default 16 KiB of shared memory"],
+};
+
+/** Check `gpu` (navigator.gpu, possibly missing) for an adapter with {@link REQUIRED_LIMITS}. */
+export async function probeWebGpu(gpu: GPU | undefined): Promise<GpuProbe> {
+  if (!gpu) {
+    return {
+      ok: false,
+      problem:
+        "This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome, Edge or Firefox " +
+        "with WebGPU enabled, served from http://localhost or https.",
+    };
+  }
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (e) {
+    return {
+      ok: false,
+      problem: `WebGPU is present but requesting an adapter failed: ${(e as Error).message}`,
+    };
+  }
+  if (!adapter) {
+    return {
+      ok: false,
+      problem: "WebGPU is present but the browser offers no adapter (GPU blocklisted or disabled; try " +
+        "chrome://gpu, or enable WebGPU in the browser settings).",
+    };
+  }
+  const info = adapter.info;
+  const name = [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") ||
+    "unnamed adapter";
+  const limits = adapter.limits as unknown as Record<string, number>;
+  const short = Object.entries(REQUIRED_LIMITS)
+    .filter(([k, [min]]) => !(limits[k] >= min))
+    .map(([k, [min, why]]) => `${k} is ${limits[k]}, needs ${min} (${why})`);
+  if (short.length > 0) {
+    return {
+      ok: false,
+      adapter: name,
+      problem: `The WebGPU adapter's limits are too small: ${short.join("; ")}.`,
+    };
+  }
+  return { ok: true, adapter: name };
+}
