@@ -1,13 +1,19 @@
 /**
- * KV-cached batched generation on the GPU: one prefill of all contexts (right-padded, each sequence's
- * keys and values stored in a per-layer cache), then one recorded decode step per new token that reads
- * the cache, samples on the GPU and appends to a token history. Steps are encoded several to a
- * submission; only the history comes back, a few times per batch.
+ * KV-cached batched generation on the GPU. Per batch: one prefill of all contexts (right-padded; every
+ * layer's keys and values stored in a per-layer cache), then one recorded decode step per new token that
+ * embeds the last token at its own position, reads the cache, samples on the GPU and appends the token to
+ * a history. Steps are encoded several to a submission and the next submission is queued before the
+ * history of the previous one is read, so the GPU does not wait on the CPU; only token ids come back.
+ *
+ * A {@link Generator} keeps the batch's buffers and recorded plans while the shape stays the same: the
+ * decode state by (sequences, cache length, new tokens, sampling settings), the prefill by its padded
+ * context length (rounded up by {@link bucket} so batches of similar length share it). A shape
+ * change frees the old state, uniform blocks included.
  * @module
  */
-import { Plan, type TensorView } from "./gpu.ts";
-import type { GPT2 } from "./gpt2.ts";
-import { Workspace } from "./gpt2.ts";
+import { type Gpu, GpuCapacityError, type GpuLimits, Plan, type TensorView } from "./gpu.ts";
+import type { GPT2Config } from "./config.ts";
+import { type GPT2, Workspace } from "./gpt2.ts";
 import { matmul } from "../shaders/matmul.ts";
 import { layernormForward } from "../shaders/layernorm.ts";
 import { residualForward } from "../shaders/residual.ts";
@@ -18,20 +24,32 @@ import { sample, type SamplingParams } from "../shaders/sampling.ts";
 
 /** Generation settings. */
 export interface GenerateOptions {
+  /** New tokens per context, at most (>= 1). */
   maxTokens: number;
   /** End-of-sequence is suppressed until this many tokens exist (default 0). */
   minTokens?: number;
   /** 0 = greedy (default 1). */
   temperature?: number;
+  /** Nucleus mass in (0, 1] (default 1: off). */
   topP?: number;
+  /** Keep the k most likely tokens; 0 = off (default). */
   topK?: number;
+  /** RNG seed (taken modulo 2^32; default 0). */
   seed?: number;
   /** Defaults to the model's eos token. */
   eosId?: number;
-  /** Sequences per GPU batch; default: as many as the adapter's limits and 64 allow. */
+  /** Most sequences per GPU batch (default 64); fewer when the adapter's limits or `memoryBytes` say so. */
   batchSize?: number;
-  /** Called with the number of new tokens produced so far, across all batches. */
+  /** Device memory one batch may use for its cache, prefill activations and scratch (default 1 GiB). */
+  memoryBytes?: number;
+  /** Called with the number of new tokens produced so far, across all batches (stopped rows count whole). */
   onProgress?: (tokensDone: number, tokensTotal: number) => void;
+  /**
+   * Debug hook: each step's logits [nSeq, V] before sampling; row j belongs to `contexts[seqIndices[j]]`,
+   * and step k's logits predict new token k. Setting it makes every step a round trip to the CPU (meant
+   * for tests); without it the logits never leave the GPU.
+   */
+  onStepLogits?: (step: number, logits: Float32Array, seqIndices: number[]) => void;
 }
 
 /** One continuation: the new token ids (without the stop token) and why it ended. */
@@ -40,25 +58,102 @@ export interface Generation {
   finishReason: "length" | "stop";
 }
 
-/** Steps encoded per submission between reads of the history. */
+/** Decode steps encoded per submission between reads of the history. */
 const STEPS_PER_SUBMIT = 16;
 
+/** Padded context lengths past 8 are multiples of this (capped by the model's positions), so shapes repeat. */
+export const CONTEXT_BUCKET = 8;
+
+/** Default of {@link GenerateOptions.memoryBytes}. */
+const DEFAULT_MEMORY_BYTES = 1 << 30;
+
+/** Batch shape chosen for a generation run. */
+export interface BatchPlan {
+  /** Sequences per batch. */
+  batchSize: number;
+  /** Cache positions per sequence: the padded longest context plus the new tokens. */
+  maxT: number;
+  /** Bytes of device memory one sequence needs (cache, prefill activations, step scratch). */
+  bytesPerSequence: number;
+}
+
 /**
- * Continue each context. The random stream of context i depends only on (seed, firstId + i, step),
- * so a sequence gets the same tokens in any batch.
+ * The padded prefill length for a longest context of n tokens: a power of two up to CONTEXT_BUCKET, then
+ * a multiple of it (so short contexts are not padded several times over), never past `cap` (>= n).
  */
-export async function generate(
-  model: GPT2,
-  contexts: number[][],
-  options: GenerateOptions,
-  firstId = 0,
-): Promise<Generation[]> {
-  const { config, gpu } = model;
+export function bucket(n: number, cap: number): number {
+  const up = n <= CONTEXT_BUCKET
+    ? 2 ** Math.ceil(Math.log2(n))
+    : Math.ceil(n / CONTEXT_BUCKET) * CONTEXT_BUCKET;
+  return Math.min(up, cap);
+}
+
+/**
+ * Plan the batch size from the adapter's limits: every per-batch tensor (a layer's k or v cache
+ * [n, maxT, C], the logits [n, V], the prefill's widest activation [n*T, 4C]) must fit one storage
+ * binding, and the whole batch must fit `memoryBytes`. Throws GpuCapacityError if one sequence does not.
+ */
+export function planBatches(
+  config: GPT2Config,
+  limits: Pick<GpuLimits, "maxStorageBufferBindingSize">,
+  nContexts: number,
+  longestContext: number,
+  maxNew: number,
+  options: { batchSize?: number; memoryBytes?: number } = {},
+): BatchPlan {
+  const { nEmbd: C, nLayer: L, nHead: H, vocabSize: V } = config;
+  const Tctx = bucket(longestContext, config.nPositions - maxNew);
+  const maxT = Tctx + maxNew;
+  // Floats per sequence: k and v caches of every layer; the step's rows (x, res2, ln, proj, q, y: 6C;
+  // qkv: 3C; fch, gelu: 8C), logits, history and 9 per-sequence counters; the prefill workspace and `last`.
+  const floats = 2 * L * maxT * C + 17 * C + V + maxNew + 9 +
+    Workspace.activationFloats(config, 1, Tctx, false) + C;
+  const bytesPerSequence = 4 * floats;
+  const widest = 4 * Math.max(maxT * C, V, Tctx * 4 * C, H * Tctx);
+  const memory = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+  const byBinding = Math.floor(limits.maxStorageBufferBindingSize / widest);
+  const byMemory = Math.floor(memory / bytesPerSequence);
+  if (byBinding < 1 || byMemory < 1) {
+    throw new GpuCapacityError(
+      `generation: one sequence of ${maxT} positions needs ${bytesPerSequence} bytes (memory budget ` +
+        `${memory}) and a ${widest}-byte binding (adapter limit ${limits.maxStorageBufferBindingSize})`,
+    );
+  }
+  const batchSize = Math.max(1, Math.min(options.batchSize ?? 64, byBinding, byMemory, nContexts));
+  return { batchSize, maxT, bytesPerSequence };
+}
+
+/** Check the options and contexts; returns the sampling settings. Errors name the bad value. */
+function checkInputs(config: GPT2Config, contexts: number[][], options: GenerateOptions): SamplingParams {
   const maxNew = options.maxTokens;
-  if (!(Number.isInteger(maxNew) && maxNew >= 1)) throw new Error(`maxTokens must be >= 1, got ${maxNew}`);
+  if (!(Number.isInteger(maxNew) && maxNew >= 1)) {
+    throw new Error(`maxTokens must be an integer >= 1, got ${maxNew}`);
+  }
   const minTokens = options.minTokens ?? 0;
   if (!(Number.isInteger(minTokens) && minTokens >= 0 && minTokens <= maxNew)) {
     throw new Error(`minTokens must be an integer in [0, maxTokens=${maxNew}], got ${minTokens}`);
+  }
+  const V = config.vocabSize;
+  const s: SamplingParams = {
+    temperature: options.temperature ?? 1,
+    topP: options.topP ?? 1,
+    topK: options.topK ?? 0,
+    minTokens,
+    eosId: options.eosId ?? config.eosTokenId,
+    seed: (options.seed ?? 0) >>> 0,
+  };
+  if (!(s.temperature >= 0 && Number.isFinite(s.temperature))) {
+    throw new Error(`temperature must be a finite number >= 0, got ${s.temperature}`);
+  }
+  if (!(s.topP > 0 && s.topP <= 1)) throw new Error(`topP must be in (0, 1], got ${s.topP}`);
+  if (!(Number.isInteger(s.topK) && s.topK >= 0)) {
+    throw new Error(`topK must be an integer >= 0, got ${s.topK}`);
+  }
+  if (!(Number.isInteger(s.eosId) && s.eosId >= 0 && s.eosId < V)) {
+    throw new Error(`eosId must be a token id in [0, ${V}), got ${s.eosId}`);
+  }
+  if (options.seed !== undefined && !Number.isInteger(options.seed)) {
+    throw new Error(`seed must be an integer, got ${options.seed}`);
   }
   contexts.forEach((c, i) => {
     if (c.length === 0) throw new Error(`context ${i} is empty (prepend BOS)`);
@@ -68,183 +163,221 @@ export async function generate(
           `${config.nPositions} positions`,
       );
     }
-  });
-  const sampling: SamplingParams = {
-    temperature: options.temperature ?? 1,
-    topP: options.topP ?? 1,
-    topK: options.topK ?? 0,
-    minTokens,
-    eosId: options.eosId ?? config.eosTokenId,
-    seed: options.seed ?? 0,
-  };
-  // Longest first, so each batch pads little.
-  const order = contexts.map((_, i) => i).sort((a, b) => contexts[b].length - contexts[a].length || a - b);
-  const results = new Array<Generation>(contexts.length);
-  const maxLen = contexts.reduce((m, c) => Math.max(m, c.length), 1);
-  const perSeqBytes = (maxLen + maxNew) * config.nEmbd * 4;
-  const byBinding = Math.floor(
-    gpu.limits.maxStorageBufferBindingSize / Math.max(perSeqBytes, config.vocabSize * 4),
-  );
-  const batchSize = Math.max(1, Math.min(options.batchSize ?? 64, byBinding, contexts.length));
-  let done = 0;
-  for (let b0 = 0; b0 < order.length; b0 += batchSize) {
-    const idx = order.slice(b0, b0 + batchSize);
-    const batch = idx.map((i) => contexts[i]);
-    const out = await generateBatch(model, batch, idx.map((i) => firstId + i), maxNew, sampling, (n) => {
-      options.onProgress?.(done + n, contexts.length * maxNew);
+    c.forEach((t, j) => {
+      if (!(Number.isInteger(t) && t >= 0 && t < V)) {
+        throw new Error(`context ${i}, position ${j}: token ${t} is not an id in [0, ${V})`);
+      }
     });
-    done += batch.length * maxNew;
-    idx.forEach((i, j) => (results[i] = out[j]));
-  }
-  return results;
+  });
+  return s;
 }
 
-async function generateBatch(
+/**
+ * Continue each context with a model; a {@link Generator} made for this call and freed after it.
+ * The random stream of context i depends only on (seed, firstId + i, step), so a sequence gets the
+ * same tokens in any batch and in any call with the same firstId + i.
+ */
+export async function generate(
   model: GPT2,
   contexts: number[][],
-  seqIds: number[],
-  maxNew: number,
-  s: SamplingParams,
-  progress: (tokens: number) => void,
+  options: GenerateOptions,
+  firstId = 0,
 ): Promise<Generation[]> {
-  const { config, gpu } = model;
-  const { nEmbd: C, nHead: H, nLayer: L, vocabSize: V, layerNormEpsilon: eps } = config;
-  const nSeq = contexts.length;
-  const Tctx = Math.max(...contexts.map((c) => c.length));
-  const maxT = Tctx + maxNew;
-  const owned: TensorView[] = [];
-  const t = (n: number, label: string) => {
-    const v = gpu.tensor(n, label);
-    owned.push(v);
-    return v;
-  };
-  const caches = Array.from(
-    { length: L },
-    (_, l) => ({ k: t(nSeq * maxT * C, `kcache${l}`), v: t(nSeq * maxT * C, `vcache${l}`) }),
-  );
-  const zeros = t(nSeq, "zeros");
-  const pos = t(nSeq, "pos");
-  const lens = t(nSeq, "lens");
-  const tok = t(nSeq, "tok");
-  const counts = t(nSeq, "counts");
-  const ids = t(nSeq, "seqIds");
-  const step = t(1, "step");
-  const history = t(nSeq * maxNew, "history");
-  const logits = t(nSeq * V, "logits");
-  const x = t(nSeq * C, "x"), res2 = t(nSeq * C, "res2"), ln = t(nSeq * C, "ln"), proj = t(nSeq * C, "proj");
-  const mean = t(nSeq, "mean"), rstd = t(nSeq, "rstd");
-  const qkv = t(nSeq * 3 * C, "qkv"), q = t(nSeq * C, "q"), y = t(nSeq * C, "y");
-  const fch = t(nSeq * 4 * C, "fch"), gelu = t(nSeq * 4 * C, "gelu");
-
-  // Prefill: right-padded contexts; padding is never attended to (causal) and is overwritten by decode.
-  const inputs = new Uint32Array(nSeq * Tctx).fill(s.eosId);
-  contexts.forEach((c, i) => inputs.set(c, i * Tctx));
-  const last = Uint32Array.from(contexts, (c) => c.length - 1);
-  const lastIndex = t(nSeq, "lastIndex");
-  gpu.write(lastIndex, last);
-  gpu.write(pos, last);
-  gpu.write(lens, Uint32Array.from(contexts, (c) => c.length));
-  gpu.write(ids, Uint32Array.from(seqIds, (v) => v >>> 0));
-  const ws = new Workspace(model, nSeq, Tctx, { prefill: { caches, maxT, zeros, lastIndex } });
-  ws.setBatch(inputs, inputs);
-
-  const wte = model.byName.get("wte.weight")!.parts;
-  const P = (name: string) => model.view(name);
-  const head = (plan: Plan, rows: TensorView) => {
-    for (const chunk of wte) {
-      matmul(plan, {
-        out: logits,
-        a: rows,
-        b: chunk.view,
-        M: nSeq,
-        N: chunk.v1 - chunk.v0,
-        K: C,
-        transB: true,
-        ldc: V,
-        cOffset: chunk.v0,
-      });
-    }
-    sample(plan, tok, counts, logits, ids, step, nSeq, V, s);
-    advance(plan, history, pos, lens, tok, step, nSeq, maxNew);
-    increment(plan, step);
-  };
-  const first = new Plan(gpu);
-  head(first, ws.last!);
-
-  // One decode step: the last sampled token at its position, through every block, reading the cache.
-  const decode = new Plan(gpu);
-  embedAt(decode, x, tok, pos, wte, P("wpe.weight"), nSeq, C);
-  for (let l = 0; l < L; l++) {
-    const h = `h.${l}.`;
-    layernormForward(decode, ln, mean, rstd, x, P(h + "ln_1.weight"), P(h + "ln_1.bias"), nSeq, C, eps);
-    matmul(decode, {
-      out: qkv,
-      a: ln,
-      b: P(h + "attn.c_attn.weight"),
-      bias: P(h + "attn.c_attn.bias"),
-      M: nSeq,
-      N: 3 * C,
-      K: C,
-    });
-    kvStore(decode, caches[l].k, caches[l].v, qkv, pos, nSeq, 1, C, maxT);
-    copyColumns(decode, q, qkv, nSeq, C, 3 * C, 0);
-    attentionDecode(decode, y, q, caches[l].k, caches[l].v, lens, nSeq, C, H, maxT);
-    matmul(decode, {
-      out: proj,
-      a: y,
-      b: P(h + "attn.c_proj.weight"),
-      bias: P(h + "attn.c_proj.bias"),
-      M: nSeq,
-      N: C,
-      K: C,
-    });
-    residualForward(decode, res2, x, proj, nSeq * C);
-    layernormForward(decode, ln, mean, rstd, res2, P(h + "ln_2.weight"), P(h + "ln_2.bias"), nSeq, C, eps);
-    matmul(decode, {
-      out: fch,
-      a: ln,
-      b: P(h + "mlp.c_fc.weight"),
-      bias: P(h + "mlp.c_fc.bias"),
-      M: nSeq,
-      N: 4 * C,
-      K: C,
-    });
-    geluForward(decode, gelu, fch, nSeq * 4 * C);
-    matmul(decode, {
-      out: proj,
-      a: gelu,
-      b: P(h + "mlp.c_proj.weight"),
-      bias: P(h + "mlp.c_proj.bias"),
-      M: nSeq,
-      N: C,
-      K: 4 * C,
-    });
-    residualForward(decode, x, res2, proj, nSeq * C);
-  }
-  layernormForward(decode, ln, mean, rstd, x, P("ln_f.weight"), P("ln_f.bias"), nSeq, C, eps);
-  head(decode, ln);
-
+  const g = new Generator(model);
   try {
+    return await g.generate(contexts, options, firstId);
+  } finally {
+    g.destroy();
+  }
+}
+
+/**
+ * A view of `gpu` that collects the uniform blocks kernels make through `plan.gpu.uniform`, so a recorded
+ * plan's uniforms can be freed with its buffers (Plan does not own them). Every other member is the
+ * real object's, methods bound to it.
+ */
+function collectingUniforms(gpu: Gpu, made: TensorView[]): Gpu {
+  return new Proxy(gpu, {
+    get(target, prop) {
+      if (prop === "uniform") {
+        return (data: ArrayBufferView | ArrayBuffer, label?: string) => {
+          const u = target.uniform(data, label);
+          made.push(u);
+          return u;
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** The same model, seen with `gpu` (so a Workspace built on it records through the collecting view). */
+function withGpu(model: GPT2, gpu: Gpu): GPT2 {
+  return new Proxy(model, {
+    get: (target, prop) => prop === "gpu" ? gpu : Reflect.get(target, prop, target),
+  });
+}
+
+/** Buffers and plans of one prefill shape: the workspace and the first step (head on its last rows). */
+interface PrefillState {
+  Tctx: number;
+  ws: Workspace;
+  /** logits = last · wte^T. */
+  firstLogits: Plan;
+  /** firstLogits then pick. */
+  firstStep: Plan;
+  uniforms: TensorView[];
+}
+
+/** Buffers and plans of one decode shape (nSeq, maxT, maxNew, sampling settings). */
+interface DecodeState {
+  key: string;
+  nSeq: number;
+  maxT: number;
+  maxNew: number;
+  caches: { k: TensorView; v: TensorView }[];
+  zeros: TensorView;
+  pos: TensorView;
+  lens: TensorView;
+  lastIndex: TensorView;
+  ids: TensorView;
+  counts: TensorView;
+  step: TensorView;
+  history: TensorView;
+  logits: TensorView;
+  /** One token through every block, reading the cache, up to the logits. */
+  decodeLogits: Plan;
+  /** Sample, append to the history, advance positions, step += 1. */
+  pick: Plan;
+  /** decodeLogits then pick. */
+  decodeStep: Plan;
+  owned: TensorView[];
+  uniforms: TensorView[];
+  prefill?: PrefillState;
+}
+
+/**
+ * KV-cached generation with one model. Keeps the last batch shape's buffers and plans, so a long run of
+ * equal shapes allocates once; call {@link Generator.destroy} to free them.
+ */
+export class Generator {
+  readonly model: GPT2;
+  #state?: DecodeState;
+
+  constructor(model: GPT2) {
+    this.model = model;
+  }
+
+  /**
+   * Continue each context (token ids, non-empty, BOS included if wanted) by up to `maxTokens` tokens.
+   * Contexts are sorted longest first and cut into batches; results come back in input order.
+   */
+  async generate(contexts: number[][], options: GenerateOptions, firstId = 0): Promise<Generation[]> {
+    const { config, gpu } = this.model;
+    const s = checkInputs(config, contexts, options);
+    if (contexts.length === 0) return [];
+    const maxNew = options.maxTokens;
+    const order = contexts.map((_, i) => i).sort((a, b) => contexts[b].length - contexts[a].length || a - b);
+    const longest = contexts[order[0]].length;
+    const { batchSize, maxT } = planBatches(config, gpu.limits, contexts.length, longest, maxNew, options);
+    const results = new Array<Generation>(contexts.length);
+    const total = contexts.length * maxNew;
+    let done = 0;
+    for (let b0 = 0; b0 < order.length; b0 += batchSize) {
+      const idx = order.slice(b0, b0 + batchSize);
+      const out = await this.#batch(
+        idx.map((i) => contexts[i]),
+        idx,
+        idx.map((i) => firstId + i),
+        maxT,
+        maxNew,
+        s,
+        options,
+        (n) => options.onProgress?.(done + n, total),
+      );
+      done += idx.length * maxNew;
+      idx.forEach((i, j) => (results[i] = out[j]));
+    }
+    return results;
+  }
+
+  /** Free every buffer and uniform block this generator holds. */
+  destroy(): void {
+    if (this.#state) this.#freeDecode(this.#state);
+    this.#state = undefined;
+  }
+
+  async #batch(
+    contexts: number[][],
+    seqIndices: number[],
+    seqIds: number[],
+    maxT: number,
+    maxNew: number,
+    s: SamplingParams,
+    options: GenerateOptions,
+    progress: (tokens: number) => void,
+  ): Promise<Generation[]> {
+    const { gpu, config } = this.model;
+    const nSeq = contexts.length;
+    const Tctx = bucket(contexts[0].length, maxT - maxNew);
+    const st = this.#decodeState(nSeq, maxT, maxNew, s);
+    const pre = this.#prefillState(st, Tctx);
+
+    // Right-padded contexts; padding is never attended to (causal) and decode overwrites its cache rows.
+    const inputs = new Uint32Array(nSeq * Tctx).fill(s.eosId);
+    contexts.forEach((c, i) => inputs.set(c, i * Tctx));
+    pre.ws.setBatch(inputs, inputs);
+    const last = Uint32Array.from(contexts, (c) => c.length - 1);
+    gpu.write(st.lastIndex, last);
+    gpu.write(st.pos, last);
+    gpu.write(st.lens, Uint32Array.from(contexts, (c) => c.length));
+    gpu.write(st.ids, Uint32Array.from(seqIds, (v) => v >>> 0));
+
     const device = gpu.device;
-    let enc = device.createCommandEncoder();
-    ws.forward.encode(enc);
-    first.encode(enc);
-    let made = 1;
-    let finished = false;
-    while (made < maxNew && !finished) {
-      const n = Math.min(STEPS_PER_SUBMIT, maxNew - made);
-      for (let i = 0; i < n; i++) decode.encode(enc);
+    const begin = () => {
+      const enc = device.createCommandEncoder();
+      for (const v of [st.counts, st.step, st.history]) enc.clearBuffer(v.buffer);
+      pre.ws.forward.encode(enc);
+      return enc;
+    };
+    const readHistory = () => gpu.readU32(st.history, 0, nSeq * maxNew);
+    let made: number;
+    if (options.onStepLogits) {
+      const hook = options.onStepLogits;
+      const enc = begin();
+      pre.firstLogits.encode(enc);
+      device.queue.submit([enc.finish()]);
+      for (made = 0; made < maxNew; made++) {
+        if (made > 0) st.decodeLogits.run();
+        hook(made, await gpu.read(st.logits, 0, nSeq * config.vocabSize), seqIndices);
+        st.pick.run();
+        progress(nSeq * (made + 1));
+      }
+    } else {
+      // Submit a chunk, then queue the read of its history and the next chunk before waiting on the read.
+      let enc = begin();
+      pre.firstStep.encode(enc);
+      made = 1;
+      let n = Math.min(STEPS_PER_SUBMIT - 1, maxNew - made);
+      for (let i = 0; i < n; i++) st.decodeStep.encode(enc);
       device.queue.submit([enc.finish()]);
       made += n;
-      enc = device.createCommandEncoder();
-      if (made < maxNew) {
-        const hist = await gpu.readU32(history, 0, nSeq * maxNew);
-        finished = allStopped(hist, nSeq, maxNew, made, s.eosId);
-        progress(nSeq * made);
+      while (made < maxNew) {
+        const read = readHistory();
+        const seen = made;
+        n = Math.min(STEPS_PER_SUBMIT, maxNew - made);
+        enc = device.createCommandEncoder();
+        for (let i = 0; i < n; i++) st.decodeStep.encode(enc);
+        device.queue.submit([enc.finish()]);
+        made += n;
+        const hist = await read;
+        progress(nSeq * seen);
+        // Every row has stopped: the chunk in flight only extends rows past their EOS.
+        if (allStopped(hist, nSeq, maxNew, seen, s.eosId)) break;
       }
     }
-    device.queue.submit([enc.finish()]);
-    const hist = await gpu.readU32(history, 0, nSeq * maxNew);
+    const hist = await readHistory();
     progress(nSeq * maxNew);
     return contexts.map((_, i) => {
       const row = Array.from(hist.subarray(i * maxNew, i * maxNew + made));
@@ -253,9 +386,165 @@ async function generateBatch(
         ? { tokens: row.slice(0, stop), finishReason: "stop" }
         : { tokens: row, finishReason: "length" };
     });
-  } finally {
-    ws.destroy();
-    for (const v of owned) gpu.free(v);
+  }
+
+  /** The decode state for this shape and sampling: the held one, or a new one (freeing the old). */
+  #decodeState(nSeq: number, maxT: number, maxNew: number, s: SamplingParams): DecodeState {
+    const key = JSON.stringify([nSeq, maxT, maxNew, s]);
+    if (this.#state?.key === key) return this.#state;
+    this.destroy();
+    const model = this.model;
+    const { config } = model;
+    const { nEmbd: C, nHead: H, nLayer: L, vocabSize: V, layerNormEpsilon: eps } = config;
+    const uniforms: TensorView[] = [];
+    const gpu = collectingUniforms(model.gpu, uniforms);
+    const owned: TensorView[] = [];
+    const t = (n: number, label: string) => {
+      const v = gpu.tensor(n, label);
+      owned.push(v);
+      return v;
+    };
+    const caches = Array.from(
+      { length: L },
+      (_, l) => ({ k: t(nSeq * maxT * C, `kcache${l}`), v: t(nSeq * maxT * C, `vcache${l}`) }),
+    );
+    const st = {
+      key,
+      nSeq,
+      maxT,
+      maxNew,
+      caches,
+      zeros: t(nSeq, "zeros"),
+      pos: t(nSeq, "pos"),
+      lens: t(nSeq, "lens"),
+      lastIndex: t(nSeq, "lastIndex"),
+      ids: t(nSeq, "seqIds"),
+      counts: t(nSeq, "counts"),
+      step: t(1, "step"),
+      history: t(nSeq * maxNew, "history"),
+      logits: t(nSeq * V, "logits"),
+      decodeLogits: new Plan(gpu),
+      pick: new Plan(gpu),
+      decodeStep: new Plan(gpu),
+      owned,
+      uniforms,
+    };
+    const tok = t(nSeq, "tok");
+    const x = t(nSeq * C, "x"),
+      res2 = t(nSeq * C, "res2"),
+      ln = t(nSeq * C, "ln"),
+      proj = t(nSeq * C, "proj");
+    const mean = t(nSeq, "mean"), rstd = t(nSeq, "rstd");
+    const qkv = t(nSeq * 3 * C, "qkv"), q = t(nSeq * C, "q"), y = t(nSeq * C, "y");
+    const fch = t(nSeq * 4 * C, "fch"), gelu = t(nSeq * 4 * C, "gelu");
+    const wte = model.byName.get("wte.weight")!.parts;
+    const P = (name: string) => model.view(name);
+
+    sample(st.pick, tok, st.counts, st.logits, st.ids, st.step, nSeq, V, s);
+    advance(st.pick, st.history, st.pos, st.lens, tok, st.step, nSeq, maxNew);
+    increment(st.pick, st.step);
+
+    // One decode step: the last sampled token at its position (pos = length - 1 after advance).
+    const d = st.decodeLogits;
+    embedAt(d, x, tok, st.pos, wte, P("wpe.weight"), nSeq, C);
+    for (let l = 0; l < L; l++) {
+      const h = `h.${l}.`;
+      layernormForward(d, ln, mean, rstd, x, P(h + "ln_1.weight"), P(h + "ln_1.bias"), nSeq, C, eps);
+      matmul(d, {
+        out: qkv,
+        a: ln,
+        b: P(h + "attn.c_attn.weight"),
+        bias: P(h + "attn.c_attn.bias"),
+        M: nSeq,
+        N: 3 * C,
+        K: C,
+      });
+      kvStore(d, caches[l].k, caches[l].v, qkv, st.pos, nSeq, 1, C, maxT);
+      copyColumns(d, q, qkv, nSeq, C, 3 * C, 0);
+      attentionDecode(d, y, q, caches[l].k, caches[l].v, st.lens, nSeq, C, H, maxT);
+      matmul(d, {
+        out: proj,
+        a: y,
+        b: P(h + "attn.c_proj.weight"),
+        bias: P(h + "attn.c_proj.bias"),
+        M: nSeq,
+        N: C,
+        K: C,
+      });
+      residualForward(d, res2, x, proj, nSeq * C);
+      layernormForward(d, ln, mean, rstd, res2, P(h + "ln_2.weight"), P(h + "ln_2.bias"), nSeq, C, eps);
+      matmul(d, {
+        out: fch,
+        a: ln,
+        b: P(h + "mlp.c_fc.weight"),
+        bias: P(h + "mlp.c_fc.bias"),
+        M: nSeq,
+        N: 4 * C,
+        K: C,
+      });
+      geluForward(d, gelu, fch, nSeq * 4 * C);
+      matmul(d, {
+        out: proj,
+        a: gelu,
+        b: P(h + "mlp.c_proj.weight"),
+        bias: P(h + "mlp.c_proj.bias"),
+        M: nSeq,
+        N: C,
+        K: 4 * C,
+      });
+      residualForward(d, x, res2, proj, nSeq * C);
+    }
+    layernormForward(d, ln, mean, rstd, x, P("ln_f.weight"), P("ln_f.bias"), nSeq, C, eps);
+    this.#recordHead(d, st.logits, ln, nSeq);
+    st.decodeStep.append(d);
+    st.decodeStep.append(st.pick);
+    this.#state = st;
+    return st;
+  }
+
+  /** The prefill state for padded length Tctx within `st`: the held one, or a new one (freeing the old). */
+  #prefillState(st: DecodeState, Tctx: number): PrefillState {
+    if (st.prefill?.Tctx === Tctx) return st.prefill;
+    if (st.prefill) this.#freePrefill(st.prefill);
+    const uniforms: TensorView[] = [];
+    const gpu = collectingUniforms(this.model.gpu, uniforms);
+    const prefill = { caches: st.caches, maxT: st.maxT, zeros: st.zeros, lastIndex: st.lastIndex };
+    const ws = new Workspace(withGpu(this.model, gpu), st.nSeq, Tctx, { prefill });
+    const firstLogits = new Plan(gpu);
+    this.#recordHead(firstLogits, st.logits, ws.last!, st.nSeq);
+    const firstStep = new Plan(gpu);
+    firstStep.append(firstLogits);
+    firstStep.append(st.pick);
+    st.prefill = { Tctx, ws, firstLogits, firstStep, uniforms };
+    return st.prefill;
+  }
+
+  /** logits [n, V] = rows [n, C] · wte^T, one matmul per wte chunk. */
+  #recordHead(plan: Plan, logits: TensorView, rows: TensorView, n: number): void {
+    const { nEmbd: C, vocabSize: V } = this.model.config;
+    for (const chunk of this.model.byName.get("wte.weight")!.parts) {
+      matmul(plan, {
+        out: logits,
+        a: rows,
+        b: chunk.view,
+        M: n,
+        N: chunk.v1 - chunk.v0,
+        K: C,
+        transB: true,
+        ldc: V,
+        cOffset: chunk.v0,
+      });
+    }
+  }
+
+  #freePrefill(p: PrefillState): void {
+    p.ws.destroy();
+    for (const u of p.uniforms) this.model.gpu.free(u);
+  }
+
+  #freeDecode(st: DecodeState): void {
+    if (st.prefill) this.#freePrefill(st.prefill);
+    for (const v of [...st.owned, ...st.uniforms]) this.model.gpu.free(v);
   }
 }
 
