@@ -33,7 +33,8 @@ export function parseOptions<S extends Record<string, OptionSpec>>(
     help: { type: "boolean", short: "h" },
   };
   for (const [k, v] of Object.entries(spec)) {
-    options[k] = { type: v.type, multiple: v.multiple, short: v.short };
+    // parseArgs rejects keys that are present but undefined.
+    options[k] = { type: v.type, ...(v.multiple ? { multiple: true } : {}), ...(v.short ? { short: v.short } : {}) };
   }
   let values: Record<string, unknown>;
   try {
