@@ -16,8 +16,12 @@ import {
 } from "../model/generate.ts";
 import { GPT2, initWeights, Workspace } from "../model/gpt2.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
+import { loadTokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { runGenerate } from "../cli/generate.ts";
+import { UsageError } from "../cli/common.ts";
 import { samplingDistributionRef } from "./reference/sampling.ts";
 import { assertClose, testGpu } from "./util.ts";
 
@@ -318,4 +322,88 @@ Deno.test("bad inputs fail with clear errors", async () => {
   await bad([[60]], { maxTokens: 4, topP: 0 }, /topP must be in \(0, 1\]/);
   await bad([[60]], { maxTokens: 4, eosId: 99 }, /eosId must be a token id in \[0, 61\)/);
   assertEquals(await generate(model, [], { maxTokens: 4 }), []);
+});
+
+/**
+ * A model directory for the CLI. Without a tokenizer: the fixture's tiny model (61 ids). With one: a
+ * random model over 257 ids saved by saveCheckpoint with a byte-level tokenizer.json whose id b is byte b
+ * (no merges) and <|endoftext|> is 256 (the model's BOS and EOS).
+ */
+async function cliModelDir(withTokenizer: boolean): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "generate_test_" });
+  if (!withTokenizer) {
+    for (const f of ["config.json", "model.safetensors"]) await Deno.copyFile(FIXTURE + f, `${dir}/${f}`);
+    return dir;
+  }
+  const config = { ...WIDE, vocabSize: 257, nEmbd: 16, bosTokenId: 256, eosTokenId: 256 };
+  const vocab: Record<string, number> = Object.fromEntries(BYTE_TO_CHAR.map((c, b) => [c, b]));
+  vocab["<|endoftext|>"] = 256;
+  const model = await sharpModel(config, 8);
+  await saveCheckpoint(`${dir}/m`, config, await model.getWeights(), {
+    "tokenizer.json": tokenizerJsonFromGpt2Files(JSON.stringify(vocab), ""),
+  });
+  return `${dir}/m`;
+}
+
+Deno.test("deno task generate: tokens and text lines in, one JSON line per context out", async () => {
+  const dir = await cliModelDir(true);
+  const input = `${dir}/in.jsonl`, output = `${dir}/out.jsonl`;
+  await Deno.writeTextFile(input, '{"tokens": [256, 3, 4]}\n\n{"text": "the cat."}\n{"tokens": [256]}\n');
+  const args = ["--model", dir, "--input", input, "--output", output, "--max-tokens", "6"];
+  await runGenerate([...args, "--temperature", "0.9", "--top-k", "20", "--seed", "4", "--batch-size", "2"]);
+  const lines = (await Deno.readTextFile(output)).trimEnd().split("\n").map((l) => JSON.parse(l));
+  const tok = await loadTokenizer(`${dir}/tokenizer.json`);
+  const { config, weights } = await loadCheckpoint(dir);
+  const contexts = [[256, 3, 4], [256, ...tok.encode("the cat.")], [256]];
+  assertEquals(contexts[1], [256, ...[..."the cat."].map((c) => c.charCodeAt(0))]);
+  const model = GPT2.create(await testGpu(), config, weights);
+  const want = await generate(model, contexts, { maxTokens: 6, temperature: 0.9, topK: 20, seed: 4 });
+  assertEquals(
+    lines,
+    want.map((g) => ({ tokens: g.tokens, text: tok.decode(g.tokens), finish_reason: g.finishReason })),
+  );
+  console.log(`  ${lines.map((l) => JSON.stringify(l.text)).join(" ")}`);
+  await Deno.remove(dir.replace(/\/m$/, ""), { recursive: true });
+});
+
+Deno.test("deno task generate: errors name the file and line", async () => {
+  const dir = await cliModelDir(false);
+  const input = `${dir}/in.jsonl`;
+  const fails = async (lines: string, extra: string[], re: RegExp) => {
+    await Deno.writeTextFile(input, lines);
+    let err: Error | undefined;
+    try {
+      await runGenerate(["--model", dir, "--input", input, "--max-tokens", "4", ...extra]);
+    } catch (e) {
+      err = e as Error;
+    }
+    assert(err instanceof UsageError && re.test(err.message), `expected ${re}, got ${err?.message}`);
+  };
+  const p = input.replace(/[.]/g, "\\.");
+  await fails('{"tokens": [60]}\n{"tokens": [60, 1\n', [], new RegExp(`${p}:2: not valid JSON`));
+  await fails(
+    '\n{"tokens": [60, 61]}\n',
+    [],
+    new RegExp(`${p}:2: tokens\\[1\\] is 61, expected an id in \\[0, 61\\)`),
+  );
+  await fails('{"tokens": []}\n', [], new RegExp(`${p}:1: "tokens" must be a non-empty array`));
+  await fails('{"tokens": [1], "text": "a"}\n', [], new RegExp(`${p}:1: expected exactly one of`));
+  await fails("[1, 2]\n", [], new RegExp(`${p}:1: expected an object`));
+  await fails('{"tokens": [1]}\n{"text": "hi"}\n', [], /in\.jsonl:2: text input needs .*tokenizer\.json/);
+  await fails(
+    `{"tokens": [${new Array(13).fill(1)}]}\n`,
+    [],
+    /:1: 13 context tokens \+ --max-tokens 4 exceed/,
+  );
+  await fails('{"tokens": [1]}\n', ["--top-p", "0"], /--top-p must be in/);
+  await fails('{"tokens": [1]}\n', ["--max-tokens", "x"], /--max-tokens must be an integer, got "x"/);
+  await fails('{"tokens": [1]}\n', ["--bogus"], /Unknown option '--bogus'/);
+  let err: Error | undefined;
+  try {
+    await runGenerate(["--model", `${dir}/none`, "--input", input]);
+  } catch (e) {
+    err = e as Error;
+  }
+  assert(err && /--model .*none: no such directory/.test(err.message), err?.message);
+  await Deno.remove(dir, { recursive: true });
 });

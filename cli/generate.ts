@@ -1,0 +1,242 @@
+/**
+ * `deno task generate`: continue contexts with a model on the GPU (KV-cached, sampled on the device).
+ *
+ *   deno task generate --model runs/x/final --input prompts.jsonl --output out.jsonl --max-tokens 64
+ *
+ * Input lines: `{"tokens": [ids...]}` (used as given) or `{"text": "..."}` (encoded with the model
+ * directory's tokenizer.json, BOS prepended). Output, one line per input line in order:
+ * `{"tokens": [new ids], "text": "...", "finish_reason": "length" | "stop"}`; `text` (the decoded new
+ * tokens) is there when the model directory has a tokenizer.json. The i-th context draws from the random
+ * stream (seed, i), so its output does not depend on the other lines or on --batch-size.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  helpText,
+  numberOption,
+  Progress,
+  required,
+  runMain,
+  UsageError,
+  writeFileAtomic,
+} from "./common.ts";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { Gpu } from "../model/gpu.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import { generate } from "../model/generate.ts";
+import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+
+const SUMMARY = "Continue each context of a JSON-lines file with a model (KV-cached, sampled on the GPU).\n" +
+  'Input lines: {"tokens": [...]} or {"text": "..."} (tokenized with the model\'s tokenizer.json, BOS\n' +
+  'prepended). Output lines: {"tokens": [...], "text": "...", "finish_reason": "length" | "stop"}.';
+
+const SPEC = {
+  model: {
+    type: "string",
+    help: "model directory (config.json, model.safetensors; tokenizer.json for text)",
+  },
+  input: { type: "string", help: "JSON-lines file of contexts" },
+  output: { type: "string", help: "output JSON-lines file, written atomically (default: stdout)" },
+  "max-tokens": { type: "string", help: "new tokens per context, at most", default: "64" },
+  "min-tokens": { type: "string", help: "end-of-sequence is suppressed before this many", default: "0" },
+  temperature: { type: "string", help: "softmax temperature; 0 = greedy", default: "1" },
+  "top-p": { type: "string", help: "nucleus mass in (0, 1]; 1 = off", default: "1" },
+  "top-k": { type: "string", help: "keep the k most likely tokens; 0 = off", default: "0" },
+  seed: { type: "string", help: "random seed", default: "0" },
+  "batch-size": { type: "string", help: "most sequences per GPU batch", default: "64" },
+} as const;
+
+/**
+ * Parse the options (strict); `--help` prints the help and returns undefined. Not `parseOptions` of
+ * common.ts, which passes `short: undefined` to `parseArgs` (rejected) and exits on `--help`.
+ */
+function parse(args: string[]): Record<keyof typeof SPEC, string | undefined> | undefined {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+  };
+  for (const [k, v] of Object.entries(SPEC)) options[k] = { type: v.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
+  } catch (e) {
+    throw new UsageError(`generate: ${(e as Error).message}\nRun with --help for the options.`);
+  }
+  if (values.help) {
+    console.log(helpText("generate", SUMMARY, SPEC));
+    return undefined;
+  }
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(SPEC)) {
+    out[k] = (values[k] as string | undefined) ?? ("default" in v ? v.default : undefined);
+  }
+  return out as Record<keyof typeof SPEC, string | undefined>;
+}
+
+/** One input line, resolved to token ids. */
+interface Context {
+  tokens: number[];
+  /** 1-based line number in the input file, for errors. */
+  line: number;
+}
+
+/**
+ * Parse the input file: every non-empty line must be an object with a `tokens` array of ids in
+ * [0, vocabSize) or a `text` string. Text needs `tokenizer` (a thunk, so token-only files need none).
+ * Errors name the file and line.
+ */
+export async function readContexts(
+  path: string,
+  vocabSize: number,
+  tokenizer: () => Promise<Tokenizer>,
+): Promise<Context[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  const out: Context[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i].trim() === "") continue;
+    const where = `${path}:${i + 1}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(lines[i]);
+    } catch (e) {
+      throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
+    }
+    const rec = value as { tokens?: unknown; text?: unknown };
+    if (value === null || typeof value !== "object" || Array.isArray(value)) {
+      throw new UsageError(
+        `${where}: expected an object with "tokens" or "text", found ${lines[i].slice(0, 60)}`,
+      );
+    }
+    if (("tokens" in rec) === ("text" in rec)) {
+      throw new UsageError(`${where}: expected exactly one of "tokens" and "text"`);
+    }
+    let tokens: number[];
+    if ("tokens" in rec) {
+      const t = rec.tokens;
+      if (!Array.isArray(t) || t.length === 0) {
+        throw new UsageError(`${where}: "tokens" must be a non-empty array of token ids`);
+      }
+      const bad = t.findIndex((v) => !(Number.isInteger(v) && v >= 0 && v < vocabSize));
+      if (bad >= 0) {
+        throw new UsageError(
+          `${where}: tokens[${bad}] is ${JSON.stringify(t[bad])}, expected an id in [0, ${vocabSize})`,
+        );
+      }
+      tokens = t as number[];
+    } else {
+      if (typeof rec.text !== "string") throw new UsageError(`${where}: "text" must be a string`);
+      let tok: Tokenizer;
+      try {
+        tok = await tokenizer();
+      } catch (e) {
+        throw new UsageError(`${where}: ${(e as Error).message}`);
+      }
+      tokens = [tok.bosId, ...tok.encode(rec.text)];
+      const bad = tokens.find((v) => v >= vocabSize);
+      if (bad !== undefined) {
+        throw new UsageError(`${where}: the tokenizer gave id ${bad}, past the model's ${vocabSize} ids`);
+      }
+    }
+    out.push({ tokens, line: i + 1 });
+  }
+  return out;
+}
+
+/** Does `path` exist as a file? */
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** The command, on `args`; throws UsageError for user mistakes. Writes output lines to `--output` or stdout. */
+export async function runGenerate(args: string[]): Promise<void> {
+  const o = parse(args);
+  if (!o) return;
+  const modelDir = required(o.model, "model").replace(/\/+$/, "");
+  const input = required(o.input, "input");
+  const maxTokens = numberOption(o["max-tokens"], "max-tokens", { min: 1, integer: true });
+  const minTokens = numberOption(o["min-tokens"], "min-tokens", { min: 0, max: maxTokens, integer: true });
+  const temperature = numberOption(o.temperature, "temperature", { min: 0 });
+  const topP = numberOption(o["top-p"], "top-p", { min: Number.MIN_VALUE, max: 1 });
+  const topK = numberOption(o["top-k"], "top-k", { min: 0, integer: true });
+  const seed = numberOption(o.seed, "seed", { min: 0, max: 2 ** 32 - 1, integer: true });
+  const batchSize = numberOption(o["batch-size"], "batch-size", { min: 1, integer: true });
+
+  let isDir = false;
+  try {
+    isDir = (await Deno.stat(modelDir)).isDirectory;
+  } catch { /* reported below */ }
+  if (!isDir) throw new UsageError(`--model ${modelDir}: no such directory`);
+  const { config, weights } = await loadCheckpoint(modelDir);
+  const tokPath = `${modelDir}/${TOKENIZER_FILE}`;
+  const hasTokenizer = await isFile(tokPath);
+  let tokenizer: Promise<Tokenizer> | undefined;
+  const getTokenizer = () => {
+    if (!hasTokenizer) {
+      throw new UsageError(`text input needs ${tokPath}, which does not exist; give "tokens" instead`);
+    }
+    return tokenizer ??= loadTokenizer(tokPath);
+  };
+  const contexts = await readContexts(input, config.vocabSize, getTokenizer);
+  for (const c of contexts) {
+    if (c.tokens.length + maxTokens > config.nPositions) {
+      throw new UsageError(
+        `${input}:${c.line}: ${c.tokens.length} context tokens + --max-tokens ${maxTokens} exceed the ` +
+          `model's ${config.nPositions} positions`,
+      );
+    }
+  }
+  const tok = hasTokenizer ? await getTokenizer() : undefined;
+
+  const gpu = await Gpu.create();
+  const model = GPT2.create(gpu, config, weights);
+  console.error(
+    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each, on ${gpu.adapterName}`,
+  );
+  const progress = new Progress("generate", contexts.length * maxTokens, "tok");
+  const start = performance.now();
+  const results = await generate(model, contexts.map((c) => c.tokens), {
+    maxTokens,
+    minTokens,
+    temperature,
+    topP,
+    topK,
+    seed,
+    batchSize,
+    onProgress: (done) => progress.tick(done - progress.done),
+  });
+  progress.end();
+  const secs = (performance.now() - start) / 1000;
+  const made = results.reduce((n, r) => n + r.tokens.length, 0);
+  console.error(
+    `generate: ${made} new tokens in ${secs.toFixed(1)} s (${
+      (made / Math.max(secs, 1e-9)).toFixed(1)
+    } tokens/s)`,
+  );
+
+  const lines = results.map((r) =>
+    JSON.stringify({
+      tokens: r.tokens,
+      ...(tok ? { text: tok.decode(r.tokens) } : {}),
+      finish_reason: r.finishReason,
+    })
+  );
+  const text = lines.join("\n") + (lines.length > 0 ? "\n" : "");
+  if (typeof o.output === "string" && o.output !== "") {
+    await writeFileAtomic(o.output, text);
+    console.error(`generate: wrote ${results.length} lines to ${o.output}`);
+  } else {
+    const bytes = new TextEncoder().encode(text);
+    for (let at = 0; at < bytes.length;) at += await Deno.stdout.write(bytes.subarray(at));
+  }
+}
+
+if (import.meta.main) await runMain(() => runGenerate(Deno.args));
