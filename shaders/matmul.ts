@@ -1,0 +1,293 @@
+/**
+ * Matrix multiply for every linear layer of GPT-2, forward and backward, and the bias gradient.
+ *
+ * `out[M,N] (=|+=) op(A)[M,K] · op(B)[K,N] (+ bias[N])`, where op is the identity or the transpose.
+ * Row strides and element offsets are uniform parameters, so the same kernels serve a chunk of the tied
+ * LM head inside the [R, V] logits (`ldc = V`, `cOffset = v0`) and its backward passes.
+ *
+ * One WGSL source per variant (transA, transB, bias, accumulate) is generated from a template; the
+ * pipeline cache of {@link Plan} keys on the source, so each variant compiles once.
+ *
+ * Tiling: a workgroup computes a BM x BN block of `out`. Per step of BK along K it stages the A block
+ * [BM, BK] and the B block [BK, BN] in workgroup memory (both stored k-major, so the inner loop reads a
+ * row of each), then every thread accumulates a TM x TN register tile. Loads outside the matrices read 0
+ * and stores outside are skipped, so no size needs to be a tile multiple. Every output is a sum over k in
+ * increasing order, so results are bit-for-bit deterministic.
+ * @module
+ */
+import { grid, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+
+/** Output block per workgroup (BM x BN), K step (BK) and register tile per thread (TM x TN). */
+const BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
+/** Threads per workgroup: one per register tile. */
+const TX = BN / TN, TY = BM / TM, THREADS = TX * TY;
+
+/** The compile-time choices that make one WGSL source. */
+export interface MatmulVariant {
+  transA: boolean;
+  transB: boolean;
+  bias: boolean;
+  accumulate: boolean;
+}
+
+/** Arguments of {@link matmul}. Strides and offsets count f32 elements. */
+export interface MatmulArgs {
+  out: TensorView;
+  a: TensorView;
+  b: TensorView;
+  bias?: TensorView;
+  M: number;
+  N: number;
+  K: number;
+  /** op(A) is A^T: A is stored [K, M] (row stride lda). */
+  transA?: boolean;
+  /** op(B) is B^T: B is stored [N, K] (row stride ldb). */
+  transB?: boolean;
+  /** Row stride of A as stored; default dense (K, or M when transA). */
+  lda?: number;
+  /** Row stride of B as stored; default dense (N, or K when transB). */
+  ldb?: number;
+  /** Row stride of out; default N. */
+  ldc?: number;
+  /** Element offset of A's first element inside the view (a uniform, not a view offset). */
+  aOffset?: number;
+  bOffset?: number;
+  cOffset?: number;
+  /** out += op(A) op(B) (+ bias) instead of out = ... */
+  accumulate?: boolean;
+}
+
+const PARAMS = /* wgsl */ `struct Params {
+  M: u32, N: u32, K: u32,
+  lda: u32, ldb: u32, ldc: u32,
+  aOff: u32, bOff: u32, cOff: u32,
+  tilesN: u32, tiles: u32,
+}`;
+
+/**
+ * Statements that stage one operand block in workgroup memory. The block is `rows x BK` of op(X) with
+ * `rows` along the output dimension (m for A, n for B), stored k-major: `dst[kk * rows + r]`. Consecutive
+ * threads walk the stored matrix's contiguous dimension, so their global reads are adjacent.
+ */
+function stage(dst: string, rows: number, load: string, contiguousK: boolean): string {
+  const lines: string[] = [];
+  for (let t = 0; t < (rows * BK) / THREADS; t++) {
+    const e = `li + ${t * THREADS}u`;
+    const [r, kk] = contiguousK
+      ? [`(${e}) / ${BK}u`, `(${e}) % ${BK}u`]
+      : [`(${e}) % ${rows}u`, `(${e}) / ${rows}u`];
+    lines.push(`{ let r = ${r}; let kk = ${kk}; ${dst}[kk * ${rows}u + r] = ${load}(r, k0 + kk); }`);
+  }
+  return lines.join("\n    ");
+}
+
+/** The WGSL source of one variant. Bindings: params, out, a, b, then bias when `bias`. */
+export function matmulSource(v: MatmulVariant): string {
+  // Element (m, k) of op(A) and (k, n) of op(B) as stored.
+  const aIndex = v.transA ? "k * p.lda + m" : "m * p.lda + k";
+  const bIndex = v.transB ? "n * p.ldb + k" : "k * p.ldb + n";
+  const rowTerms = Array.from({ length: TN / 4 }, (_, q) => `acc[i * ${TN / 4} + ${q}]`);
+  return PARAMS + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+${v.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+
+var<workgroup> As: array<f32, ${BK * BM}>;
+var<workgroup> Bs: array<f32, ${BK * BN}>;
+
+fn loadA(mm: u32, k: u32) -> f32 {
+  let m = tileM0 + mm;
+  if (m >= p.M || k >= p.K) { return 0.0; }
+  return a[p.aOff + ${aIndex}];
+}
+
+fn loadB(nn: u32, k: u32) -> f32 {
+  let n = tileN0 + nn;
+  if (n >= p.N || k >= p.K) { return 0.0; }
+  return b[p.bOff + ${bIndex}];
+}
+
+var<private> tileM0: u32;
+var<private> tileN0: u32;
+
+@compute @workgroup_size(${TX}, ${TY})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tiles) { return; }
+  tileM0 = (tile / p.tilesN) * ${BM}u;
+  tileN0 = (tile % p.tilesN) * ${BN}u;
+  var acc: array<vec4f, ${(TM * TN) / 4}>;
+  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
+    ${stage("As", BM, "loadA", !v.transA)}
+    ${stage("Bs", BN, "loadB", v.transB)}
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      let ar = kk * ${BM}u + lid.y * ${TM}u;
+      let br = kk * ${BN}u + lid.x * ${TN}u;
+      ${
+    Array.from({ length: TN / 4 }, (_, q) =>
+      `let b${q} = vec4f(Bs[br + ${4 * q}u], Bs[br + ${4 * q + 1}u], Bs[br + ${4 * q + 2}u], Bs[br + ${
+        4 * q + 3
+      }u]);`).join("\n      ")
+  }
+      for (var i = 0u; i < ${TM}u; i++) {
+        let av = As[ar + i];
+        ${rowTerms.map((t, q) => `${t} = fma(vec4f(av), b${q}, ${t});`).join("\n        ")}
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < ${TM}u; i++) {
+    let m = tileM0 + lid.y * ${TM}u + i;
+    if (m >= p.M) { break; }
+    for (var j = 0u; j < ${TN}u; j++) {
+      let n = tileN0 + lid.x * ${TN}u + j;
+      if (n >= p.N) { break; }
+      let c = p.cOff + m * p.ldc + n;
+      var s = acc[i * ${TN / 4}u + j / 4u][j % 4u];
+      ${v.bias ? "s += bias[n];" : ""}
+      ${v.accumulate ? "out[c] += s;" : "out[c] = s;"}
+    }
+  }
+}
+`;
+}
+
+const sources = new Map<string, string>();
+
+/** The cached source of a variant (the same string object each time, so pipelines are shared). */
+function sourceFor(v: MatmulVariant): string {
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}`;
+  let s = sources.get(key);
+  if (!s) {
+    s = matmulSource(v);
+    sources.set(key, s);
+  }
+  return s;
+}
+
+/** Throw unless elements up to `last` (inclusive) lie inside `view`. */
+function checkFits(fn: string, what: string, view: TensorView, last: number): void {
+  if (last >= view.length) {
+    throw new RangeError(
+      `${fn}: ${what} needs ${last + 1} elements (offset, stride and shape), but its view ${
+        view.label ?? ""
+      } has ${view.length}`,
+    );
+  }
+}
+
+/**
+ * Record `out[M,N] (=|+=) op(A)[M,K] · op(B)[K,N] + bias[N]`. Element (m, k) of op(A) is
+ * `a[aOffset + m*lda + k]` (or `a[aOffset + k*lda + m]` with transA), likewise for B; out(m, n) is
+ * `out[cOffset + m*ldc + n]`. Throws a RangeError if a view is too small for its shape and strides.
+ */
+export function matmul(plan: Plan, args: MatmulArgs): void {
+  const { out, a, b, bias, M, N, K } = args;
+  const transA = args.transA ?? false, transB = args.transB ?? false;
+  const lda = args.lda ?? (transA ? M : K);
+  const ldb = args.ldb ?? (transB ? K : N);
+  const ldc = args.ldc ?? N;
+  const aOff = args.aOffset ?? 0, bOff = args.bOffset ?? 0, cOff = args.cOffset ?? 0;
+  for (const [name, value] of Object.entries({ M, N, K, lda, ldb, ldc, aOff, bOff, cOff })) {
+    if (!Number.isInteger(value) || value < 0) {
+      throw new RangeError(`matmul: ${name} must be a non-negative integer, got ${value}`);
+    }
+  }
+  if (M === 0 || N === 0) return;
+  const [aRows, aCols] = transA ? [K, M] : [M, K];
+  const [bRows, bCols] = transB ? [N, K] : [K, N];
+  if (aCols > lda || bCols > ldb || N > ldc) {
+    throw new RangeError(
+      `matmul: row strides lda=${lda} ldb=${ldb} ldc=${ldc} are shorter than the rows ` +
+        `(A ${aRows}x${aCols}, B ${bRows}x${bCols}, out ${M}x${N})`,
+    );
+  }
+  if (K > 0) {
+    checkFits("matmul", "A", a, aOff + (aRows - 1) * lda + aCols - 1);
+    checkFits("matmul", "B", b, bOff + (bRows - 1) * ldb + bCols - 1);
+  }
+  checkFits("matmul", "out", out, cOff + (M - 1) * ldc + N - 1);
+  if (bias) checkFits("matmul", "bias", bias, N - 1);
+  const tilesN = Math.ceil(N / BN), tiles = Math.ceil(M / BM) * tilesN;
+  const u = plan.gpu.uniform(
+    packUniform([
+      ["u", M],
+      ["u", N],
+      ["u", K],
+      ["u", lda],
+      ["u", ldb],
+      ["u", ldc],
+      ["u", aOff],
+      ["u", bOff],
+      ["u", cOff],
+      ["u", tilesN],
+      ["u", tiles],
+    ]),
+    "matmul.params",
+  );
+  const accumulate = args.accumulate ?? false;
+  const code = sourceFor({ transA, transB, bias: bias !== undefined, accumulate });
+  const views = bias ? [u, out, a, b, bias] : [u, out, a, b];
+  plan.add(code, views, grid(plan.gpu, tiles), `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}`);
+}
+
+/** Columns per bias-gradient workgroup, and the row phases that split each column's sum. */
+const BIAS_COLS = 64, BIAS_PHASES = 4;
+
+/**
+ * dbias[n] += sum over m of dout[off + m*ld + n]. Thread (x, y) of a workgroup sums rows y, y + 4, ...
+ * of column n0 + x in increasing order, then thread y = 0 adds the four partial sums in order y = 0..3.
+ * Bindings: params, dbias, dout.
+ */
+export const BIAS_BACKWARD = /* wgsl */ `
+struct Params { M: u32, N: u32, ld: u32, off: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+var<workgroup> part: array<f32, ${BIAS_COLS * BIAS_PHASES}>;
+@compute @workgroup_size(${BIAS_COLS}, ${BIAS_PHASES})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let n = (wid.x + wid.y * nwg.x) * ${BIAS_COLS}u + lid.x;
+  var s = 0.0;
+  if (n < p.N) {
+    for (var m = lid.y; m < p.M; m += ${BIAS_PHASES}u) {
+      s += dout[p.off + m * p.ld + n];
+    }
+  }
+  part[lid.y * ${BIAS_COLS}u + lid.x] = s;
+  workgroupBarrier();
+  if (lid.y == 0u && n < p.N) {
+    var t = part[lid.x];
+    for (var y = 1u; y < ${BIAS_PHASES}u; y++) { t += part[y * ${BIAS_COLS}u + lid.x]; }
+    dbias[n] += t;
+  }
+}
+`;
+
+/**
+ * Record dbias[n] += sum over m of dout[offset + m*ld + n] for n < N, m < M (dout row stride `ld`,
+ * default N). The order of the sum is fixed, so results are deterministic.
+ */
+export function biasBackward(
+  plan: Plan,
+  dbias: TensorView,
+  dout: TensorView,
+  M: number,
+  N: number,
+  ld = N,
+  offset = 0,
+): void {
+  if (M === 0 || N === 0) return;
+  if (ld < N) throw new RangeError(`biasBackward: row stride ld=${ld} is shorter than N=${N}`);
+  checkFits("biasBackward", "dbias", dbias, N - 1);
+  checkFits("biasBackward", "dout", dout, offset + (M - 1) * ld + N - 1);
+  const u = plan.gpu.uniform(
+    packUniform([["u", M], ["u", N], ["u", ld], ["u", offset]]),
+    "bias_backward.params",
+  );
+  plan.add(BIAS_BACKWARD, [u, dbias, dout], Math.ceil(N / BIAS_COLS), "bias_backward");
+}

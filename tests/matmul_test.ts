@@ -1,0 +1,189 @@
+import { throws } from "node:assert/strict";
+import { type Gpu, Plan } from "../model/gpu.ts";
+import { biasBackward, matmul, type MatmulArgs } from "../shaders/matmul.ts";
+import { biasBackwardRef, matmulRef } from "./reference/matmul.ts";
+import { assertClose, randn, testGpu } from "./util.ts";
+
+/** A matmul case: shapes and options plus the stored lengths of each buffer. */
+interface Case extends Omit<MatmulArgs, "out" | "a" | "b" | "bias"> {
+  name: string;
+  aLen: number;
+  bLen: number;
+  outLen: number;
+  bias?: boolean;
+}
+
+/** Dense lengths for a plain case (no strides or offsets). */
+function dense(name: string, M: number, N: number, K: number, opts: Partial<Case> = {}): Case {
+  return { name, M, N, K, aLen: M * K, bLen: K * N, outLen: M * N, ...opts };
+}
+
+/** Run every case in one plan on `gpu` and compare the whole out buffer (untouched parts included). */
+async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
+  const plan = new Plan(gpu);
+  const pending = cases.map((c, i) => {
+    const seed = 100 * (i + 1);
+    const a = randn(c.aLen, seed), b = randn(c.bLen, seed + 1), out0 = randn(c.outLen, seed + 2);
+    const bias = c.bias ? randn(c.N, seed + 3) : undefined;
+    const [ta, tb, tout] = [c.aLen, c.bLen, c.outLen].map((n) => gpu.tensor(n));
+    gpu.write(ta, a);
+    gpu.write(tb, b);
+    gpu.write(tout, out0);
+    let tbias;
+    if (bias) {
+      tbias = gpu.tensor(c.N);
+      gpu.write(tbias, bias);
+    }
+    matmul(plan, { ...c, out: tout, a: ta, b: tb, bias: tbias });
+    return { c, tout, expected: matmulRef({ ...c, out: out0, a, b, bias }) };
+  });
+  plan.run();
+  for (const { c, tout, expected } of pending) {
+    // f32 rounding of a K-term sum grows about like sqrt(K) times the size of its terms.
+    assertClose(c.name, await gpu.read(tout), expected, {
+      rtol: 1e-4,
+      atol: 1e-5 * Math.sqrt(Math.max(1, c.K)),
+    });
+  }
+}
+
+Deno.test("matmul variants match the float64 reference at sizes that are not tile multiples", async () => {
+  const gpu = await testGpu();
+  const cases: Case[] = [];
+  for (const [M, N, K] of [[37, 53, 29], [1, 53, 29], [37, 53, 1], [1, 1, 1], [130, 70, 200]]) {
+    const s = `${M}x${N}x${K}`;
+    cases.push(
+      dense(`NN ${s}`, M, N, K),
+      dense(`NN+bias ${s}`, M, N, K, { bias: true }),
+      dense(`NT ${s}`, M, N, K, { transB: true }),
+      dense(`NT+bias+acc ${s}`, M, N, K, { transB: true, bias: true, accumulate: true }),
+      dense(`TN+acc ${s}`, M, N, K, { transA: true, accumulate: true }),
+      dense(`TN ${s}`, M, N, K, { transA: true }),
+      dense(`TT+bias ${s}`, M, N, K, { transA: true, transB: true, bias: true }),
+      dense(`NN+acc ${s}`, M, N, K, { accumulate: true }),
+    );
+  }
+  await runCases(gpu, cases);
+});
+
+Deno.test("matmul serves the chunked tied LM head (strides and offsets)", async () => {
+  const gpu = await testGpu();
+  // logits [R, V] with a wte chunk of rows v0..v1; lnf rows r0..r0+R of a [rows, C] buffer.
+  const V = 61, C = 29, R = 37, rows = 45, r0 = 6, v0 = 17, v1 = 50, Vc = v1 - v0;
+  await runCases(gpu, [
+    // logits[:, v0:v1] = lnf[r0:r0+R] · wteChunk^T
+    {
+      name: "head logits",
+      M: R,
+      N: Vc,
+      K: C,
+      transB: true,
+      aOffset: r0 * C,
+      ldc: V,
+      cOffset: v0,
+      aLen: rows * C,
+      bLen: Vc * C,
+      outLen: R * V,
+    },
+    // dlnf[r0:r0+R] += dlogits[:, v0:v1] · wteChunk
+    {
+      name: "head dx",
+      M: R,
+      N: C,
+      K: Vc,
+      lda: V,
+      aOffset: v0,
+      cOffset: r0 * C,
+      accumulate: true,
+      aLen: R * V,
+      bLen: Vc * C,
+      outLen: rows * C,
+    },
+    // dwteChunk += dlogits[:, v0:v1]^T · lnf[r0:r0+R]
+    {
+      name: "head dwte",
+      M: Vc,
+      N: C,
+      K: R,
+      transA: true,
+      lda: V,
+      aOffset: v0,
+      bOffset: r0 * C,
+      accumulate: true,
+      aLen: R * V,
+      bLen: rows * C,
+      outLen: Vc * C,
+    },
+    // Every stride wider than its rows at once, with a bias, on a bigger block.
+    {
+      name: "strided all",
+      M: 70,
+      N: 66,
+      K: 75,
+      lda: 81,
+      ldb: 70,
+      ldc: 69,
+      aOffset: 3,
+      bOffset: 5,
+      cOffset: 7,
+      bias: true,
+      aLen: 3 + 70 * 81,
+      bLen: 5 + 75 * 70,
+      outLen: 7 + 70 * 69,
+    },
+  ]);
+});
+
+Deno.test("matmul splits its workgroups over y when they exceed the per-dimension limit", async () => {
+  // Lower the recorded limit to 5 for this test, so 300x130 (5x3 = 15 tiles of 64x64) and 77x70 (2x2)
+  // need a second grid dimension. (A second device would hang Deno's WebGPU here.)
+  const gpu = await testGpu();
+  const limits = gpu.limits as { maxComputeWorkgroupsPerDimension: number };
+  const saved = limits.maxComputeWorkgroupsPerDimension;
+  limits.maxComputeWorkgroupsPerDimension = 5;
+  try {
+    await runCases(gpu, [
+      dense("NN+bias 300x130x9 split", 300, 130, 9, { bias: true }),
+      dense("TN 77x70x3 split", 77, 70, 3, { transA: true }),
+    ]);
+  } finally {
+    limits.maxComputeWorkgroupsPerDimension = saved;
+  }
+});
+
+Deno.test("matmul rejects views too small for their shape and strides", async () => {
+  const gpu = await testGpu();
+  const plan = new Plan(gpu);
+  const [a, b, out] = [4 * 5, 5 * 6, 4 * 6].map((n) => gpu.tensor(n));
+  throws(() => matmul(plan, { out, a, b, M: 4, N: 6, K: 5, aOffset: 1 }), /A needs 21 elements/);
+  throws(() => matmul(plan, { out, a, b, M: 4, N: 6, K: 5, ldc: 7 }), /out needs 27 elements/);
+  throws(() => matmul(plan, { out, a, b, M: 4, N: 6, K: 5, lda: 4 }), /row strides/);
+});
+
+Deno.test("biasBackward matches the float64 reference", async () => {
+  const gpu = await testGpu();
+  const cases = [
+    { M: 37, N: 53, ld: 53, offset: 0 },
+    { M: 1, N: 1, ld: 1, offset: 0 },
+    { M: 130, N: 70, ld: 75, offset: 9 },
+    { M: 3, N: 200, ld: 200, offset: 0 },
+  ];
+  const plan = new Plan(gpu);
+  const pending = cases.map(({ M, N, ld, offset }, i) => {
+    const dout = randn(offset + M * ld, 7 + i), dbias0 = randn(N, 17 + i);
+    const [tdout, tdbias] = [dout.length, N].map((n) => gpu.tensor(n));
+    gpu.write(tdout, dout);
+    gpu.write(tdbias, dbias0);
+    biasBackward(plan, tdbias, tdout, M, N, ld, offset);
+    return {
+      name: `biasBackward ${M}x${N} ld=${ld} off=${offset}`,
+      tdbias,
+      expected: biasBackwardRef(dbias0, dout, M, N, ld, offset),
+      M,
+    };
+  });
+  plan.run();
+  for (const { name, tdbias, expected, M } of pending) {
+    assertClose(name, await gpu.read(tdbias), expected, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(M) });
+  }
+});
