@@ -266,7 +266,8 @@ export class LiveMode {
         byId("stat-tps").textContent = fmt(m.tokensPerSec);
         byId<HTMLButtonElement>("btn-download").disabled = false;
       },
-      onCheckpoint: (name, words) => this.#addLog(`checkpoint ${name} (${words} words seen; kept in memory)`),
+      // The loop's own log line reports checkpoints; the browser keeps no weights (see memory_storage.ts).
+      onCheckpoint: () => {},
       onLog: (line) => this.#addLog(line),
     };
   }

@@ -131,7 +131,8 @@ async function summarize(name: string, dir: string): Promise<RunSummary | undefi
       if (typeof c.numRounds === "number") s.numRounds = c.numRounds;
       const a = c.architecture as Record<string, unknown> | undefined;
       if (a && typeof a.nLayer === "number" && typeof a.nEmbd === "number") {
-        s.model = `${a.nLayer} layers x ${a.nEmbd} wide, ${a.nHead} heads`;
+        const plural = (n: unknown, w: string) => `${n} ${w}${n === 1 ? "" : "s"}`;
+        s.model = `${plural(a.nLayer, "layer")} x ${a.nEmbd} wide, ${plural(a.nHead, "head")}`;
       }
       const t = c.teacher as Record<string, unknown> | undefined;
       if (t && typeof t.kind === "string") {

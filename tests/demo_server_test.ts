@@ -110,7 +110,7 @@ Deno.test("demo server: page files, run list, whitelisted run files with content
       "round_1.jsonl is a symlink out of the folder and must not count",
     );
     assertEquals(r1.roundsDone, 1, "from state/state.json");
-    assertEquals(r1.model, "1 layers x 32 wide, 2 heads");
+    assertEquals(r1.model, "1 layer x 32 wide, 2 heads");
 
     const types: Array<[string, string]> = [
       ["/api/runs/r1/config.json", "application/json; charset=utf-8"],
