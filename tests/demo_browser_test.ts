@@ -2,7 +2,9 @@
  * The demo in a real browser (Debian's Chromium, WebGPU on SwiftShader, driven by Playwright): the page
  * loads without console errors; inspect mode opens a run written here and shows its interactions, with
  * hostile teacher text displayed as literal text; live training of a very small student completes a
- * round in the worker with pause and resume; a page without WebGPU says so. Screenshots go to tests/out/.
+ * round in the worker with pause and resume, and stops on request; an OpenAI-compatible teacher is used
+ * when it allows CORS and explained when it does not; a page without WebGPU says so. Screenshots go to
+ * tests/out/.
  * Skips with a note when /usr/bin/chromium is absent (`apt-get install -y chromium`).
  */
 import assert, { deepEqual as assertEquals } from "node:assert/strict";
@@ -173,7 +175,8 @@ async function waitUntil(cond: () => Promise<boolean>, what: string, timeoutMs =
 }
 
 Deno.test({
-  name: "demo in Chromium: loads clean, inspect mode, live training with pause/resume, no-WebGPU message",
+  name:
+    "demo in Chromium: clean load, inspect, live round with pause/resume/stop, OpenAI teacher + CORS, no WebGPU",
   ignore: !haveChromium,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -348,6 +351,25 @@ Deno.test({
           }
         },
       );
+
+      await t.step("stop ends a run early", async () => {
+        await page.check(`#live-form [name=teacherKind][value=corpus]`);
+        await page.fill("#live-form [name=numRounds]", "3");
+        await page.click("#btn-start");
+        await page.waitForSelector("#live-interactions .interaction", { timeout: 60_000 });
+        await page.click("#btn-stop");
+        await page.waitForSelector("#run-state.stopped, #run-state.done, #run-state.error", {
+          timeout: 60_000,
+        });
+        const status = (await page.textContent("#status-line"))!;
+        console.log(`  [${secs()} s] ${status}`);
+        assertEquals(await page.textContent("#run-state"), "stopped", status);
+        assert(
+          !(await page.textContent("#round-text"))!.startsWith("3"),
+          "stopped in round 1, not after 3 rounds",
+        );
+        assertEquals(errors, []);
+      });
 
       await t.step("a browser without WebGPU gets a clear message and no Start", async () => {
         const noGpu = await browser.newPage();
