@@ -241,6 +241,9 @@ export class LiveMode {
         this.#numRounds = n;
         byId("round-text").textContent = `${r + 1} / ${n}`;
         this.#bar("round-bar", r / n);
+        // The student reports progress per sampling batch; until the first one, say what is going on.
+        this.#bar("phase-bar", 0);
+        byId("phase-text").textContent = PHASE_NAMES.student;
         byId("live-inter-title").textContent = `Interactions · round ${r + 1}`;
         replace(this.#inter, el("p", { class: "empty" }, "The student is writing its continuations…"));
         this.#status(`Round ${r + 1} of ${n}`);
