@@ -1,0 +1,663 @@
+/**
+ * `deno task bench`: speed of the engine on this machine's WebGPU adapter.
+ *
+ *   deno task bench [--json FILE] [--compare] [--layers 4 --width 256 --heads 4 --seq 128 --batch 4
+ *                   --vocab 4096] [--steps 3] [--big-batch 1 --big-seq 64] [--skip-124m] [--quick]
+ *
+ * Measures each kernel family at GPT-2 124M shapes (GFLOP/s, GB/s), tokens/s of a full training step
+ * (forward, loss, backward, clip, AdamW) for a small config and for GPT-2 124M, generation tokens/s
+ * with the KV cache against recomputing the whole prefix per token, and the GPU bytes allocated for
+ * 124M training next to the arithmetic minimum. Every timing is the median over several iterations
+ * after a warm-up, each ended by `await gpu.sync()`. `--compare` also runs the peer implementations
+ * (../shared/bench: TensorFlow.js WebGPU and PyTorch CPU) on the small config, alternating with this
+ * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
+ * @module
+ */
+import { numberOption, required, runMain, writeFileAtomic } from "./common.ts";
+import { parseCommandOptions } from "./lm_data.ts";
+import { Gpu, Plan, type TensorView } from "../model/gpu.ts";
+import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
+import { Trainer } from "../model/trainer.ts";
+import { GPT2_124M, type GPT2Config, parameterCount } from "../model/config.ts";
+import { generate } from "../model/generate.ts";
+import { matmul } from "../shaders/matmul.ts";
+import { attentionBackward, attentionForward } from "../shaders/attention.ts";
+import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
+import { geluBackward, geluForward } from "../shaders/gelu.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
+import { adamwStep, packStepParams, STEP_PARAMS_LENGTH } from "../shaders/adamw.ts";
+import { NORM_LENGTH } from "../shaders/reduce.ts";
+import { rng } from "../model/random.ts";
+
+const SPEC = {
+  json: { type: "string", help: "write the results as JSON here", default: "bench-results/bench.json" },
+  compare: { type: "boolean", help: "also run the peer benchmarks (../shared/bench) and print ratios" },
+  peers: { type: "string", help: "folder of the peer scripts (default: ../shared/bench next to the repo)" },
+  rounds: { type: "string", help: "alternating rounds of --compare", default: "3" },
+  layers: { type: "string", help: "small training config: layers", default: "4" },
+  width: { type: "string", help: "small training config: width", default: "256" },
+  heads: { type: "string", help: "small training config: heads", default: "4" },
+  seq: { type: "string", help: "small training config: sequence length", default: "128" },
+  batch: { type: "string", help: "small training config: batch", default: "4" },
+  vocab: { type: "string", help: "small training config: vocabulary", default: "4096" },
+  steps: { type: "string", help: "timed iterations per measurement (after one warm-up)", default: "3" },
+  "big-batch": { type: "string", help: "GPT-2 124M training step: batch", default: "1" },
+  "big-seq": { type: "string", help: "GPT-2 124M training step: sequence length", default: "64" },
+  "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
+  quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
+} as const;
+
+/** One kernel measurement. */
+export interface KernelResult {
+  name: string;
+  shape: string;
+  ms: number;
+  gflops: number;
+  gbps: number;
+}
+
+/** One training-step measurement. */
+export interface TrainResult {
+  name: string;
+  config: { L: number; C: number; H: number; T: number; B: number; V: number };
+  msPerStep: number;
+  tokensPerS: number;
+}
+
+/** Everything `bench` measures. */
+export interface BenchResults {
+  adapter: string;
+  date: string;
+  deno: string;
+  quick: boolean;
+  kernels: KernelResult[];
+  train: TrainResult[];
+  generation: {
+    config: { L: number; C: number; H: number; V: number; batch: number; context: number; newTokens: number };
+    cachedTokensPerS: number;
+    recomputeTokensPerS: number;
+    speedup: number;
+  };
+  memory?: {
+    config: string;
+    params: number;
+    allocatedBytes: number;
+    minimumBytes: number;
+    paramStateBytes: number;
+    activationBytes: number;
+  };
+  compare?: {
+    config: TrainResult["config"];
+    rounds: Record<string, number[]>;
+    medianTokensPerS: Record<string, number>;
+    ratios: Record<string, number>;
+    notes: string[];
+  };
+}
+
+/** Median of a non-empty list. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median seconds of `iters` runs of `fn` after one warm-up; each run ends when the GPU is idle. */
+async function timeRuns(gpu: Gpu, iters: number, fn: () => unknown): Promise<number> {
+  await fn();
+  await gpu.sync();
+  const times: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
+    await fn();
+    await gpu.sync();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return median(times);
+}
+
+/** A tensor of small seeded random values (so no denormals or NaNs slow the CPU adapters down). */
+function randomTensor(gpu: Gpu, n: number, seed: number, label: string, scale = 0.1): TensorView {
+  const r = rng(seed);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = scale * (r() - 0.5);
+  const t = gpu.tensor(n, label);
+  gpu.write(t, data);
+  return t;
+}
+
+/** Record `build` into a plan, time it, free its tensors. */
+async function kernel(
+  gpu: Gpu,
+  iters: number,
+  name: string,
+  shape: string,
+  flops: number,
+  bytes: number,
+  build: (plan: Plan, t: (n: number, label: string) => TensorView) => void,
+): Promise<KernelResult> {
+  const owned: TensorView[] = [];
+  const plan = new Plan(gpu);
+  build(plan, (n, label) => {
+    const v = randomTensor(gpu, n, owned.length + 1, label);
+    owned.push(v);
+    return v;
+  });
+  const s = await timeRuns(gpu, iters, () => plan.run());
+  for (const v of owned) gpu.free(v);
+  return { name, shape, ms: s * 1000, gflops: flops / s / 1e9, gbps: bytes / s / 1e9 };
+}
+
+/** Kernel shapes: GPT-2 124M rows of activations, width, heads, vocabulary. */
+interface KernelShapes {
+  N: number;
+  C: number;
+  H: number;
+  B: number;
+  T: number;
+  V: number;
+  adamN: number;
+}
+
+/** Every kernel family at `k`'s shapes. */
+async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<KernelResult[]> {
+  const { N, C, H, B, T, V } = k;
+  const out: KernelResult[] = [];
+  const log = (r: KernelResult) => {
+    console.error(`  ${r.name} ${r.shape}: ${r.ms.toFixed(1)} ms`);
+    out.push(r);
+  };
+  const F = 4 * C;
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "matmul fwd (x·W)",
+      `${N}x${C}x${F}`,
+      2 * N * C * F,
+      4 * (N * C + C * F + N * F),
+      (
+        p,
+        t,
+      ) =>
+        matmul(p, {
+          out: t(N * F, "out"),
+          a: t(N * C, "a"),
+          b: t(C * F, "b"),
+          bias: t(F, "bias"),
+          M: N,
+          N: F,
+          K: C,
+        }),
+    ),
+  );
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "matmul dW (x^T·dy)",
+      `${C}x${N}x${F}`,
+      2 * N * C * F,
+      4 * (N * C + C * F + N * F),
+      (
+        p,
+        t,
+      ) =>
+        matmul(p, {
+          out: t(C * F, "dw"),
+          a: t(N * C, "x"),
+          b: t(N * F, "dy"),
+          M: C,
+          N: F,
+          K: N,
+          transA: true,
+          accumulate: true,
+        }),
+    ),
+  );
+  // The LM head as training runs it: a chunk of logits rows (64 MiB of logits) against one wte chunk.
+  const R = Math.max(1, Math.min(N, Math.floor((64 * 1024 * 1024) / (V * 4))));
+  const Vc = splitRows(V, C, gpu.limits.maxStorageBufferBindingSize)[0];
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "LM head chunk (x·wte^T)",
+      `${R}x${C}x${Vc}`,
+      2 * R * C * Vc,
+      4 * (R * C + Vc * C + R * Vc),
+      (
+        p,
+        t,
+      ) =>
+        matmul(p, {
+          out: t(R * Vc, "logits"),
+          a: t(R * C, "x"),
+          b: t(Vc * C, "wte"),
+          M: R,
+          N: Vc,
+          K: C,
+          transB: true,
+        }),
+    ),
+  );
+  // Causal attention: QK^T and PV over the lower triangle; backward recomputes P and does 4 products.
+  const hd = C / H;
+  const attFlops = 2 * 2 * B * H * ((T * (T + 1)) / 2) * hd;
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "attention fwd",
+      `B${B} T${T} H${H} hd${hd}`,
+      attFlops,
+      4 * (N * 3 * C + N * C),
+      (p, t) => attentionForward(p, t(N * C, "y"), t(B * H * T, "lse"), t(N * 3 * C, "qkv"), B, T, C, H),
+    ),
+  );
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "attention bwd",
+      `B${B} T${T} H${H} hd${hd}`,
+      2.5 * attFlops,
+      4 * (2 * N * 3 * C + 2 * N * C),
+      (
+        p,
+        t,
+      ) => {
+        const qkv = t(N * 3 * C, "qkv"), y = t(N * C, "y"), lse = t(B * H * T, "lse");
+        attentionForward(p, y, lse, qkv, B, T, C, H);
+        const fwd = p.dispatches.length;
+        attentionBackward(p, t(N * 3 * C, "dqkv"), t(N * C, "dy"), qkv, y, lse, B, T, C, H);
+        p.dispatches.splice(0, fwd); // forward only made valid y and lse; time the backward alone
+      },
+    ),
+  );
+  // Elementwise and row kernels: nominal FLOP counts (LayerNorm 8/elem fwd, 14 bwd; GELU 12 fwd, 20 bwd;
+  // softmax/CE 4 fwd, 5 bwd; AdamW 16); GB/s is the figure that matters for them.
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "layernorm fwd",
+      `${N}x${C}`,
+      8 * N * C,
+      8 * N * C,
+      (p, t) =>
+        layernormForward(
+          p,
+          t(N * C, "out"),
+          t(N, "mean"),
+          t(N, "rstd"),
+          t(N * C, "x"),
+          t(C, "w"),
+          t(C, "b"),
+          N,
+          C,
+          1e-5,
+        ),
+    ),
+  );
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "layernorm bwd",
+      `${N}x${C}`,
+      14 * N * C,
+      16 * N * C,
+      (p, t) =>
+        layernormBackward(
+          p,
+          t(N * C, "dx"),
+          t(C, "dw"),
+          t(C, "db"),
+          t(N * C, "dout"),
+          t(N * C, "x"),
+          t(C, "w"),
+          t(N, "mean"),
+          t(N, "rstd"),
+          N,
+          C,
+        ),
+    ),
+  );
+  const E = N * F;
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "gelu fwd",
+      `${E}`,
+      12 * E,
+      8 * E,
+      (p, t) => geluForward(p, t(E, "out"), t(E, "x"), E),
+    ),
+  );
+  log(
+    await kernel(
+      gpu,
+      iters,
+      "gelu bwd",
+      `${E}`,
+      20 * E,
+      12 * E,
+      (p, t) => geluBackward(p, t(E, "dx"), t(E, "x"), t(E, "dy"), E),
+    ),
+  );
+  log(
+    await kernel(gpu, iters, "softmax/CE fwd", `${R}x${V}`, 4 * R * V, 4 * R * V, (p, t) => {
+      const targets = gpu.tensor(R, "targets"); // zeros: valid ids
+      crossEntropyForward(p, t(R, "lp"), t(R, "lse"), t(R * V, "logits"), targets, R, V);
+    }),
+  );
+  log(
+    await kernel(gpu, iters, "softmax/CE bwd", `${R}x${V}`, 5 * R * V, 8 * R * V, (p, t) => {
+      const targets = gpu.tensor(R, "targets");
+      crossEntropyBackward(p, t(R * V, "logits"), t(R, "lse"), targets, t(R, "g"), R, V);
+    }),
+  );
+  const n = k.adamN;
+  log(
+    await kernel(gpu, iters, "AdamW", `${n}`, 16 * n, 28 * n, (p, t) => {
+      const step = gpu.tensor(STEP_PARAMS_LENGTH, "step");
+      gpu.write(
+        step,
+        packStepParams({ lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 }),
+      );
+      const norm = gpu.tensor(NORM_LENGTH, "norm");
+      gpu.write(norm, Float32Array.of(1, 1));
+      adamwStep(p, t(n, "param"), t(n, "grad"), t(n, "m"), t(n, "v"), step, norm, true, n);
+    }),
+  );
+  return out;
+}
+
+/** A model config for a training benchmark. */
+function modelConfig(c: TrainResult["config"], nPositions = c.T): GPT2Config {
+  return {
+    vocabSize: c.V,
+    nPositions,
+    nEmbd: c.C,
+    nLayer: c.L,
+    nHead: c.H,
+    layerNormEpsilon: 1e-5,
+    bosTokenId: c.V - 1,
+    eosTokenId: c.V - 1,
+  };
+}
+
+/** A trainer and a random LM batch for `c`; the caller times `step`. */
+function trainSetup(gpu: Gpu, c: TrainResult["config"], config: GPT2Config) {
+  const model = GPT2.create(gpu, config, undefined, 1);
+  const trainer = new Trainer(model);
+  const r = rng(7);
+  const n = c.B * c.T;
+  const inputs = Uint32Array.from({ length: n }, () => Math.floor(r() * c.V));
+  const targets = Uint32Array.from({ length: n }, () => Math.floor(r() * c.V));
+  const batch = { nSeq: c.B, T: c.T, inputs, targets, lmMask: new Float32Array(n).fill(1) };
+  trainer.workspace(c.B, c.T);
+  return { model, trainer, step: () => trainer.trainStep(batch, { kind: "lm" }, 1e-4) };
+}
+
+/** Tokens/s of the full training step, and the GPU bytes it allocated. */
+async function benchTrain(
+  gpu: Gpu,
+  name: string,
+  c: TrainResult["config"],
+  config: GPT2Config,
+  iters: number,
+) {
+  const before = gpu.allocatedBytes;
+  const { step } = trainSetup(gpu, c, config);
+  const s = await timeRuns(gpu, iters, step);
+  const result: TrainResult = { name, config: c, msPerStep: s * 1000, tokensPerS: (c.B * c.T) / s };
+  console.error(`  train ${name}: ${result.msPerStep.toFixed(0)} ms/step`);
+  // Everything the step needed: weights, gradients, moments, the workspace, loss and norm buffers.
+  return { result, allocated: gpu.allocatedBytes - before };
+}
+
+/** Generation with the KV cache against a full forward pass over the prefix for every new token. */
+async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"]) {
+  const config = modelConfig({ L: g.L, C: g.C, H: g.H, T: 0, B: 0, V: g.V }, g.context + g.newTokens);
+  const model = GPT2.create(gpu, config, undefined, 2);
+  const r = rng(3);
+  const contexts = Array.from(
+    { length: g.batch },
+    () => Array.from({ length: g.context }, () => Math.floor(r() * (g.V - 1))),
+  );
+  const opts = { maxTokens: g.newTokens, minTokens: g.newTokens, temperature: 1, topP: 0.8, seed: 1 };
+  const cached = await timeRuns(gpu, 1, () => generate(model, contexts, opts));
+  // Recompute: one forward pass over B x (context + i) tokens per new token i (workspaces made outside
+  // the timing; each shape warmed once, as a cache-less loop would after its first round).
+  let recompute = 0;
+  for (let i = 0; i < g.newTokens; i++) {
+    const T = g.context + i;
+    const ws = new Workspace(model, g.batch, T, { logitsRows: g.batch * T });
+    const inputs = new Uint32Array(g.batch * T);
+    ws.setBatch(inputs, inputs);
+    recompute += await timeRuns(gpu, 1, () => ws.forward.run());
+    ws.destroy();
+  }
+  const n = g.batch * g.newTokens;
+  console.error(
+    `  generation: cached ${(cached * 1000).toFixed(0)} ms, recompute ${(recompute * 1000).toFixed(0)} ms`,
+  );
+  return {
+    config: g,
+    cachedTokensPerS: n / cached,
+    recomputeTokensPerS: n / recompute,
+    speedup: recompute / cached,
+  };
+}
+
+/** The peer scripts' folder: --peers, or ../shared/bench beside the repository. */
+function peerDir(given: unknown): string {
+  if (typeof given === "string") return given.replace(/\/+$/, "");
+  return new URL("../../shared/bench", import.meta.url).pathname;
+}
+
+/** Run a peer; its last JSON line's tokens_per_s, or a note saying why there is none. */
+async function runPeer(cmd: string, args: string[]): Promise<number | string> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  } catch (e) {
+    return `cannot run ${cmd}: ${(e as Error).message}`;
+  }
+  const text = new TextDecoder().decode(out.stdout);
+  for (const line of text.trim().split("\n").reverse()) {
+    try {
+      const v = JSON.parse(line);
+      if (typeof v.tokens_per_s === "number") return v.tokens_per_s;
+    } catch {
+      // not the result line
+    }
+  }
+  const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-3).join(" | ");
+  return `exit ${out.code}, no tokens_per_s line (${err.slice(0, 300)})`;
+}
+
+/** This engine and the peers on the same config, alternating, `rounds` times. */
+async function compare(
+  gpu: Gpu,
+  c: TrainResult["config"],
+  steps: number,
+  rounds: number,
+  dir: string,
+): Promise<NonNullable<BenchResults["compare"]>> {
+  const notes: string[] = [];
+  const cfg = [c.L, c.C, c.H, c.T, c.B, c.V, steps].map(String);
+  const peers: { name: string; cmd: string; args: string[] }[] = [];
+  const tfjs = `${dir}/peer_tfjs_gpt2.ts`, torch = `${dir}/peer_torch_gpt2.py`;
+  const exists = async (p: string) => await Deno.stat(p).then(() => true, () => false);
+  if (await exists(tfjs)) {
+    // The peer imports npm: packages; our deno.json uses a manual node_modules, so run it without it.
+    peers.push({
+      name: "tfjs-webgpu",
+      cmd: Deno.execPath(),
+      args: ["run", "-A", "--no-config", "--node-modules-dir=none", tfjs, ...cfg],
+    });
+  } else notes.push(`tfjs-webgpu skipped: ${tfjs} not found`);
+  if (await exists(torch)) {
+    peers.push({ name: "pytorch-cpu", cmd: "/usr/bin/python3", args: [torch, ...cfg] });
+  } else notes.push(`pytorch-cpu skipped: ${torch} not found`);
+  const { step } = trainSetup(gpu, c, modelConfig(c));
+  const roundsOut: Record<string, number[]> = { engine: [] };
+  const dead = new Set<string>();
+  for (let r = 0; r < rounds; r++) {
+    const s = await timeRuns(gpu, steps, step);
+    roundsOut.engine.push((c.B * c.T) / s);
+    console.error(`  compare round ${r + 1}: engine ${((c.B * c.T) / s).toFixed(1)} tokens/s`);
+    for (const p of peers) {
+      if (dead.has(p.name)) continue;
+      const v = await runPeer(p.cmd, p.args);
+      if (typeof v === "string") {
+        notes.push(`${p.name} skipped: ${v}`);
+        dead.add(p.name);
+        continue;
+      }
+      (roundsOut[p.name] ??= []).push(v);
+      console.error(`  compare round ${r + 1}: ${p.name} ${v.toFixed(1)} tokens/s`);
+    }
+  }
+  const med: Record<string, number> = {};
+  for (const [k, v] of Object.entries(roundsOut)) if (v.length) med[k] = median(v);
+  const ratios: Record<string, number> = {};
+  for (const k of Object.keys(med)) if (k !== "engine") ratios[`engine/${k}`] = med.engine / med[k];
+  return { config: c, rounds: roundsOut, medianTokensPerS: med, ratios, notes };
+}
+
+/** The results as a text table. */
+export function formatResults(r: BenchResults): string {
+  const lines = [`adapter: ${r.adapter}${r.quick ? " (quick shapes)" : ""}`, ""];
+  lines.push(
+    `${"kernel".padEnd(26)} ${"shape".padEnd(22)} ${"ms".padStart(9)} ${"GFLOP/s".padStart(9)} ${
+      "GB/s".padStart(8)
+    }`,
+  );
+  for (const k of r.kernels) {
+    lines.push(
+      `${k.name.padEnd(26)} ${k.shape.padEnd(22)} ${k.ms.toFixed(2).padStart(9)} ${
+        k.gflops.toFixed(2).padStart(9)
+      } ${k.gbps.toFixed(2).padStart(8)}`,
+    );
+  }
+  lines.push("");
+  for (const t of r.train) {
+    const c = t.config;
+    lines.push(
+      `train step ${t.name} (L${c.L} C${c.C} H${c.H} T${c.T} B${c.B} V${c.V}): ${
+        t.msPerStep.toFixed(0)
+      } ms/step, ` +
+        `${t.tokensPerS.toFixed(1)} tokens/s`,
+    );
+  }
+  const g = r.generation;
+  lines.push(
+    `generation (L${g.config.L} C${g.config.C} V${g.config.V}, ${g.config.batch} x ${g.config.context} + ` +
+      `${g.config.newTokens}): cached ${g.cachedTokensPerS.toFixed(1)} tokens/s, recompute ` +
+      `${g.recomputeTokensPerS.toFixed(1)} tokens/s, speed-up ${g.speedup.toFixed(1)}x`,
+  );
+  if (r.memory) {
+    const m = r.memory;
+    const mb = (b: number) =>
+      b >= 2 ** 24 ? `${(b / 2 ** 20).toFixed(0)} MiB` : `${(b / 2 ** 10).toFixed(0)} KiB`;
+    lines.push(
+      `GPU memory, ${m.config}: allocated ${mb(m.allocatedBytes)}; minimum ${mb(m.minimumBytes)} ` +
+        `(${mb(m.paramStateBytes)} = 16 B x ${m.params} params, + ${mb(m.activationBytes)} activations)`,
+    );
+  }
+  if (r.compare) {
+    lines.push("", `compare (tokens/s, median of rounds):`);
+    for (const [k, v] of Object.entries(r.compare.medianTokensPerS)) {
+      lines.push(`  ${k.padEnd(14)} ${v.toFixed(1)}`);
+    }
+    for (const [k, v] of Object.entries(r.compare.ratios)) lines.push(`  ${k.padEnd(26)} ${v.toFixed(2)}x`);
+    for (const n of r.compare.notes) lines.push(`  note: ${n}`);
+  }
+  return lines.join("\n");
+}
+
+/** Run the benchmark with `args`; `gpu` reuses a device (tests). Resolves with the results. */
+export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | undefined> {
+  const v = parseCommandOptions(
+    "bench",
+    "Speed of the engine's kernels, training step and generation.",
+    SPEC,
+    args,
+  );
+  if (!v) return undefined;
+  const int = (name: string, min = 1) => numberOption(v[name], name, { min, integer: true });
+  const quick = v.quick === true;
+  const steps = int("steps");
+  const small = quick
+    ? { L: 1, C: 32, H: 2, T: 16, B: 2, V: 128 }
+    : { L: int("layers"), C: int("width"), H: int("heads"), T: int("seq"), B: int("batch"), V: int("vocab") };
+  const jsonPath = required(v.json, "json");
+  const device = gpu ?? await Gpu.create();
+  console.error(`bench on ${device.adapterName}`);
+  const shapes: KernelShapes = quick
+    ? { N: 64, C: 64, H: 2, B: 2, T: 32, V: 1000, adamN: 1 << 14 }
+    : { N: 1024, C: 768, H: 12, B: 2, T: 512, V: 50257, adamN: 1 << 23 };
+  const results: BenchResults = {
+    adapter: device.adapterName,
+    date: new Date().toISOString(),
+    deno: Deno.version.deno,
+    quick,
+    kernels: await benchKernels(device, shapes, steps),
+    train: [],
+    generation: {} as BenchResults["generation"],
+  };
+  const smallRun = await benchTrain(device, "small", small, modelConfig(small), steps);
+  results.train.push(smallRun.result);
+  // The memory report: 124M when it runs, else the small config.
+  let mem = {
+    name: `small config training, B=${small.B} T=${small.T}`,
+    cfg: modelConfig(small),
+    B: small.B,
+    T: small.T,
+    allocated: smallRun.allocated,
+  };
+  if (!quick && v["skip-124m"] !== true) {
+    const big = { L: 12, C: 768, H: 12, T: int("big-seq"), B: int("big-batch"), V: 50257 };
+    const bigRun = await benchTrain(device, "gpt2-124M", big, GPT2_124M, Math.max(1, steps - 1));
+    results.train.push(bigRun.result);
+    mem = {
+      name: `GPT-2 124M training, B=${big.B} T=${big.T}`,
+      cfg: GPT2_124M,
+      B: big.B,
+      T: big.T,
+      allocated: bigRun.allocated,
+    };
+  }
+  const params = parameterCount(mem.cfg);
+  const activationBytes = 4 * Workspace.activationFloats(mem.cfg, mem.B, mem.T, true);
+  results.memory = {
+    config: mem.name,
+    params,
+    allocatedBytes: mem.allocated,
+    minimumBytes: 16 * params + activationBytes,
+    paramStateBytes: 16 * params,
+    activationBytes,
+  };
+  results.generation = await benchGeneration(
+    device,
+    quick
+      ? { L: 1, C: 32, H: 2, V: 128, batch: 2, context: 8, newTokens: 8 }
+      : { L: small.L, C: small.C, H: small.H, V: small.V, batch: 4, context: 64, newTokens: 64 },
+  );
+  if (v.compare === true) {
+    results.compare = await compare(device, small, steps, int("rounds"), peerDir(v.peers));
+  }
+  console.log(formatResults(results));
+  const dir = jsonPath.includes("/") ? jsonPath.slice(0, jsonPath.lastIndexOf("/")) : "";
+  if (dir) await Deno.mkdir(dir, { recursive: true });
+  await writeFileAtomic(jsonPath, JSON.stringify(results, null, 2) + "\n");
+  console.error(`wrote ${jsonPath}`);
+  return results;
+}
+
+if (import.meta.main) await runMain(async () => void await main(Deno.args));
