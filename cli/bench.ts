@@ -375,6 +375,21 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   return out;
 }
 
+/**
+ * Floats of the activations backward reads, as the engine keeps them: per layer ln1, atty, res2, ln2 and
+ * the layer output (C each), qkv (3C) and the MLP pre-activation (4C) per row, 4 LayerNorm statistics
+ * per row and B*H*T attention log-sum-exps; the embedding output and the final LayerNorm (C + 2 per
+ * row); one chunk of logits rows (64 MiB or one binding, as the workspace sizes it).
+ */
+export function keptActivationFloats(c: GPT2Config, B: number, T: number, maxBinding: number): number {
+  const N = B * T, C = c.nEmbd;
+  const rows = Math.max(
+    1,
+    Math.min(N, Math.floor(Math.min(64 * 1024 * 1024, maxBinding) / (c.vocabSize * 4))),
+  );
+  return c.nLayer * (12 * N * C + 4 * N + B * c.nHead * T) + 2 * N * C + 2 * N + rows * c.vocabSize;
+}
+
 /** A model config for a training benchmark. */
 function modelConfig(c: TrainResult["config"], nPositions = c.T): GPT2Config {
   return {
@@ -634,7 +649,8 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     };
   }
   const params = parameterCount(mem.cfg);
-  const activationBytes = 4 * Workspace.activationFloats(mem.cfg, mem.B, mem.T, true);
+  const activationBytes = 4 *
+    keptActivationFloats(mem.cfg, mem.B, mem.T, device.limits.maxStorageBufferBindingSize);
   results.memory = {
     config: mem.name,
     params,

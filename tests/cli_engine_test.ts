@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
+import { main as bench } from "../cli/bench.ts";
 import { lrAt, packPreferenceBatch } from "../cli/lm_data.ts";
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { initWeights } from "../model/gpt2.ts";
@@ -269,5 +270,19 @@ Deno.test("malformed input: errors name the file, line and field", async () => {
   await assert.rejects(sft(["--model", dir, "--bogus"], gpu), /Unknown option '--bogus'/);
   // Nothing was written for the failed runs.
   await assert.rejects(Deno.stat(`${dir}/o`), Deno.errors.NotFound);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bench --quick: a smoke run writes finite results and memory at least the arithmetic minimum", async () => {
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
+  const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
+  assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
+  assert.equal(r.kernels.length, 12);
+  for (const k of r.kernels) assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && k.gflops > 0, k.name);
+  assert.ok(r.train[0].tokensPerS > 0 && r.generation.cachedTokensPerS > 0 && r.generation.speedup > 0);
+  const m = r.memory!;
+  assert.equal(m.params, 17376); // L1 C32 V128 T16: wte 4096 + wpe 512 + block 12672 + ln_f 64
+  assert.ok(m.allocatedBytes >= m.minimumBytes, `allocated ${m.allocatedBytes} < minimum ${m.minimumBytes}`);
   await Deno.remove(dir, { recursive: true });
 });
