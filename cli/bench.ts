@@ -70,6 +70,8 @@ export interface BenchResults {
   date: string;
   deno: string;
   quick: boolean;
+  /** The machine's 1, 5 and 15 minute load averages at the start and the end (shared CPUs skew timings). */
+  loadavg: { start: number[]; end?: number[] };
   kernels: KernelResult[];
   train: TrainResult[];
   generation: {
@@ -547,7 +549,13 @@ async function compare(
 
 /** The results as a text table. */
 export function formatResults(r: BenchResults): string {
-  const lines = [`adapter: ${r.adapter}${r.quick ? " (quick shapes)" : ""}`, ""];
+  const lines = [
+    `adapter: ${r.adapter}${r.quick ? " (quick shapes)" : ""}; load average ${
+      r.loadavg.start.join(" ")
+    } at the ` +
+    `start, ${r.loadavg.end?.join(" ")} at the end`,
+    "",
+  ];
   lines.push(
     `${"kernel".padEnd(26)} ${"shape".padEnd(22)} ${"ms".padStart(9)} ${"GFLOP/s".padStart(9)} ${
       "GB/s".padStart(8)
@@ -622,6 +630,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     date: new Date().toISOString(),
     deno: Deno.version.deno,
     quick,
+    loadavg: { start: Deno.loadavg() },
     kernels: await benchKernels(device, shapes, steps),
     train: [],
     generation: {} as BenchResults["generation"],
@@ -668,6 +677,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   if (v.compare === true) {
     results.compare = await compare(device, small, steps, int("rounds"), peerDir(v.peers));
   }
+  results.loadavg.end = Deno.loadavg();
   console.log(formatResults(results));
   const dir = jsonPath.includes("/") ? jsonPath.slice(0, jsonPath.lastIndexOf("/")) : "";
   if (dir) await Deno.mkdir(dir, { recursive: true });
