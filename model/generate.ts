@@ -40,6 +40,11 @@ export interface GenerateOptions {
   eosId?: number;
   /** Most sequences per GPU batch (default 64); fewer when the adapter's limits or `memoryBytes` say so. */
   batchSize?: number;
+  /**
+   * Size the cache for contexts of up to this many tokens even if the given ones are shorter (never
+   * less than the longest given), so calls with different contexts keep one shape and its buffers.
+   */
+  maxContextTokens?: number;
   /** Device memory one batch may use for its cache, prefill activations and scratch (default 1 GiB). */
   memoryBytes?: number;
   /** Called with the number of new tokens produced so far, across all batches (stopped rows count whole). */
@@ -151,6 +156,13 @@ function checkInputs(config: GPT2Config, contexts: number[][], options: Generate
   }
   if (!(Number.isInteger(s.eosId) && s.eosId >= 0 && s.eosId < V)) {
     throw new Error(`eosId must be a token id in [0, ${V}), got ${s.eosId}`);
+  }
+  const mc = options.maxContextTokens;
+  if (mc !== undefined && !(Number.isInteger(mc) && mc >= 1 && mc + maxNew <= config.nPositions)) {
+    throw new Error(
+      `maxContextTokens must be an integer in [1, ${config.nPositions - maxNew}] (positions - maxTokens), ` +
+        `got ${mc}`,
+    );
   }
   if (options.seed !== undefined && !Number.isInteger(options.seed)) {
     throw new Error(`seed must be an integer, got ${options.seed}`);
@@ -279,7 +291,7 @@ export class Generator {
     if (contexts.length === 0) return [];
     const maxNew = options.maxTokens;
     const order = contexts.map((_, i) => i).sort((a, b) => contexts[b].length - contexts[a].length || a - b);
-    const longest = contexts[order[0]].length;
+    const longest = Math.max(contexts[order[0]].length, options.maxContextTokens ?? 0);
     const { batchSize, maxT } = planBatches(config, gpu.limits, contexts.length, longest, maxNew, options);
     const results = new Array<Generation>(contexts.length);
     const total = contexts.length * maxNew;

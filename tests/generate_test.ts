@@ -218,6 +218,11 @@ Deno.test("a Generator keeps its buffers across calls of one shape", async () =>
   await g.generate(contexts.slice(0, 1), { ...opts, maxTokens: 3 });
   assertEquals(await g.generate(contexts, opts), first);
   assertEquals(gpu.allocatedBytes, bytes, "shape changes leave nothing behind");
+  // A cache sized for longer contexts (another stride) changes nothing; shorter contexts then reuse it.
+  const sized = { ...opts, maxContextTokens: 10 };
+  assertEquals(await g.generate(contexts, sized), first, "cache for 10-token contexts");
+  const short = contexts.map((c) => c.slice(0, 2));
+  assertEquals(await g.generate(short, sized), await generate(model, short, opts), "short contexts");
   g.destroy();
   assertEquals(await generate(model, contexts, opts), first, "a fresh generator agrees");
 });
