@@ -320,6 +320,7 @@ export class Generator {
     this.#state = undefined;
   }
 
+  /** One batch (sorted longest first): prefill, then decode until every row stopped or maxNew tokens. */
   async #batch(
     contexts: number[][],
     seqIndices: number[],
