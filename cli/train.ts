@@ -11,7 +11,7 @@ import { type MetricsRecord, type Phase, runInteraction } from "../interaction/l
 import { prepareRun } from "../interaction/prepare.ts";
 import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/train.ts";
 import { fileText, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
-import { CorpusTeacher, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
+import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { loadPromptTemplate } from "../interaction/prompt.ts";
 import { DirStorage } from "./run_storage.ts";
 import { numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
@@ -40,15 +40,55 @@ const SPEC = {
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
 
-async function resolveConfig(opts: ReturnType<typeof parseOptions<typeof SPEC>>): Promise<TrainConfig> {
+/** Options that set config values; they cannot be combined with --resume (the run's config.json rules). */
+const CONFIG_OPTIONS = [
+  "config",
+  "out",
+  "seed",
+  "rounds",
+  "corpus",
+  "tokenizer",
+  "init-model",
+  "teacher-url",
+  "teacher-mode",
+  "teacher-model",
+  "teacher-prompt",
+] as const;
+
+type Options = ReturnType<typeof parseOptions<typeof SPEC>>;
+
+/** The config of this start: a saved run's (--resume), or a preset overlaid with --config and options. */
+export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (opts.resume) {
-    const dir = String(opts.resume);
-    const text = await Deno.readTextFile(`${dir}/config.json`).catch(() => {
-      throw new UsageError(`--resume ${dir}: no config.json there (is it a run directory?)`);
-    });
-    const saved = JSON.parse(text) as TrainConfig;
-    const base = PRESETS[saved.preset] ?? PRESETS.tiny;
-    return validateTrainConfig({ ...mergeConfig(base, saved as never, `${dir}/config.json`), outDir: dir });
+    const dir = String(opts.resume).replace(/\/+$/, "");
+    const clash = CONFIG_OPTIONS.filter((k) => opts[k] !== undefined);
+    if (clash.length > 0 || opts.preset !== SPEC.preset.default) {
+      throw new UsageError(
+        `--resume ${dir} continues the run with its own config.json; drop ${
+          [...(opts.preset !== SPEC.preset.default ? ["preset"] : []), ...clash].map((k) => `--${k}`).join(
+            ", ",
+          )
+        } (or start a new run without --resume)`,
+      );
+    }
+    const path = `${dir}/config.json`;
+    let saved: unknown;
+    try {
+      saved = JSON.parse(await Deno.readTextFile(path));
+    } catch (e) {
+      throw new UsageError(
+        e instanceof Deno.errors.NotFound
+          ? `--resume ${dir}: no config.json there (is it a run directory?)`
+          : `${path}: ${(e as Error).message}`,
+      );
+    }
+    const preset = (saved as { preset?: unknown } | null)?.preset;
+    const base = PRESETS[typeof preset === "string" ? preset : ""] ?? PRESETS.tiny;
+    try {
+      return validateTrainConfig({ ...mergeConfig(base, saved as never, path), outDir: dir });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
   const preset = String(opts.preset);
   const base = PRESETS[preset];
@@ -64,7 +104,11 @@ async function resolveConfig(opts: ReturnType<typeof parseOptions<typeof SPEC>>)
     } catch (e) {
       throw new UsageError(`--config ${path}: ${(e as Error).message}`);
     }
-    c = mergeConfig(c, json as never, path);
+    try {
+      c = mergeConfig(c, json as never, path);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
   if (opts.out) c.outDir = String(opts.out);
   if (opts.seed !== undefined) c.seed = numberOption(opts.seed, "seed", { integer: true, min: 0 });
@@ -77,16 +121,52 @@ async function resolveConfig(opts: ReturnType<typeof parseOptions<typeof SPEC>>)
   if (opts["teacher-mode"]) c.teacher.mode = String(opts["teacher-mode"]) as TrainConfig["teacher"]["mode"];
   if (opts["teacher-model"]) c.teacher.model = String(opts["teacher-model"]);
   if (opts["teacher-prompt"]) c.teacher.promptFile = String(opts["teacher-prompt"]);
-  return validateTrainConfig(c);
+  try {
+    return validateTrainConfig(c);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
-async function exists(path: string): Promise<boolean> {
+/** The entries of `dir`, or undefined when it does not exist. */
+async function entries(dir: string): Promise<string[] | undefined> {
   try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
+    const out: string[] = [];
+    for await (const e of Deno.readDir(dir)) out.push(e.name);
+    return out;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new UsageError(`--out ${dir}: exists and is not a directory`);
+    }
+    throw e;
   }
+}
+
+/**
+ * Check that at least one teacher server answers HTTP (any status: a server that is up but has no
+ * `/health` still counts) before the long student turn; unreachable ones are logged, and when none
+ * answers the run stops with the URLs and errors.
+ */
+export async function probeTeachers(urls: string[], timeoutMs = 10_000, log = console.error): Promise<void> {
+  const failures: string[] = [];
+  await Promise.all(urls.map(async (url) => {
+    const target = `${normalizeBaseUrl(url)}/health`;
+    try {
+      const res = await fetch(target, { signal: AbortSignal.timeout(timeoutMs) });
+      await res.body?.cancel();
+    } catch (e) {
+      failures.push(`${target}: ${(e as Error).message}`);
+    }
+  }));
+  if (failures.length === urls.length) {
+    throw new UsageError(
+      `no teacher server answers (${
+        failures.join("; ")
+      }); start the server or fix --teacher-url / teacher.urls`,
+    );
+  }
+  for (const f of failures) log(`warning: teacher server unreachable, the others take its work: ${f}`);
 }
 
 /** Entry point (exported for tests). */
@@ -104,15 +184,16 @@ export async function main(args: string[]): Promise<void> {
   }
   const dir = config.outDir;
   const storage = new DirStorage(dir);
-  if (!opts.resume) {
-    if (await exists(`${dir}/state`) || await exists(`${dir}/metrics.jsonl`)) {
-      throw new UsageError(
-        `${dir} already holds a run: continue it with --resume ${dir}, or choose another --out`,
-      );
-    }
-    await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
+  // A new run never writes into a folder that holds anything: an earlier run's files are kept whole.
+  const existing = await entries(dir);
+  if (!opts.resume && existing !== undefined && existing.length > 0) {
+    throw new UsageError(
+      `${dir} is not empty (${existing.slice(0, 4).join(", ")}${existing.length > 4 ? ", ..." : ""}): ` +
+        `continue that run with --resume ${dir}, or choose another --out`,
+    );
   }
-  const savedTokenizerJson = await storage.readText("tokenizer.json");
+  const t0 = performance.now();
+  const savedTokenizerJson = opts.resume ? await storage.readText("tokenizer.json") : undefined;
   const prompt = config.teacher.promptFile ? await loadPromptTemplate(config.teacher.promptFile) : undefined;
   const makeTeacher = (c: TrainConfig): Teacher =>
     c.teacher.kind === "corpus" ? new CorpusTeacher() : new OpenAITeacher({
@@ -124,9 +205,8 @@ export async function main(args: string[]): Promise<void> {
       timeoutMs: c.teacher.timeoutMs,
       maxInFlightPerServer: c.teacher.maxInFlightPerServer,
       maxAttempts: c.teacher.maxAttempts,
-      log: (line) => console.error(`teacher: ${line}`),
+      log: (line) => console.error(line),
     });
-  const t0 = performance.now();
   const inputs = await prepareRun(config, makeTeacher, {
     savedTokenizerJson,
     readCorpusDir: (path, encode) => readCorpusDir(path, encode),
@@ -138,63 +218,99 @@ export async function main(args: string[]): Promise<void> {
     loadModel: (path) => loadCheckpoint(path),
     onLog: (line) => console.error(line),
   });
+  if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls);
+  // Everything checked: the run directory is written from here on.
   if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
+  if (!opts.resume) await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
   const gpu = await Gpu.create();
   console.error(
     `adapter: ${gpu.adapterName}; student: ${inputs.modelConfig.nLayer} layers, width ${inputs.modelConfig.nEmbd}, ` +
-      `vocabulary ${inputs.modelConfig.vocabSize}; prepared in ${
+      `vocabulary ${inputs.modelConfig.vocabSize}; teacher: ${inputs.teacher.name}; prepared in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
   );
 
-  let bar: Progress | undefined;
-  let barKey = "";
-  let last: MetricsRecord | undefined;
-  const firstLoss = new Map<string, number>();
+  const bars = new PhaseBars();
+  let firstSft: MetricsRecord | undefined, lastSft: MetricsRecord | undefined;
+  const rates: number[] = [];
   const state = await runInteraction(config, inputs, {
     gpu,
     storage,
     events: {
       onRound: (r, n) => console.error(`\n== round ${r + 1}/${n} ==`),
-      onPhase: (phase: Phase, round, done, total) => {
-        const key = `${round}:${phase}`;
-        if (key !== barKey) {
-          bar?.end();
-          bar = new Progress(
-            phase.padEnd(7),
-            total,
-            phase === "student" || phase === "teacher" ? "seq" : "step",
-          );
-          barKey = key;
-        }
-        const extra = last && (phase === "sft" || phase === "po")
-          ? `lm ${last.lmLoss.toFixed(3)}${
-            last.simpoLoss !== undefined ? ` simpo ${last.simpoLoss.toFixed(3)}` : ""
-          }`
-          : "";
-        bar!.done = done - 1;
-        bar!.tick(1, extra);
-      },
+      onPhase: (phase, round, done, total) => bars.update(phase, round, done, total),
       onMetrics: (m) => {
-        last = m;
-        const key = `${m.phase}`;
-        if (!firstLoss.has(key)) firstLoss.set(key, m.lmLoss);
+        bars.last = m;
+        if (m.phase === "sft") {
+          firstSft ??= m;
+          lastSft = m;
+        }
+        rates.push(m.tokensPerSec);
       },
-      onCheckpoint: (name, words) => {
-        bar?.end();
-        barKey = "";
-        console.error(`checkpoint ${name} (${words} words seen)`);
-      },
-      onLog: (line) => console.error(line),
+      onCheckpoint: (name, words) => bars.note(`checkpoint ${name} (${words} words seen)`),
+      onLog: (line) => bars.note(line),
     },
   });
-  bar?.end();
-  const first = firstLoss.get("sft");
+  bars.end();
+  const seconds = (performance.now() - t0) / 1000;
   console.log(
-    `done: ${state.step} steps, ${state.wordsSeen} words seen` +
-      (first !== undefined && last ? `; LM loss ${first.toFixed(3)} -> ${last.lmLoss.toFixed(3)}` : "") +
+    `done: ${state.step} steps, ${state.wordsSeen} words seen in ${seconds.toFixed(0)} s` +
+      (firstSft && lastSft
+        ? `; SFT LM loss ${firstSft.lmLoss.toFixed(3)} (round ${firstSft.round + 1}) -> ${
+          lastSft.lmLoss.toFixed(3)
+        } (round ${lastSft.round + 1})`
+        : "") +
+      (rates.length > 0
+        ? `; ${median(rates).toFixed(0)} trained tokens/s (median over ${rates.length} steps)`
+        : "") +
       `; run in ${dir}`,
   );
+}
+
+/** The median of a non-empty list. */
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** One progress bar per round phase, with ETA; a resumed phase counts from where it resumed. */
+class PhaseBars {
+  #bar?: Progress;
+  #key = "";
+  #from = 0;
+  /** The latest step's metrics, shown after the rate. */
+  last?: MetricsRecord;
+
+  update(phase: Phase, round: number, done: number, total: number): void {
+    const key = `${round}:${phase}`;
+    if (key !== this.#key) {
+      this.#bar?.end();
+      const training = phase === "sft" || phase === "po";
+      this.#bar = new Progress(
+        `r${round + 1} ${phase.padEnd(7)}${done > 0 ? ` (from ${done})` : ""}`,
+        total - done,
+        training ? "step" : "seq",
+      );
+      this.#key = key;
+      this.#from = done;
+      if (training) this.last = undefined;
+    }
+    const m = this.last;
+    const extra = m
+      ? `lm ${m.lmLoss.toFixed(3)}${m.simpoLoss !== undefined ? ` simpo ${m.simpoLoss.toFixed(3)}` : ""}`
+      : "";
+    this.#bar!.tick(done - this.#from - this.#bar!.done, extra);
+  }
+
+  /** A line between bar redraws. */
+  note(line: string): void {
+    this.#bar?.end();
+    console.error(line);
+  }
+
+  end(): void {
+    this.#bar?.end();
+  }
 }
 
 if (import.meta.main) await runMain(() => main(Deno.args));

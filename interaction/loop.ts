@@ -17,7 +17,7 @@
  */
 import type { Gpu } from "../model/gpu.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
-import { type StepMetrics, Trainer } from "../model/trainer.ts";
+import { type Batch, type StepMetrics, Trainer } from "../model/trainer.ts";
 import { generate } from "../model/generate.ts";
 import type { GPT2Config } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
@@ -28,7 +28,13 @@ import { deriveSeed, Rng } from "./rng.ts";
 import type { TrainConfig } from "./train.ts";
 import type { Teacher } from "./teacher.ts";
 import { learningRate } from "./schedule.ts";
-import { buildLmBatch, buildPreferenceBatch, type PreferenceItem, winningTokens } from "./sequences.ts";
+import {
+  buildLmBatch,
+  buildPreferenceBatch,
+  type PreferenceItem,
+  type SpecialIds,
+  winningTokens,
+} from "./sequences.ts";
 
 /** One student/teacher exchange, as stored in `interactions/round_N.jsonl`. */
 export interface InteractionRecord {
@@ -142,6 +148,98 @@ export function checkpointSchedule(spec: Array<[number, number]>): number[] {
   return [...new Set(out)].sort((a, b) => a - b);
 }
 
+/**
+ * The word checkpoints a step crosses: from schedule index `next` while `schedule[i] <= wordsSeen`.
+ * Returns the new index and the largest threshold crossed (the checkpoint's name: the weights have seen at
+ * least that many words), or undefined when none is crossed.
+ */
+export function crossedCheckpoint(
+  schedule: readonly number[],
+  next: number,
+  wordsSeen: number,
+): { next: number; words?: number } {
+  let words: number | undefined;
+  while (next < schedule.length && wordsSeen >= schedule[next]) words = schedule[next++];
+  return { next, words };
+}
+
+/** A round's training data: the pairs, the words of each sequence, and the padded length of every row. */
+export interface RoundData {
+  items: PreferenceItem[];
+  /** Words of each winning sequence (context + teacher text) and of each losing one (context + student). */
+  winWords: number[];
+  loseWords: number[];
+  /** Positions per row (inputs = tokens[:-1]), the same for every step so GPU plans are reused. */
+  T: number;
+}
+
+/**
+ * The training data of a round's interactions. `minT` (1 + context + the most new tokens) fixes the row
+ * length for the whole run, so every round reuses the same workspace; rows longer than it widen it.
+ */
+export function roundData(records: readonly InteractionRecord[], minT = 0): RoundData {
+  const items = records.map((rec) => ({
+    context: rec.contextTokens,
+    teacher: rec.teacherTokens,
+    student: rec.studentTokens,
+  }));
+  // The longest row is [BOS] + context + student + [EOS]: 1 + context + student positions.
+  const longest = records.reduce(
+    (m, rec) => Math.max(m, 1 + rec.contextTokens.length + rec.studentTokens.length),
+    0,
+  );
+  return {
+    items,
+    winWords: records.map((rec) => countWords(rec.context) + countWords(rec.teacher)),
+    loseWords: records.map((rec) => countWords(rec.context) + countWords(rec.student)),
+    T: Math.max(minT, longest),
+  };
+}
+
+/** One optimisation step's batch, the words it trains on and its trained positions (for tokens/s). */
+export interface StepBatch {
+  batch: Batch;
+  words: number;
+  tokens: number;
+}
+
+/**
+ * The batch of one step over the pairs `idx` of `data`.
+ *
+ * - `sft`: the winning sequences of `idx`, padded to `batchSize` rows with all-padding rows
+ *   ([pad, pad]: every position masked), so a short last batch keeps the workspace's shape and its LM loss
+ *   -(sum of masked log-probs) / (masked positions) is the same as without the padding rows.
+ * - `po`: `idx.length` winning rows then the same pairs' losing rows (pair i is rows i and P + i) with
+ *   the completion mask; a short last batch stays short (padding pairs would change SimPO's mean).
+ *
+ * Words: the winning sequences' words (sft), winning plus losing (po).
+ */
+export function stepBatch(
+  phase: "sft" | "po",
+  data: RoundData,
+  idx: readonly number[],
+  ids: SpecialIds,
+  batchSize: number,
+): StepBatch {
+  const pad = ids.pad ?? ids.eos;
+  if (phase === "sft") {
+    const rows = idx.map((i) => winningTokens(data.items[i], ids));
+    while (rows.length < batchSize) rows.push([pad, pad]);
+    const flat = buildLmBatch(rows, ids, { T: data.T });
+    return {
+      batch: flat,
+      words: idx.reduce((a, i) => a + data.winWords[i], 0),
+      tokens: flat.lmMask.reduce((a, v) => a + v, 0),
+    };
+  }
+  const flat = buildPreferenceBatch(idx.map((i) => data.items[i]), ids, { T: data.T });
+  return {
+    batch: { ...flat, compMask: flat.completionMask },
+    words: idx.reduce((a, i) => a + data.winWords[i] + data.loseWords[i], 0),
+    tokens: flat.lmMask.reduce((a, v) => a + v, 0),
+  };
+}
+
 /** `checkpoint_10M`, `checkpoint_2.5M`, `checkpoint_20K`. */
 export function checkpointName(words: number): string {
   const fmt = (v: number) => String(Number(v.toPrecision(6)));
@@ -181,35 +279,24 @@ export async function runInteraction(
   };
   const saved = await storage.readText("state/state.json");
   if (saved) {
-    state = JSON.parse(saved) as RunState;
-    const weights = await storage.readBytes("state/model.safetensors");
-    const optim = await storage.readBytes("state/optimizer.safetensors");
-    if (!weights || !optim) {
-      throw new Error("run state is incomplete: state/model.safetensors or optimizer.safetensors missing");
-    }
-    const w = parseSafetensors(weights, "state/model.safetensors").tensors;
-    model.setWeights(
-      new Map([...w].map(([k, t]) => [k.replace(/^transformer\./, ""), t.data as Float32Array])),
-    );
-    const o = parseSafetensors(optim, "state/optimizer.safetensors").tensors;
-    const pick = (prefix: string) =>
-      new Map(
-        [...o].filter(([k]) => k.startsWith(prefix)).map((
-          [k, t],
-        ) => [k.slice(prefix.length), t.data as Float32Array]),
-      );
-    trainer.setState({ step: state.step, m: pick("m."), v: pick("v.") });
-    // Steps after the saved state will be replayed: drop their metrics lines.
-    const metrics = await storage.readText("metrics.jsonl");
-    if (metrics) {
-      const kept = metrics.split("\n").filter((l) =>
-        l.trim() !== "" && (JSON.parse(l) as MetricsRecord).step <= state.step
-      );
-      await storage.writeText("metrics.jsonl", kept.map((l) => l + "\n").join(""));
+    state = parseRunState(saved);
+    await restoreState(storage, model, trainer, state);
+    // Steps after the saved state will be replayed: drop their metrics lines (and a line cut by a kill).
+    const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
+    const kept = metrics.filter((m) => m.value.step <= state.step);
+    if (kept.length !== metrics.length) {
+      await storage.writeText("metrics.jsonl", kept.map((m) => m.line + "\n").join(""));
     }
     log(
-      `resumed at round ${state.round}, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}, step ${state.step}`,
+      `resumed at round ${
+        state.round + 1
+      }, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}, ` +
+        `step ${state.step} (${metrics.length - kept.length} logged steps after it will be redone)`,
     );
+  } else {
+    // A fresh start: steps logged by an earlier start that never saved a state are redone.
+    const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
+    if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
   }
   if (state.done) return state;
 
@@ -217,13 +304,11 @@ export async function runInteraction(
   const saveState = async () => {
     const weights = await model.getWeights();
     const { m, v } = await trainer.getState();
+    const tensor = (name: string, d: Float32Array) =>
+      [name, { shape: [d.length], data: d }] as [string, { shape: number[]; data: Float32Array }];
     const optim = serializeSafetensors([
-      ...[...m].map(([k, d]) =>
-        [`m.${k}`, { shape: [d.length], data: d }] as [string, { shape: number[]; data: Float32Array }]
-      ),
-      ...[...v].map(([k, d]) =>
-        [`v.${k}`, { shape: [d.length], data: d }] as [string, { shape: number[]; data: Float32Array }]
-      ),
+      ...[...m].map(([k, d]) => tensor(`m.${k}`, d)),
+      ...[...v].map(([k, d]) => tensor(`v.${k}`, d)),
     ]);
     await storage.saveModel("state", modelConfig, weights, {
       "tokenizer.json": tokenizerJson,
@@ -231,22 +316,35 @@ export async function runInteraction(
       "state.json": JSON.stringify(state, null, 2) + "\n",
     });
   };
-  const saveCheckpoint = async (name: string) => {
+  /** A checkpoint of the current weights; `at` says what training it follows. */
+  const saveCheckpoint = async (name: string, at: { round: number; phase: Phase; epoch: number }) => {
     const weights = await model.getWeights();
+    const info = { name, wordsSeen: state.wordsSeen, step: state.step, ...at, round: at.round + 1 };
     await storage.saveModel(`checkpoints/${name}`, modelConfig, weights, {
       "tokenizer.json": tokenizerJson,
-      "training_state.json": JSON.stringify({ ...state, name, wordsSeen: state.wordsSeen }, null, 2) + "\n",
+      "training_state.json": JSON.stringify(info, null, 2) + "\n",
     });
     events.onCheckpoint?.(name, state.wordsSeen);
     log(`checkpoint ${name} at ${state.wordsSeen} words`);
   };
+  const ids: SpecialIds = { bos: tokenizer.bosId, eos: tokenizer.eosId, pad: tokenizer.padId };
+  const minT = 1 + config.contextLength + config.student.maxTokens;
+  const lrAt = (step: number) =>
+    learningRate({
+      kind: config.schedule,
+      lr: config.lr,
+      warmupSteps: config.warmupSteps,
+      totalSteps: config.totalSteps,
+    }, step);
 
   for (; state.round < config.numRounds; state.round++) {
     const r = state.round;
     events.onRound?.(r, config.numRounds);
     const points = corpus.roundDatapoints(r, { max: config.maxDatapointsPerRound });
     if (points.length === 0) {
-      throw new Error(`round ${r}: the corpus gives no datapoints (sources too short?)`);
+      throw new Error(
+        `round ${r + 1}: the corpus gives no datapoints (sources shorter than datapointLength?)`,
+      );
     }
     log(`round ${r + 1}/${config.numRounds}: ${points.length} datapoints`);
 
@@ -259,17 +357,7 @@ export async function runInteraction(
       events,
       signal,
     });
-    const items: PreferenceItem[] = records.map((rec) => ({
-      context: rec.contextTokens,
-      teacher: rec.teacherTokens,
-      student: rec.studentTokens,
-    }));
-    // Words the student trains on per sequence (context + completion), for the word budget.
-    const winWords = records.map((rec) => countWords(rec.context) + countWords(rec.teacher));
-    const loseWords = records.map((rec) => countWords(rec.context) + countWords(rec.student));
-    // One padded length for the whole round, so every step reuses the same GPU plans.
-    const T = 1 + Math.max(...records.map((rec) => rec.contextTokens.length + rec.studentTokens.length));
-    const ids = { bos: tokenizer.bosId, eos: tokenizer.eosId, pad: tokenizer.padId };
+    const data = roundData(records, minT);
     if (state.phase === "student" || state.phase === "teacher") {
       state.phase = "sft";
       state.epoch = 0;
@@ -278,52 +366,37 @@ export async function runInteraction(
 
     // Training phases.
     const B = config.batchSize;
+    const n = data.items.length;
+    const nBatches = Math.ceil(n / B);
     for (const phase of ["sft", "po"] as const) {
       if (PHASES.indexOf(state.phase) > PHASES.indexOf(phase)) continue;
       const epochs = phase === "sft" ? config.nSftEpochs : config.nPoEpochs;
-      const n = items.length;
-      const nBatches = Math.ceil(n / B);
+      events.onPhase?.(
+        phase,
+        r,
+        Math.min(state.epoch * nBatches + state.batch, epochs * nBatches),
+        epochs * nBatches,
+      );
       for (; state.epoch < epochs; state.epoch++, state.batch = 0) {
-        const order = new Rng(deriveSeed(config.seed, "batches", r, phase, state.epoch)).shuffle(
-          Array.from({ length: n }, (_, i) => i),
-        );
+        const order = epochOrder(config.seed, r, phase, state.epoch, n);
         for (; state.batch < nBatches; state.batch++) {
           if (signal?.aborted) throw new DOMException("training stopped", "AbortError");
           await opts.pause?.();
           const idx = order.slice(state.batch * B, (state.batch + 1) * B);
-          const lr = learningRate({
-            kind: config.schedule,
-            lr: config.lr,
-            warmupSteps: config.warmupSteps,
-            totalSteps: config.totalSteps,
-          }, state.step);
+          const lr = lrAt(state.step);
           const t0 = performance.now();
-          let m: StepMetrics;
-          let words: number;
-          let tokens: number;
-          if (phase === "sft") {
-            // A short last batch is padded with all-padding rows: they add nothing to the masked mean.
-            const rows = idx.map((i) => winningTokens(items[i], ids));
-            while (rows.length < B) rows.push([ids.pad, ids.pad]);
-            const batch = buildLmBatch(rows, ids, { T });
-            m = await trainer.trainStep(batch, { kind: "lm" }, lr);
-            words = idx.reduce((a, i) => a + winWords[i], 0);
-            tokens = batch.lmMask.reduce((a, v) => a + v, 0);
-          } else {
-            const batch = buildPreferenceBatch(idx.map((i) => items[i]), ids, { T });
-            const beta = config.simpoBeta;
-            m = await trainer.trainStep({ ...batch, compMask: batch.completionMask }, {
-              kind: "simpo",
-              beta,
-              gamma: beta * config.simpoGammaRatio,
-              lmWeight: config.lmWeight,
-            }, lr);
-            words = idx.reduce((a, i) => a + winWords[i] + loseWords[i], 0);
-            tokens = batch.lmMask.reduce((a, v) => a + v, 0);
-          }
+          const { batch, words, tokens } = stepBatch(phase, data, idx, ids, B);
+          const beta = config.simpoBeta;
+          const m: StepMetrics = await trainer.trainStep(
+            batch,
+            phase === "sft"
+              ? { kind: "lm" }
+              : { kind: "simpo", beta, gamma: beta * config.simpoGammaRatio, lmWeight: config.lmWeight },
+            lr,
+          );
           if (!Number.isFinite(m.loss)) {
             throw new Error(
-              `round ${r} ${phase} epoch ${state.epoch} batch ${state.batch}: the loss is ${m.loss}`,
+              `round ${r + 1} ${phase} epoch ${state.epoch} batch ${state.batch}: the loss is ${m.loss}`,
             );
           }
           state.step = trainer.step;
@@ -353,36 +426,93 @@ export async function runInteraction(
           events.onMetrics?.(rec);
           events.onPhase?.(phase, r, state.epoch * nBatches + state.batch + 1, epochs * nBatches);
           // Word checkpoints; the state saved with them points at the next batch.
-          if (
-            state.nextCheckpoint < checkpoints.length && state.wordsSeen >= checkpoints[state.nextCheckpoint]
-          ) {
-            const name = checkpointName(checkpoints[state.nextCheckpoint]);
-            while (
-              state.nextCheckpoint < checkpoints.length &&
-              state.wordsSeen >= checkpoints[state.nextCheckpoint]
-            ) {
-              state.nextCheckpoint++;
-            }
+          const crossed = crossedCheckpoint(checkpoints, state.nextCheckpoint, state.wordsSeen);
+          if (crossed.words !== undefined) {
+            state.nextCheckpoint = crossed.next;
+            const at = { round: r, phase, epoch: state.epoch };
             state.batch++;
-            await saveCheckpoint(name);
+            await saveCheckpoint(checkpointName(crossed.words), at);
             await saveState();
             state.batch--;
           }
         }
       }
       // End of the phase: a checkpoint, and the state pointing at the next phase.
+      const at = { round: r, phase, epoch: Math.max(0, epochs - 1) };
       state.phase = phase === "sft" ? "po" : "student";
       state.epoch = 0;
       state.batch = 0;
-      if (phase === "po") state.round++;
-      await saveCheckpoint(`round${r + 1}_${phase}`);
-      if (phase === "po" && state.round >= config.numRounds) state.done = true;
+      if (phase === "po") {
+        state.round++;
+        state.done = state.round >= config.numRounds;
+      }
+      await saveCheckpoint(`round${r + 1}_${phase}`, at);
       await saveState();
       if (phase === "po") state.round--;
     }
   }
   state.done = true;
   return state;
+}
+
+/** The order of the pairs in an epoch: a pure function of (seed, round, phase, epoch), so resume replays it. */
+export function epochOrder(
+  seed: number,
+  round: number,
+  phase: "sft" | "po",
+  epoch: number,
+  n: number,
+): number[] {
+  return new Rng(deriveSeed(seed, "batches", round, phase, epoch)).shuffle(
+    Array.from({ length: n }, (_, i) => i),
+  );
+}
+
+/** Parse `state/state.json`, checking the fields resume relies on. */
+function parseRunState(text: string): RunState {
+  let s: RunState;
+  try {
+    s = JSON.parse(text) as RunState;
+  } catch (e) {
+    throw new Error(`state/state.json: not valid JSON (${(e as Error).message})`);
+  }
+  const ints = ["round", "epoch", "batch", "step", "wordsSeen", "nextCheckpoint"] as const;
+  const bad = ints.find((k) => !Number.isInteger(s?.[k]) || s[k] < 0);
+  if (s?.version !== 1 || bad !== undefined || !PHASES.includes(s.phase) || typeof s.done !== "boolean") {
+    throw new Error(
+      `state/state.json: expected version 1 with round, epoch, batch, step, wordsSeen, nextCheckpoint ` +
+        `(integers >= 0), phase (${PHASES.join("/")}) and done; found ${text.slice(0, 200)}`,
+    );
+  }
+  return s;
+}
+
+/** Load the weights and optimizer moments saved with `state` into the model and trainer. */
+async function restoreState(
+  storage: RunStorage,
+  model: GPT2,
+  trainer: Trainer,
+  state: RunState,
+): Promise<void> {
+  const weights = await storage.readBytes("state/model.safetensors");
+  const optim = await storage.readBytes("state/optimizer.safetensors");
+  if (!weights || !optim) {
+    throw new Error(
+      "run state is incomplete: state/model.safetensors or state/optimizer.safetensors is missing",
+    );
+  }
+  const w = parseSafetensors(weights, "state/model.safetensors").tensors;
+  model.setWeights(
+    new Map([...w].map(([k, t]) => [k.replace(/^transformer\./, ""), t.data as Float32Array])),
+  );
+  const o = parseSafetensors(optim, "state/optimizer.safetensors").tensors;
+  const pick = (prefix: string) =>
+    new Map(
+      [...o].filter(([k]) => k.startsWith(prefix)).map((
+        [k, t],
+      ) => [k.slice(prefix.length), t.data as Float32Array]),
+    );
+  trainer.setState({ step: state.step, m: pick("m."), v: pick("v.") });
 }
 
 /**
@@ -404,16 +534,29 @@ async function interactions(
   },
 ): Promise<InteractionRecord[]> {
   const { model, tokenizer, teacher, storage, events, signal } = ctx;
-  const done = await storage.readText(`interactions/round_${round}.jsonl`);
-  if (done) return done.trim().split("\n").map((l) => JSON.parse(l) as InteractionRecord);
+  const roundPath = `interactions/round_${round}.jsonl`;
+  const done = await storage.readText(roundPath);
+  if (done) {
+    const records = parseJsonLines<InteractionRecord>(done, roundPath);
+    if (records.length !== points.length) {
+      throw new Error(
+        `${roundPath}: expected ${points.length} interactions (one per datapoint), found ${records.length}`,
+      );
+    }
+    return records;
+  }
 
-  // Student turn, in batches, each stored before the next starts.
+  // Student turn, in batches, each stored before the next starts. Sequence i's random stream depends on
+  // (seed, round, i) only, so continuations stored before a kill are the ones a rerun would make.
   const studentPath = `interactions/round_${round}.student.jsonl`;
-  const student: { tokens: number[]; finish: "length" | "stop" }[] = parseLines(
-    await storage.readText(studentPath),
-  );
+  const student = (await readLog<{ tokens: number[]; finish: "length" | "stop" }>(storage, studentPath))
+    .map((l) => l.value);
+  if (student.length > points.length) {
+    throw new Error(`${studentPath}: ${student.length} continuations for ${points.length} datapoints`);
+  }
   const s = config.student;
   const seed = deriveSeed(config.seed, "student", round);
+  events.onPhase?.("student", round, student.length, points.length);
   for (let at = student.length; at < points.length; at += s.batchSize) {
     if (signal?.aborted) throw new DOMException("training stopped", "AbortError");
     const chunk = points.slice(at, at + s.batchSize);
@@ -436,14 +579,28 @@ async function interactions(
   // Teacher turn: ask only for what is not stored yet.
   const teacherPath = `interactions/round_${round}.teacher.jsonl`;
   const answers = new Map<number, string>();
-  for (const a of parseLines<{ index: number; text: string }>(await storage.readText(teacherPath))) {
+  for (const { value: a } of await readLog<{ index: number; text: string }>(storage, teacherPath)) {
     answers.set(a.index, a.text);
   }
   const contexts = points.map((p) => tokenizer.decode(Array.from(p.context)));
   const studentTexts = student.map((g) => tokenizer.decode(g.tokens));
   const missing = points.map((_, i) => i).filter((i) => !answers.has(i));
+  let got = points.length - missing.length;
+  events.onPhase?.("teacher", round, got, points.length);
   if (missing.length > 0) {
-    let got = points.length - missing.length;
+    // Answers arrive concurrently: their appends are chained so lines never interleave.
+    let appends = Promise.resolve();
+    const store = (index: number, text: string) => {
+      if (typeof text !== "string" || text.trim() === "") {
+        throw new Error(
+          `teacher (${teacher.name}), round ${round + 1} item ${index}: expected a non-empty text answer, ` +
+            `got ${JSON.stringify(text)}`,
+        );
+      }
+      answers.set(index, text);
+      appends = appends.then(() => storage.appendText(teacherPath, JSON.stringify({ index, text }) + "\n"));
+      return appends;
+    };
     const texts = await teacher.correct(
       missing.map((i) => ({
         context: contexts[i],
@@ -453,13 +610,14 @@ async function interactions(
       {
         signal,
         onAnswer: async (j: number, text: string) => {
-          answers.set(missing[j], text);
-          await storage.appendText(teacherPath, JSON.stringify({ index: missing[j], text }) + "\n");
+          await store(missing[j], text);
           events.onPhase?.("teacher", round, ++got, points.length);
         },
       },
     );
-    texts.forEach((text, j) => answers.set(missing[j], text));
+    // Teachers that do not report answers one by one: store what came back.
+    for (const [j, text] of texts.entries()) if (!answers.has(missing[j])) await store(missing[j], text);
+    await appends;
   }
 
   const records: InteractionRecord[] = points.map((p, i) => {
@@ -480,14 +638,40 @@ async function interactions(
     };
   });
   for (const rec of records) events.onInteraction?.(rec);
-  await storage.writeText(
-    `interactions/round_${round}.jsonl`,
-    records.map((r) => JSON.stringify(r)).join("\n") + "\n",
-  );
+  await storage.writeText(roundPath, records.map((r) => JSON.stringify(r) + "\n").join(""));
   return records;
 }
 
-function parseLines<T>(text: string | undefined): T[] {
+/** Parse one JSON line; `where` (file:line) names it in the error. */
+function parseLine<T>(line: string, where: string): T {
+  try {
+    return JSON.parse(line) as T;
+  } catch (e) {
+    throw new Error(`${where}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** Parse JSON lines, naming the file and line of a bad one. */
+function parseJsonLines<T>(text: string, path: string): T[] {
+  return text.split("\n").flatMap((line, i) =>
+    line.trim() === "" ? [] : [parseLine<T>(line, `${path}:${i + 1}`)]
+  );
+}
+
+/**
+ * The complete lines of an append-only run file, each with its parsed value. Every append writes whole
+ * lines ending in "\n", so text after the last "\n" is an append cut short by a kill: it is dropped and
+ * the file rewritten without it, so the next append starts on a line of its own. A bad line before that
+ * is corruption, reported with its line number.
+ */
+export async function readLog<T>(storage: RunStorage, path: string): Promise<{ line: string; value: T }[]> {
+  const text = await storage.readText(path);
   if (!text) return [];
-  return text.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as T);
+  const end = text.lastIndexOf("\n") + 1;
+  const out: { line: string; value: T }[] = [];
+  text.slice(0, end).split("\n").forEach((line, i) => {
+    if (line.trim() !== "") out.push({ line, value: parseLine<T>(line, `${path}:${i + 1}`) });
+  });
+  if (end < text.length) await storage.writeText(path, text.slice(0, end));
+  return out;
 }
