@@ -1,0 +1,170 @@
+/**
+ * `--resume` reaches the same weights as an uninterrupted run: the same small config is trained once
+ * straight through and once killed with SIGKILL in the middle of round 2 (after a word checkpoint saved
+ * the state mid-epoch and at least one more step was logged), with a metrics line left cut in half as a
+ * kill during an append would, then resumed. Weights, optimizer moments, state, every checkpoint,
+ * interactions and metrics must match bit for bit (metrics: all but wall-clock fields).
+ */
+import assert from "node:assert/strict";
+import type { MetricsRecord, RunState } from "../interaction/loop.ts";
+import { TINY, type TrainConfig } from "../interaction/train.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** 2 rounds of 16 datapoints (16 + 16 tokens), batch 4, width 32, one layer; the corpus teacher. */
+const CONFIG: Partial<TrainConfig> = {
+  seed: 11,
+  architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
+  vocabSize: 320,
+  corpus: { kind: "embedded", words: 6000 },
+  numRounds: 2,
+  datapointLength: 32,
+  contextLength: 16,
+  maxDatapointsPerRound: 16,
+  student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 8 },
+  nSftEpochs: 3,
+  nPoEpochs: 1,
+  batchSize: 4,
+  lr: 3e-3,
+  warmupSteps: 2,
+  totalSteps: 100,
+  checkpointWords: [[5000, 150]],
+};
+
+function command(args: string[]): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli/train.ts", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+async function run(args: string[]): Promise<string> {
+  const out = await command(args).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  return stderr + new TextDecoder().decode(out.stdout);
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Start a run and SIGKILL it once a state saved mid-epoch in round 2 exists and a later step is logged. */
+async function runAndKill(args: string[], dir: string): Promise<RunState> {
+  const child = command(args).spawn();
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  // Drain the pipes so the child never blocks on a full one.
+  const drain = Promise.all([
+    child.stdout.pipeTo(new WritableStream()),
+    child.stderr.pipeTo(new WritableStream()),
+  ]);
+  try {
+    for (;;) {
+      if (exited) throw new Error("the run ended before it could be killed mid-round");
+      const text = await readText(`${dir}/state/state.json`);
+      const state = text ? JSON.parse(text) as RunState : undefined;
+      const logged = (await readText(`${dir}/metrics.jsonl`))?.split("\n").filter((l) => l !== "").length ??
+        0;
+      if (state && state.round === 1 && state.phase === "sft" && state.batch > 0 && logged > state.step) {
+        child.kill("SIGKILL");
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    await status;
+    await drain.catch(() => {});
+  }
+  return JSON.parse(await Deno.readTextFile(`${dir}/state/state.json`)) as RunState;
+}
+
+/** Relative paths of every file under `dir`. */
+function files(dir: string, prefix = ""): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(`${dir}/${prefix}`)) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory) out.push(...files(dir, rel));
+    else out.push(rel);
+  }
+  return out.sort();
+}
+
+/** Metrics lines without their wall-clock fields. */
+function metrics(text: string): Omit<MetricsRecord, "time" | "tokensPerSec">[] {
+  return text.split("\n").filter((l) => l !== "").map((l) => {
+    const { time: _t, tokensPerSec: _s, ...rest } = JSON.parse(l) as MetricsRecord;
+    return rest;
+  });
+}
+
+Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run's weights bit for bit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "train_resume_" });
+  try {
+    const configPath = `${dir}/config.in.json`;
+    await Deno.writeTextFile(configPath, JSON.stringify(CONFIG));
+    const a = `${dir}/a`, b = `${dir}/b`;
+    await run(["--config", configPath, "--out", a]);
+
+    const killed = await runAndKill(["--config", configPath, "--out", b], b);
+    const loggedBefore = metrics(await Deno.readTextFile(`${b}/metrics.jsonl`)).length;
+    console.log(
+      `  killed after ${loggedBefore} logged steps; last saved state: round ${killed.round + 1} ` +
+        `${killed.phase} epoch ${killed.epoch} batch ${killed.batch}, step ${killed.step}`,
+    );
+    assert.ok(loggedBefore > killed.step);
+    // A kill in the middle of an append leaves half a line.
+    await Deno.writeTextFile(`${b}/metrics.jsonl`, '{"phase":"sft","rou', { append: true });
+
+    // A second start without --resume refuses and leaves the run as it is.
+    const before = await Deno.readFile(`${b}/state/model.safetensors`);
+    const refused = await command(["--config", configPath, "--out", b]).output();
+    assert.equal(refused.code, 1);
+    assert.match(new TextDecoder().decode(refused.stderr), /is not empty.*--resume/);
+    assert.deepEqual(await Deno.readFile(`${b}/state/model.safetensors`), before);
+
+    const log = await run(["--resume", b]);
+    assert.match(log, /resumed at round 2, phase sft/);
+
+    // Same files, same bytes (the metrics' wall-clock fields aside).
+    assert.deepEqual(files(b), files(a));
+    let compared = 0;
+    for (const f of files(a)) {
+      if (f === "metrics.jsonl") continue;
+      if (f === "config.json") {
+        // The same config but for the run directory it names.
+        const [x, y] = [
+          JSON.parse(await Deno.readTextFile(`${a}/${f}`)),
+          JSON.parse(await Deno.readTextFile(`${b}/${f}`)),
+        ];
+        assert.deepEqual({ ...y, outDir: x.outDir }, x);
+        continue;
+      }
+      const [x, y] = [await Deno.readFile(`${a}/${f}`), await Deno.readFile(`${b}/${f}`)];
+      assert.ok(x.length === y.length && x.every((v, i) => v === y[i]), `${f} differs after resume`);
+      compared++;
+    }
+    assert.deepEqual(
+      metrics(await Deno.readTextFile(`${b}/metrics.jsonl`)),
+      metrics(await Deno.readTextFile(`${a}/metrics.jsonl`)),
+    );
+    console.log(
+      `  ${compared} files identical, e.g. state/model.safetensors and state/optimizer.safetensors`,
+    );
+
+    // Resuming a finished run does nothing and changes nothing.
+    await run(["--resume", a]);
+    assert.deepEqual(files(a), files(b));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
