@@ -169,7 +169,7 @@ export function mergeConfig<T>(base: T, overrides: Json, where: string, path = "
     if (cur !== null && typeof cur === "object" && !Array.isArray(cur) && k !== "corpus") {
       out[k] = mergeConfig(cur, v, where, key);
     } else if (k === "corpus") {
-      out[k] = v;
+      out[k] = corpusConfig(v, where, key);
     } else {
       if (typeof v !== typeof cur || Array.isArray(v) !== Array.isArray(cur)) {
         throw new Error(
@@ -182,6 +182,23 @@ export function mergeConfig<T>(base: T, overrides: Json, where: string, path = "
     }
   }
   return out as T;
+}
+
+/** A whole `corpus` value (it replaces the preset's): `{kind: "embedded", words}` or `{kind: "dir", path}`. */
+function corpusConfig(v: Json, where: string, key: string): CorpusConfig {
+  const o = v !== null && typeof v === "object" && !Array.isArray(v) ? v : undefined;
+  const keys = o ? Object.keys(o).sort().join(",") : "";
+  if (o?.kind === "embedded" && keys === "kind,words" && typeof o.words === "number") {
+    return { kind: "embedded", words: o.words };
+  }
+  if (o?.kind === "dir" && keys === "kind,path" && typeof o.path === "string") {
+    return { kind: "dir", path: o.path };
+  }
+  throw new Error(
+    `${where}: "${key}" must be {"kind": "embedded", "words": N} or {"kind": "dir", "path": "DIR"}, got ${
+      JSON.stringify(v)
+    }`,
+  );
 }
 
 /** Check every value of a config; throws with the key and the expected range. */
