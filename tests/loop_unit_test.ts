@@ -10,7 +10,9 @@ import {
   crossedCheckpoint,
   epochOrder,
   type InteractionRecord,
+  readLog,
   roundData,
+  type RunStorage,
   stepBatch,
 } from "../interaction/loop.ts";
 import { BABYLM_INTERACTION } from "../interaction/train.ts";
@@ -222,4 +224,30 @@ Deno.test("closed forms: a model that predicts uniformly gives LM = ln V and Sim
     [-beta * lnV, -beta * lnV, 0, Math.log(1 + Math.E), Math.log(1 + Math.E) + 0.2 * lnV],
     { rtol: 1e-6, atol: 1e-6 },
   );
+});
+
+/** The text files of a run in memory (models are not needed here). */
+function memoryStorage(files: Record<string, string>): RunStorage {
+  return {
+    readText: (p) => Promise.resolve(files[p]),
+    writeText: (p, t) => Promise.resolve(void (files[p] = t)),
+    appendText: (p, t) => Promise.resolve(void (files[p] = (files[p] ?? "") + t)),
+    saveModel: () => Promise.reject(new Error("not in this test")),
+    readBytes: () => Promise.resolve(undefined),
+  };
+}
+
+Deno.test("append logs: a line cut by a kill is dropped and the file repaired; corruption names its line", async () => {
+  const files: Record<string, string> = { "m.jsonl": '{"a":1}\n\n{"a":2}\n{"a":' };
+  const storage = memoryStorage(files);
+  const got = await readLog<{ a: number }>(storage, "m.jsonl");
+  assert.deepEqual(got.map((l) => l.value), [{ a: 1 }, { a: 2 }]);
+  assert.deepEqual(got.map((l) => l.line), ['{"a":1}', '{"a":2}']);
+  assert.equal(files["m.jsonl"], '{"a":1}\n\n{"a":2}\n');
+  // The next append starts on a line of its own.
+  await storage.appendText("m.jsonl", '{"a":3}\n');
+  assert.deepEqual((await readLog<{ a: number }>(storage, "m.jsonl")).map((l) => l.value.a), [1, 2, 3]);
+  assert.deepEqual(await readLog(storage, "absent.jsonl"), []);
+  files["bad.jsonl"] = '{"a":1}\nnot json\n{"a":2}\n';
+  await assert.rejects(readLog(storage, "bad.jsonl"), /bad\.jsonl:2: not valid JSON/);
 });
