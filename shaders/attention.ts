@@ -265,11 +265,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   ${each(R, (r) => owned(r, V, BR))}
   ${each(R, (r) => `var dk${r} = vec4f(0.0);`)}
   ${each(R, (r) => `var dv${r} = vec4f(0.0);`)}
-  // Queries from the first key of this block to the end (causal).
-  for (var i0 = j0; i0 < p.T; i0 += BQ) {
+  // Queries from the first key of this block to the end (causal), in tiles starting at qt (not named
+  // i0: the owned-row variables are i0, i1, ...).
+  for (var qt = j0; qt < p.T; qt += BQ) {
     workgroupBarrier();
     for (var e = li; e < BQ * V; e += ${WG}u) {
-      let i = i0 + e / V;
+      let i = qt + e / V;
       var qx = vec4f(0.0);
       var gx = vec4f(0.0);
       if (i < p.T) {
@@ -280,7 +281,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       gs[e] = gx;
     }
     for (var e = li; e < BQ; e += ${WG}u) {
-      let i = min(i0 + e, p.T - 1u);
+      let i = min(qt + e, p.T - 1u);
       ls[e] = lse[bh * p.T + i];
       ds[e] = dqkv[(b * p.T + i) * 3u * C4 + h * V].x;
     }
@@ -290,7 +291,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       let i = e % BQ;
       var pr: f32 = 0.0;
       var dsc: f32 = 0.0;
-      if (i0 + i >= j0 + j && i0 + i < p.T) {
+      if (qt + i >= j0 + j && qt + i < p.T) {
         var sc: f32 = 0.0;
         var dp: f32 = 0.0;
         for (var c = 0u; c < V; c++) {
