@@ -220,8 +220,10 @@ export async function main(args: string[]): Promise<void> {
   });
   if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls);
   // Everything checked: the run directory is written from here on.
-  if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
+  // config.json first: with it, any later kill leaves a directory that --resume continues (a missing
+  // tokenizer.json is trained again, the same for the same config).
   if (!opts.resume) await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
+  if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
   const gpu = await Gpu.create();
   console.error(
     `adapter: ${gpu.adapterName}; student: ${inputs.modelConfig.nLayer} layers, width ${inputs.modelConfig.nEmbd}, ` +
@@ -247,7 +249,6 @@ export async function main(args: string[]): Promise<void> {
         }
         rates.push(m.tokensPerSec);
       },
-      onCheckpoint: (name, words) => bars.note(`checkpoint ${name} (${words} words seen)`),
       onLog: (line) => bars.note(line),
     },
   });

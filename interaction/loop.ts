@@ -319,7 +319,8 @@ export async function runInteraction(
   /** A checkpoint of the current weights; `at` says what training it follows. */
   const saveCheckpoint = async (name: string, at: { round: number; phase: Phase; epoch: number }) => {
     const weights = await model.getWeights();
-    const info = { name, wordsSeen: state.wordsSeen, step: state.step, ...at, round: at.round + 1 };
+    // Rounds are 0-based here as in state.json, metrics.jsonl and interactions/ (names are 1-based).
+    const info = { name, wordsSeen: state.wordsSeen, step: state.step, ...at };
     await storage.saveModel(`checkpoints/${name}`, modelConfig, weights, {
       "tokenizer.json": tokenizerJson,
       "training_state.json": JSON.stringify(info, null, 2) + "\n",
