@@ -280,6 +280,10 @@ export async function runInteraction(
   const saved = await storage.readText("state/state.json");
   if (saved) {
     state = parseRunState(saved);
+    if (state.done) {
+      log(`the run is complete (${state.step} steps, ${state.wordsSeen} words seen): nothing to resume`);
+      return state;
+    }
     await restoreState(storage, model, trainer, state);
     // Steps after the saved state will be replayed: drop their metrics lines (and a line cut by a kill).
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
@@ -287,18 +291,14 @@ export async function runInteraction(
     if (kept.length !== metrics.length) {
       await storage.writeText("metrics.jsonl", kept.map((m) => m.line + "\n").join(""));
     }
-    log(
-      `resumed at round ${
-        state.round + 1
-      }, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}, ` +
-        `step ${state.step} (${metrics.length - kept.length} logged steps after it will be redone)`,
-    );
+    const at = `round ${state.round + 1}, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}`;
+    const redo = metrics.length - kept.length;
+    log(`resumed at ${at}, step ${state.step} (${redo} logged steps after it will be redone)`);
   } else {
     // A fresh start: steps logged by an earlier start that never saved a state are redone.
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
     if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
   }
-  if (state.done) return state;
 
   const tokenizerJson = tokenizer.toJSON();
   const saveState = async () => {

@@ -1,8 +1,8 @@
 /**
  * `--resume` reaches the same weights as an uninterrupted run: the same small config is trained once
- * straight through and once killed with SIGKILL in the middle of round 2 (after a word checkpoint saved
- * the state mid-epoch and at least one more step was logged), with a metrics line left cut in half as a
- * kill during an append would, then resumed. Weights, optimizer moments, state, every checkpoint,
+ * straight through and once killed twice with SIGKILL in round 2, resuming after each: in the student turn
+ * (continuations partly stored, the last line cut in half as a kill during an append leaves it) and after
+ * a word checkpoint saved the state mid-epoch and one more step was logged (a metrics line cut in half). Weights, optimizer moments, state, every checkpoint,
  * interactions and metrics must match bit for bit (metrics: all but wall-clock fields).
  */
 import assert from "node:assert/strict";
@@ -21,7 +21,7 @@ const CONFIG: Partial<TrainConfig> = {
   datapointLength: 32,
   contextLength: 16,
   maxDatapointsPerRound: 16,
-  student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 8 },
+  student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 4 },
   nSftEpochs: 3,
   nPoEpochs: 1,
   batchSize: 4,
@@ -55,8 +55,30 @@ async function readText(path: string): Promise<string | undefined> {
   }
 }
 
-/** Start a run and SIGKILL it once a state saved mid-epoch in round 2 exists and a later step is logged. */
-async function runAndKill(args: string[], dir: string): Promise<RunState> {
+/** What the poller sees of a run directory. */
+interface Seen {
+  state?: RunState;
+  /** Lines in metrics.jsonl. */
+  logged: number;
+  /** Lines in round 2's student file, and whether round 2's interaction file is complete. */
+  studentLines: number;
+  roundDone: boolean;
+}
+
+async function look(dir: string): Promise<Seen> {
+  const text = await readText(`${dir}/state/state.json`);
+  const lines = async (f: string) =>
+    (await readText(`${dir}/${f}`))?.split("\n").filter((l) => l !== "").length ?? 0;
+  return {
+    state: text ? JSON.parse(text) as RunState : undefined,
+    logged: await lines("metrics.jsonl"),
+    studentLines: await lines("interactions/round_1.student.jsonl"),
+    roundDone: (await readText(`${dir}/interactions/round_1.jsonl`)) !== undefined,
+  };
+}
+
+/** Start a run and SIGKILL it as soon as `when` holds (polled every 10 ms); throws if it ends first. */
+async function runAndKill(args: string[], dir: string, when: (s: Seen) => boolean): Promise<Seen> {
   const child = command(args).spawn();
   let exited = false;
   const status = child.status.then((s) => {
@@ -71,11 +93,7 @@ async function runAndKill(args: string[], dir: string): Promise<RunState> {
   try {
     for (;;) {
       if (exited) throw new Error("the run ended before it could be killed mid-round");
-      const text = await readText(`${dir}/state/state.json`);
-      const state = text ? JSON.parse(text) as RunState : undefined;
-      const logged = (await readText(`${dir}/metrics.jsonl`))?.split("\n").filter((l) => l !== "").length ??
-        0;
-      if (state && state.round === 1 && state.phase === "sft" && state.batch > 0 && logged > state.step) {
+      if (when(await look(dir))) {
         child.kill("SIGKILL");
         break;
       }
@@ -85,7 +103,12 @@ async function runAndKill(args: string[], dir: string): Promise<RunState> {
     await status;
     await drain.catch(() => {});
   }
-  return JSON.parse(await Deno.readTextFile(`${dir}/state/state.json`)) as RunState;
+  return await look(dir);
+}
+
+/** Append half a line to `path`, as a kill in the middle of an append leaves it. */
+async function cutLine(path: string, half: string): Promise<void> {
+  await Deno.writeTextFile(path, half, { append: true });
 }
 
 /** Relative paths of every file under `dir`. */
@@ -115,15 +138,38 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     const a = `${dir}/a`, b = `${dir}/b`;
     await run(["--config", configPath, "--out", a]);
 
-    const killed = await runAndKill(["--config", configPath, "--out", b], b);
-    const loggedBefore = metrics(await Deno.readTextFile(`${b}/metrics.jsonl`)).length;
-    console.log(
-      `  killed after ${loggedBefore} logged steps; last saved state: round ${killed.round + 1} ` +
-        `${killed.phase} epoch ${killed.epoch} batch ${killed.batch}, step ${killed.step}`,
+    // Kill 1: in round 2's student turn (state saved at the end of round 1, some continuations stored),
+    // with the last stored line cut in half. The window is short: when the poll misses it, the kill lands
+    // at the first state saved in round 2 instead, which is mid-round too.
+    const k1 = await runAndKill(
+      ["--config", configPath, "--out", b],
+      b,
+      (s) => s.state?.round === 1 && (s.studentLines > 0 || s.state.phase !== "student"),
     );
-    assert.ok(loggedBefore > killed.step);
-    // A kill in the middle of an append leaves half a line.
-    await Deno.writeTextFile(`${b}/metrics.jsonl`, '{"phase":"sft","rou', { append: true });
+    const inStudentTurn = k1.state?.phase === "student" && !k1.roundDone;
+    if (inStudentTurn) await cutLine(`${b}/interactions/round_1.student.jsonl`, '{"tokens":[3,');
+    console.log(
+      `  kill 1: ${
+        inStudentTurn
+          ? `round 2 student turn, ${k1.studentLines} of 16 continuations stored`
+          : `missed the student turn; state at round 2 ${k1.state?.phase} step ${k1.state?.step}`
+      }`,
+    );
+
+    // Kill 2: resumed, then killed after a later state saved mid-epoch in round 2 and one more logged step,
+    // with a metrics line cut in half.
+    const k2 = await runAndKill(
+      ["--resume", b],
+      b,
+      (s) =>
+        s.state?.round === 1 && s.state.phase !== "student" && s.state.step > k1.state!.step &&
+        s.logged > s.state.step,
+    );
+    console.log(
+      `  kill 2: ${k2.logged} steps logged; state at round 2 ${k2.state!.phase} epoch ${k2.state!.epoch} ` +
+        `batch ${k2.state!.batch}, step ${k2.state!.step}`,
+    );
+    await cutLine(`${b}/metrics.jsonl`, '{"phase":"sft","rou');
 
     // A second start without --resume refuses and leaves the run as it is.
     const before = await Deno.readFile(`${b}/state/model.safetensors`);
@@ -133,7 +179,7 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     assert.deepEqual(await Deno.readFile(`${b}/state/model.safetensors`), before);
 
     const log = await run(["--resume", b]);
-    assert.match(log, /resumed at round 2, phase sft/);
+    assert.match(log, /resumed at round 2, phase (sft|po)/);
 
     // Same files, same bytes (the metrics' wall-clock fields aside).
     assert.deepEqual(files(b), files(a));
@@ -162,8 +208,10 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     );
 
     // Resuming a finished run does nothing and changes nothing.
-    await run(["--resume", a]);
+    const finished = await Deno.readTextFile(`${a}/metrics.jsonl`);
+    assert.match(await run(["--resume", a]), /the run is complete \(32 steps/);
     assert.deepEqual(files(a), files(b));
+    assert.equal(await Deno.readTextFile(`${a}/metrics.jsonl`), finished);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
