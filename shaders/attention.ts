@@ -5,44 +5,26 @@
  * of each block; `y` [B*T, C]; `lse` [B*H*T] at (b*H + h)*T + t holds the row's log-sum-exp of the scaled
  * scores s_ij = q_i·k_j / sqrt(hd), j ≤ i, which is all backward needs to rebuild P = exp(S - lse).
  *
- * Each workgroup owns a block of rows (queries, or keys for dk/dv) of one (b, h) and streams the other
- * side through workgroup memory in tiles, in phases like a small GEMM: scores for all (row, column)
- * pairs of the tile into workgroup memory, a per-row softmax step, then each thread updates a few vec4
- * outputs (row, 4 columns) it owns in registers. Keeping per-thread state small matters on Mesa's
- * llvmpipe, which compiled a thread-per-row version (hd/4 vec4 registers per row) for about a minute.
- * Every sum runs in a fixed order, so results are bit-for-bit deterministic, and no output element is
- * written by two threads. Head sizes must be multiples of 4 (vec4 loads) and at most 256.
+ * One thread owns one row (a query, or a key for dk/dv) of one (b, h) and keeps it, and its output, in
+ * hd/4 named vec4 registers generated for the head size; the other side's rows are read straight from
+ * the storage buffers (every thread of a workgroup reads the same row at the same time, so caches serve
+ * it). No arrays: Mesa's llvmpipe (lavapipe) takes time roughly quadratic in an array's size to compile
+ * a non-unrolled loop that indexes it, so workgroup tiles of K/V made the hd=64 kernels take minutes
+ * to compile; this form compiles in about a second. Every sum runs in a fixed order, so results are
+ * bit-for-bit deterministic, and no output element is written by two threads. Head sizes must be
+ * multiples of 4 (vec4 loads) and at most 256.
  * @module
  */
 import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
-/** Threads per workgroup of every kernel. */
+/** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
 const WG = 64;
-/** Rows (queries, or keys for dk/dv) owned by one workgroup of the training kernels. */
-const BR = 16;
-/** Largest tile of streamed rows; smaller when the head size would overflow workgroup memory. */
-const MAX_TILE = 32;
 /** Threads per workgroup of the elementwise D pass. */
 const WG_D = 256;
 /** Largest head size: the decode kernel gives each vec4 of a head row at least one thread. */
 const MAX_HD = 4 * WG;
 /** A finite stand-in for -infinity (WGSL has no infinity literal); exp(NEG - m) underflows to 0. */
 const NEG = "-3.0e38";
-
-/** Largest power of two in [min, MAX_TILE] with `perRow * tile + fixed` floats fitting workgroup memory. */
-function tileFor(plan: Plan, perRow: number, fixed: number, min: number): number {
-  const bytes = plan.gpu.limits.maxComputeWorkgroupStorageSize;
-  const room = Math.floor(bytes / 4) - fixed;
-  let tile = MAX_TILE;
-  while (tile > min && tile * perRow > room) tile /= 2;
-  if (tile * perRow > room) {
-    throw new Error(
-      `attention: a tile of ${tile} rows needs ${(tile * perRow + fixed) * 4} bytes of workgroup ` +
-        `memory; the adapter has ${bytes}`,
-    );
-  }
-  return tile;
-}
 
 /** Check the shape and the bound views; returns the head size. */
 function headSize(where: string, C: number, H: number, views: Array<[string, TensorView, number]>): number {
@@ -58,134 +40,96 @@ function headSize(where: string, C: number, H: number, views: Array<[string, Ten
   return hd;
 }
 
-/** `f(r)` for r < R, joined: one generated statement per owned output vec4 (kept in registers). */
-function each(R: number, f: (r: number) => string, sep = "\n  "): string {
-  return Array.from({ length: R }, (_, r) => f(r)).join(sep);
+/** `f(c)` for each vec4 c < V of a head row, joined: one generated statement or term per register. */
+function each(V: number, f: (c: number) => string, sep = "\n  "): string {
+  return Array.from({ length: V }, (_, c) => f(c)).join(sep);
 }
 
-/** Owned-output header: thread li owns vec4 e = li + r*WG of a [rows × V] block, as (row i, column c). */
-function owned(r: number, V: number, rows: number): string {
-  return `let e${r} = li + ${r * WG}u; let i${r} = min(e${r} / ${V}u, ${
-    rows - 1
-  }u); let c${r} = e${r} % ${V}u;` +
-    ` let own${r} = e${r} < ${rows * V}u;`;
+/** Σ_c dot(reg_c, buf[at + c]): an hd-wide dot product of a register row with a row in a buffer. */
+function dotRow(V: number, reg: string, buf: string, at: string): string {
+  return each(V, (c) => `dot(${reg}${c}, ${buf}[${at} + ${c}u])`, " + ");
 }
 
 /**
  * Params of the training kernels; sizes in vec4 units: C4 = C/4, V = hd/4. `blocks` = workgroups used.
- * Row r of qkv starts at vec4 r*3*C4, of y and dy at r*C4.
+ * Row r of qkv starts at vec4 r*3*C4 (q, then k at + C4, v at + 2*C4), of y and dy at r*C4. A workgroup
+ * takes WG consecutive rows of one (b, h); threads past T return at once (there are no barriers).
  */
 const HEADER = /* wgsl */ `
 struct Params { B: u32, T: u32, C4: u32, H: u32, blocks: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
+const WG: u32 = ${WG}u;
 `;
 
+/** Shared start of the training kernels: this thread's row t of (b, h), `base` = vec4 of row 0, head h. */
+function rowOf(V: number): string {
+  return /* wgsl */ `
+const V: u32 = ${V}u;
+struct Row { b: u32, h: u32, bh: u32, t: u32, base: u32, ok: bool }
+fn rowOf(wid: vec3u, nwg: vec3u, li: u32) -> Row {
+  let blk = wid.x + wid.y * nwg.x;
+  let nb = (p.T + WG - 1u) / WG;
+  let bh = blk / nb;
+  let t = (blk % nb) * WG + li;
+  let b = bh / p.H;
+  let h = bh % p.H;
+  return Row(b, h, bh, t, b * p.T * 3u * p.C4 + h * V, blk < p.blocks && t < p.T);
+}
+`;
+}
+
 /**
- * Forward: one workgroup per (b, h, BR queries); keys and values in tiles of BC. Per tile: scores into
- * `sp`, then per row the online softmax step m' = max(m, s), corr = e^(m-m'), p = e^(s-m'),
- * l = l corr + Σ p, then each thread's owned outputs a = a corr + Σ_j p_j v_j.
+ * Forward: thread = query t. Keys j ≤ t four at a time with an online softmax (running max m, sum l,
+ * unnormalised output a): m' = max(m, s), a = a e^(m-m') + Σ e^(s_j-m') v_j, l likewise.
  * Bindings: params, y, lse, qkv.
  */
-function forwardSource(HD: number, BC: number): string {
-  const V = HD / 4, R = Math.ceil((BR * V) / WG);
-  return HEADER + /* wgsl */ `
-const V: u32 = ${V}u;
-const BR: u32 = ${BR}u;
-const BC: u32 = ${BC}u;
+function forwardSource(HD: number): string {
+  const V = HD / 4;
+  const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.t) * S + C4;`;
+  return HEADER + rowOf(V) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> y: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
-var<workgroup> qs: array<vec4f, ${BR * V}>;
-var<workgroup> ks: array<vec4f, ${BC * V}>;
-var<workgroup> vs: array<vec4f, ${BC * V}>;
-var<workgroup> sp: array<f32, ${BR * BC}>;
-var<workgroup> rowM: array<f32, BR>;
-var<workgroup> rowL: array<f32, BR>;
-var<workgroup> rowCorr: array<f32, BR>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = wid.x + wid.y * nwg.x;
-  if (blk >= p.blocks) { return; }
-  let nqb = (p.T + BR - 1u) / BR;
-  let q0 = (blk % nqb) * BR;
-  let bh = blk / nqb;
-  let b = bh / p.H;
-  let h = bh % p.H;
+  let r = rowOf(wid, nwg, li);
+  if (!r.ok) { return; }
   let C4 = p.C4;
+  let S = 3u * C4;
+  let base = r.base;
   // q is pre-multiplied by the scale so a score is one dot product.
-  for (var e = li; e < BR * V; e += ${WG}u) {
-    let t = q0 + e / V;
-    var x = vec4f(0.0);
-    if (t < p.T) { x = qkv[(b * p.T + t) * 3u * C4 + h * V + e % V] * p.scale; }
-    qs[e] = x;
-  }
-  for (var i = li; i < BR; i += ${WG}u) {
-    rowM[i] = ${NEG};
-    rowL[i] = 0.0;
-  }
-  ${each(R, (r) => owned(r, V, BR))}
-  ${each(R, (r) => `var a${r} = vec4f(0.0);`)}
-  // Keys 0 .. last query of this block (causal).
-  let kEnd = min(p.T, q0 + BR);
-  for (var k0 = 0u; k0 < kEnd; k0 += BC) {
-    workgroupBarrier();
-    for (var e = li; e < BC * V; e += ${WG}u) {
-      let j = k0 + e / V;
-      var kx = vec4f(0.0);
-      var vx = vec4f(0.0);
-      if (j < p.T) {
-        let at = (b * p.T + j) * 3u * C4 + h * V + e % V;
-        kx = qkv[at + C4];
-        vx = qkv[at + 2u * C4];
-      }
-      ks[e] = kx;
-      vs[e] = vx;
-    }
-    workgroupBarrier();
-    for (var e = li; e < BR * BC; e += ${WG}u) {
-      let i = e / BC;
-      let j = e % BC;
-      var sc: f32 = ${NEG};
-      if (k0 + j <= q0 + i && k0 + j < p.T) {
-        sc = 0.0;
-        for (var c = 0u; c < V; c++) { sc += dot(qs[i * V + c], ks[j * V + c]); }
-      }
-      sp[e] = sc;
-    }
-    workgroupBarrier();
-    for (var i = li; i < BR; i += ${WG}u) {
-      let m = rowM[i];
-      var mt = m;
-      for (var j = 0u; j < BC; j++) { mt = max(mt, sp[i * BC + j]); }
-      let corr = exp(m - mt);
-      var l = rowL[i] * corr;
-      for (var j = 0u; j < BC; j++) {
-        let pj = exp(sp[i * BC + j] - mt);
-        sp[i * BC + j] = pj;
-        l += pj;
-      }
-      rowM[i] = mt;
-      rowL[i] = l;
-      rowCorr[i] = corr;
-    }
-    workgroupBarrier();
+  let rq = base + r.t * S;
+  ${each(V, (c) => `let q${c} = qkv[rq + ${c}u] * p.scale;`)}
+  ${each(V, (c) => `var a${c} = vec4f(0.0);`)}
+  var m: f32 = ${NEG};
+  var l: f32 = 0.0;
+  for (var j = 0u; j <= r.t; j += 4u) {
+    // k rows of keys j .. j+3 (clamped to t to stay in the sequence; the extra ones are masked).
+    ${each(4, key, "\n    ")}
+    var sc = vec4f(${dotRow(V, "q", "qkv", "r0")},
+      ${dotRow(V, "q", "qkv", "r1")},
+      ${dotRow(V, "q", "qkv", "r2")},
+      ${dotRow(V, "q", "qkv", "r3")});
+    sc = select(vec4f(${NEG}), sc, vec4u(j, j + 1u, j + 2u, j + 3u) <= vec4u(r.t));
+    let mt = max(m, max(max(sc.x, sc.y), max(sc.z, sc.w)));
+    let corr = exp(m - mt);
+    let pr = exp(sc - vec4f(mt));
+    l = l * corr + (pr.x + pr.y + pr.z + pr.w);
+    // v of a key sits C4 after its k.
     ${
-    each(R, (r) =>
-      `{
-      var acc = a${r} * rowCorr[i${r}];
-      for (var j = 0u; j < BC; j++) { acc += sp[i${r} * BC + j] * vs[j * V + c${r}]; }
-      a${r} = acc;
-    }`, "\n    ")
+    each(
+      V,
+      (c) =>
+        `a${c} = a${c} * corr + pr.x * qkv[r0 + C4 + ${c}u] + pr.y * qkv[r1 + C4 + ${c}u] + pr.z * qkv[r2 + C4 + ${c}u] + pr.w * qkv[r3 + C4 + ${c}u];`,
+      "\n    ",
+    )
   }
+    m = mt;
   }
-  // rowM and rowL were last written before the final tile's last barrier.
-  ${
-    each(R, (r) =>
-      `if (own${r} && q0 + i${r} < p.T) { y[(b * p.T + q0 + i${r}) * C4 + h * V + c${r}] = a${r} / rowL[i${r}]; }`)
-  }
-  for (var i = li; i < BR; i += ${WG}u) {
-    if (q0 + i < p.T) { lse[bh * p.T + q0 + i] = rowM[i] + log(rowL[i]); }
-  }
+  let ry = (r.b * p.T + r.t) * C4 + r.h * V;
+  let inv = 1.0 / l;
+  ${each(V, (c) => `y[ry + ${c}u] = a${c} * inv;`)}
+  lse[r.bh * p.T + r.t] = m + log(l);
 }
 `;
 }
@@ -216,217 +160,77 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 
 /**
- * Backward pass 2: one workgroup per (b, h, BR keys); queries i ≥ the block's first key in tiles of BQ.
- * Per tile: P_ji = exp(s_ij - lse_i) and dS_ji = P (dy_i·v_j - D_i) into workgroup memory, then each
- * thread's owned outputs dv_j += Σ_i P_ji dy_i, dk_j += Σ_i dS_ji q_i (dk scaled at the end).
- * Bindings: params, dqkv, dy, qkv, lse.
+ * Backward pass 2: thread = key j; queries i ≥ j. With P_ij = exp(s_ij - lse_i), dP_ij = dy_i·v_j and
+ * dS = P (dP - D): dv_j = Σ_i P_ij dy_i, dk_j = scale Σ_i dS_ij q_i. Reads D_i from the dq slots, which
+ * this pass does not write. Bindings: params, dqkv, dy, qkv, lse.
  */
-function keySource(HD: number, BQ: number): string {
-  const V = HD / 4, R = Math.ceil((BR * V) / WG);
-  return HEADER + /* wgsl */ `
-const V: u32 = ${V}u;
-const BK: u32 = ${BR}u;
-const BQ: u32 = ${BQ}u;
+function keySource(HD: number): string {
+  const V = HD / 4;
+  return HEADER + rowOf(V) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
 @group(0) @binding(2) var<storage, read> dy: array<vec4f>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
-var<workgroup> ks: array<vec4f, ${BR * V}>;
-var<workgroup> vs: array<vec4f, ${BR * V}>;
-var<workgroup> qs: array<vec4f, ${BQ * V}>;
-var<workgroup> gs: array<vec4f, ${BQ * V}>;
-var<workgroup> pw: array<f32, ${BR * BQ}>;
-var<workgroup> dsw: array<f32, ${BR * BQ}>;
-var<workgroup> ls: array<f32, BQ>;
-var<workgroup> ds: array<f32, BQ>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = wid.x + wid.y * nwg.x;
-  if (blk >= p.blocks) { return; }
-  let nkb = (p.T + BK - 1u) / BK;
-  let j0 = (blk % nkb) * BK;
-  let bh = blk / nkb;
-  let b = bh / p.H;
-  let h = bh % p.H;
+  let r = rowOf(wid, nwg, li);
+  if (!r.ok) { return; }
   let C4 = p.C4;
+  let S = 3u * C4;
+  let rk = r.base + r.t * S + C4;
   // k is pre-multiplied by the scale so a score is one dot product.
-  for (var e = li; e < BK * V; e += ${WG}u) {
-    let j = j0 + e / V;
-    var kx = vec4f(0.0);
-    var vx = vec4f(0.0);
-    if (j < p.T) {
-      let at = (b * p.T + j) * 3u * C4 + h * V + e % V;
-      kx = qkv[at + C4] * p.scale;
-      vx = qkv[at + 2u * C4];
-    }
-    ks[e] = kx;
-    vs[e] = vx;
+  ${each(V, (c) => `let k${c} = qkv[rk + ${c}u] * p.scale;`)}
+  ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`)}
+  ${each(V, (c) => `var dk${c} = vec4f(0.0);`)}
+  ${each(V, (c) => `var dv${c} = vec4f(0.0);`)}
+  let gBase = r.b * p.T * C4 + r.h * V;
+  for (var i = r.t; i < p.T; i++) {
+    let rq = r.base + i * S;
+    let rg = gBase + i * C4;
+    let pr = exp((${dotRow(V, "k", "qkv", "rq")}) - lse[r.bh * p.T + i]);
+    let dp = ${dotRow(V, "v", "dy", "rg")};
+    let dsc = pr * (dp - dqkv[rq].x);
+    ${each(V, (c) => `dv${c} += pr * dy[rg + ${c}u];`, "\n    ")}
+    ${each(V, (c) => `dk${c} += dsc * qkv[rq + ${c}u];`, "\n    ")}
   }
-  ${each(R, (r) => owned(r, V, BR))}
-  ${each(R, (r) => `var dk${r} = vec4f(0.0);`)}
-  ${each(R, (r) => `var dv${r} = vec4f(0.0);`)}
-  // Queries from the first key of this block to the end (causal), in tiles starting at qt (not named
-  // i0: the owned-row variables are i0, i1, ...).
-  for (var qt = j0; qt < p.T; qt += BQ) {
-    workgroupBarrier();
-    for (var e = li; e < BQ * V; e += ${WG}u) {
-      let i = qt + e / V;
-      var qx = vec4f(0.0);
-      var gx = vec4f(0.0);
-      if (i < p.T) {
-        qx = qkv[(b * p.T + i) * 3u * C4 + h * V + e % V];
-        gx = dy[(b * p.T + i) * C4 + h * V + e % V];
-      }
-      qs[e] = qx;
-      gs[e] = gx;
-    }
-    for (var e = li; e < BQ; e += ${WG}u) {
-      let i = min(qt + e, p.T - 1u);
-      ls[e] = lse[bh * p.T + i];
-      ds[e] = dqkv[(b * p.T + i) * 3u * C4 + h * V].x;
-    }
-    workgroupBarrier();
-    for (var e = li; e < BK * BQ; e += ${WG}u) {
-      let j = e / BQ;
-      let i = e % BQ;
-      var pr: f32 = 0.0;
-      var dsc: f32 = 0.0;
-      if (qt + i >= j0 + j && qt + i < p.T) {
-        var sc: f32 = 0.0;
-        var dp: f32 = 0.0;
-        for (var c = 0u; c < V; c++) {
-          sc += dot(qs[i * V + c], ks[j * V + c]);
-          dp += dot(gs[i * V + c], vs[j * V + c]);
-        }
-        pr = exp(sc - ls[i]);
-        dsc = pr * (dp - ds[i]);
-      }
-      pw[e] = pr;
-      dsw[e] = dsc;
-    }
-    workgroupBarrier();
-    ${
-    each(R, (r) =>
-      `{
-      var gv = dv${r};
-      var gk = dk${r};
-      for (var i = 0u; i < BQ; i++) {
-        gv += pw[i${r} * BQ + i] * gs[i * V + c${r}];
-        gk += dsw[i${r} * BQ + i] * qs[i * V + c${r}];
-      }
-      dv${r} = gv;
-      dk${r} = gk;
-    }`, "\n    ")
-  }
-  }
-  ${
-    each(R, (r) =>
-      `if (own${r} && j0 + i${r} < p.T) {
-    let at = (b * p.T + j0 + i${r}) * 3u * C4 + h * V + c${r};
-    dqkv[at + C4] = dk${r} * p.scale;
-    dqkv[at + 2u * C4] = dv${r};
-  }`)
-  }
+  ${each(V, (c) => `dqkv[rk + ${c}u] = dk${c} * p.scale;`)}
+  ${each(V, (c) => `dqkv[rk + C4 + ${c}u] = dv${c};`)}
 }
 `;
 }
 
 /**
- * Backward pass 3: one workgroup per (b, h, BR queries); keys j ≤ the block's last query in tiles of BC.
- * Per tile: dS_ij = exp(s_ij - lse_i) (dy_i·v_j - D_i) into workgroup memory, then each thread's owned
- * outputs dq_i += Σ_j dS_ij k_j (scaled at the end). D_i is read from the dq slot, which is overwritten
- * only after the first tile's barriers. Bindings: params, dqkv, dy, qkv, lse.
+ * Backward pass 3: thread = query i; keys j ≤ i: dq_i = scale Σ_j dS_ij k_j. Reads D_i from its own dq
+ * slot, then overwrites it (no other thread touches it). Bindings: params, dqkv, dy, qkv, lse.
  */
-function querySource(HD: number, BC: number): string {
-  const V = HD / 4, R = Math.ceil((BR * V) / WG);
-  return HEADER + /* wgsl */ `
-const V: u32 = ${V}u;
-const BR: u32 = ${BR}u;
-const BC: u32 = ${BC}u;
+function querySource(HD: number): string {
+  const V = HD / 4;
+  return HEADER + rowOf(V) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
 @group(0) @binding(2) var<storage, read> dy: array<vec4f>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
-var<workgroup> qs: array<vec4f, ${BR * V}>;
-var<workgroup> gs: array<vec4f, ${BR * V}>;
-var<workgroup> ks: array<vec4f, ${BC * V}>;
-var<workgroup> vs: array<vec4f, ${BC * V}>;
-var<workgroup> dsw: array<f32, ${BR * BC}>;
-var<workgroup> ls: array<f32, BR>;
-var<workgroup> ds: array<f32, BR>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = wid.x + wid.y * nwg.x;
-  if (blk >= p.blocks) { return; }
-  let nqb = (p.T + BR - 1u) / BR;
-  let q0 = (blk % nqb) * BR;
-  let bh = blk / nqb;
-  let b = bh / p.H;
-  let h = bh % p.H;
+  let r = rowOf(wid, nwg, li);
+  if (!r.ok) { return; }
   let C4 = p.C4;
-  for (var e = li; e < BR * V; e += ${WG}u) {
-    let t = q0 + e / V;
-    var qx = vec4f(0.0);
-    var gx = vec4f(0.0);
-    if (t < p.T) {
-      qx = qkv[(b * p.T + t) * 3u * C4 + h * V + e % V] * p.scale;
-      gx = dy[(b * p.T + t) * C4 + h * V + e % V];
-    }
-    qs[e] = qx;
-    gs[e] = gx;
+  let S = 3u * C4;
+  let rq = r.base + r.t * S;
+  let rg = (r.b * p.T + r.t) * C4 + r.h * V;
+  ${each(V, (c) => `let q${c} = qkv[rq + ${c}u] * p.scale;`)}
+  ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`)}
+  ${each(V, (c) => `var dq${c} = vec4f(0.0);`)}
+  let lrow = lse[r.bh * p.T + r.t];
+  let drow = dqkv[rq].x;
+  for (var j = 0u; j <= r.t; j++) {
+    let rk = r.base + j * S + C4;
+    let sc = ${dotRow(V, "q", "qkv", "rk")};
+    let dp = ${dotRow(V, "g", "qkv", "rk + C4")};
+    let dsc = exp(sc - lrow) * (dp - drow);
+    ${each(V, (c) => `dq${c} += dsc * qkv[rk + ${c}u];`, "\n    ")}
   }
-  for (var i = li; i < BR; i += ${WG}u) {
-    let t = min(q0 + i, p.T - 1u);
-    ls[i] = lse[bh * p.T + t];
-    ds[i] = dqkv[(b * p.T + t) * 3u * C4 + h * V].x;
-  }
-  ${each(R, (r) => owned(r, V, BR))}
-  ${each(R, (r) => `var dq${r} = vec4f(0.0);`)}
-  let kEnd = min(p.T, q0 + BR);
-  for (var k0 = 0u; k0 < kEnd; k0 += BC) {
-    workgroupBarrier();
-    for (var e = li; e < BC * V; e += ${WG}u) {
-      let j = k0 + e / V;
-      var kx = vec4f(0.0);
-      var vx = vec4f(0.0);
-      if (j < p.T) {
-        let at = (b * p.T + j) * 3u * C4 + h * V + e % V;
-        kx = qkv[at + C4];
-        vx = qkv[at + 2u * C4];
-      }
-      ks[e] = kx;
-      vs[e] = vx;
-    }
-    workgroupBarrier();
-    for (var e = li; e < BR * BC; e += ${WG}u) {
-      let i = e / BC;
-      let j = e % BC;
-      var dsc: f32 = 0.0;
-      if (k0 + j <= q0 + i && q0 + i < p.T) {
-        var sc: f32 = 0.0;
-        var dp: f32 = 0.0;
-        for (var c = 0u; c < V; c++) {
-          sc += dot(qs[i * V + c], ks[j * V + c]);
-          dp += dot(gs[i * V + c], vs[j * V + c]);
-        }
-        dsc = exp(sc - ls[i]) * (dp - ds[i]);
-      }
-      dsw[e] = dsc;
-    }
-    workgroupBarrier();
-    ${
-    each(R, (r) =>
-      `{
-      var g = dq${r};
-      for (var j = 0u; j < BC; j++) { g += dsw[i${r} * BC + j] * ks[j * V + c${r}]; }
-      dq${r} = g;
-    }`, "\n    ")
-  }
-  }
-  ${
-    each(R, (r) =>
-      `if (own${r} && q0 + i${r} < p.T) { dqkv[(b * p.T + q0 + i${r}) * 3u * C4 + h * V + c${r}] = dq${r} * p.scale; }`)
-  }
+  ${each(V, (c) => `dqkv[rq + ${c}u] = dq${c} * p.scale;`)}
 }
 `;
 }
@@ -509,9 +313,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 }
 
+/** The Params block of the training kernels, for `blocks` workgroups. */
+function uniform(plan: Plan, B: number, T: number, C: number, H: number, blocks: number): TensorView {
+  return plan.gpu.uniform(
+    packUniform([["u", B], ["u", T], ["u", C / 4], ["u", H], ["u", blocks], ["f", 1 / Math.sqrt(C / H)]]),
+    "attention.params",
+  );
+}
+
 /**
  * Record causal self-attention: y = softmax(q k^T / sqrt(hd), causal) v per (b, h), and lse[(b*H+h)*T + t]
- * = log Σ_j exp(s_tj) for backward. `y` is overwritten. qkv: [B*T, 3C], y: [B*T, C], lse: [B*H*T].
+ * = log Σ_j exp(s_tj) for backward. `y` and `lse` are overwritten. qkv: [B*T, 3C], y: [B*T, C],
+ * lse: [B*H*T].
  */
 export function attentionForward(
   plan: Plan,
@@ -523,25 +336,20 @@ export function attentionForward(
   C: number,
   H: number,
 ): void {
-  const HD = headSize("attentionForward", C, H, [["y", y, B * T * C], ["lse", lse, B * H * T], [
-    "qkv",
-    qkv,
-    B * T * 3 * C,
-  ]]);
-  const BC = tileFor(plan, 2 * HD + BR, BR * HD + 3 * BR, 1);
-  const blocks = B * H * Math.ceil(T / BR);
-  plan.add(
-    forwardSource(HD, BC),
-    [uniform(plan, B, T, C, H, blocks), y, lse, qkv],
-    blocks,
-    "attention_forward",
-  );
+  const HD = headSize("attentionForward", C, H, [
+    ["y", y, B * T * C],
+    ["lse", lse, B * H * T],
+    ["qkv", qkv, B * T * 3 * C],
+  ]);
+  const blocks = B * H * Math.ceil(T / WG);
+  const u = uniform(plan, B, T, C, H, blocks);
+  plan.add(forwardSource(HD), [u, y, lse, qkv], blocks, "attention_forward");
 }
 
 /**
- * Record the attention backward: dqkv [B*T, 3C] (overwritten) from dy [B*T, C], the forward's qkv, y and
- * lse. Three deterministic passes, no atomics: D = rowsum(dy ∘ y); dk, dv per key block; dq per query
- * block. P is recomputed from q, k and lse in both of the last two.
+ * Record the attention backward: dqkv [B*T, 3C] (overwritten) from dy [B*T, C] and the forward's qkv, y
+ * and lse. Three deterministic passes, no atomics: D = rowsum(dy ∘ y) staged in dqkv's dq slots; dk, dv
+ * per key; dq per query. P is recomputed from q, k and lse in both of the last two.
  */
 export function attentionBackward(
   plan: Plan,
@@ -562,20 +370,18 @@ export function attentionBackward(
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
   ]);
-  const blocks = B * H * Math.ceil(T / BR);
+  const blocks = B * H * Math.ceil(T / WG);
   const u = uniform(plan, B, T, C, H, blocks);
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
-  const BQ = tileFor(plan, 2 * HD + 2 * BR + 2, 2 * BR * HD, 1);
-  plan.add(keySource(HD, BQ), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
-  const BC = tileFor(plan, 2 * HD + BR, 2 * BR * HD + 2 * BR, 1);
-  plan.add(querySource(HD, BC), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
+  plan.add(keySource(HD), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
+  plan.add(querySource(HD), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
 }
 
 /**
  * Record one KV-cached decode step: for each sequence s < nSeq, y[s] = attention of the query row q[s]
  * ([nSeq, C]) over kCache/vCache [nSeq, maxT, C] at positions 0 .. lengths[s]-1 (u32 per sequence, a
- * storage buffer the caller rewrites between steps; the new token's own k, v must already be stored).
- * `y` [nSeq, C] is overwritten; a sequence with length 0 gets zeros.
+ * storage buffer the caller rewrites between steps; the new token's own k and v must already be
+ * stored). `y` [nSeq, C] is overwritten; a sequence with length 0 gets zeros.
  */
 export function attentionDecode(
   plan: Plan,
@@ -601,12 +407,4 @@ export function attentionDecode(
     "attention.decode.params",
   );
   plan.add(decodeSource(HD), [u, y, q, kCache, vCache, lengths], nSeq * H, "attention_decode");
-}
-
-/** The shared Params block of the training kernels. */
-function uniform(plan: Plan, B: number, T: number, C: number, H: number, blocks: number): TensorView {
-  return plan.gpu.uniform(
-    packUniform([["u", B], ["u", T], ["u", C / 4], ["u", H], ["u", blocks], ["f", 1 / Math.sqrt(C / H)]]),
-    "attention.params",
-  );
 }
