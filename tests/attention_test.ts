@@ -5,7 +5,7 @@ import { assertClose, randn, testGpu } from "./util.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
 
-// Not multiples of the 64-row blocks or the key tiles; head sizes 8, 8, 16 and 64.
+// T not a multiple of the 64-row workgroups or of the 4-key groups; head sizes 8, 8, 16 and 64.
 const SHAPES: AttentionShape[] = [
   { B: 2, T: 7, C: 16, H: 2 },
   { B: 1, T: 33, C: 24, H: 3 },
