@@ -8,19 +8,17 @@
  * One WGSL source per variant (transA, transB, bias, accumulate) is generated from a template; the
  * pipeline cache of {@link Plan} keys on the source, so each variant compiles once.
  *
- * Tiling: a workgroup computes a BM x BN block of `out`. Per step of BK along K it stages the A block
- * [BM, BK] and the B block [BK, BN] in workgroup memory (both stored k-major, so the inner loop reads a
- * row of each), then every thread accumulates a TM x TN register tile. Loads outside the matrices read 0
- * and stores outside are skipped, so no size needs to be a tile multiple. Every output is a sum over k in
- * increasing order, so results are bit-for-bit deterministic.
+ * Tiling: a workgroup computes a BM x BN block of `out` and every thread a TM x TN register tile of it,
+ * read straight from the operands (see {@link matmulSource}). No size needs to be a tile multiple.
+ * Every output is a sum over k in increasing order, so results are bit-for-bit deterministic.
  * @module
  */
 import { grid, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
-/** Output block per workgroup (BM x BN), K step (BK) and register tile per thread (TM x TN). */
-const BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
+/** Output block per workgroup (BM x BN) and register tile per thread (TM x TN). */
+const BM = 64, BN = 64, TM = 4, TN = 4;
 /** Threads per workgroup: one per register tile. */
-const TX = BN / TN, TY = BM / TM, THREADS = TX * TY;
+const TX = BN / TN, TY = BM / TM;
 
 /** The compile-time choices that make one WGSL source. */
 export interface MatmulVariant {
@@ -65,28 +63,22 @@ const PARAMS = /* wgsl */ `struct Params {
 }`;
 
 /**
- * Statements that stage one operand block in workgroup memory. The block is `rows x BK` of op(X) with
- * `rows` along the output dimension (m for A, n for B), stored k-major: `dst[kk * rows + r]`. Consecutive
- * threads walk the stored matrix's contiguous dimension, so their global reads are adjacent.
+ * The WGSL source of one variant. Bindings: params, out, a, b, then bias when `bias`.
+ *
+ * Each thread accumulates a TM x TN register tile straight from the operands: no workgroup memory and
+ * no barriers, which on CPU adapters (llvmpipe, SwiftShader) cost more than the CPU caches save, and
+ * measured about 3x faster there than staging tiles in workgroup memory. Row and column indices are
+ * clamped into the matrix for the loads, so the inner loop has no branches; results of clamped rows and
+ * columns are never stored. Sums run over k in increasing order: bit-for-bit deterministic.
  */
-function stage(dst: string, rows: number, load: string, contiguousK: boolean): string {
-  const lines: string[] = [];
-  for (let t = 0; t < (rows * BK) / THREADS; t++) {
-    const e = `li + ${t * THREADS}u`;
-    const [r, kk] = contiguousK
-      ? [`(${e}) / ${BK}u`, `(${e}) % ${BK}u`]
-      : [`(${e}) % ${rows}u`, `(${e}) / ${rows}u`];
-    lines.push(`{ let r = ${r}; let kk = ${kk}; ${dst}[kk * ${rows}u + r] = ${load}(r, k0 + kk); }`);
-  }
-  return lines.join("\n    ");
-}
-
-/** The WGSL source of one variant. Bindings: params, out, a, b, then bias when `bias`. */
 export function matmulSource(v: MatmulVariant): string {
-  // Element (m, k) of op(A) and (k, n) of op(B) as stored.
-  const aIndex = v.transA ? "k * p.lda + m" : "m * p.lda + k";
-  const bIndex = v.transB ? "n * p.ldb + k" : "k * p.ldb + n";
-  const rowTerms = Array.from({ length: TN / 4 }, (_, q) => `acc[i * ${TN / 4} + ${q}]`);
+  // Element (m, k) of op(A) and (k, n) of op(B) as stored; a row/column base plus k times a k-stride.
+  const aBase = (i: number) => v.transA ? `am${i}` : `am${i} * p.lda`;
+  const aStep = v.transA ? "p.lda" : "1u";
+  const bBase = (j: number) => v.transB ? `bn${j} * p.ldb` : `bn${j}`;
+  const bStep = v.transB ? "1u" : "p.ldb";
+  const rows = Array.from({ length: TM }, (_, i) => i);
+  const cols = Array.from({ length: TN }, (_, j) => j);
   return PARAMS + /* wgsl */ `
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -94,63 +86,37 @@ export function matmulSource(v: MatmulVariant): string {
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 ${v.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
 
-var<workgroup> As: array<f32, ${BK * BM}>;
-var<workgroup> Bs: array<f32, ${BK * BN}>;
-
-fn loadA(mm: u32, k: u32) -> f32 {
-  let m = tileM0 + mm;
-  if (m >= p.M || k >= p.K) { return 0.0; }
-  return a[p.aOff + ${aIndex}];
-}
-
-fn loadB(nn: u32, k: u32) -> f32 {
-  let n = tileN0 + nn;
-  if (n >= p.N || k >= p.K) { return 0.0; }
-  return b[p.bOff + ${bIndex}];
-}
-
-var<private> tileM0: u32;
-var<private> tileN0: u32;
-
 @compute @workgroup_size(${TX}, ${TY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
+        @builtin(local_invocation_id) lid: vec3u) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= p.tiles) { return; }
-  tileM0 = (tile / p.tilesN) * ${BM}u;
-  tileN0 = (tile % p.tilesN) * ${BN}u;
-  var acc: array<vec4f, ${(TM * TN) / 4}>;
-  for (var k0 = 0u; k0 < p.K; k0 += ${BK}u) {
-    ${stage("As", BM, "loadA", !v.transA)}
-    ${stage("Bs", BN, "loadB", v.transB)}
-    workgroupBarrier();
-    for (var kk = 0u; kk < ${BK}u; kk++) {
-      let ar = kk * ${BM}u + lid.y * ${TM}u;
-      let br = kk * ${BN}u + lid.x * ${TN}u;
-      ${
-    Array.from({ length: TN / 4 }, (_, q) =>
-      `let b${q} = vec4f(Bs[br + ${4 * q}u], Bs[br + ${4 * q + 1}u], Bs[br + ${4 * q + 2}u], Bs[br + ${
-        4 * q + 3
-      }u]);`).join("\n      ")
+  let m0 = (tile / p.tilesN) * ${BM}u + lid.y * ${TM}u;
+  let n0 = (tile % p.tilesN) * ${BN}u + lid.x * ${TN}u;
+  if (m0 >= p.M || n0 >= p.N) { return; }
+  ${rows.map((i) => `let am${i} = min(m0 + ${i}u, p.M - 1u);`).join("\n  ")}
+  ${cols.map((j) => `let bn${j} = min(n0 + ${j}u, p.N - 1u);`).join("\n  ")}
+  ${rows.map((i) => `var ai${i} = p.aOff + ${aBase(i)};`).join("\n  ")}
+  ${cols.map((j) => `var bi${j} = p.bOff + ${bBase(j)};`).join("\n  ")}
+  ${rows.map((i) => `var acc${i} = vec4f(0.0);`).join("\n  ")}
+  for (var k = 0u; k < p.K; k++) {
+    let bv = vec4f(${cols.map((j) => `b[bi${j}]`).join(", ")});
+    ${rows.map((i) => `acc${i} = fma(vec4f(a[ai${i}]), bv, acc${i});`).join("\n    ")}
+    ${rows.map((i) => `ai${i} += ${aStep};`).join(" ")}
+    ${cols.map((j) => `bi${j} += ${bStep};`).join(" ")}
   }
-      for (var i = 0u; i < ${TM}u; i++) {
-        let av = As[ar + i];
-        ${rowTerms.map((t, q) => `${t} = fma(vec4f(av), b${q}, ${t});`).join("\n        ")}
+  ${
+    rows.map((i) =>
+      `if (m0 + ${i}u < p.M) {
+    ${
+        cols.map((j) =>
+          `if (n0 + ${j}u < p.N) { let c = p.cOff + (m0 + ${i}u) * p.ldc + n0 + ${j}u; let s = acc${i}[${j}]${
+            v.bias ? ` + bias[n0 + ${j}u]` : ""
+          }; ${v.accumulate ? "out[c] += s;" : "out[c] = s;"} }`
+        ).join("\n    ")
       }
-    }
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < ${TM}u; i++) {
-    let m = tileM0 + lid.y * ${TM}u + i;
-    if (m >= p.M) { break; }
-    for (var j = 0u; j < ${TN}u; j++) {
-      let n = tileN0 + lid.x * ${TN}u + j;
-      if (n >= p.N) { break; }
-      let c = p.cOff + m * p.ldc + n;
-      var s = acc[i * ${TN / 4}u + j / 4u][j % 4u];
-      ${v.bias ? "s += bias[n];" : ""}
-      ${v.accumulate ? "out[c] += s;" : "out[c] = s;"}
-    }
+  }`
+    ).join("\n  ")
   }
 }
 `;
