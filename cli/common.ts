@@ -34,7 +34,11 @@ export function parseOptions<S extends Record<string, OptionSpec>>(
   };
   for (const [k, v] of Object.entries(spec)) {
     // parseArgs rejects keys that are present but undefined.
-    options[k] = { type: v.type, ...(v.multiple ? { multiple: true } : {}), ...(v.short ? { short: v.short } : {}) };
+    options[k] = {
+      type: v.type,
+      ...(v.multiple ? { multiple: true } : {}),
+      ...(v.short ? { short: v.short } : {}),
+    };
   }
   let values: Record<string, unknown>;
   try {
