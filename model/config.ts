@@ -39,7 +39,9 @@ export function validateConfig(c: GPT2Config, where = "config"): GPT2Config {
   const positiveInts: Array<keyof GPT2Config> = ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"];
   for (const k of positiveInts) {
     const v = c[k];
-    if (!Number.isInteger(v) || v <= 0) throw new Error(`${where}: ${k} must be a positive integer, got ${v}`);
+    if (!Number.isInteger(v) || v <= 0) {
+      throw new Error(`${where}: ${k} must be a positive integer, got ${v}`);
+    }
   }
   if (c.nEmbd % c.nHead !== 0) {
     throw new Error(`${where}: nEmbd (${c.nEmbd}) must be divisible by nHead (${c.nHead})`);
