@@ -13,6 +13,11 @@ import { ALL_TASKS, checkTaskData, DEFAULT_TASKS, type EvalOptions, evaluateMode
 import { formatReport, makeReport, type ModelReport } from "../eval/report.ts";
 import { curveCsv, curveHtml, curveJson, curveSvg, findCheckpoints } from "../eval/curve.ts";
 import { EWOK_PASSWORD } from "../eval/zip.ts";
+import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
+import { Gpu } from "../model/gpu.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import { loadCheckpoint } from "../model/checkpoint.ts";
+import { loadTokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
 
 /** A model ready to evaluate. */
 export interface LoadedModel {
@@ -22,16 +27,34 @@ export interface LoadedModel {
   close?(): void | Promise<void>;
 }
 
-// ---------------------------------------------------------------------------------------------------
-// TO BE IMPLEMENTED BY THE LEAD: load a Hugging Face GPT-2 directory (config.json, model.safetensors,
-// tokenizer.json) onto the GPU. `scorer.tokenLogprobs` returns ln p(t_i | t_<i) for i = 1..n-1 of each
-// sequence (batched, padded internally); `scorer.contextLength` is n_positions; `encoder` wraps the
-// project's Tokenizer (encode without special tokens, decode, bosId = <|endoftext|>, addsBos = false
-// for GPT-2, as the Hugging Face tokenizer call adds no BOS).
-// ---------------------------------------------------------------------------------------------------
-/** Load the model in `modelDir` for scoring. */
-export function loadScorer(modelDir: string): Promise<LoadedModel> {
-  return Promise.reject(new Error(`loading ${modelDir}: the GPU scorer is not available yet`));
+/** One WebGPU device for every model this process loads (a run's checkpoints come one after another). */
+let device: Promise<Gpu> | undefined;
+
+/**
+ * Load the Hugging Face GPT-2 directory `modelDir` (config.json, model.safetensors, tokenizer.json) onto
+ * the GPU for scoring. `close` frees the model's buffers, so checkpoints can be evaluated in turn.
+ */
+export async function loadScorer(modelDir: string): Promise<LoadedModel> {
+  const tokenizer = await loadTokenizer(`${modelDir.replace(/\/+$/, "")}/${TOKENIZER_FILE}`);
+  const encoder = evalEncoder(tokenizer);
+  const { config, weights } = await loadCheckpoint(modelDir);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new Error(
+      `${modelDir}: tokenizer.json has ${tokenizer.vocabSize} ids but config.json's vocab_size is ${config.vocabSize}`,
+    );
+  }
+  device ??= Gpu.create();
+  const gpu = await device;
+  const model = GPT2.create(gpu, config, weights);
+  const scorer = new GpuEvalScorer(model);
+  return {
+    scorer,
+    encoder,
+    close: () => {
+      scorer.destroy();
+      for (const p of model.params) for (const part of p.parts) gpu.free(part.view);
+    },
+  };
 }
 
 const SPEC = {
