@@ -1,0 +1,37 @@
+/**
+ * The public API: the WebGPU engine, generation, tokenizers, checkpoints, the interaction round loop
+ * and the evaluations. Everything here runs in Deno and in the browser except the file helpers
+ * (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`), which use Deno's file system.
+ * @module
+ */
+export { Gpu, GpuCapacityError, Plan, type TensorView } from "./model/gpu.ts";
+export { GPT2_124M, type GPT2Config, parameterCount, validateConfig } from "./model/config.ts";
+export { type ParamSpec, paramTable } from "./model/params.ts";
+export { GPT2, initWeights, Workspace } from "./model/gpt2.ts";
+export {
+  type AdamWConfig,
+  BASELINE_ADAMW,
+  type Batch,
+  type LossSpec,
+  type StepMetrics,
+  Trainer,
+} from "./model/trainer.ts";
+export { generate, type GenerateOptions, type Generation, Generator } from "./model/generate.ts";
+export { Scorer } from "./model/score.ts";
+export { loadTokenizer, Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
+export { trainBpe, trainedBpeJson } from "./model/bpe_train.ts";
+export { loadCheckpoint, saveCheckpoint } from "./model/checkpoint.ts";
+export { parseSafetensors, serializeSafetensors } from "./model/safetensors.ts";
+export {
+  BABYLM_INTERACTION,
+  PRESETS,
+  TINY,
+  type TrainConfig,
+  validateTrainConfig,
+} from "./interaction/train.ts";
+export { type LoopEvents, runInteraction, type RunStorage } from "./interaction/loop.ts";
+export { prepareRun } from "./interaction/prepare.ts";
+export { CorpusTeacher, OpenAITeacher, type Teacher } from "./interaction/teacher.ts";
+export { Corpus } from "./interaction/corpus.ts";
+export { embeddedSources, minimalPairs } from "./interaction/grammar.ts";
+export { evaluateModel } from "./eval/tasks.ts";
