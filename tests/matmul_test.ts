@@ -50,7 +50,9 @@ async function runCases(gpu: Gpu, cases: Case[]): Promise<void> {
 Deno.test("matmul variants match the float64 reference at sizes that are not tile multiples", async () => {
   const gpu = await testGpu();
   const cases: Case[] = [];
-  for (const [M, N, K] of [[37, 53, 29], [1, 53, 29], [37, 53, 1], [1, 1, 1], [130, 70, 200]]) {
+  for (
+    const [M, N, K] of [[37, 53, 29], [1, 53, 29], [37, 53, 1], [1, 1, 1], [130, 70, 200], [19, 530, 41]]
+  ) {
     const s = `${M}x${N}x${K}`;
     cases.push(
       dense(`NN ${s}`, M, N, K),
@@ -135,8 +137,8 @@ Deno.test("matmul serves the chunked tied LM head (strides and offsets)", async 
 });
 
 Deno.test("matmul splits its workgroups over y when they exceed the per-dimension limit", async () => {
-  // Lower the recorded limit to 5 for this test, so 300x130 (5x3 = 15 tiles of 64x64) and 77x70 (2x2)
-  // need a second grid dimension. (A second device would hang Deno's WebGPU here.)
+  // Lower the recorded limit to 5 for this test, so every case below (more than 5 workgroup tiles, some of
+  // them several tiles wide) needs a second grid dimension. (A second device would hang Deno's WebGPU.)
   const gpu = await testGpu();
   const limits = gpu.limits as { maxComputeWorkgroupsPerDimension: number };
   const saved = limits.maxComputeWorkgroupsPerDimension;
@@ -145,6 +147,7 @@ Deno.test("matmul splits its workgroups over y when they exceed the per-dimensio
     await runCases(gpu, [
       dense("NN+bias 300x130x9 split", 300, 130, 9, { bias: true }),
       dense("TN 77x70x3 split", 77, 70, 3, { transA: true }),
+      dense("NT+acc 21x600x5 split", 21, 600, 5, { transB: true, accumulate: true }),
     ]);
   } finally {
     limits.maxComputeWorkgroupsPerDimension = saved;
