@@ -5,23 +5,53 @@
  * Row strides and element offsets are uniform parameters, so the same kernels serve a chunk of the tied
  * LM head inside the [R, V] logits (`ldc = V`, `cOffset = v0`) and its backward passes.
  *
- * One WGSL source per variant (transA, transB, bias, accumulate) is generated from a template; the
- * pipeline cache of {@link Plan} keys on the source, so each variant compiles once.
+ * Two kernel families, one WGSL source per variant (transA, transB, bias, accumulate, layout), generated
+ * from templates; the pipeline cache of {@link Plan} keys on the source, so each variant compiles once:
  *
- * Tiling: a workgroup computes a TM x (WG * TN) block of `out`, every thread TM rows by TN columns of it,
- * read straight from the operands (see {@link matmulSource}). No size needs to be a tile multiple.
- * Every output is a sum over k in increasing order, so results are bit-for-bit deterministic.
+ * - vec4: operands bound as `array<vec4f>`, every thread loads 16-byte vectors along the contiguous
+ *   dimension of each operand and keeps an 8 x 16 (or 4 x 16) register tile of `out`. Needs the row
+ *   strides and offsets of A and B to be multiples of 4 elements; the bulk of every GPT-2 matmul.
+ * - scalar: any shape, stride and offset; serves what the vec4 kernel cannot (a K, M or N remainder of
+ *   1 to 3, odd strides).
+ *
+ * {@link matmul} splits one product into a vec4 core and scalar edges when the sizes are not multiples
+ * of 4. Why vectors: on llvmpipe (Mesa's CPU rasteriser, the adapter of CI and of the browser tests) a
+ * storage-buffer load costs about as much as 30 FMAs however its address varies across lanes, and a
+ * vec4 load costs less than two scalar loads, so the kernel maximises FMAs per loaded vector. On GPUs the
+ * same kernel is a plain register-tiled matmul with 128-bit loads.
+ *
+ * Every output is a sum over k in increasing order, so results are bit-for-bit deterministic; a split
+ * along K adds the remainder after the core (still increasing k).
  * @module
  */
 import { grid, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
-/**
- * Threads per workgroup (WG), rows per workgroup and thread (TM), columns per thread (TN), and the run of
- * adjacent columns that consecutive threads cover before a thread's next column (LANE, the 8-lane SIMD
- * width llvmpipe uses). TN = 4 fills the vec4f accumulators. A workgroup's block is BM x BN.
- */
+/** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
 const BM = TM, BN = WG * TN;
+
+/**
+ * A thread layout of the vec4 kernel: WX x WY threads, each TM rows by TN columns (TM and TN multiples
+ * of 4). `tile` keeps whole 64 x 128 blocks in one workgroup; `wide` serves products with few rows
+ * (decoding one token per sequence) without idle threads.
+ */
+interface Vec4Layout {
+  name: string;
+  WX: number;
+  WY: number;
+  TM: number;
+  TN: number;
+}
+const TILE: Vec4Layout = { name: "tile", WX: 8, WY: 8, TM: 8, TN: 16 };
+const WIDE: Vec4Layout = { name: "wide", WX: 16, WY: 1, TM: 4, TN: 16 };
+/**
+ * The longest K one launch takes (a multiple of 4): the scalar kernel loops K times per thread, and
+ * llvmpipe silently cuts a thread off after 65535 loop iterations (LLVMPIPE_LOOP_LIMIT in gpu.ts), so longer
+ * products are recorded as several launches that accumulate.
+ */
+export const K_CHUNK = 49152;
+/** Products with at most this many rows use {@link WIDE}. */
+const WIDE_MAX_ROWS = 16;
 
 /** The compile-time choices that make one WGSL source. */
 export interface MatmulVariant {
@@ -58,24 +88,38 @@ export interface MatmulArgs {
   accumulate?: boolean;
 }
 
+/** Offsets in Params count f32 elements in both kernels; dOff is the bias element of column 0. */
 const PARAMS = /* wgsl */ `struct Params {
   M: u32, N: u32, K: u32,
   lda: u32, ldb: u32, ldc: u32,
-  aOff: u32, bOff: u32, cOff: u32,
+  aOff: u32, bOff: u32, cOff: u32, dOff: u32,
   tilesN: u32, tiles: u32,
 }`;
 
+/** The bindings and the store of one output element, shared by both kernels. */
+function header(v: MatmulVariant, operand: "f32" | "vec4f"): string {
+  return PARAMS + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<${operand}>;
+@group(0) @binding(3) var<storage, read> b: array<${operand}>;
+${v.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
+
+fn store(m: u32, n: u32, s: f32) {
+  if (m >= p.M || n >= p.N) { return; }
+  let c = p.cOff + m * p.ldc + n;
+  ${v.accumulate ? "out[c] += s" : "out[c] = s"}${v.bias ? " + bias[p.dOff + n]" : ""};
+}
+`;
+}
+
 /**
- * The WGSL source of one variant. Bindings: params, out, a, b, then bias when `bias`.
+ * The WGSL source of one scalar variant. Bindings: params, out, a, b, then bias when `bias`.
  *
- * All threads of a workgroup share the same TM rows, so the A loads have uniform addresses (one load
- * broadcast to every lane on SIMD CPU adapters, a broadcast from cache on GPUs) and only the TN loads of
- * B differ per thread. Thread t covers columns `nt + j*LANE` for j < TN, with nt = block start +
- * (t / LANE) * LANE * TN + t % LANE: each run of LANE threads reads LANE adjacent floats of a B row, so
- * a SIMD group uses whole cache lines. There is no workgroup memory and no barrier: on llvmpipe staging
- * tiles in workgroup memory measured 2-3x slower than this, since CPU caches already hold the operands.
- * Row and column indices are clamped into the matrix for the loads, so the inner loop has no branches;
- * results of clamped rows and columns are never stored.
+ * All threads of a workgroup share the same TM rows and thread t covers columns `nt + j*LANE` for
+ * j < TN, with nt = block start + (t / LANE) * LANE * TN + t % LANE. Row and column indices are clamped
+ * into the matrix for the loads, so the inner loop has no branches; results of clamped rows and columns
+ * are never stored.
  */
 export function matmulSource(v: MatmulVariant): string {
   // Element (m, k) of op(A) and (k, n) of op(B) as stored: a row/column base plus k times a k-stride.
@@ -85,19 +129,7 @@ export function matmulSource(v: MatmulVariant): string {
   const bStep = v.transB ? "1u" : "p.ldb";
   const rows = Array.from({ length: TM }, (_, i) => i);
   const cols = Array.from({ length: TN }, (_, j) => j);
-  return PARAMS + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-${v.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
-
-fn store(m: u32, n: u32, s: f32) {
-  if (m >= p.M || n >= p.N) { return; }
-  let c = p.cOff + m * p.ldc + n;
-  ${v.accumulate ? "out[c] += s" : "out[c] = s"}${v.bias ? " + bias[n]" : ""};
-}
-
+  return header(v, "f32") + /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) li: u32) {
@@ -122,14 +154,88 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
+/**
+ * The WGSL source of one vec4 variant (same bindings as the scalar one; A and B as `array<vec4f>`).
+ *
+ * Preconditions, checked by {@link matmul}: lda, ldb, aOff and bOff are multiples of 4; K is a multiple
+ * of 4; M is when transA; N is unless transB. The K loop steps by 4: per step a thread loads, for A,
+ * TM vectors along k (one per row) or, transposed, TM/4 vectors along m for each of the 4 k; likewise
+ * TN vectors along k or TN/4 along n per k for B; then does TM * TN * 4 FMAs in increasing k. Thread
+ * (x, y) of the workgroup owns rows y*TM.. and columns x*TN.. of the workgroup's block. Rows and
+ * columns past the matrix are clamped for loading (a whole vector stays inside since M or N is then a
+ * multiple of 4) and never stored.
+ */
+export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE): string {
+  const { WX, WY, TM: tm, TN: tn } = layout;
+  const R = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const pre: string[] = [];
+  const body: string[] = [];
+  const aRef: string[][] = R(tm).map(() => []); // aRef[i][kk]: element (m0 + i, k + kk) of op(A)
+  const bRef: string[][] = R(4).map(() => []); // bRef[kk][j]: element (k + kk, n0 + j) of op(B)
+  if (!v.transA) {
+    for (const i of R(tm)) {
+      pre.push(`let ar${i} = (p.aOff + min(m0 + ${i}u, p.M - 1u) * p.lda) / 4u;`);
+      body.push(`let A${i} = a[ar${i} + kq];`);
+      for (const kk of R(4)) aRef[i][kk] = `A${i}[${kk}]`;
+    }
+  } else {
+    for (const h of R(tm / 4)) pre.push(`let ac${h} = (p.aOff + min(m0 + ${h * 4}u, p.M - 4u)) / 4u;`);
+    for (const kk of R(4)) {
+      for (const h of R(tm / 4)) {
+        body.push(`let A${kk}_${h} = a[ac${h} + (k + ${kk}u) * lda4];`);
+        for (const q of R(4)) aRef[h * 4 + q][kk] = `A${kk}_${h}[${q}]`;
+      }
+    }
+  }
+  if (v.transB) {
+    for (const j of R(tn)) {
+      pre.push(`let br${j} = (p.bOff + min(n0 + ${j}u, p.N - 1u) * p.ldb) / 4u;`);
+      body.push(`let B${j} = b[br${j} + kq];`);
+      for (const kk of R(4)) bRef[kk][j] = `B${j}[${kk}]`;
+    }
+  } else {
+    for (const h of R(tn / 4)) pre.push(`let bc${h} = (p.bOff + min(n0 + ${h * 4}u, p.N - 4u)) / 4u;`);
+    for (const kk of R(4)) {
+      for (const h of R(tn / 4)) {
+        body.push(`let B${kk}_${h} = b[bc${h} + (k + ${kk}u) * ldb4];`);
+        for (const q of R(4)) bRef[kk][h * 4 + q] = `B${kk}_${h}[${q}]`;
+      }
+    }
+  }
+  for (const kk of R(4)) {
+    for (const i of R(tm)) {
+      for (const j of R(tn)) body.push(`c${i}_${j} = fma(${aRef[i][kk]}, ${bRef[kk][j]}, c${i}_${j});`);
+    }
+  }
+  return header(v, "vec4f") + /* wgsl */ `
+@compute @workgroup_size(${WX * WY})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= p.tiles) { return; }
+  let m0 = (tile / p.tilesN) * ${WY * tm}u + (li / ${WX}u) * ${tm}u;
+  let n0 = (tile % p.tilesN) * ${WX * tn}u + (li % ${WX}u) * ${tn}u;
+  let lda4 = p.lda / 4u;
+  let ldb4 = p.ldb / 4u;
+  ${pre.join("\n  ")}
+  ${R(tm).map((i) => R(tn).map((j) => `var c${i}_${j} = 0.0;`).join(" ")).join("\n  ")}
+  for (var k = 0u; k < p.K; k += 4u) {
+    let kq = k / 4u;
+    ${body.join("\n    ")}
+  }
+  ${R(tm).flatMap((i) => R(tn).map((j) => `store(m0 + ${i}u, n0 + ${j}u, c${i}_${j});`)).join("\n  ")}
+}
+`;
+}
+
 const sources = new Map<string, string>();
 
 /** The cached source of a variant (the same string object each time, so pipelines are shared). */
-function sourceFor(v: MatmulVariant): string {
-  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}`;
+function sourceFor(v: MatmulVariant, layout?: Vec4Layout): string {
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${layout?.name ?? "scalar"}`;
   let s = sources.get(key);
   if (!s) {
-    s = matmulSource(v);
+    s = layout ? matmulVec4Source(v, layout) : matmulSource(v);
     sources.set(key, s);
   }
   return s;
@@ -146,10 +252,30 @@ function checkFits(fn: string, what: string, view: TensorView, last: number): vo
   }
 }
 
+/** One launch over a block of the product: resolved strides and offsets, bias offset included. */
+interface Block {
+  M: number;
+  N: number;
+  K: number;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  aOff: number;
+  bOff: number;
+  cOff: number;
+  dOff: number;
+  accumulate: boolean;
+  bias: boolean;
+}
+
 /**
  * Record `out[M,N] (=|+=) op(A)[M,K] · op(B)[K,N] + bias[N]`. Element (m, k) of op(A) is
  * `a[aOffset + m*lda + k]` (or `a[aOffset + k*lda + m]` with transA), likewise for B; out(m, n) is
  * `out[cOffset + m*ldc + n]`. Throws a RangeError if a view is too small for its shape and strides.
+ *
+ * When A's and B's strides and offsets are multiples of 4, the product runs on the vec4 kernel over the
+ * largest block whose vector dimensions are multiples of 4, and the scalar kernel adds the rest: the
+ * K remainder (accumulated onto the core), then the remaining columns and rows.
  */
 export function matmul(plan: Plan, args: MatmulArgs): void {
   const { out, a, b, bias, M, N, K } = args;
@@ -178,27 +304,103 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   }
   checkFits("matmul", "out", out, cOff + (M - 1) * ldc + N - 1);
   if (bias) checkFits("matmul", "bias", bias, N - 1);
-  const tilesN = Math.ceil(N / BN), tiles = Math.ceil(M / BM) * tilesN;
+  const accumulate = args.accumulate ?? false;
+  if (K > K_CHUNK) {
+    // Keep every thread's K loop within llvmpipe's loop budget: consecutive K chunks, each added onto
+    // the previous ones (bias with the first), so the sum still runs in increasing k.
+    for (let k0 = 0; k0 < K; k0 += K_CHUNK) {
+      matmul(plan, {
+        ...args,
+        K: Math.min(K_CHUNK, K - k0),
+        aOffset: aOff + (transA ? k0 * lda : k0),
+        bOffset: bOff + (transB ? k0 : k0 * ldb),
+        accumulate: k0 > 0 || accumulate,
+        bias: k0 === 0 ? bias : undefined,
+        lda,
+        ldb,
+      });
+    }
+    return;
+  }
+  const whole: Block = { M, N, K, lda, ldb, ldc, aOff, bOff, cOff, dOff: 0, accumulate, bias: !!bias };
+  const views = bias ? [out, a, b, bias] : [out, a, b];
+  const record = (blk: Block, vec4: boolean) => recordBlock(plan, views, transA, transB, blk, vec4);
+
+  // The vec4 core: K, and M or N where vectors run along them, rounded down to multiples of 4.
+  const Mv = transA ? M & ~3 : M, Nv = transB ? N : N & ~3, Kv = K & ~3;
+  const aligned = lda % 4 === 0 && ldb % 4 === 0 && aOff % 4 === 0 && bOff % 4 === 0;
+  if (!aligned || Mv === 0 || Nv === 0 || Kv === 0) {
+    record(whole, false);
+    return;
+  }
+  record({ ...whole, M: Mv, N: Nv, K: Kv }, true);
+  if (Kv < K) {
+    // k in [Kv, K) added onto the core: op(A) columns and op(B) rows start at Kv.
+    record({
+      ...whole,
+      M: Mv,
+      N: Nv,
+      K: K - Kv,
+      aOff: aOff + (transA ? Kv * lda : Kv),
+      bOff: bOff + (transB ? Kv : Kv * ldb),
+      accumulate: true,
+      bias: false,
+    }, false);
+  }
+  if (Nv < N) {
+    record({
+      ...whole,
+      M: Mv,
+      N: N - Nv,
+      bOff: bOff + (transB ? Nv * ldb : Nv),
+      cOff: cOff + Nv,
+      dOff: Nv,
+    }, false);
+  }
+  if (Mv < M) {
+    record({
+      ...whole,
+      M: M - Mv,
+      aOff: aOff + (transA ? Mv : Mv * lda),
+      cOff: cOff + Mv * ldc,
+    }, false);
+  }
+}
+
+/** Record one kernel launch over `blk` (views: out, a, b, then bias). */
+function recordBlock(
+  plan: Plan,
+  views: TensorView[],
+  transA: boolean,
+  transB: boolean,
+  blk: Block,
+  vec4: boolean,
+): void {
+  const layout = vec4 ? (blk.M <= WIDE_MAX_ROWS ? WIDE : TILE) : undefined;
+  const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
+  const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
   const u = plan.gpu.uniform(
     packUniform([
-      ["u", M],
-      ["u", N],
-      ["u", K],
-      ["u", lda],
-      ["u", ldb],
-      ["u", ldc],
-      ["u", aOff],
-      ["u", bOff],
-      ["u", cOff],
+      ["u", blk.M],
+      ["u", blk.N],
+      ["u", blk.K],
+      ["u", blk.lda],
+      ["u", blk.ldb],
+      ["u", blk.ldc],
+      ["u", blk.aOff],
+      ["u", blk.bOff],
+      ["u", blk.cOff],
+      ["u", blk.dOff],
       ["u", tilesN],
       ["u", tiles],
     ]),
     "matmul.params",
   );
-  const accumulate = args.accumulate ?? false;
-  const code = sourceFor({ transA, transB, bias: bias !== undefined, accumulate });
-  const views = bias ? [u, out, a, b, bias] : [u, out, a, b];
-  plan.add(code, views, grid(plan.gpu, tiles), `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}`);
+  const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate };
+  const code = sourceFor(variant, layout);
+  const bound = blk.bias ? views : views.slice(0, 3);
+  const label = `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}${layout ? "_v4" : ""}`;
+  plan.add(code, [u, ...bound], grid(plan.gpu, tiles), label);
 }
 
 /** Columns per bias-gradient workgroup, and the row phases that split each column's sum. */

@@ -1,4 +1,4 @@
-import { throws } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, throws } from "node:assert/strict";
 import { type Gpu, Plan } from "../model/gpu.ts";
 import { biasBackward, matmul, type MatmulArgs } from "../shaders/matmul.ts";
 import { biasBackwardRef, matmulRef } from "./reference/matmul.ts";
@@ -136,6 +136,78 @@ Deno.test("matmul serves the chunked tied LM head (strides and offsets)", async 
   ]);
 });
 
+/** Round up to a multiple of 4. */
+const up4 = (n: number) => Math.ceil(n / 4) * 4;
+
+/**
+ * A case whose A and B strides and offsets are multiples of 4, so the vec4 kernel takes the core and the
+ * scalar kernel the K, M or N remainders; out has a wider stride and an offset, so the edges must land
+ * exactly.
+ */
+function aligned(name: string, M: number, N: number, K: number, opts: Partial<Case> = {}): Case {
+  const tA = opts.transA ?? false, tB = opts.transB ?? false;
+  const [aRows, aCols] = tA ? [K, M] : [M, K];
+  const [bRows, bCols] = tB ? [N, K] : [K, N];
+  const lda = up4(aCols) + 4, ldb = up4(bCols), ldc = N + 3;
+  return {
+    name,
+    M,
+    N,
+    K,
+    lda,
+    ldb,
+    ldc,
+    aOffset: 8,
+    bOffset: 4,
+    cOffset: 5,
+    aLen: 8 + aRows * lda,
+    bLen: 4 + bRows * ldb,
+    outLen: 5 + M * ldc,
+    ...opts,
+  };
+}
+
+Deno.test("matmul: vec4 core plus scalar K, M and N edges match the float64 reference", async () => {
+  const gpu = await testGpu();
+  const cases: Case[] = [];
+  // Tile-layout blocks (M > 16) and wide-layout ones (M <= 16); exact multiples and every remainder.
+  for (
+    const [M, N, K] of [[37, 53, 29], [64, 128, 64], [130, 262, 71], [5, 70, 42], [16, 300, 13], [4, 4, 4], [
+      1,
+      40,
+      8,
+    ], [3, 9, 6]]
+  ) {
+    const s = `${M}x${N}x${K}`;
+    cases.push(
+      aligned(`v4 NN ${s}`, M, N, K),
+      aligned(`v4 NN+bias+acc ${s}`, M, N, K, { bias: true, accumulate: true }),
+      aligned(`v4 NT+bias ${s}`, M, N, K, { transB: true, bias: true }),
+      aligned(`v4 TN+acc ${s}`, M, N, K, { transA: true, accumulate: true }),
+      aligned(`v4 TT+bias ${s}`, M, N, K, { transA: true, transB: true, bias: true }),
+    );
+  }
+  await runCases(gpu, cases);
+});
+
+Deno.test("matmul takes the vec4 kernel for GPT-2 shapes and the scalar one for odd strides", async () => {
+  const gpu = await testGpu();
+  const labels = (args: Omit<MatmulArgs, "out" | "a" | "b">) => {
+    const plan = new Plan(gpu);
+    const t = (n: number) => gpu.tensor(n);
+    matmul(plan, { ...args, out: t(1 << 16), a: t(1 << 16), b: t(1 << 16) });
+    return plan.dispatches.map((d) => d.label);
+  };
+  // x [128, 64] · W [64, 192] (qkv), dx = dy · W^T, dW = x^T · dy: all vec4, one launch each.
+  assertEquals(labels({ M: 128, N: 192, K: 64 }), ["matmul_NN_v4"]);
+  assertEquals(labels({ M: 128, N: 64, K: 192, transB: true }), ["matmul_NT_v4"]);
+  assertEquals(labels({ M: 64, N: 192, K: 128, transA: true }), ["matmul_TN_v4"]);
+  // K = 63: a vec4 core over 60, then the scalar K remainder.
+  assertEquals(labels({ M: 128, N: 64, K: 63, lda: 64 }), ["matmul_NN_v4", "matmul_NN"]);
+  // An odd row stride: scalar only.
+  assertEquals(labels({ M: 8, N: 8, K: 8, lda: 9 }), ["matmul_NN"]);
+});
+
 Deno.test("matmul splits its workgroups over y when they exceed the per-dimension limit", async () => {
   // Lower the recorded limit to 5 for this test, so every case below (more than 5 workgroup tiles, some of
   // them several tiles wide) needs a second grid dimension. (A second device would hang Deno's WebGPU.)
@@ -148,10 +220,22 @@ Deno.test("matmul splits its workgroups over y when they exceed the per-dimensio
       dense("NN+bias 300x130x9 split", 300, 130, 9, { bias: true }),
       dense("TN 77x70x3 split", 77, 70, 3, { transA: true }),
       dense("NT+acc 21x600x5 split", 21, 600, 5, { transB: true, accumulate: true }),
+      aligned("v4 NN 300x260x12 split", 300, 260, 12, { bias: true }),
+      aligned("v4 NT+acc 8x2100x12 split", 8, 2100, 12, { transB: true, accumulate: true }),
     ]);
   } finally {
     limits.maxComputeWorkgroupsPerDimension = saved;
   }
+});
+
+Deno.test("matmul splits K past llvmpipe's loop budget into accumulating launches", async () => {
+  // K = 70001 would run one scalar loop of 70001 iterations, past the 65535 llvmpipe allows a thread
+  // (it stops the loop and keeps going with a partial sum); the chunks keep each launch under it.
+  const gpu = await testGpu();
+  await runCases(gpu, [
+    dense("NT+bias 2x3x70001", 2, 3, 70001, { transB: true, bias: true }),
+    dense("TN+acc 5x4x70001", 5, 4, 70001, { transA: true, accumulate: true }),
+  ]);
 });
 
 Deno.test("matmul rejects views too small for their shape and strides", async () => {
