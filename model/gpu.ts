@@ -46,7 +46,20 @@ export interface GpuOptions {
   /** Use this adapter instead of requesting one. */
   adapter?: GPUAdapter;
   powerPreference?: GPUPowerPreference;
+  /** Treat the adapter as a CPU rasteriser (see {@link Gpu.cpuLike}); default: detected from its name. */
+  cpuLike?: boolean;
 }
+
+/**
+ * Mesa llvmpipe (22.x) stops every loop of a shader invocation once the invocation has run this many
+ * loop iterations in total, counted across all its loops, and goes on with wrong values and no error.
+ * Kernels written for CPU adapters keep each thread's total below it (checked where they are recorded);
+ * the GPU-style kernels split long loops over a workgroup's threads.
+ */
+export const LLVMPIPE_LOOP_LIMIT = 65535;
+
+/** Adapter names of the CPU implementations of WebGPU: Mesa's llvmpipe/lavapipe and SwiftShader. */
+const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader|softpipe|software|\bcpu\b/i;
 
 /** Elements needed so that a tensor starting after `length` elements keeps offset alignment. */
 export function alignElements(length: number, alignmentBytes: number): number {
@@ -59,15 +72,22 @@ export class Gpu {
   readonly device: GPUDevice;
   readonly limits: GpuLimits;
   readonly adapterName: string;
+  /**
+   * The adapter runs shaders on the CPU (llvmpipe, SwiftShader): a workgroup barrier there is a
+   * coroutine switch and lanes are SIMD lanes of one core, so row-wise kernels (LayerNorm) keep one
+   * row per thread instead of one row per workgroup with tree reductions.
+   */
+  readonly cpuLike: boolean;
   /** Bytes of all live buffers made through this object. */
   allocatedBytes = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
   #errors: string[] = [];
 
-  private constructor(device: GPUDevice, adapterName: string) {
+  private constructor(device: GPUDevice, adapterName: string, cpuLike: boolean) {
     this.device = device;
     this.adapterName = adapterName;
+    this.cpuLike = cpuLike;
     // WebGPU reports invalid shaders and bindings asynchronously and otherwise silently skips the work;
     // collect them so the next read or sync fails loudly instead of returning stale numbers.
     device.addEventListener("uncapturederror", (e) => {
@@ -116,7 +136,9 @@ export class Gpu {
     const info = adapter.info;
     const name = [info?.vendor, info?.architecture, info?.device, info?.description]
       .filter((s) => s && s !== "0").join(" ") || "unknown adapter";
-    return new Gpu(device, name);
+    const fallback = (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+      (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true;
+    return new Gpu(device, name, options.cpuLike ?? (fallback || CPU_ADAPTER.test(name)));
   }
 
   /** A compute pipeline for `code`, compiled once and cached by its source. */

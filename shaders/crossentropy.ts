@@ -1,5 +1,7 @@
 /**
- * Fused softmax + cross-entropy over the vocabulary for a chunk of R rows of logits [R, V] (row stride V).
+ * Fused softmax + cross-entropy over the vocabulary for a chunk of R rows of logits [R, V] (row stride
+ * `ld` >= V, default V: a stride padded to a multiple of 4 lets the LM head's backward matmuls read
+ * dlogits as vectors).
  * Forward yields per row lse = logsumexp(logits) and lp = logits[target] - lse; backward turns a per-row
  * coefficient g = dLoss/dlp into dlogits = g * (onehot(target) - softmax), in place over the chunk. The
  * probabilities never leave the GPU.
@@ -8,11 +10,13 @@
  * (an element index passed as a uniform). Targets must be token ids < V.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { LLVMPIPE_LOOP_LIMIT, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
 const WG = 256;
 
-const PARAMS = /* wgsl */ `struct Params { R: u32, V: u32, rowOffset: u32 }`;
+const PARAMS = /* wgsl */ `struct Params { R: u32, V: u32, rowOffset: u32, ld: u32 }`;
+/** Rows per workgroup of the one-row-per-thread forward kernel (CPU adapters). */
+const ROW_WG = 64;
 
 /**
  * lse[rowOffset + r] and lp[rowOffset + r] for each row r of the chunk; one workgroup per row.
@@ -36,7 +40,7 @@ var<workgroup> redS: array<f32, ${WG}>;
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= p.R) { return; }
-  let base = r * p.V;
+  let base = r * p.ld;
   // -3e38 stands for -inf: a thread with no columns contributes s = 0 and any exp(-3e38 - x) is 0.
   var m = -3.0e38;
   var s = 0.0;
@@ -86,7 +90,7 @@ export const CROSS_ENTROPY_BACKWARD = PARAMS + /* wgsl */ `
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let r = wid.x + wid.y * nwg.x;
   if (r >= p.R) { return; }
-  let base = r * p.V;
+  let base = r * p.ld;
   let row = p.rowOffset + r;
   let gr = g[row];
   let l = lse[row];
@@ -101,6 +105,49 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 `;
 
+/**
+ * The forward pass with one row per thread, for CPU adapters (see {@link Gpu.cpuLike}): the row's max,
+ * then the sum of exp(x - max), each a pass over the row as 16-byte vectors (the row stride must be a
+ * multiple of 4; columns past V in the last vector are masked out). No workgroup reduction, one exp per
+ * logit, and ceil(V/4) iterations per pass, which keeps the whole thread within llvmpipe's loop budget
+ * ({@link LLVMPIPE_LOOP_LIMIT}). Bindings as {@link CROSS_ENTROPY_FORWARD}, logits as vec4.
+ */
+export const CROSS_ENTROPY_FORWARD_ROWS = PARAMS + /* wgsl */ `
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> lp: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> logits: array<vec4f>;
+@group(0) @binding(4) var<storage, read> targets: array<u32>;
+
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let r = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  if (r >= p.R) { return; }
+  let base = r * (p.ld / 4u);
+  let n = (p.V + 3u) / 4u;
+  let col = vec4u(0u, 1u, 2u, 3u);
+  var m4 = vec4f(-3.0e38);
+  for (var j = 0u; j < n; j++) {
+    m4 = max(m4, select(vec4f(-3.0e38), logits[base + j], col + 4u * j < vec4u(p.V)));
+  }
+  let m = max(max(m4.x, m4.y), max(m4.z, m4.w));
+  var s4 = vec4f(0.0);
+  for (var j = 0u; j < n; j++) {
+    s4 += select(vec4f(0.0), exp(logits[base + j] - m), col + 4u * j < vec4u(p.V));
+  }
+  let row = p.rowOffset + r;
+  let t = targets[row];
+  let l = m + log((s4.x + s4.y) + (s4.z + s4.w));
+  lse[row] = l;
+  lp[row] = logits[base + t / 4u][t % 4u] - l;
+}
+`;
+
+/** Loop iterations of one thread of {@link CROSS_ENTROPY_FORWARD_ROWS} for a row of V logits. */
+function rowKernelIterations(V: number): number {
+  return 2 * Math.ceil(V / 4);
+}
+
 /** Throws unless the chunk's logits and the [N_total] row buffers are large enough. */
 function checkSizes(
   where: string,
@@ -109,13 +156,16 @@ function checkSizes(
   R: number,
   V: number,
   rowOffset: number,
+  ld: number,
 ): void {
-  for (const [name, n] of [["R", R], ["V", V], ["rowOffset", rowOffset]] as const) {
+  for (const [name, n] of [["R", R], ["V", V], ["rowOffset", rowOffset], ["ld", ld]] as const) {
     if (!Number.isInteger(n) || n < 0) throw new Error(`${where}: ${name} must be an integer >= 0, got ${n}`);
   }
-  if (logits.length < R * V) {
+  if (ld < V) throw new Error(`${where}: row stride ld=${ld} is shorter than V=${V}`);
+  const need = R === 0 ? 0 : (R - 1) * ld + V;
+  if (logits.length < need) {
     throw new Error(
-      `${where}: logits need R*V = ${R}*${V} = ${R * V} elements, the view has ${logits.length}`,
+      `${where}: logits need (R-1)*ld + V = ${need} elements (R=${R}, V=${V}, ld=${ld}), the view has ${logits.length}`,
     );
   }
   for (const [name, view] of Object.entries(rowBuffers)) {
@@ -128,7 +178,7 @@ function checkSizes(
 }
 
 /**
- * Record, for each row r < R of the chunk `logits` [R, V]: lse[rowOffset + r] = logsumexp(logits[r, :]) and
+ * Record, for each row r < R of the chunk `logits` [R, V] (row stride `ld`): lse[rowOffset + r] = logsumexp(logits[r, :]) and
  * lp[rowOffset + r] = logits[r, targets[rowOffset + r]] - lse[rowOffset + r]. `targets` is u32.
  */
 export function crossEntropyForward(
@@ -140,10 +190,20 @@ export function crossEntropyForward(
   R: number,
   V: number,
   rowOffset = 0,
+  ld = V,
+  rows: "workgroup" | "thread" = plan.gpu.cpuLike ? "thread" : "workgroup",
 ): void {
-  checkSizes("crossEntropyForward", logits, { lp, lse, targets }, R, V, rowOffset);
-  const u = plan.gpu.uniform(packUniform([["u", R], ["u", V], ["u", rowOffset]]), "crossentropy.params");
-  plan.add(CROSS_ENTROPY_FORWARD, [u, lp, lse, logits, targets], R, "crossentropy_forward");
+  checkSizes("crossEntropyForward", logits, { lp, lse, targets }, R, V, rowOffset, ld);
+  const u = plan.gpu.uniform(
+    packUniform([["u", R], ["u", V], ["u", rowOffset], ["u", ld]]),
+    "crossentropy.params",
+  );
+  const views = [u, lp, lse, logits, targets];
+  // The row kernel reads vectors, so it needs an aligned stride, and must stay within llvmpipe's loop
+  // budget; otherwise the workgroup kernel serves every adapter.
+  if (rows === "thread" && ld % 4 === 0 && rowKernelIterations(V) < LLVMPIPE_LOOP_LIMIT) {
+    plan.add(CROSS_ENTROPY_FORWARD_ROWS, views, Math.ceil(R / ROW_WG), "crossentropy_forward_rows");
+  } else plan.add(CROSS_ENTROPY_FORWARD, views, R, "crossentropy_forward");
 }
 
 /**
@@ -160,8 +220,12 @@ export function crossEntropyBackward(
   R: number,
   V: number,
   rowOffset = 0,
+  ld = V,
 ): void {
-  checkSizes("crossEntropyBackward", logits, { lse, targets, g }, R, V, rowOffset);
-  const u = plan.gpu.uniform(packUniform([["u", R], ["u", V], ["u", rowOffset]]), "crossentropy.params");
+  checkSizes("crossEntropyBackward", logits, { lse, targets, g }, R, V, rowOffset, ld);
+  const u = plan.gpu.uniform(
+    packUniform([["u", R], ["u", V], ["u", rowOffset], ["u", ld]]),
+    "crossentropy.params",
+  );
   plan.add(CROSS_ENTROPY_BACKWARD, [u, logits, lse, targets, g], R, "crossentropy_backward");
 }

@@ -83,6 +83,103 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 `;
 
+/** Rows per workgroup of the one-row-per-thread kernels. */
+const ROW_WG = 64;
+
+/**
+ * Element access for the one-row-per-thread kernels: rows as runs of `w`-wide vectors (w = 4 when C is
+ * a multiple of 4, else 1), so each load moves 16 bytes where it can.
+ */
+function rowTypes(w: 1 | 4): { t: string; sum: (e: string) => string; zero: string } {
+  return w === 4
+    ? { t: "vec4f", sum: (e) => `dot(${e}, vec4f(1.0))`, zero: "vec4f(0.0)" }
+    : { t: "f32", sum: (e) => e, zero: "0.0" };
+}
+
+/**
+ * LayerNorm forward with one row per thread (for CPU adapters; see {@link Gpu.cpuLike}): the row is
+ * read three times (sum, sum of squared deviations, normalise), with no barrier. Same bindings as
+ * {@link LAYERNORM_FORWARD}; C counts elements, `p.C / w` vectors per row.
+ */
+export function layernormForwardRowsSource(w: 1 | 4): string {
+  const { t, sum, zero } = rowTypes(w);
+  return /* wgsl */ `
+struct Params { N: u32, C: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> inp: array<${t}>;
+@group(0) @binding(5) var<storage, read> weight: array<${t}>;
+@group(0) @binding(6) var<storage, read> bias: array<${t}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  if (row >= p.N) { return; }
+  let n = p.C / ${w}u;
+  let base = row * n;
+  var s = ${zero};
+  for (var c = 0u; c < n; c++) { s += inp[base + c]; }
+  let m = ${sum("s")} / f32(p.C);
+  // Two passes (sum of squared deviations) rather than E[x^2] - m^2, which cancels badly.
+  var q = ${zero};
+  for (var c = 0u; c < n; c++) {
+    let d = inp[base + c] - m;
+    q += d * d;
+  }
+  let r = 1.0 / sqrt(${sum("q")} / f32(p.C) + p.eps);
+  for (var c = 0u; c < n; c++) {
+    out[base + c] = (inp[base + c] - m) * r * weight[c] + bias[c];
+  }
+  mean[row] = m;
+  rstd[row] = r;
+}
+`;
+}
+
+/**
+ * LayerNorm input gradient with one row per thread (CPU adapters): dinp += rstd * (dn - mean(dn) -
+ * n * mean(dn * n)). Same bindings as {@link LAYERNORM_BACKWARD_INPUT}.
+ */
+export function layernormBackwardInputRowsSource(w: 1 | 4): string {
+  const { t, sum, zero } = rowTypes(w);
+  return /* wgsl */ `
+struct Params { N: u32, C: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> dinp: array<${t}>;
+@group(0) @binding(2) var<storage, read> dout: array<${t}>;
+@group(0) @binding(3) var<storage, read> inp: array<${t}>;
+@group(0) @binding(4) var<storage, read> weight: array<${t}>;
+@group(0) @binding(5) var<storage, read> mean: array<f32>;
+@group(0) @binding(6) var<storage, read> rstd: array<f32>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  if (row >= p.N) { return; }
+  let n = p.C / ${w}u;
+  let base = row * n;
+  let m = mean[row];
+  let r = rstd[row];
+  var a = ${zero};
+  var b = ${zero};
+  for (var c = 0u; c < n; c++) {
+    let dn = dout[base + c] * weight[c];
+    a += dn;
+    b += dn * (inp[base + c] - m) * r;
+  }
+  let ax = ${sum("a")} / f32(p.C);
+  let ay = ${sum("b")} / f32(p.C);
+  for (var c = 0u; c < n; c++) {
+    let dn = dout[base + c] * weight[c];
+    dinp[base + c] += r * (dn - ax - (inp[base + c] - m) * r * ay);
+  }
+}
+`;
+}
+
+/** Which row kernels to record: one row per workgroup (GPUs) or one row per thread (CPU adapters). */
+export type RowKernels = "workgroup" | "thread";
+
 /**
  * Stage 1 of the weight/bias gradients: workgroup (x = column tile, y = row block) writes, per column c,
  * partial[blk*C + c] = sum of dout*n and partial[(nBlocks + blk)*C + c] = sum of dout over the block's
@@ -136,6 +233,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
 }
 `;
 
+const rowSources = new Map<string, string>();
+/** The cached source of a one-row-per-thread kernel (one string object per variant). */
+function rowSource(kind: "forward" | "backward", w: 1 | 4): string {
+  const key = `${kind}${w}`;
+  let src = rowSources.get(key);
+  if (!src) {
+    src = kind === "forward" ? layernormForwardRowsSource(w) : layernormBackwardInputRowsSource(w);
+    rowSources.set(key, src);
+  }
+  return src;
+}
+
 function need(fn: string, name: string, view: TensorView, elements: number): void {
   if (view.length < elements) {
     throw new RangeError(
@@ -172,6 +281,7 @@ export function layernormForward(
   N: number,
   C: number,
   eps: number,
+  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
 ): void {
   const fn = "layernormForward";
   need(fn, "out", out, N * C);
@@ -181,7 +291,11 @@ export function layernormForward(
   need(fn, "weight", weight, C);
   need(fn, "bias", bias, C);
   const u = plan.gpu.uniform(packUniform([["u", N], ["u", C], ["f", eps]]), "layernorm.params");
-  plan.add(LAYERNORM_FORWARD, [u, out, mean, rstd, inp, weight, bias], N, "layernorm_forward");
+  const views = [u, out, mean, rstd, inp, weight, bias];
+  if (rows === "thread") {
+    const code = rowSource("forward", C % 4 === 0 ? 4 : 1);
+    plan.add(code, views, Math.ceil(N / ROW_WG), "layernorm_forward_rows");
+  } else plan.add(LAYERNORM_FORWARD, views, N, "layernorm_forward");
 }
 
 /**
@@ -200,6 +314,7 @@ export function layernormBackward(
   rstd: TensorView,
   N: number,
   C: number,
+  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
 ): void {
   const fn = "layernormBackward";
   need(fn, "dinp", dinp, N * C);
@@ -212,7 +327,11 @@ export function layernormBackward(
   need(fn, "rstd", rstd, N);
   const gpu = plan.gpu;
   const u = gpu.uniform(packUniform([["u", N], ["u", C]]), "layernorm.params");
-  plan.add(LAYERNORM_BACKWARD_INPUT, [u, dinp, dout, inp, weight, mean, rstd], N, "layernorm_backward_input");
+  const views = [u, dinp, dout, inp, weight, mean, rstd];
+  if (rows === "thread") {
+    const code = rowSource("backward", C % 4 === 0 ? 4 : 1);
+    plan.add(code, views, Math.ceil(N / ROW_WG), "layernorm_backward_input_rows");
+  } else plan.add(LAYERNORM_BACKWARD_INPUT, views, N, "layernorm_backward_input");
 
   const nBlocks = Math.ceil(N / ROWS_PER_BLOCK);
   if (nBlocks > gpu.limits.maxComputeWorkgroupsPerDimension) {
