@@ -32,7 +32,11 @@ export interface DeviceParam {
   parts: WteChunk[];
 }
 
-/** Rows per part so that each part fits one storage binding; parts are balanced. */
+/**
+ * Rows per part so that each part fits one storage binding; parts are balanced, and every part but the
+ * last has a multiple of 4 rows where the limit allows, so that part boundaries stay 16-byte aligned
+ * inside the logits rows (the LM head's vec4 matmuls need it).
+ */
 export function splitRows(rows: number, rowElements: number, maxBindingBytes: number): number[] {
   const maxRows = Math.floor(maxBindingBytes / (rowElements * 4));
   if (maxRows < 1) {
@@ -43,7 +47,9 @@ export function splitRows(rows: number, rowElements: number, maxBindingBytes: nu
     );
   }
   const n = Math.ceil(rows / maxRows);
-  const per = Math.ceil(rows / n);
+  const balanced = Math.ceil(rows / n);
+  const rounded = Math.ceil(balanced / 4) * 4;
+  const per = rounded <= maxRows ? rounded : balanced;
   const out: number[] = [];
   for (let r = 0; r < rows; r += per) out.push(Math.min(per, rows - r));
   return out;
@@ -127,6 +133,11 @@ export class GPT2 {
   /** Download all weights (for checkpoints). */
   async getWeights(): Promise<Map<string, Float32Array>> {
     return await readAll(this.gpu, this.params);
+  }
+
+  /** Free the parameter buffers; the model is unusable afterwards. */
+  destroy(): void {
+    for (const p of this.params) for (const part of p.parts) this.gpu.free(part.view);
   }
 
   /** The parameter's single view; throws for split tensors. */
@@ -221,6 +232,11 @@ export class Workspace {
   readonly backward?: Plan;
   readonly embeddingGroups?: EmbeddingGroups;
   readonly logitsRows: number;
+  /**
+   * Row stride of the logits chunk: V rounded up to a multiple of 4, so that the LM head's backward
+   * matmuls read dlogits as 16-byte vectors (the padding columns are never read as logits).
+   */
+  readonly logitsStride: number;
   /** With `prefill`: the final-LayerNorm row of each sequence's last context position [B, C]. */
   readonly last?: TensorView;
 
@@ -287,9 +303,10 @@ export class Workspace {
     this.#attproj = t(N * C, "attproj");
     this.#gelu = t(N * 4 * C, "gelu");
     const budget = options.logitsBudgetBytes ?? 64 * 1024 * 1024;
-    const fit = Math.floor(Math.min(budget, gpu.limits.maxStorageBufferBindingSize) / (V * 4));
+    const ld = this.logitsStride = Math.ceil(V / 4) * 4;
+    const fit = Math.floor(Math.min(budget, gpu.limits.maxStorageBufferBindingSize) / (ld * 4));
     this.logitsRows = options.prefill ? 0 : Math.max(1, Math.min(N, options.logitsRows ?? fit));
-    this.#logits = t(Math.max(1, this.logitsRows * V), "logits");
+    this.#logits = t(Math.max(1, this.logitsRows * ld), "logits");
     if (options.prefill) this.last = t(B * C, "last");
     this.forward = new Plan(gpu);
     this.#recordForward(this.forward, options.prefill);
@@ -448,13 +465,14 @@ export class Workspace {
         R,
         m.config.vocabSize,
         r0,
+        this.logitsStride,
       );
     }
   }
 
   /** logits[0:R, :] = lnf[r0:r0+R] · wte^T, one matmul per wte chunk. */
   #recordLogits(plan: Plan, r0: number, R: number): void {
-    const { nEmbd: C, vocabSize: V } = this.model.config;
+    const { nEmbd: C } = this.model.config;
     for (const chunk of this.model.byName.get("wte.weight")!.parts) {
       matmul(plan, {
         out: this.#logits,
@@ -465,7 +483,7 @@ export class Workspace {
         K: C,
         transB: true,
         aOffset: r0 * C,
-        ldc: V,
+        ldc: this.logitsStride,
         cOffset: chunk.v0,
       });
     }
@@ -487,11 +505,12 @@ export class Workspace {
     const dlnf = this.#dlnf!;
     // Head: dlogits = g (onehot - softmax); dlnf = dlogits · wte; dwte += dlogits^T · lnf.
     const single = this.logitsRows >= N;
+    const ld = this.logitsStride;
     for (let r0 = 0; r0 < N; r0 += this.logitsRows) {
       const R = Math.min(this.logitsRows, N - r0);
       // With one chunk the forward pass left the logits in place; otherwise recompute them.
       if (!single) this.#recordLogits(plan, r0, R);
-      crossEntropyBackward(plan, this.#logits, this.logitsLse, this.targets, this.g, R, V, r0);
+      crossEntropyBackward(plan, this.#logits, this.logitsLse, this.targets, this.g, R, V, r0, ld);
       const wte = m.byName.get("wte.weight")!.parts;
       const dwte = grads.get("wte.weight")!.parts;
       wte.forEach((chunk, i) => {
@@ -502,7 +521,7 @@ export class Workspace {
           M: R,
           N: C,
           K: chunk.v1 - chunk.v0,
-          lda: V,
+          lda: ld,
           aOffset: chunk.v0,
           cOffset: r0 * C,
           accumulate: i > 0,
@@ -515,7 +534,7 @@ export class Workspace {
           N: C,
           K: R,
           transA: true,
-          lda: V,
+          lda: ld,
           aOffset: chunk.v0,
           bOffset: r0 * C,
           accumulate: true,

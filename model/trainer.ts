@@ -106,6 +106,21 @@ export class Trainer {
     });
   }
 
+  /**
+   * Free the gradients, optimiser moments, workspaces and step buffers (not the model's weights); the
+   * trainer is unusable afterwards.
+   */
+  destroy(): void {
+    const gpu = this.model.gpu;
+    for (const set of [this.grads, this.m, this.v]) {
+      for (const p of set) for (const part of p.parts) gpu.free(part.view);
+    }
+    for (const ws of this.#workspaces.values()) ws.destroy();
+    this.#workspaces.clear();
+    this.#lossPlans.clear();
+    for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
+  }
+
   /** The workspace for a batch shape, made on first use. */
   workspace(B: number, T: number): Workspace {
     const key = `${B}x${T}`;
@@ -132,6 +147,20 @@ export class Trainer {
       this.#lossPlans.set(key, plan);
     }
     return plan;
+  }
+
+  /**
+   * The plans one training step encodes for a batch shape, in order (for profiling; {@link trainStep}
+   * also clears the gradients and workspace buffers first).
+   */
+  stepPlans(B: number, T: number, loss: LossSpec): { name: string; plan: Plan }[] {
+    const ws = this.workspace(B, T);
+    return [
+      { name: "forward", plan: ws.forward },
+      { name: "loss", plan: this.#lossPlan(ws, loss) },
+      { name: "backward", plan: ws.backward! },
+      { name: "optimizer", plan: this.#optimizer },
+    ];
   }
 
   /** One AdamW step on `batch` at learning rate `lr`. Resolves with the step's metrics. */
