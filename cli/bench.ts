@@ -43,6 +43,12 @@ const SPEC = {
   steps: { type: "string", help: "timed iterations per measurement (after one warm-up)", default: "3" },
   "big-batch": { type: "string", help: "GPT-2 124M training step: batch", default: "1" },
   "big-seq": { type: "string", help: "GPT-2 124M training step: sequence length", default: "64" },
+  "mem-batch": {
+    type: "string",
+    help: "GPT-2 124M memory report: batch (allocated, not run)",
+    default: "16",
+  },
+  "mem-seq": { type: "string", help: "GPT-2 124M memory report: sequence length", default: "512" },
   "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
   quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
 } as const;
@@ -88,6 +94,7 @@ export interface BenchResults {
     paramStateBytes: number;
     activationBytes: number;
   };
+  profile?: StepProfile;
   compare?: {
     config: TrainResult["config"];
     rounds: Record<string, number[]>;
@@ -385,11 +392,9 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
  */
 export function keptActivationFloats(c: GPT2Config, B: number, T: number, maxBinding: number): number {
   const N = B * T, C = c.nEmbd;
-  const rows = Math.max(
-    1,
-    Math.min(N, Math.floor(Math.min(64 * 1024 * 1024, maxBinding) / (c.vocabSize * 4))),
-  );
-  return c.nLayer * (12 * N * C + 4 * N + B * c.nHead * T) + 2 * N * C + 2 * N + rows * c.vocabSize;
+  const ld = Math.ceil(c.vocabSize / 4) * 4; // the workspace's padded logits row stride
+  const rows = Math.max(1, Math.min(N, Math.floor(Math.min(64 * 1024 * 1024, maxBinding) / (ld * 4))));
+  return c.nLayer * (12 * N * C + 4 * N + B * c.nHead * T) + 2 * N * C + 2 * N + rows * ld;
 }
 
 /** A model config for a training benchmark. */
@@ -428,12 +433,79 @@ async function benchTrain(
   iters: number,
 ) {
   const before = gpu.allocatedBytes;
-  const { step } = trainSetup(gpu, c, config);
+  const { step, trainer, model } = trainSetup(gpu, c, config);
   const s = await timeRuns(gpu, iters, step);
   const result: TrainResult = { name, config: c, msPerStep: s * 1000, tokensPerS: (c.B * c.T) / s };
   console.error(`  train ${name}: ${result.msPerStep.toFixed(0)} ms/step`);
   // Everything the step needed: weights, gradients, moments, the workspace, loss and norm buffers.
-  return { result, allocated: gpu.allocatedBytes - before };
+  return {
+    result,
+    allocated: gpu.allocatedBytes - before,
+    destroy: () => {
+      trainer.destroy();
+      model.destroy();
+    },
+  };
+}
+
+/**
+ * GPU bytes that GPT-2 training at B x T allocates (weights, gradients, moments, workspace), without
+ * running a step; everything is freed again.
+ */
+function allocatedForTraining(gpu: Gpu, config: GPT2Config, B: number, T: number): number {
+  const before = gpu.allocatedBytes;
+  const model = GPT2.create(gpu, { ...config, nPositions: Math.max(config.nPositions, T) }, undefined, 1);
+  const trainer = new Trainer(model);
+  trainer.workspace(B, T);
+  const allocated = gpu.allocatedBytes - before;
+  trainer.destroy();
+  model.destroy();
+  return allocated;
+}
+
+/** Milliseconds per kernel family of one training step, measured dispatch by dispatch. */
+export interface StepProfile {
+  config: TrainResult["config"];
+  /** Kernel label (the family: matmul_NN_v4, layernorm_forward_rows, ...) -> ms per step. */
+  ms: Record<string, number>;
+  totalMs: number;
+  matmulMs: number;
+  /** Share of the step's kernel time outside matmuls. */
+  outsideMatmul: number;
+}
+
+/**
+ * Time every dispatch of one training step on its own: each is encoded `reps + 1` times into one
+ * command buffer and once into another, and the difference over `reps` is its time, so the fixed cost
+ * of a submission and a sync cancels. Labels group dispatches into kernel families.
+ */
+async function profileStep(gpu: Gpu, c: TrainResult["config"], reps = 4): Promise<StepProfile> {
+  const { trainer, model, step } = trainSetup(gpu, c, modelConfig(c));
+  await step(); // compiles every pipeline and leaves valid activations in the workspace
+  const ms: Record<string, number> = {};
+  const timeEncoded = async (plan: Plan, n: number) => {
+    const t0 = performance.now();
+    const enc = gpu.device.createCommandEncoder();
+    for (let i = 0; i < n; i++) plan.encode(enc);
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.sync();
+    return performance.now() - t0;
+  };
+  for (const { plan } of trainer.stepPlans(c.B, c.T, { kind: "lm" })) {
+    for (const d of plan.dispatches) {
+      const one = new Plan(gpu);
+      one.dispatches.push(d);
+      const t1 = await timeEncoded(one, 1);
+      const tn = await timeEncoded(one, reps + 1);
+      const label = d.label ?? "unlabelled";
+      ms[label] = (ms[label] ?? 0) + Math.max(0, tn - t1) / reps;
+    }
+  }
+  trainer.destroy();
+  model.destroy();
+  const totalMs = Object.values(ms).reduce((a, b) => a + b, 0);
+  const matmulMs = Object.entries(ms).filter(([k]) => k.startsWith("matmul")).reduce((a, [, v]) => a + v, 0);
+  return { config: c, ms, totalMs, matmulMs, outsideMatmul: 1 - matmulMs / totalMs };
 }
 
 /** Generation with the KV cache against a full forward pass over the prefix for every new token. */
@@ -521,7 +593,7 @@ async function compare(
   if (await exists(torch)) {
     peers.push({ name: "pytorch-cpu", cmd: "/usr/bin/python3", args: [torch, ...cfg] });
   } else notes.push(`pytorch-cpu skipped: ${torch} not found`);
-  const { step } = trainSetup(gpu, c, modelConfig(c));
+  const { step, trainer, model } = trainSetup(gpu, c, modelConfig(c));
   const roundsOut: Record<string, number[]> = { engine: [] };
   const dead = new Set<string>();
   for (let r = 0; r < rounds; r++) {
@@ -540,6 +612,8 @@ async function compare(
       console.error(`  compare round ${r + 1}: ${p.name} ${v.toFixed(1)} tokens/s`);
     }
   }
+  trainer.destroy();
+  model.destroy();
   const med: Record<string, number> = {};
   for (const [k, v] of Object.entries(roundsOut)) if (v.length) med[k] = median(v);
   const ratios: Record<string, number> = {};
@@ -593,6 +667,20 @@ export function formatResults(r: BenchResults): string {
         `(${mb(m.paramStateBytes)} = 16 B x ${m.params} params, + ${mb(m.activationBytes)} activations)`,
     );
   }
+  if (r.profile) {
+    const p = r.profile, c = p.config;
+    lines.push(
+      "",
+      `step profile (L${c.L} C${c.C} H${c.H} T${c.T} B${c.B} V${c.V}, each dispatch timed alone): ` +
+        `${p.totalMs.toFixed(0)} ms of kernels, matmul ${p.matmulMs.toFixed(0)} ms, outside matmuls ` +
+        `${(100 * p.outsideMatmul).toFixed(1)}%`,
+    );
+    for (const [k, v] of Object.entries(p.ms).sort((a, b) => b[1] - a[1])) {
+      lines.push(
+        `  ${k.padEnd(38)} ${v.toFixed(1).padStart(8)} ms ${(100 * v / p.totalMs).toFixed(1).padStart(5)}%`,
+      );
+    }
+  }
   if (r.compare) {
     lines.push("", `compare (tokens/s, median of rounds):`);
     for (const [k, v] of Object.entries(r.compare.medianTokensPerS)) {
@@ -637,6 +725,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   };
   const smallRun = await benchTrain(device, "small", small, modelConfig(small), steps);
   results.train.push(smallRun.result);
+  smallRun.destroy();
   // The memory report: 124M when it runs, else the small config.
   let mem = {
     name: `small config training, B=${small.B} T=${small.T}`,
@@ -649,12 +738,14 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     const big = { L: 12, C: 768, H: 12, T: int("big-seq"), B: int("big-batch"), V: 50257 };
     const bigRun = await benchTrain(device, "gpt2-124M", big, GPT2_124M, Math.max(1, steps - 1));
     results.train.push(bigRun.result);
+    bigRun.destroy();
+    const B = int("mem-batch"), T = int("mem-seq");
     mem = {
-      name: `GPT-2 124M training, B=${big.B} T=${big.T}`,
-      cfg: GPT2_124M,
-      B: big.B,
-      T: big.T,
-      allocated: bigRun.allocated,
+      name: `GPT-2 124M training, B=${B} T=${T} (allocated, not run)`,
+      cfg: { ...GPT2_124M, nPositions: Math.max(GPT2_124M.nPositions, T) },
+      B,
+      T,
+      allocated: allocatedForTraining(device, GPT2_124M, B, T),
     };
   }
   const params = parameterCount(mem.cfg);
@@ -668,6 +759,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     paramStateBytes: 16 * params,
     activationBytes,
   };
+  results.profile = await profileStep(device, small);
   results.generation = await benchGeneration(
     device,
     quick
