@@ -51,8 +51,14 @@ export function packStepParams(s: StepSettings): Float32Array {
   );
 }
 
-/** One AdamW update per element. Bindings: params, param, m, v, grad, step, norm. */
-export const ADAMW_STEP = /* wgsl */ `
+/**
+ * One AdamW update per element, `w` elements per thread (4 when the tensor's length is a multiple of 4:
+ * one 16-byte load per buffer; the arithmetic per component is the same, so results do not depend on w).
+ * Bindings: params, param, m, v, grad, step, norm; `p.n` counts w-wide elements.
+ */
+export function adamwSource(w: 1 | 4): string {
+  const t = w === 4 ? "vec4f" : "f32";
+  return /* wgsl */ `
 struct Params { n: u32, decay: u32 }
 struct Step {
   beta1: f32, beta2: f32, oneMinusBeta1: f32, oneMinusBeta2: f32, eps: f32,
@@ -61,10 +67,10 @@ struct Step {
   decayFactor: f32,  // 1 - lr * weight_decay
 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read_write> param: array<${t}>;
+@group(0) @binding(2) var<storage, read_write> m: array<${t}>;
+@group(0) @binding(3) var<storage, read_write> v: array<${t}>;
+@group(0) @binding(4) var<storage, read> grad: array<${t}>;
 @group(0) @binding(5) var<storage, read> s: Step;
 @group(0) @binding(6) var<storage, read> norm: array<f32>;
 @compute @workgroup_size(${WG})
@@ -82,6 +88,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   v[i] = vi;
 }
 `;
+}
+
+/** The scalar kernel (one element per thread). */
+export const ADAMW_STEP = adamwSource(1);
+const ADAMW_STEP4 = adamwSource(4);
 
 /**
  * Record one AdamW update of the first `n` elements of `param` from `grad`, with moments `m` and `v`.
@@ -112,6 +123,9 @@ export function adamwStep(
   if (norm.length < NORM_LENGTH) {
     throw new RangeError(`adamwStep: norm needs ${NORM_LENGTH} elements, has ${norm.length}`);
   }
-  const u = plan.gpu.uniform(packUniform([["u", n], ["u", decay ? 1 : 0]]), "adamw.params");
-  plan.add(ADAMW_STEP, [u, param, m, v, grad, stepParams, norm], Math.ceil(n / WG), "adamw_step");
+  // Vectors when every view starts 16-byte aligned (views are) and n is a multiple of 4.
+  const w = n % 4 === 0 ? 4 : 1;
+  const u = plan.gpu.uniform(packUniform([["u", n / w], ["u", decay ? 1 : 0]]), "adamw.params");
+  const code = w === 4 ? ADAMW_STEP4 : ADAMW_STEP;
+  plan.add(code, [u, param, m, v, grad, stepParams, norm], Math.ceil(n / w / WG), "adamw_step");
 }

@@ -63,6 +63,39 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
 }
 `;
 
+/** Vectors one thread of {@link sumSquaresRowsSource} sums (2048 floats when they are vec4). */
+const ROW_CHUNK = 512;
+const ROW_WG = 64;
+
+/**
+ * Stage 1 for CPU adapters (see {@link Gpu.cpuLike}): thread t sums the squares of the contiguous
+ * vectors [t*ROW_CHUNK, (t+1)*ROW_CHUNK) of x into partials[slot + t], with no workgroup reduction (a
+ * barrier is a coroutine switch on llvmpipe). `w` = 4 reads x as vec4 (n a multiple of 4); `p.n` counts
+ * w-wide vectors. Bindings: params, partials, x.
+ */
+export function sumSquaresRowsSource(w: 1 | 4): string {
+  const t = w === 4 ? "vec4f" : "f32";
+  return /* wgsl */ `
+struct Params { n: u32, slot: u32, parts: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<${t}>;
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let t = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  if (t >= p.parts) { return; }
+  let end = min((t + 1u) * ${ROW_CHUNK}u, p.n);
+  var s = ${w === 4 ? "vec4f(0.0)" : "0.0"};
+  for (var i = t * ${ROW_CHUNK}u; i < end; i++) {
+    let v = x[i];
+    s += v * v;
+  }
+  partials[p.slot + t] = ${w === 4 ? "(s.x + s.y) + (s.z + s.w)" : "s"};
+}
+`;
+}
+const SUM_SQUARES_ROWS = [sumSquaresRowsSource(1), sumSquaresRowsSource(4)];
+
 /**
  * norm[0] = sqrt(sum of partials[0..nSlots)); norm[1] = clip coefficient. One workgroup.
  * Bindings: params, norm, partials.
@@ -85,8 +118,12 @@ fn main(@builtin(local_invocation_index) li: u32) {
 }
 `;
 
-/** Workgroups (partial slots) {@link sumSquares} uses for a tensor of `n` elements. */
-export function partsFor(n: number): number {
+/** Which stage-1 kernel: workgroups with tree sums (GPUs) or one chunk per thread (CPU adapters). */
+export type RowKernels = "workgroup" | "thread";
+
+/** Partial slots {@link sumSquares} uses for a tensor of `n` elements. */
+export function partsFor(n: number, rows: RowKernels = "workgroup"): number {
+  if (rows === "thread") return Math.max(1, Math.ceil(n / (n % 4 === 0 ? 4 : 1) / ROW_CHUNK));
   return Math.min(MAX_PARTS, Math.max(1, Math.ceil(n / ELEMENTS_PER_PART)));
 }
 
@@ -100,13 +137,24 @@ export function sumSquares(
   x: TensorView,
   slot: number,
   n = x.length,
-  parts = partsFor(n),
+  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
+  parts = partsFor(n, rows),
 ): void {
   if (n > x.length) throw new RangeError(`sumSquares: n=${n} exceeds ${x.label ?? "tensor"} of ${x.length}`);
   if (slot + parts > partials.length) {
     throw new RangeError(
       `sumSquares: slots [${slot}, ${slot + parts}) exceed the partials buffer of ${partials.length}`,
     );
+  }
+  if (rows === "thread") {
+    const w = n % 4 === 0 ? 4 : 1;
+    if (parts * ROW_CHUNK * w < n) {
+      throw new RangeError(`sumSquares: ${parts} parts of ${ROW_CHUNK * w} elements cannot cover n=${n}`);
+    }
+    const u = plan.gpu.uniform(packUniform([["u", n / w], ["u", slot], ["u", parts]]), "reduce.params");
+    const code = SUM_SQUARES_ROWS[w === 4 ? 1 : 0];
+    plan.add(code, [u, partials, x], Math.ceil(parts / ROW_WG), "sum_squares_rows");
+    return;
   }
   const u = plan.gpu.uniform(packUniform([["u", n], ["u", slot], ["u", parts]]), "reduce.params");
   plan.add(SUM_SQUARES, [u, partials, x], [parts, 1, 1], "sum_squares");
@@ -145,15 +193,20 @@ export class GradNorm {
   readonly partials: TensorView;
 
   /** Allocate the buffers and record both stages into `plan`. `maxNorm <= 0` disables clipping. */
-  constructor(plan: Plan, tensors: TensorView[], maxNorm: number) {
+  constructor(
+    plan: Plan,
+    tensors: TensorView[],
+    maxNorm: number,
+    rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
+  ) {
     const gpu: Gpu = plan.gpu;
-    const parts = tensors.map((t) => partsFor(t.length));
+    const parts = tensors.map((t) => partsFor(t.length, rows));
     const nSlots = parts.reduce((a, b) => a + b, 0);
     this.partials = gpu.tensor(Math.max(1, nSlots), "gradnorm.partials");
     this.output = gpu.tensor(NORM_LENGTH, "gradnorm.output");
     let slot = 0;
     tensors.forEach((t, i) => {
-      sumSquares(plan, this.partials, t, slot, t.length, parts[i]);
+      sumSquares(plan, this.partials, t, slot, t.length, rows, parts[i]);
       slot += parts[i];
     });
     normAndClip(plan, this.output, this.partials, nSlots, maxNorm);
