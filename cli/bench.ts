@@ -43,6 +43,8 @@ const SPEC = {
   steps: { type: "string", help: "timed iterations per measurement (after one warm-up)", default: "3" },
   "big-batch": { type: "string", help: "GPT-2 124M training step: batch", default: "1" },
   "big-seq": { type: "string", help: "GPT-2 124M training step: sequence length", default: "64" },
+  "gen-context": { type: "string", help: "generation: context tokens per sequence", default: "64" },
+  "gen-new": { type: "string", help: "generation: new tokens per sequence", default: "256" },
   "mem-batch": {
     type: "string",
     help: "GPT-2 124M memory report: batch (allocated, not run)",
@@ -84,6 +86,8 @@ export interface BenchResults {
     config: { L: number; C: number; H: number; V: number; batch: number; context: number; newTokens: number };
     cachedTokensPerS: number;
     recomputeTokensPerS: number;
+    /** New-token indices whose recompute pass was timed; the others are interpolated. */
+    recomputeMeasuredAt: number[];
     speedup: number;
   };
   memory?: {
@@ -479,7 +483,7 @@ export interface StepProfile {
  * command buffer and once into another, and the difference over `reps` is its time, so the fixed cost
  * of a submission and a sync cancels. Labels group dispatches into kernel families.
  */
-async function profileStep(gpu: Gpu, c: TrainResult["config"], reps = 4): Promise<StepProfile> {
+export async function profileStep(gpu: Gpu, c: TrainResult["config"], reps = 4): Promise<StepProfile> {
   const { trainer, model, step } = trainSetup(gpu, c, modelConfig(c));
   await step(); // compiles every pipeline and leaves valid activations in the workspace
   const ms: Record<string, number> = {};
@@ -508,8 +512,24 @@ async function profileStep(gpu: Gpu, c: TrainResult["config"], reps = 4): Promis
   return { config: c, ms, totalMs, matmulMs, outsideMatmul: 1 - matmulMs / totalMs };
 }
 
+/** Up to `samples` token indices in [0, n), evenly spaced, first and last included. */
+export function sampleLengths(n: number, samples: number): number[] {
+  if (n <= samples) return Array.from({ length: n }, (_, i) => i);
+  return [...new Set(Array.from({ length: samples }, (_, k) => Math.round((k * (n - 1)) / (samples - 1))))];
+}
+
+/** The value at x, linear between the two measured neighbours in sorted `xs`. */
+export function interpolate(xs: number[], ys: Map<number, number>, x: number): number {
+  let j = 1;
+  while (j < xs.length - 1 && xs[j] < x) j++;
+  if (xs.length === 1) return ys.get(xs[0])!;
+  const x0 = xs[j - 1], x1 = xs[j];
+  const f = (x - x0) / (x1 - x0);
+  return ys.get(x0)! * (1 - f) + ys.get(x1)! * f;
+}
+
 /** Generation with the KV cache against a full forward pass over the prefix for every new token. */
-async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"]) {
+async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"], samples = 9) {
   const config = modelConfig({ L: g.L, C: g.C, H: g.H, T: 0, B: 0, V: g.V }, g.context + g.newTokens);
   const model = GPT2.create(gpu, config, undefined, 2);
   const r = rng(3);
@@ -519,17 +539,23 @@ async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"]
   );
   const opts = { maxTokens: g.newTokens, minTokens: g.newTokens, temperature: 1, topP: 0.8, seed: 1 };
   const cached = await timeRuns(gpu, 1, () => generate(model, contexts, opts));
-  // Recompute: one forward pass over B x (context + i) tokens per new token i (workspaces made outside
-  // the timing; each shape warmed once, as a cache-less loop would after its first round).
-  let recompute = 0;
-  for (let i = 0; i < g.newTokens; i++) {
+  // Recompute: one forward pass over B x (context + i) tokens for each new token i. At 256 new tokens
+  // that is hours on a CPU adapter, so the pass is timed at up to `samples` evenly spaced lengths
+  // (workspaces made outside the timing, each shape warmed once) and the per-token times in between are
+  // interpolated linearly; a forward pass costs close to linearly in T at these lengths.
+  const lengths = sampleLengths(g.newTokens, samples);
+  const times = new Map<number, number>();
+  for (const i of lengths) {
     const T = g.context + i;
     const ws = new Workspace(model, g.batch, T, { logitsRows: g.batch * T });
     const inputs = new Uint32Array(g.batch * T);
     ws.setBatch(inputs, inputs);
-    recompute += await timeRuns(gpu, 1, () => ws.forward.run());
+    times.set(i, await timeRuns(gpu, 1, () => ws.forward.run()));
     ws.destroy();
   }
+  let recompute = 0;
+  for (let i = 0; i < g.newTokens; i++) recompute += interpolate(lengths, times, i);
+  model.destroy();
   const n = g.batch * g.newTokens;
   console.error(
     `  generation: cached ${(cached * 1000).toFixed(0)} ms, recompute ${(recompute * 1000).toFixed(0)} ms`,
@@ -538,6 +564,7 @@ async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"]
     config: g,
     cachedTokensPerS: n / cached,
     recomputeTokensPerS: n / recompute,
+    recomputeMeasuredAt: lengths,
     speedup: recompute / cached,
   };
 }
@@ -656,7 +683,8 @@ export function formatResults(r: BenchResults): string {
   lines.push(
     `generation (L${g.config.L} C${g.config.C} V${g.config.V}, ${g.config.batch} x ${g.config.context} + ` +
       `${g.config.newTokens}): cached ${g.cachedTokensPerS.toFixed(1)} tokens/s, recompute ` +
-      `${g.recomputeTokensPerS.toFixed(1)} tokens/s, speed-up ${g.speedup.toFixed(1)}x`,
+      `${g.recomputeTokensPerS.toFixed(1)} tokens/s (timed at ${g.recomputeMeasuredAt.length} of ` +
+      `${g.config.newTokens} lengths, interpolated), speed-up ${g.speedup.toFixed(1)}x`,
   );
   if (r.memory) {
     const m = r.memory;
@@ -762,9 +790,15 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   results.profile = await profileStep(device, small);
   results.generation = await benchGeneration(
     device,
-    quick
-      ? { L: 1, C: 32, H: 2, V: 128, batch: 2, context: 8, newTokens: 8 }
-      : { L: small.L, C: small.C, H: small.H, V: small.V, batch: 4, context: 64, newTokens: 64 },
+    quick ? { L: 1, C: 32, H: 2, V: 128, batch: 2, context: 8, newTokens: 8 } : {
+      L: small.L,
+      C: small.C,
+      H: small.H,
+      V: small.V,
+      batch: 4,
+      context: int("gen-context"),
+      newTokens: int("gen-new"),
+    },
   );
   if (v.compare === true) {
     results.compare = await compare(device, small, steps, int("rounds"), peerDir(v.peers));

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
-import { main as bench } from "../cli/bench.ts";
+import { interpolate, main as bench, sampleLengths } from "../cli/bench.ts";
 import { lrAt, packPreferenceBatch } from "../cli/lm_data.ts";
 import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { initWeights } from "../model/gpt2.ts";
@@ -284,5 +284,26 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const m = r.memory!;
   assert.equal(m.params, 17376); // L1 C32 V128 T16: wte 4096 + wpe 512 + block 12672 + ln_f 64
   assert.ok(m.allocatedBytes >= m.minimumBytes, `allocated ${m.allocatedBytes} < minimum ${m.minimumBytes}`);
+  // The step profile covers every dispatch family of the step, matmuls among them.
+  const p = r.profile!;
+  const sum = Object.values(p.ms).reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(sum - p.totalMs) < 1e-6 * Math.max(1, sum), `${sum} vs ${p.totalMs}`);
+  for (const k of ["matmul_NN", "adamw_step", "attention_forward", "embedding_forward"]) {
+    assert.ok(Object.keys(p.ms).some((l) => l.startsWith(k)), `profile has no ${k}: ${Object.keys(p.ms)}`);
+  }
+  assert.ok(p.outsideMatmul >= 0 && p.outsideMatmul <= 1, `${p.outsideMatmul}`);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bench: recompute lengths are sampled evenly and interpolated linearly", () => {
+  assert.deepEqual(sampleLengths(5, 9), [0, 1, 2, 3, 4]);
+  assert.deepEqual(sampleLengths(256, 9), [0, 32, 64, 96, 128, 159, 191, 223, 255]);
+  const xs = [0, 10, 20];
+  const ys = new Map([[0, 1], [10, 2], [20, 4]]);
+  assert.equal(interpolate(xs, ys, 0), 1);
+  assert.equal(interpolate(xs, ys, 5), 1.5);
+  assert.equal(interpolate(xs, ys, 10), 2);
+  assert.equal(interpolate(xs, ys, 15), 3);
+  assert.equal(interpolate(xs, ys, 20), 4);
+  assert.equal(interpolate([3], new Map([[3, 7]]), 0), 7);
 });
