@@ -7,21 +7,28 @@ import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
 const WG = 256;
 
-const COMMON = /* wgsl */ `
+/**
+ * The shared header for element type `t` (f32, or vec4f when n is a multiple of 4: one 16-byte load or
+ * store per buffer per thread; the arithmetic per component is the same, so results do not depend on it).
+ */
+function common(t: string): string {
+  return /* wgsl */ `
 struct Params { n: u32 }
 const S: f32 = 0.7978845608028654; // sqrt(2/pi)
 const K: f32 = 0.044715;
 // 0.5 (1 + tanh(u)) = sigmoid(2u): no cancellation of 1 + tanh near -1, and no tanh (imprecise on some drivers).
-fn sig2(u: f32) -> f32 {
-  return 1.0 / (1.0 + exp(-2.0 * clamp(u, -40.0, 40.0)));
+fn sig2(u: ${t}) -> ${t} {
+  return 1.0 / (1.0 + exp(-2.0 * clamp(u, ${t}(-40.0), ${t}(40.0))));
 }
 `;
+}
 
-/** out[i] = gelu(inp[i]). Bindings: params, out, inp. */
-export const GELU_FORWARD = COMMON + /* wgsl */ `
+/** out[i] = gelu(inp[i]). Bindings: params, out, inp; `p.n` counts elements of type `t`. */
+function forwardSource(t: string): string {
+  return common(t) + /* wgsl */ `
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> inp: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
+@group(0) @binding(2) var<storage, read> inp: array<${t}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
@@ -30,13 +37,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   out[i] = x * sig2(S * (x + K * x * x * x));
 }
 `;
+}
 
 /** dinp[i] = gelu'(inp[i]) * dout[i] (overwrites). Bindings: params, dinp, inp, dout. */
-export const GELU_BACKWARD = COMMON + /* wgsl */ `
+function backwardSource(t: string): string {
+  return common(t) + /* wgsl */ `
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(2) var<storage, read> inp: array<f32>;
-@group(0) @binding(3) var<storage, read> dout: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dinp: array<${t}>;
+@group(0) @binding(2) var<storage, read> inp: array<${t}>;
+@group(0) @binding(3) var<storage, read> dout: array<${t}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
@@ -48,11 +57,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   dinp[i] = d * dout[i];
 }
 `;
+}
+
+/** out[i] = gelu(inp[i]), one f32 per thread. */
+export const GELU_FORWARD = forwardSource("f32");
+/** dinp[i] = gelu'(inp[i]) * dout[i], one f32 per thread. */
+export const GELU_BACKWARD = backwardSource("f32");
+const GELU_FORWARD4 = forwardSource("vec4f");
+const GELU_BACKWARD4 = backwardSource("vec4f");
 
 /** Record out = gelu(inp) over the first `n` elements. */
 export function geluForward(plan: Plan, out: TensorView, inp: TensorView, n = inp.length): void {
-  const u = plan.gpu.uniform(packUniform([["u", n]]), "gelu.params");
-  plan.add(GELU_FORWARD, [u, out, inp], Math.ceil(n / WG), "gelu_forward");
+  const w = n % 4 === 0 ? 4 : 1;
+  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "gelu.params");
+  plan.add(w === 4 ? GELU_FORWARD4 : GELU_FORWARD, [u, out, inp], Math.ceil(n / w / WG), "gelu_forward");
 }
 
 /** Record dinp = gelu'(inp) * dout over the first `n` elements (dinp is overwritten). */
@@ -63,6 +81,8 @@ export function geluBackward(
   dout: TensorView,
   n = inp.length,
 ): void {
-  const u = plan.gpu.uniform(packUniform([["u", n]]), "gelu.params");
-  plan.add(GELU_BACKWARD, [u, dinp, inp, dout], Math.ceil(n / WG), "gelu_backward");
+  const w = n % 4 === 0 ? 4 : 1;
+  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "gelu.params");
+  const code = w === 4 ? GELU_BACKWARD4 : GELU_BACKWARD;
+  plan.add(code, [u, dinp, inp, dout], Math.ceil(n / w / WG), "gelu_backward");
 }

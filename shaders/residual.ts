@@ -7,13 +7,16 @@ import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
 const WG = 256;
 
-/** out[i] = a[i] + b[i]. Bindings: params, out, a, b. */
-export const RESIDUAL_FORWARD = /* wgsl */ `
+/**
+ * out[i] = a[i] + b[i]. Bindings: params, out, a, b. `t` is f32, or vec4f when n is a multiple of 4
+ * (p.n then counts vectors).
+ */
+const residualSource = (t: string) => /* wgsl */ `
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
+@group(0) @binding(2) var<storage, read> a: array<${t}>;
+@group(0) @binding(3) var<storage, read> b: array<${t}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
@@ -22,12 +25,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 `;
 
-/** dst[i] += src[i]. Bindings: params, dst, src. */
-export const ADD_IN_PLACE = /* wgsl */ `
+/** One f32 per thread. */
+export const RESIDUAL_FORWARD = residualSource("f32");
+const RESIDUAL_FORWARD4 = residualSource("vec4f");
+
+/** dst[i] += src[i]. Bindings: params, dst, src; `t` as for the residual. */
+const addSource = (t: string) => /* wgsl */ `
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<${t}>;
+@group(0) @binding(2) var<storage, read> src: array<${t}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
   let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
@@ -35,6 +42,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   dst[i] += src[i];
 }
 `;
+
+/** One f32 per thread. */
+export const ADD_IN_PLACE = addSource("f32");
+const ADD_IN_PLACE4 = addSource("vec4f");
 
 function checkLength(fn: string, n: number, views: TensorView[]): void {
   for (const v of views) {
@@ -51,13 +62,16 @@ export function residualForward(
   n = out.length,
 ): void {
   checkLength("residualForward", n, [out, a, b]);
-  const u = plan.gpu.uniform(packUniform([["u", n]]), "residual.params");
-  plan.add(RESIDUAL_FORWARD, [u, out, a, b], Math.ceil(n / WG), "residual_forward");
+  const w = n % 4 === 0 ? 4 : 1;
+  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "residual.params");
+  const code = w === 4 ? RESIDUAL_FORWARD4 : RESIDUAL_FORWARD;
+  plan.add(code, [u, out, a, b], Math.ceil(n / w / WG), "residual_forward");
 }
 
 /** Record dst += src over the first `n` elements (distinct buffers). */
 export function addInPlace(plan: Plan, dst: TensorView, src: TensorView, n = dst.length): void {
   checkLength("addInPlace", n, [dst, src]);
-  const u = plan.gpu.uniform(packUniform([["u", n]]), "residual.params");
-  plan.add(ADD_IN_PLACE, [u, dst, src], Math.ceil(n / WG), "add_in_place");
+  const w = n % 4 === 0 ? 4 : 1;
+  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "residual.params");
+  plan.add(w === 4 ? ADD_IN_PLACE4 : ADD_IN_PLACE, [u, dst, src], Math.ceil(n / w / WG), "add_in_place");
 }
