@@ -86,6 +86,8 @@ export interface MatmulArgs {
   cOffset?: number;
   /** out += op(A) op(B) (+ bias) instead of out = ... */
   accumulate?: boolean;
+  /** "scalar" forces the scalar kernel (a plain register-tiled matmul: the benchmark's reference). */
+  kernel?: "auto" | "scalar";
 }
 
 /** Offsets in Params count f32 elements in both kernels; dOff is the bias element of column 0. */
@@ -329,7 +331,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   // The vec4 core: K, and M or N where vectors run along them, rounded down to multiples of 4.
   const Mv = transA ? M & ~3 : M, Nv = transB ? N : N & ~3, Kv = K & ~3;
   const aligned = lda % 4 === 0 && ldb % 4 === 0 && aOff % 4 === 0 && bOff % 4 === 0;
-  if (!aligned || Mv === 0 || Nv === 0 || Kv === 0) {
+  if (!aligned || Mv === 0 || Nv === 0 || Kv === 0 || args.kernel === "scalar") {
     record(whole, false);
     return;
   }

@@ -278,8 +278,14 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
   const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
   assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
-  assert.equal(r.kernels.length, 12);
-  for (const k of r.kernels) assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && k.gflops > 0, k.name);
+  assert.equal(r.kernels.length, 14);
+  for (const k of r.kernels) {
+    assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && Number.isFinite(k.gbps), k.name);
+    // Every kernel is judged against one of the two references measured first.
+    assert.ok(k.ofCeiling! > 0 && Number.isFinite(k.ofCeiling!), `${k.name}: ${k.ofCeiling}`);
+    assert.ok(k.bound === "compute" ? k.gflops > 0 : k.gbps > 0, k.name);
+  }
+  assert.deepEqual(r.kernels.slice(0, 2).map((k) => k.ofCeiling), [1, 1]);
   assert.ok(r.train[0].tokensPerS > 0 && r.generation.cachedTokensPerS > 0 && r.generation.speedup > 0);
   const m = r.memory!;
   assert.equal(m.params, 17376); // L1 C32 V128 T16: wte 4096 + wpe 512 + block 12672 + ln_f 64
