@@ -206,6 +206,35 @@ async function timePlan(gpu: Gpu, plan: Plan, iters: number): Promise<number> {
   return median(times);
 }
 
+/** A dense product `out[M,N] = op(A) op(B) (+ bias)` timed by {@link kernel}; shape printed as MxKxN. */
+function matmulKernel(
+  gpu: Gpu,
+  iters: number,
+  name: string,
+  a: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; accumulate?: boolean } & {
+    bias?: boolean;
+    kernel?: "auto" | "scalar";
+  },
+): Promise<KernelResult> {
+  const { M, N, K } = a;
+  return kernel(
+    gpu,
+    iters,
+    name,
+    `${M}x${K}x${N}`,
+    2 * M * N * K,
+    4 * (M * K + K * N + M * N),
+    (p, t) =>
+      matmul(p, {
+        ...a,
+        out: t(M * N, "out"),
+        a: t(M * K, "a"),
+        b: t(K * N, "b"),
+        bias: a.bias ? t(N, "bias") : undefined,
+      }),
+  );
+}
+
 /** Kernel shapes: GPT-2 124M rows of activations, width, heads, vocabulary. */
 interface KernelShapes {
   N: number;
@@ -229,24 +258,12 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   // The references every other kernel is judged against on this adapter: a plain register-tiled matmul
   // (the scalar kernel: 8x4 outputs per thread, one load per operand element) at the 1024x768x768 shape
   // of ../shared/bench/README.md, and a vec4 copy for bandwidth.
-  const ref = await kernel(
-    gpu,
-    iters,
-    "reference: register-tiled matmul",
-    `${N}x${C}x${C}`,
-    2 * N * C * C,
-    4 * (2 * N * C + C * C),
-    (p, t) =>
-      matmul(p, {
-        out: t(N * C, "out"),
-        a: t(N * C, "a"),
-        b: t(C * C, "b"),
-        M: N,
-        N: C,
-        K: C,
-        kernel: "scalar",
-      }),
-  );
+  const ref = await matmulKernel(gpu, iters, "reference: register-tiled matmul", {
+    M: N,
+    N: C,
+    K: C,
+    kernel: "scalar",
+  });
   const copyN = N * F;
   const copy = await kernel(gpu, iters, "reference: vec4 copy", `${copyN}`, 0, 8 * copyN, (p, t) => {
     const u = gpu.uniform(packUniform([["u", copyN / 4]]), "copy.params");
@@ -255,79 +272,20 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   log({ ...ref, bound: "compute", ofCeiling: 1 });
   log({ ...copy, bound: "memory", ofCeiling: 1 });
   const logged = out.length;
+  log(await matmulKernel(gpu, iters, "matmul fwd (x·W)", { M: N, N: F, K: C, bias: true }));
   log(
-    await kernel(
-      gpu,
-      iters,
-      "matmul fwd (x·W)",
-      `${N}x${C}x${F}`,
-      2 * N * C * F,
-      4 * (N * C + C * F + N * F),
-      (
-        p,
-        t,
-      ) =>
-        matmul(p, {
-          out: t(N * F, "out"),
-          a: t(N * C, "a"),
-          b: t(C * F, "b"),
-          bias: t(F, "bias"),
-          M: N,
-          N: F,
-          K: C,
-        }),
-    ),
-  );
-  log(
-    await kernel(
-      gpu,
-      iters,
-      "matmul dW (x^T·dy)",
-      `${C}x${N}x${F}`,
-      2 * N * C * F,
-      4 * (N * C + C * F + N * F),
-      (
-        p,
-        t,
-      ) =>
-        matmul(p, {
-          out: t(C * F, "dw"),
-          a: t(N * C, "x"),
-          b: t(N * F, "dy"),
-          M: C,
-          N: F,
-          K: N,
-          transA: true,
-          accumulate: true,
-        }),
-    ),
+    await matmulKernel(gpu, iters, "matmul dW (x^T·dy)", {
+      M: C,
+      N: F,
+      K: N,
+      transA: true,
+      accumulate: true,
+    }),
   );
   // The LM head as training runs it: a chunk of logits rows (64 MiB of logits) against one wte chunk.
   const R = Math.max(1, Math.min(N, Math.floor((64 * 1024 * 1024) / (V * 4))));
   const Vc = splitRows(V, C, gpu.limits.maxStorageBufferBindingSize)[0];
-  log(
-    await kernel(
-      gpu,
-      iters,
-      "LM head chunk (x·wte^T)",
-      `${R}x${C}x${Vc}`,
-      2 * R * C * Vc,
-      4 * (R * C + Vc * C + R * Vc),
-      (
-        p,
-        t,
-      ) =>
-        matmul(p, {
-          out: t(R * Vc, "logits"),
-          a: t(R * C, "x"),
-          b: t(Vc * C, "wte"),
-          M: R,
-          N: Vc,
-          K: C,
-          transB: true,
-        }),
-    ),
-  );
+  log(await matmulKernel(gpu, iters, "LM head chunk (x·wte^T)", { M: R, N: Vc, K: C, transB: true }));
   // Causal attention: QK^T and PV over the lower triangle; backward recomputes P and does 4 products.
   const hd = C / H;
   const attFlops = 2 * 2 * B * H * ((T * (T + 1)) / 2) * hd;

@@ -96,6 +96,17 @@ function rowTypes(w: 1 | 4): { t: string; sum: (e: string) => string; zero: stri
     : { t: "f32", sum: (e) => e, zero: "0.0" };
 }
 
+/** Entry point of the row kernels: this thread's `row`, its `n` vectors, and their first index `base`. */
+function rowPrologue(w: 1 | 4): string {
+  return /* wgsl */ `@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  if (row >= p.N) { return; }
+  let n = p.C / ${w}u;
+  let base = row * n;
+`;
+}
+
 /**
  * LayerNorm forward with one row per thread (for CPU adapters; see {@link Gpu.cpuLike}): the row is
  * read three times (sum, sum of squared deviations, normalise), with no barrier. Same bindings as
@@ -112,13 +123,7 @@ struct Params { N: u32, C: u32, eps: f32 }
 @group(0) @binding(4) var<storage, read> inp: array<${t}>;
 @group(0) @binding(5) var<storage, read> weight: array<${t}>;
 @group(0) @binding(6) var<storage, read> bias: array<${t}>;
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
-  if (row >= p.N) { return; }
-  let n = p.C / ${w}u;
-  let base = row * n;
-  var s = ${zero};
+${rowPrologue(w)}  var s = ${zero};
   for (var c = 0u; c < n; c++) { s += inp[base + c]; }
   let m = ${sum("s")} / f32(p.C);
   // Two passes (sum of squared deviations) rather than E[x^2] - m^2, which cancels badly.
@@ -152,13 +157,7 @@ struct Params { N: u32, C: u32 }
 @group(0) @binding(4) var<storage, read> weight: array<${t}>;
 @group(0) @binding(5) var<storage, read> mean: array<f32>;
 @group(0) @binding(6) var<storage, read> rstd: array<f32>;
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
-  if (row >= p.N) { return; }
-  let n = p.C / ${w}u;
-  let base = row * n;
-  let m = mean[row];
+${rowPrologue(w)}  let m = mean[row];
   let r = rstd[row];
   var a = ${zero};
   var b = ${zero};
