@@ -5,10 +5,11 @@
  * of each block; `y` [B*T, C]; `lse` [B*H*T] at (b*H + h)*T + t holds the row's log-sum-exp of the scaled
  * scores s_ij = q_i·k_j / sqrt(hd), j ≤ i, which is all backward needs to rebuild P = exp(S - lse).
  *
- * One thread owns one row (a query, or a key for dk/dv) of one (b, h) and keeps it, and its output, in
- * hd/4 named vec4 registers generated for the head size; the other side's rows are read straight from
- * the storage buffers (every thread of a workgroup reads the same row at the same time, so caches serve
- * it). No arrays: Mesa's llvmpipe (lavapipe) takes time roughly quadratic in an array's size to compile
+ * One thread owns R consecutive rows (queries, or keys for dk/dv) of one (b, h) and keeps them, and
+ * their outputs, in hd/4 named vec4 registers each, generated for the head size; the other side's rows
+ * are read straight from the storage buffers, once per thread for all R rows (every thread of a
+ * workgroup reads the same row at about the same time, so caches serve it). R is 4 on CPU adapters
+ * and 1 on GPUs ({@link rowsPerThread}). No arrays: Mesa's llvmpipe (lavapipe) takes time roughly quadratic in an array's size to compile
  * a non-unrolled loop that indexes it, so workgroup tiles of K/V made the hd=64 kernels take minutes
  * to compile; this form compiles in about a second. Every sum runs in a fixed order, so results are
  * bit-for-bit deterministic, and no output element is written by two threads. Head sizes must be
@@ -19,6 +20,15 @@ import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
 
 /** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
 const WG = 64;
+/**
+ * Rows (queries, or keys in the dK/dV pass) per thread of the training kernels: each key's or query's
+ * vectors are loaded once for all of a thread's rows. On CPU adapters loads are what costs (docs/engine.md),
+ * and 4 rows make the kernels 3-3.5x faster than 1 on llvmpipe (8 rows: 6x, but a backward kernel takes
+ * 25 s to compile); on GPUs each row holds 32 vec4 registers, so one row per thread keeps them in registers.
+ */
+export function rowsPerThread(gpu: { cpuLike: boolean }): number {
+  return gpu.cpuLike ? 4 : 1;
+}
 /** Threads per workgroup of the elementwise D pass. */
 const WG_D = 256;
 /** Largest head size: the decode kernel gives each vec4 of a head row at least one thread. */
@@ -61,32 +71,45 @@ struct Params { B: u32, T: u32, C4: u32, H: u32, blocks: u32, scale: f32 }
 const WG: u32 = ${WG}u;
 `;
 
-/** Shared start of the training kernels: this thread's row t of (b, h), `base` = vec4 of row 0, head h. */
-function rowOf(V: number): string {
+/**
+ * Shared start of the training kernels: this thread's first row t0 of (b, h) (it owns rows t0 .. t0 + R - 1
+ * that are < T), `base` = vec4 of row 0, head h; `last` = its last row inside the sequence.
+ */
+function rowOf(V: number, R: number): string {
   return /* wgsl */ `
 const V: u32 = ${V}u;
-struct Row { b: u32, h: u32, bh: u32, t: u32, base: u32, ok: bool }
+const R: u32 = ${R}u;
+struct Row { b: u32, h: u32, bh: u32, t: u32, last: u32, base: u32, ok: bool }
 fn rowOf(wid: vec3u, nwg: vec3u, li: u32) -> Row {
   let blk = wid.x + wid.y * nwg.x;
-  let nb = (p.T + WG - 1u) / WG;
+  let nb = (p.T + WG * R - 1u) / (WG * R);
   let bh = blk / nb;
-  let t = (blk % nb) * WG + li;
+  let t = (blk % nb) * WG * R + li * R;
   let b = bh / p.H;
   let h = bh % p.H;
-  return Row(b, h, bh, t, b * p.T * 3u * p.C4 + h * V, blk < p.blocks && t < p.T);
+  return Row(b, h, bh, t, min(t + R - 1u, p.T - 1u), b * p.T * 3u * p.C4 + h * V, blk < p.blocks && t < p.T);
 }
 `;
 }
 
+/** A joiner of `f(rr)` over a thread's R rows. */
+function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string {
+  return (f, sep = "\n  ") => Array.from({ length: R }, (_, rr) => f(rr)).join(sep);
+}
+
 /**
- * Forward: thread = query t. Keys j ≤ t four at a time with an online softmax (running max m, sum l,
- * unnormalised output a): m' = max(m, s), a = a e^(m-m') + Σ e^(s_j-m') v_j, l likewise.
+ * Forward: a thread owns R consecutive queries t0 .. t0+R-1 and walks keys j ≤ its last query four at a
+ * time, loading each key's k and v once for all R rows, with an online softmax per row (running max m,
+ * sum l, unnormalised output a): m' = max(m, s), a = a e^(m-m') + Σ e^(s_j-m') v_j, l likewise. Keys past
+ * a row's own position are masked to -inf; every row sees key 0 first, so m is finite from then on.
  * Bindings: params, y, lse, qkv.
  */
-function forwardSource(HD: number): string {
+function forwardSource(HD: number, R: number): string {
   const V = HD / 4;
-  const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.t) * S + C4;`;
-  return HEADER + rowOf(V) + /* wgsl */ `
+  const rows = rowsOf(R);
+  const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`;
+  const kv = (n: number, c: number) => `qkv[r${n} + ${c}u]`;
+  return HEADER + rowOf(V, R) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> y: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
@@ -97,39 +120,65 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let C4 = p.C4;
   let S = 3u * C4;
   let base = r.base;
-  // q is pre-multiplied by the scale so a score is one dot product.
-  let rq = base + r.t * S;
-  ${each(V, (c) => `let q${c} = qkv[rq + ${c}u] * p.scale;`)}
-  ${each(V, (c) => `var a${c} = vec4f(0.0);`)}
-  var m: f32 = ${NEG};
-  var l: f32 = 0.0;
-  for (var j = 0u; j <= r.t; j += 4u) {
-    // k rows of keys j .. j+3 (clamped to t to stay in the sequence; the extra ones are masked).
+  // q is pre-multiplied by the scale so a score is one dot product; rows past T repeat the last one.
+  ${rows((rr) => `let rq${rr} = base + min(r.t + ${rr}u, r.last) * S;`)}
+  ${rows((rr) => each(V, (c) => `let q${rr}_${c} = qkv[rq${rr} + ${c}u] * p.scale;`))}
+  ${rows((rr) => each(V, (c) => `var a${rr}_${c} = vec4f(0.0);`))}
+  ${
+    rows((rr) =>
+      `var m${rr}: f32 = ${NEG};
+  var l${rr}: f32 = 0.0;`
+    )
+  }
+  for (var j = 0u; j <= r.last; j += 4u) {
+    // k rows of keys j .. j+3 (clamped to the last row to stay in the sequence; the extra ones are masked).
     ${each(4, key, "\n    ")}
-    var sc = vec4f(${dotRow(V, "q", "qkv", "r0")},
-      ${dotRow(V, "q", "qkv", "r1")},
-      ${dotRow(V, "q", "qkv", "r2")},
-      ${dotRow(V, "q", "qkv", "r3")});
-    sc = select(vec4f(${NEG}), sc, vec4u(j, j + 1u, j + 2u, j + 3u) <= vec4u(r.t));
-    let mt = max(m, max(max(sc.x, sc.y), max(sc.z, sc.w)));
-    let corr = exp(m - mt);
-    let pr = exp(sc - vec4f(mt));
-    l = l * corr + (pr.x + pr.y + pr.z + pr.w);
-    // v of a key sits C4 after its k.
+    ${each(4, (n) => each(V, (c) => `let k${n}_${c} = ${kv(n, c)};`, " "), "\n    ")}
+    let jj = vec4u(j, j + 1u, j + 2u, j + 3u);
+    ${
+    rows((rr) => {
+      const dots = (n: number) => each(V, (c) => `dot(q${rr}_${c}, k${n}_${c})`, " + ");
+      return `var sc${rr} = vec4f(${dots(0)},
+      ${dots(1)},
+      ${dots(2)},
+      ${dots(3)});
+    sc${rr} = select(vec4f(${NEG}), sc${rr}, jj <= vec4u(r.t + ${rr}u));
+    let mt${rr} = max(m${rr}, max(max(sc${rr}.x, sc${rr}.y), max(sc${rr}.z, sc${rr}.w)));
+    let corr${rr} = exp(m${rr} - mt${rr});
+    let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));
+    l${rr} = l${rr} * corr${rr} + (pr${rr}.x + pr${rr}.y + pr${rr}.z + pr${rr}.w);
+    m${rr} = mt${rr};`;
+    }, "\n    ")
+  }
+    // v of a key sits C4 after its k; each v vector is loaded once for all rows.
     ${
     each(
       V,
       (c) =>
-        `a${c} = a${c} * corr + pr.x * qkv[r0 + C4 + ${c}u] + pr.y * qkv[r1 + C4 + ${c}u] + pr.z * qkv[r2 + C4 + ${c}u] + pr.w * qkv[r3 + C4 + ${c}u];`,
+        `{
+      let v0 = qkv[r0 + C4 + ${c}u]; let v1 = qkv[r1 + C4 + ${c}u]; let v2 = qkv[r2 + C4 + ${c}u]; let v3 = qkv[r3 + C4 + ${c}u];
+      ${
+          rows(
+            (rr) =>
+              `a${rr}_${c} = a${rr}_${c} * corr${rr} + pr${rr}.x * v0 + pr${rr}.y * v1 + pr${rr}.z * v2 + pr${rr}.w * v3;`,
+            "\n      ",
+          )
+        }
+    }`,
       "\n    ",
     )
   }
-    m = mt;
   }
-  let ry = (r.b * p.T + r.t) * C4 + r.h * V;
-  let inv = 1.0 / l;
-  ${each(V, (c) => `y[ry + ${c}u] = a${c} * inv;`)}
-  lse[r.bh * p.T + r.t] = m + log(l);
+  ${
+    rows((rr) =>
+      `if (r.t + ${rr}u < p.T) {
+    let ry = (r.b * p.T + r.t + ${rr}u) * C4 + r.h * V;
+    let inv = 1.0 / l${rr};
+    ${each(V, (c) => `y[ry + ${c}u] = a${rr}_${c} * inv;`, "\n    ")}
+    lse[r.bh * p.T + r.t + ${rr}u] = m${rr} + log(l${rr});
+  }`
+    )
+  }
 }
 `;
 }
@@ -160,13 +209,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 
 /**
- * Backward pass 2: thread = key j; queries i ≥ j. With P_ij = exp(s_ij - lse_i), dP_ij = dy_i·v_j and
- * dS = P (dP - D): dv_j = Σ_i P_ij dy_i, dk_j = scale Σ_i dS_ij q_i. Reads D_i from the dq slots, which
- * this pass does not write. Bindings: params, dqkv, dy, qkv, lse.
+ * Backward pass 2: a thread owns R consecutive keys j0 .. j0+R-1 and walks queries i ≥ j0, loading each
+ * query's q, dy, lse and D once for all R keys. With P_ij = exp(s_ij - lse_i), dP_ij = dy_i·v_j and
+ * dS = P (dP - D): dv_j = Σ_i P_ij dy_i, dk_j = scale Σ_i dS_ij q_i (queries before a key are masked to
+ * P = 0). Reads D_i from the dq slots, which this pass does not write. Bindings: params, dqkv, dy, qkv, lse.
  */
-function keySource(HD: number): string {
+function keySource(HD: number, R: number): string {
   const V = HD / 4;
-  return HEADER + rowOf(V) + /* wgsl */ `
+  const rows = rowsOf(R);
+  return HEADER + rowOf(V, R) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
 @group(0) @binding(2) var<storage, read> dy: array<vec4f>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
@@ -177,35 +228,54 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (!r.ok) { return; }
   let C4 = p.C4;
   let S = 3u * C4;
-  let rk = r.base + r.t * S + C4;
+  ${rows((rr) => `let rk${rr} = r.base + min(r.t + ${rr}u, r.last) * S + C4;`)}
   // k is pre-multiplied by the scale so a score is one dot product.
-  ${each(V, (c) => `let k${c} = qkv[rk + ${c}u] * p.scale;`)}
-  ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`)}
-  ${each(V, (c) => `var dk${c} = vec4f(0.0);`)}
-  ${each(V, (c) => `var dv${c} = vec4f(0.0);`)}
+  ${rows((rr) => each(V, (c) => `let k${rr}_${c} = qkv[rk${rr} + ${c}u] * p.scale;`))}
+  ${rows((rr) => each(V, (c) => `let v${rr}_${c} = qkv[rk${rr} + C4 + ${c}u];`))}
+  ${rows((rr) => each(V, (c) => `var dk${rr}_${c} = vec4f(0.0);`))}
+  ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
   let gBase = r.b * p.T * C4 + r.h * V;
   for (var i = r.t; i < p.T; i++) {
     let rq = r.base + i * S;
     let rg = gBase + i * C4;
-    let pr = exp((${dotRow(V, "k", "qkv", "rq")}) - lse[r.bh * p.T + i]);
-    let dp = ${dotRow(V, "v", "dy", "rg")};
-    let dsc = pr * (dp - dqkv[rq].x);
-    ${each(V, (c) => `dv${c} += pr * dy[rg + ${c}u];`, "\n    ")}
-    ${each(V, (c) => `dk${c} += dsc * qkv[rq + ${c}u];`, "\n    ")}
+    ${each(V, (c) => `let q${c} = qkv[rq + ${c}u];`, " ")}
+    ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`, " ")}
+    let li_ = lse[r.bh * p.T + i];
+    let di = dqkv[rq].x;
+    ${
+    rows((rr) =>
+      `{
+      let pr = select(0.0, exp((${
+        each(V, (c) => `dot(k${rr}_${c}, q${c})`, " + ")
+      }) - li_), i >= r.t + ${rr}u);
+      let dsc = pr * ((${each(V, (c) => `dot(v${rr}_${c}, g${c})`, " + ")}) - di);
+      ${each(V, (c) => `dv${rr}_${c} += pr * g${c};`, " ")}
+      ${each(V, (c) => `dk${rr}_${c} += dsc * q${c};`, " ")}
+    }`, "\n    ")
   }
-  ${each(V, (c) => `dqkv[rk + ${c}u] = dk${c} * p.scale;`)}
-  ${each(V, (c) => `dqkv[rk + C4 + ${c}u] = dv${c};`)}
+  }
+  ${
+    rows((rr) =>
+      `if (r.t + ${rr}u < p.T) {
+    ${each(V, (c) => `dqkv[rk${rr} + ${c}u] = dk${rr}_${c} * p.scale;`, " ")}
+    ${each(V, (c) => `dqkv[rk${rr} + C4 + ${c}u] = dv${rr}_${c};`, " ")}
+  }`
+    )
+  }
 }
 `;
 }
 
 /**
- * Backward pass 3: thread = query i; keys j ≤ i: dq_i = scale Σ_j dS_ij k_j. Reads D_i from its own dq
- * slot, then overwrites it (no other thread touches it). Bindings: params, dqkv, dy, qkv, lse.
+ * Backward pass 3: a thread owns R consecutive queries and walks keys j ≤ its last one, loading each key's
+ * k and v once for all R rows: dq_i = scale Σ_j dS_ij k_j (keys past a query masked to dS = 0). Reads D_i
+ * from its own dq slot, then overwrites it (no other thread touches it). Bindings: params, dqkv, dy,
+ * qkv, lse.
  */
-function querySource(HD: number): string {
+function querySource(HD: number, R: number): string {
   const V = HD / 4;
-  return HEADER + rowOf(V) + /* wgsl */ `
+  const rows = rowsOf(R);
+  return HEADER + rowOf(V, R) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
 @group(0) @binding(2) var<storage, read> dy: array<vec4f>;
 @group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
@@ -216,21 +286,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (!r.ok) { return; }
   let C4 = p.C4;
   let S = 3u * C4;
-  let rq = r.base + r.t * S;
-  let rg = (r.b * p.T + r.t) * C4 + r.h * V;
-  ${each(V, (c) => `let q${c} = qkv[rq + ${c}u] * p.scale;`)}
-  ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`)}
-  ${each(V, (c) => `var dq${c} = vec4f(0.0);`)}
-  let lrow = lse[r.bh * p.T + r.t];
-  let drow = dqkv[rq].x;
-  for (var j = 0u; j <= r.t; j++) {
+  ${rows((rr) => `let rq${rr} = r.base + min(r.t + ${rr}u, r.last) * S;`)}
+  ${rows((rr) => `let rg${rr} = (r.b * p.T + min(r.t + ${rr}u, r.last)) * C4 + r.h * V;`)}
+  ${rows((rr) => each(V, (c) => `let q${rr}_${c} = qkv[rq${rr} + ${c}u] * p.scale;`))}
+  ${rows((rr) => each(V, (c) => `let g${rr}_${c} = dy[rg${rr} + ${c}u];`))}
+  ${rows((rr) => each(V, (c) => `var dq${rr}_${c} = vec4f(0.0);`))}
+  ${rows((rr) => `let lrow${rr} = lse[r.bh * p.T + min(r.t + ${rr}u, r.last)];`)}
+  ${rows((rr) => `let drow${rr} = dqkv[rq${rr}].x;`)}
+  for (var j = 0u; j <= r.last; j++) {
     let rk = r.base + j * S + C4;
-    let sc = ${dotRow(V, "q", "qkv", "rk")};
-    let dp = ${dotRow(V, "g", "qkv", "rk + C4")};
-    let dsc = exp(sc - lrow) * (dp - drow);
-    ${each(V, (c) => `dq${c} += dsc * qkv[rk + ${c}u];`, "\n    ")}
+    ${each(V, (c) => `let k${c} = qkv[rk + ${c}u];`, " ")}
+    ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`, " ")}
+    ${
+    rows((rr) =>
+      `{
+      let sc = ${each(V, (c) => `dot(q${rr}_${c}, k${c})`, " + ")};
+      let dp = ${each(V, (c) => `dot(g${rr}_${c}, v${c})`, " + ")};
+      let dsc = select(0.0, exp(sc - lrow${rr}) * (dp - drow${rr}), j <= r.t + ${rr}u);
+      ${each(V, (c) => `dq${rr}_${c} += dsc * k${c};`, " ")}
+    }`, "\n    ")
   }
-  ${each(V, (c) => `dqkv[rq + ${c}u] = dq${c} * p.scale;`)}
+  }
+  ${
+    rows((rr) =>
+      `if (r.t + ${rr}u < p.T) {
+    ${each(V, (c) => `dqkv[rq${rr} + ${c}u] = dq${rr}_${c} * p.scale;`, " ")}
+  }`
+    )
+  }
 }
 `;
 }
@@ -313,6 +396,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 }
 
+function checkRows(where: string, R: number): void {
+  if (!(Number.isInteger(R) && R >= 1 && R <= 8)) {
+    throw new Error(`${where}: rows per thread R=${R} must be 1..8`);
+  }
+}
+
 /** The Params block of the training kernels, for `blocks` workgroups. */
 function uniform(plan: Plan, B: number, T: number, C: number, H: number, blocks: number): TensorView {
   return plan.gpu.uniform(
@@ -335,15 +424,17 @@ export function attentionForward(
   T: number,
   C: number,
   H: number,
+  R = rowsPerThread(plan.gpu),
 ): void {
   const HD = headSize("attentionForward", C, H, [
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
     ["qkv", qkv, B * T * 3 * C],
   ]);
-  const blocks = B * H * Math.ceil(T / WG);
+  checkRows("attentionForward", R);
+  const blocks = B * H * Math.ceil(T / (WG * R));
   const u = uniform(plan, B, T, C, H, blocks);
-  plan.add(forwardSource(HD), [u, y, lse, qkv], blocks, "attention_forward");
+  plan.add(forwardSource(HD, R), [u, y, lse, qkv], blocks, "attention_forward");
 }
 
 /**
@@ -362,6 +453,7 @@ export function attentionBackward(
   T: number,
   C: number,
   H: number,
+  R = rowsPerThread(plan.gpu),
 ): void {
   const HD = headSize("attentionBackward", C, H, [
     ["dqkv", dqkv, B * T * 3 * C],
@@ -370,11 +462,12 @@ export function attentionBackward(
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
   ]);
-  const blocks = B * H * Math.ceil(T / WG);
+  checkRows("attentionBackward", R);
+  const blocks = B * H * Math.ceil(T / (WG * R));
   const u = uniform(plan, B, T, C, H, blocks);
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
-  plan.add(keySource(HD), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
-  plan.add(querySource(HD), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
+  plan.add(keySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
+  plan.add(querySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
 }
 
 /**
