@@ -121,15 +121,37 @@ export class Trainer {
     for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
   }
 
-  /** The workspace for a batch shape, made on first use. */
+  /**
+   * The workspace for a batch shape, made on first use. At most {@link maxWorkspaces} are kept (each
+   * holds a batch's activations: gigabytes at GPT-2 124M); the least recently used one is freed first.
+   * Every step has finished on the GPU when {@link trainStep} resolves, so freeing is safe between steps.
+   */
   workspace(B: number, T: number): Workspace {
     const key = `${B}x${T}`;
     let ws = this.#workspaces.get(key);
-    if (!ws) {
-      ws = new Workspace(this.model, B, T, { grads: this.grads });
+    if (ws) {
+      // Most recently used last.
+      this.#workspaces.delete(key);
       this.#workspaces.set(key, ws);
+      return ws;
     }
+    while (this.#workspaces.size >= Math.max(1, this.maxWorkspaces)) {
+      const [oldKey, old] = this.#workspaces.entries().next().value!;
+      old.destroy();
+      this.#workspaces.delete(oldKey);
+      for (const k of [...this.#lossPlans.keys()]) if (k.startsWith(`${oldKey}:`)) this.#lossPlans.delete(k);
+    }
+    ws = new Workspace(this.model, B, T, { grads: this.grads });
+    this.#workspaces.set(key, ws);
     return ws;
+  }
+
+  /** Batch shapes whose workspaces are kept ({@link workspace}). The round loop uses up to three. */
+  maxWorkspaces = 3;
+
+  /** The batch shapes that currently have a workspace, least recently used first. */
+  get workspaceShapes(): string[] {
+    return [...this.#workspaces.keys()];
   }
 
   #lossPlan(ws: Workspace, loss: LossSpec): Plan {
