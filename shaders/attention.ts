@@ -55,15 +55,10 @@ function each(V: number, f: (c: number) => string, sep = "\n  "): string {
   return Array.from({ length: V }, (_, c) => f(c)).join(sep);
 }
 
-/** Σ_c dot(reg_c, buf[at + c]): an hd-wide dot product of a register row with a row in a buffer. */
-function dotRow(V: number, reg: string, buf: string, at: string): string {
-  return each(V, (c) => `dot(${reg}${c}, ${buf}[${at} + ${c}u])`, " + ");
-}
-
 /**
  * Params of the training kernels; sizes in vec4 units: C4 = C/4, V = hd/4. `blocks` = workgroups used.
  * Row r of qkv starts at vec4 r*3*C4 (q, then k at + C4, v at + 2*C4), of y and dy at r*C4. A workgroup
- * takes WG consecutive rows of one (b, h); threads past T return at once (there are no barriers).
+ * takes WG * R consecutive rows of one (b, h); threads past T return at once (there are no barriers).
  */
 const HEADER = /* wgsl */ `
 struct Params { B: u32, T: u32, C4: u32, H: u32, blocks: u32, scale: f32 }
