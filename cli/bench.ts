@@ -14,8 +14,7 @@
  * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
  * @module
  */
-import { numberOption, required, runMain, writeFileAtomic } from "./common.ts";
-import { parseCommandOptions } from "./lm_data.ts";
+import { numberOption, parseCommand, required, runMain, writeFileAtomic } from "./common.ts";
 import { Gpu, grid, packUniform, Plan, type TensorView } from "../model/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
@@ -767,14 +766,14 @@ export function formatResults(r: BenchResults): string {
 
 /** Run the benchmark with `args`; `gpu` reuses a device (tests). Resolves with the results. */
 export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | undefined> {
-  const v = parseCommandOptions(
+  const v = parseCommand(
     "bench",
     "Speed of the engine's kernels, training step and generation.",
     SPEC,
     args,
   );
   if (!v) return undefined;
-  const int = (name: string, min = 1) => numberOption(v[name], name, { min, integer: true });
+  const int = (name: keyof typeof SPEC, min = 1) => numberOption(v[name], name, { min, integer: true });
   const quick = v.quick === true;
   const steps = int("steps");
   const small = quick

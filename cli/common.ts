@@ -22,13 +22,19 @@ export class UsageError extends Error {
   }
 }
 
-/** Parse `args` against `spec`; prints help and exits on `--help`; unknown options are errors. */
-export function parseOptions<S extends Record<string, OptionSpec>>(
+/** The value of one parsed option: strings, booleans, lists for `multiple` options, or absent. */
+export type OptionValue = string | boolean | string[] | undefined;
+
+/**
+ * Parse `args` against `spec` (strict: unknown options and positionals are usage errors; defaults filled
+ * in). `--help` prints the help text and yields undefined, so the caller returns without work.
+ */
+export function parseCommand<S extends Record<string, OptionSpec>>(
   command: string,
   summary: string,
   spec: S,
-  args: string[] = Deno.args,
-): Record<keyof S, string | boolean | string[] | undefined> {
+  args: string[],
+): Record<keyof S, OptionValue> | undefined {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {
     help: { type: "boolean", short: "h" },
   };
@@ -48,11 +54,23 @@ export function parseOptions<S extends Record<string, OptionSpec>>(
   }
   if (values.help) {
     console.log(helpText(command, summary, spec));
-    Deno.exit(0);
+    return undefined;
   }
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
-  return out as Record<keyof S, string | boolean | string[] | undefined>;
+  return out as Record<keyof S, OptionValue>;
+}
+
+/** {@link parseCommand} for a process's own arguments: `--help` prints the help and exits. */
+export function parseOptions<S extends Record<string, OptionSpec>>(
+  command: string,
+  summary: string,
+  spec: S,
+  args: string[] = Deno.args,
+): Record<keyof S, OptionValue> {
+  const values = parseCommand(command, summary, spec, args);
+  if (values === undefined) Deno.exit(0);
+  return values;
 }
 
 /** The `--help` text for a command. */

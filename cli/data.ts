@@ -4,8 +4,7 @@
  * are there. `--zip FILE` unpacks an archive downloaded by hand (machines without network).
  * @module
  */
-import { parseArgs } from "node:util";
-import { helpText, type OptionSpec, runMain, UsageError } from "./common.ts";
+import { parseOptions, runMain, UsageError } from "./common.ts";
 import { BABYLM_SOURCES, findCorpusFiles } from "../interaction/corpus_dir.ts";
 import { extractEntry, listZip } from "../eval/zip.ts";
 
@@ -97,37 +96,8 @@ export async function verifyCorpus(out: string): Promise<string> {
   return dir;
 }
 
-/**
- * `parseOptions` of common.ts without its `short: undefined` (which node's parseArgs rejects): strict
- * options, `--help` prints the help and exits, defaults filled in.
- */
-function parseCli(
-  command: string,
-  summary: string,
-  spec: Record<string, OptionSpec>,
-): Record<string, string | boolean | undefined> {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(spec)) options[k] = { type: v.type };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: Deno.args, options, allowPositionals: false, strict: true })
-      .values as typeof values;
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText(command, summary, spec));
-    Deno.exit(0);
-  }
-  const out: Record<string, string | boolean | undefined> = {};
-  for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
-  return out;
-}
-
 async function main(): Promise<void> {
-  const opts = parseCli("data", "Download, unpack and check the BabyLM 2025 text corpus.", {
+  const opts = parseOptions("data", "Download, unpack and check the BabyLM 2025 text corpus.", {
     out: { type: "string", help: "directory to unpack into", default: "data" },
     size: { type: "string", help: "100M (strict track) or 10M (strict-small)", default: "100M" },
     url: { type: "string", help: "archive URL (default: the BabyLM OSF file for --size)" },

@@ -6,8 +6,7 @@
  *   deno task eval --run RUN_DIR --data DIR [--output DIR]
  * @module
  */
-import { parseArgs } from "node:util";
-import { helpText, Progress, runMain, UsageError, writeFileAtomic } from "./common.ts";
+import { parseCommand, Progress, runMain, UsageError, writeFileAtomic } from "./common.ts";
 import type { Scorer, TextEncoder_ } from "../eval/types.ts";
 import { ALL_TASKS, checkTaskData, DEFAULT_TASKS, type EvalOptions, evaluateModel } from "../eval/tasks.ts";
 import { formatReport, makeReport, type ModelReport } from "../eval/report.ts";
@@ -143,33 +142,9 @@ async function evaluateDir(
 const SUMMARY =
   "Zero-shot BabyLM 2025 evaluations (BLiMP, supplement, EWoK, entity tracking, WUG, reading) and perplexity.";
 
-/**
- * Parse the options (strict; `--help` prints the help and returns undefined). Why not
- * `parseOptions` of common.ts: it passes `short: undefined` to `parseArgs`, which rejects it.
- */
-function parse(args: string[]): Record<keyof typeof SPEC, string | boolean | undefined> | undefined {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(SPEC)) options[k] = { type: v.type };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
-  } catch (e) {
-    throw new UsageError(`eval: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText("eval", SUMMARY, SPEC));
-    return undefined;
-  }
-  const out: Record<string, string | boolean | undefined> = {};
-  for (const [k, v] of Object.entries(SPEC)) out[k] = values[k] ?? ("default" in v ? v.default : undefined);
-  return out as Record<keyof typeof SPEC, string | boolean | undefined>;
-}
-
 /** The command; `load` is injectable so tests can run it with a CPU model. */
 export async function main(args: string[] = Deno.args, load: typeof loadScorer = loadScorer): Promise<void> {
-  const o = parse(args);
+  const o = parseCommand("eval", SUMMARY, SPEC, args);
   if (o === undefined) return;
   const model = o.model as string | undefined, run = o.run as string | undefined;
   if ((model === undefined) === (run === undefined)) {

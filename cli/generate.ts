@@ -10,10 +10,9 @@
  * stream (seed, i), so its output does not depend on the other lines or on --batch-size.
  * @module
  */
-import { parseArgs } from "node:util";
 import {
-  helpText,
   numberOption,
+  parseCommand,
   Progress,
   required,
   runMain,
@@ -45,32 +44,6 @@ const SPEC = {
   seed: { type: "string", help: "random seed", default: "0" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "64" },
 } as const;
-
-/**
- * Parse the options (strict); `--help` prints the help and returns undefined. Not `parseOptions` of
- * common.ts, which passes `short: undefined` to `parseArgs` (rejected) and exits on `--help`.
- */
-function parse(args: string[]): Record<keyof typeof SPEC, string | undefined> | undefined {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(SPEC)) options[k] = { type: v.type };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
-  } catch (e) {
-    throw new UsageError(`generate: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText("generate", SUMMARY, SPEC));
-    return undefined;
-  }
-  const out: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(SPEC)) {
-    out[k] = (values[k] as string | undefined) ?? ("default" in v ? v.default : undefined);
-  }
-  return out as Record<keyof typeof SPEC, string | undefined>;
-}
 
 /** One input line, resolved to token ids. */
 interface Context {
@@ -158,7 +131,7 @@ async function isFile(path: string): Promise<boolean> {
 
 /** The command, on `args`; throws UsageError for user mistakes. Writes output lines to `--output` or stdout. */
 export async function runGenerate(args: string[]): Promise<void> {
-  const o = parse(args);
+  const o = parseCommand("generate", SUMMARY, SPEC, args);
   if (!o) return;
   const modelDir = required(o.model, "model").replace(/\/+$/, "");
   const input = required(o.input, "input");

@@ -5,8 +5,7 @@
  * training loop that writes an HF directory with `metrics.jsonl`.
  * @module
  */
-import { parseArgs } from "node:util";
-import { helpText, numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
+import { numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
 import { Gpu } from "../model/gpu.ts";
@@ -22,38 +21,6 @@ import {
 import { SeededRandom } from "../model/random.ts";
 
 /** Parsed option values by name (strings as given, or the spec's defaults). */
-export type OptionValues = Record<string, string | boolean | undefined>;
-
-/**
- * Parse `args` against `spec` (single-valued options only). `--help` prints the help text and yields
- * undefined, so the caller returns without work. Unknown options are usage errors. (common.ts's
- * parseOptions passes `short: undefined` to node's parseArgs, which rejects it.)
- */
-export function parseCommandOptions(
-  command: string,
-  summary: string,
-  spec: Record<string, OptionSpec>,
-  args: string[],
-): OptionValues | undefined {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(spec)) options[k] = { type: v.type };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText(command, summary, spec));
-    return undefined;
-  }
-  const out: OptionValues = {};
-  for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
-  return out;
-}
-
 /** One non-empty line of a JSON-lines file. */
 export interface JsonlRecord {
   /** 1-based line number in the file. */

@@ -9,8 +9,8 @@
  * Without --output the lines go to stdout; with it the file is written atomically.
  * @module
  */
-import { numberOption, Progress, required, runMain, writeFileAtomic } from "./common.ts";
-import { loadModelDir, parseCommandOptions, readJsonlRecords, readSequences } from "./lm_data.ts";
+import { numberOption, parseCommand, Progress, required, runMain, writeFileAtomic } from "./common.ts";
+import { loadModelDir, readJsonlRecords, readSequences } from "./lm_data.ts";
 import { Gpu } from "../model/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Scorer } from "../model/score.ts";
@@ -31,7 +31,7 @@ export interface ScoreLine {
 
 /** Run the command with `args`; `gpu` reuses a device (tests). Resolves with the output lines. */
 export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
-  const v = parseCommandOptions(
+  const v = parseCommand(
     "score",
     "Per-token log-probabilities of sequences under a GPT-2 model.",
     SPEC,

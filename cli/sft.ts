@@ -10,12 +10,11 @@
  * metrics.jsonl to --out, atomically.
  * @module
  */
-import { required, runMain } from "./common.ts";
+import { parseCommand, required, runMain } from "./common.ts";
 import {
   loadModelDir,
   type MetricsRow,
   packLmBatch,
-  parseCommandOptions,
   parseTrainOptions,
   readJsonlRecords,
   readSequences,
@@ -31,7 +30,7 @@ const SPEC = {
 
 /** Run the command with `args`; `gpu` reuses a device (tests). Resolves with the metrics rows. */
 export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
-  const v = parseCommandOptions("sft", "Language-model training (SFT) of a GPT-2 directory.", SPEC, args);
+  const v = parseCommand("sft", "Language-model training (SFT) of a GPT-2 directory.", SPEC, args);
   if (!v) return [];
   const modelDir = required(v.model, "model");
   const dataPath = required(v.data, "data");

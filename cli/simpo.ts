@@ -10,12 +10,11 @@
  * Writes the trained model and metrics.jsonl (with chosen/rejected rewards, margin, win rate) to --out.
  * @module
  */
-import { numberOption, required, runMain } from "./common.ts";
+import { numberOption, parseCommand, required, runMain } from "./common.ts";
 import {
   loadModelDir,
   type MetricsRow,
   packPreferenceBatch,
-  parseCommandOptions,
   parseTrainOptions,
   readJsonlRecords,
   readPairs,
@@ -35,7 +34,7 @@ const SPEC = {
 
 /** Run the command with `args`; `gpu` reuses a device (tests). Resolves with the metrics rows. */
 export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
-  const v = parseCommandOptions(
+  const v = parseCommand(
     "simpo",
     "Preference training (SimPO + lambda * LM) of a GPT-2 directory.",
     SPEC,

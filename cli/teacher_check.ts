@@ -4,8 +4,7 @@
  * parsed. For checking a server before a long run.
  * @module
  */
-import { parseArgs } from "node:util";
-import { helpText, type OptionSpec, required, runMain, UsageError } from "./common.ts";
+import { parseOptions, required, runMain, UsageError } from "./common.ts";
 import { DEFAULT_PROMPT, loadPromptTemplate } from "../interaction/prompt.ts";
 import { health, normalizeBaseUrl, OpenAITeacher } from "../interaction/teacher.ts";
 
@@ -15,37 +14,8 @@ const SAMPLE = {
   student: "me get ball the go under now .",
 };
 
-/**
- * `parseOptions` of common.ts without its `short: undefined` (which node's parseArgs rejects): strict
- * options, `--help` prints the help and exits, defaults filled in.
- */
-function parseCli(
-  command: string,
-  summary: string,
-  spec: Record<string, OptionSpec>,
-): Record<string, string | boolean | undefined> {
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(spec)) options[k] = { type: v.type };
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    values = parseArgs({ args: Deno.args, options, allowPositionals: false, strict: true })
-      .values as typeof values;
-  } catch (e) {
-    throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText(command, summary, spec));
-    Deno.exit(0);
-  }
-  const out: Record<string, string | boolean | undefined> = {};
-  for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
-  return out;
-}
-
 async function main(): Promise<void> {
-  const o = parseCli(
+  const o = parseOptions(
     "teacher-check",
     "Send one correction request to a teacher server and show the result.",
     {

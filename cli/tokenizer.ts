@@ -7,10 +7,9 @@
  * Files are streamed (never held whole); special token: `<|endoftext|>` at id 0 (BOS, EOS, padding).
  * @module
  */
-import { parseArgs } from "node:util";
 import {
-  helpText,
   numberOption,
+  parseCommand,
   Progress,
   required,
   runMain,
@@ -86,35 +85,9 @@ async function checkWritable(dir: string): Promise<void> {
 const SUMMARY =
   "Train a byte-level BPE tokenizer (GPT-2 pre-tokenization, <|endoftext|> at id 0) on text files.";
 
-/**
- * Parse the options (strict); `--help` prints the help and returns undefined. Not `parseOptions` of
- * common.ts: it passes `short: undefined` to `parseArgs`, which rejects it.
- */
-function parse(args: string[]): Record<string, string | string[] | boolean | undefined> | undefined {
-  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {
-    help: { type: "boolean", short: "h" },
-  };
-  for (const [k, v] of Object.entries(SPEC)) {
-    options[k] = "multiple" in v ? { type: v.type, multiple: true } : { type: v.type };
-  }
-  let values: Record<string, string | string[] | boolean | undefined>;
-  try {
-    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values as typeof values;
-  } catch (e) {
-    throw new UsageError(`tokenizer: ${(e as Error).message}\nRun with --help for the options.`);
-  }
-  if (values.help) {
-    console.log(helpText("tokenizer", SUMMARY, SPEC));
-    return undefined;
-  }
-  const out: Record<string, string | string[] | boolean | undefined> = {};
-  for (const [k, v] of Object.entries(SPEC)) out[k] = values[k] ?? ("default" in v ? v.default : undefined);
-  return out;
-}
-
 /** The command: parse `args`, train, write OUT/tokenizer.json. */
 export async function main(args: string[] = Deno.args): Promise<void> {
-  const o = parse(args);
+  const o = parseCommand("tokenizer", SUMMARY, SPEC, args);
   if (o === undefined) return;
   const inputs = (o.input as string[] | undefined) ?? [];
   const vocabSize = numberOption(o["vocab-size"], "vocab-size", { min: 257, max: 2_000_000, integer: true });
