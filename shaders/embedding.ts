@@ -134,8 +134,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 
 /**
- * One workgroup per unique token g < count[0] whose id is in [v0, v1): dwte[id - v0] += sum of
- * dout[positions[k]] for k in [offsets[g], offsets[g+1]), in that order.
+ * One workgroup per (unique token g < count[0] whose id is in [v0, v1), block of WG columns):
+ * dwte[id - v0] += sum of dout[positions[k]] for k in [offsets[g], offsets[g+1]), in that order. A thread
+ * owns one column, so it loops once per occurrence of its token: within llvmpipe's loop budget
+ * (LLVMPIPE_LOOP_LIMIT) for any batch of up to 65535 positions, whatever the width.
  * Bindings: params, dwte (chunk), dout, ids, offsets, positions, count.
  */
 export const EMBEDDING_BACKWARD_WTE = /* wgsl */ `
@@ -149,18 +151,18 @@ struct Params { C: u32, v0: u32, v1: u32 }
 @group(0) @binding(6) var<storage, read> count: array<u32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= count[0]) { return; }
+  let colBlocks = (p.C + ${WG - 1}u) / ${WG}u;
+  let w = wid.x + wid.y * nwg.x;
+  let g = w / colBlocks;
+  let c = (w % colBlocks) * ${WG}u + li;
+  if (g >= count[0] || c >= p.C) { return; }
   let id = ids[g];
   if (id < p.v0 || id >= p.v1) { return; }
   let k0 = offsets[g];
   let k1 = offsets[g + 1u];
-  let e = (id - p.v0) * p.C;
-  for (var c = li; c < p.C; c += ${WG}u) {
-    var s = 0.0;
-    for (var k = k0; k < k1; k++) { s += dout[positions[k] * p.C + c]; }
-    dwte[e + c] += s;
-  }
+  var s = 0.0;
+  for (var k = k0; k < k1; k++) { s += dout[positions[k] * p.C + c]; }
+  dwte[(id - p.v0) * p.C + c] += s;
 }
 `;
 
@@ -243,11 +245,11 @@ export function embeddingBackward(
   for (const { view, v0, v1 } of dwteChunks) {
     const uc = gpu.uniform(packUniform([["u", C], ["u", v0], ["u", v1]]), "embedding.params");
     const { ids, offsets, positions, count } = groups;
-    // Up to N unique tokens; workgroups past count[0] exit at once.
+    // Up to N unique tokens, one workgroup per WG columns of each; workgroups past count[0] exit at once.
     plan.add(
       EMBEDDING_BACKWARD_WTE,
       [uc, view, dout, ids, offsets, positions, count],
-      N,
+      N * Math.ceil(C / WG),
       "embedding_backward_wte",
     );
   }

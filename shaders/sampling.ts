@@ -29,6 +29,7 @@ var<workgroup> redF: array<f32, ${WG}>;
 var<workgroup> redU: array<u32, ${WG}>;
 var<workgroup> prefix: array<f32, ${WG}>;
 var<workgroup> chosen: u32;
+var<workgroup> lastKept: array<u32, ${WG}>;
 
 fn pcg(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
@@ -158,8 +159,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 
   // Draw u in [0, kept mass) and find its token by a prefix over the threads' contiguous blocks.
   var mine = 0.0;
-  for (var j = lo; j < hi; j++) { let e = logits[base + j]; if (e >= tf && e > 0.0) { mine += e; } }
+  var myLast = 0xffffffffu;
+  for (var j = lo; j < hi; j++) { let e = logits[base + j]; if (e >= tf && e > 0.0) { mine += e; myLast = j; } }
   prefix[li] = mine;
+  lastKept[li] = myLast;
   if (li == 0u) { chosen = 0xffffffffu; }
   workgroupBarrier();
   if (li == 0u) {
@@ -190,9 +193,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   workgroupBarrier();
   if (li == 0u) {
     var c = chosen;
-    // Rounding can leave u at the very top of the range: take the last kept token.
+    // Rounding can leave u at the very top of the range: take the last kept token, from the last thread
+    // that kept one (WG steps, not V: one thread may loop only so often on llvmpipe).
     if (c == 0xffffffffu) {
-      for (var j = V; j > 0u; j--) { let e = logits[base + j - 1u]; if (e >= tf && e > 0.0) { c = j - 1u; break; } }
+      for (var t = ${WG}u; t > 0u; t--) { if (lastKept[t - 1u] != 0xffffffffu) { c = lastKept[t - 1u]; break; } }
     }
     tokens[s] = c;
     counts[s] = counts[s] + 1u;

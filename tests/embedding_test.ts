@@ -99,3 +99,28 @@ Deno.test("embedding forward and backward over 2 uneven wte chunks match float64
     }
   }
 });
+
+Deno.test("embedding backward: one token at every one of 8193 positions, C=2048 (past llvmpipe's loop budget if a thread looped over columns too)", async () => {
+  const gpu = await testGpu();
+  const [B, T, C, V] = [2731, 3, 2048, 2];
+  const N = B * T;
+  const dout = randn(N * C, 9);
+  const tokens = new Uint32Array(N).fill(1);
+  const up = (a: Float32Array) => {
+    const v = gpu.tensor(a.length);
+    gpu.write(v, a);
+    return v;
+  };
+  const tdout = up(dout), tdwte = gpu.tensor(V * C), tdwpe = gpu.tensor(T * C);
+  const groups = new EmbeddingGroups(gpu, N);
+  groups.upload(tokens);
+  const plan = new Plan(gpu);
+  embeddingBackward(plan, [{ view: tdwte, v0: 0, v1: V }], tdwpe, tdout, groups, B, T, C);
+  plan.run();
+  const ref = new Float64Array(C);
+  for (let i = 0; i < N; i++) for (let c = 0; c < C; c++) ref[c] += dout[i * C + c];
+  const dwte = await gpu.read(tdwte);
+  assertClose("dwte row of the repeated token", dwte.subarray(C, 2 * C), ref, { rtol: 1e-4, atol: 1e-3 });
+  assertClose("dwte row of the absent token", dwte.subarray(0, C), new Float64Array(C), { rtol: 0, atol: 0 });
+  for (const v of [tdout, tdwte, tdwpe]) gpu.free(v);
+});
