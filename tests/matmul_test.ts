@@ -167,28 +167,40 @@ function aligned(name: string, M: number, N: number, K: number, opts: Partial<Ca
   };
 }
 
-Deno.test("matmul: vec4 core plus scalar K, M and N edges match the float64 reference", async () => {
-  const gpu = await testGpu();
-  const cases: Case[] = [];
-  // Tile-layout blocks (M > 16) and wide-layout ones (M <= 16); exact multiples and every remainder.
-  for (
-    const [M, N, K] of [[37, 53, 29], [64, 128, 64], [130, 262, 71], [5, 70, 42], [16, 300, 13], [4, 4, 4], [
-      1,
-      40,
-      8,
-    ], [3, 9, 6]]
-  ) {
-    const s = `${M}x${N}x${K}`;
-    cases.push(
-      aligned(`v4 NN ${s}`, M, N, K),
-      aligned(`v4 NN+bias+acc ${s}`, M, N, K, { bias: true, accumulate: true }),
-      aligned(`v4 NT+bias ${s}`, M, N, K, { transB: true, bias: true }),
-      aligned(`v4 TN+acc ${s}`, M, N, K, { transA: true, accumulate: true }),
-      aligned(`v4 TT+bias ${s}`, M, N, K, { transA: true, transB: true, bias: true }),
-    );
-  }
-  await runCases(gpu, cases);
-});
+for (const tiles of ["cpu", "gpu"] as const) {
+  Deno.test(`matmul: vec4 core (${tiles} tiles) plus scalar K, M and N edges match the float64 reference`, async () => {
+    const gpu = await testGpu();
+    const cases: Case[] = [];
+    // Tile-layout blocks (M > 16) and wide-layout ones (M <= 16); exact multiples and every remainder.
+    for (
+      const [M, N, K] of [
+        [37, 53, 29],
+        [64, 128, 64],
+        [130, 262, 71],
+        [260, 140, 20],
+        [5, 70, 42],
+        [16, 300, 13],
+        [4, 4, 4],
+        [
+          1,
+          40,
+          8,
+        ],
+        [3, 9, 6],
+      ]
+    ) {
+      const s = `${M}x${N}x${K}`;
+      cases.push(
+        aligned(`v4 NN ${s}`, M, N, K),
+        aligned(`v4 NN+bias+acc ${s}`, M, N, K, { bias: true, accumulate: true }),
+        aligned(`v4 NT+bias ${s}`, M, N, K, { transB: true, bias: true }),
+        aligned(`v4 TN+acc ${s}`, M, N, K, { transA: true, accumulate: true }),
+        aligned(`v4 TT+bias ${s}`, M, N, K, { transA: true, transB: true, bias: true }),
+      );
+    }
+    await runCases(gpu, cases.map((c) => ({ ...c, name: `${c.name} ${tiles}`, tiles })));
+  });
+}
 
 Deno.test("matmul takes the vec4 kernel for GPT-2 shapes and the scalar one for odd strides", async () => {
   const gpu = await testGpu();
