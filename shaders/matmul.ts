@@ -50,6 +50,8 @@ interface Vec4Layout {
  * than loads there).
  */
 const TILE_CPU: Vec4Layout = { name: "tile16x16", WX: 8, WY: 8, TM: 16, TN: 16 };
+/** CPU adapters, products of 17-64 rows: 8 x 16 per thread, so a 64-row block wastes no lanes. */
+const TILE_CPU_MID: Vec4Layout = { name: "tile8x16", WX: 8, WY: 8, TM: 8, TN: 16 };
 /**
  * GPUs: 8 x 8 per thread (64 accumulators), so a thread's tile and its loaded vectors stay in
  * registers. Not tuned on a GPU: none was available; correctness is tested on every run.
@@ -62,7 +64,7 @@ const WIDE: Vec4Layout = { name: "wide", WX: 16, WY: 1, TM: 4, TN: 16 };
  * products are recorded as several launches that accumulate.
  */
 export const K_CHUNK = 49152;
-/** Products with at most this many rows use {@link WIDE}. */
+/** Products with at most this many rows use {@link WIDE}; on CPU adapters up to 64 rows {@link TILE_CPU_MID}. */
 const WIDE_MAX_ROWS = 16;
 
 /** The compile-time choices that make one WGSL source. */
@@ -394,7 +396,13 @@ function recordBlock(
   blk: Block,
   tile: Vec4Layout | undefined,
 ): void {
-  const layout = tile ? (blk.M <= WIDE_MAX_ROWS ? WIDE : tile) : undefined;
+  const layout = !tile
+    ? undefined
+    : blk.M <= WIDE_MAX_ROWS
+    ? WIDE
+    : tile === TILE_CPU && blk.M <= TILE_CPU_MID.WY * TILE_CPU_MID.TM
+    ? TILE_CPU_MID
+    : tile;
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
   const u = plan.gpu.uniform(
