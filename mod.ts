@@ -4,7 +4,7 @@
  * (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`), which use Deno's file system.
  * @module
  */
-export { Gpu, GpuCapacityError, Plan, type TensorView } from "./model/gpu.ts";
+export { Gpu, GpuCapacityError, Plan, type TensorView } from "./shaders/gpu.ts";
 export { GPT2_124M, type GPT2Config, parameterCount, validateConfig } from "./model/config.ts";
 export { type ParamSpec, paramTable } from "./model/params.ts";
 export { GPT2, initWeights, Workspace } from "./model/gpt2.ts";

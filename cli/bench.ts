@@ -15,7 +15,7 @@
  * @module
  */
 import { numberOption, parseCommand, required, runMain, writeFileAtomic } from "./common.ts";
-import { Gpu, grid, packUniform, Plan, type TensorView } from "../model/gpu.ts";
+import { Gpu, grid, packUniform, Plan, type TensorView } from "../shaders/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
 import { GPT2_124M, type GPT2Config, parameterCount } from "../model/config.ts";

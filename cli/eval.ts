@@ -13,7 +13,7 @@ import { formatReport, makeReport, type ModelReport } from "../eval/report.ts";
 import { curveCsv, curveHtml, curveJson, curveSvg, findCheckpoints } from "../eval/curve.ts";
 import { EWOK_PASSWORD } from "../eval/zip.ts";
 import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";

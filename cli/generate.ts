@@ -20,7 +20,7 @@ import {
   writeFileAtomic,
 } from "./common.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { generate } from "../model/generate.ts";
 import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";

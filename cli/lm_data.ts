@@ -8,7 +8,7 @@
 import { numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
 import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import {
   type AdamWConfig,

@@ -11,7 +11,7 @@
  */
 import { numberOption, parseCommand, Progress, required, runMain, writeFileAtomic } from "./common.ts";
 import { loadModelDir, readJsonlRecords, readSequences } from "./lm_data.ts";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Scorer } from "../model/score.ts";
 

@@ -21,7 +21,7 @@ import {
   runTraining,
   TRAIN_OPTIONS,
 } from "./lm_data.ts";
-import type { Gpu } from "../model/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
 
 const SPEC = {
   ...TRAIN_OPTIONS,

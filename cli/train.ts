@@ -4,7 +4,7 @@
  * and a teacher URL is the model card's run. `--resume RUN_DIR` continues a killed run.
  * @module
  */
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { loadCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";

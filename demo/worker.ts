@@ -6,7 +6,7 @@
  * @module
  */
 import * as Comlink from "comlink";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import { type LoopEvents, runInteraction } from "../interaction/loop.ts";
 import { type TrainConfig, validateTrainConfig } from "../interaction/train.ts";

@@ -15,7 +15,7 @@
  * Runs in Deno and in the browser: files go through {@link RunStorage}.
  * @module
  */
-import type { Gpu } from "../model/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
 import { type Batch, type StepMetrics, Trainer } from "../model/trainer.ts";
 import { generate } from "../model/generate.ts";

@@ -11,7 +11,7 @@
  * change frees the old state, uniform blocks included.
  * @module
  */
-import { type Gpu, GpuCapacityError, type GpuLimits, Plan, type TensorView } from "./gpu.ts";
+import { type Gpu, GpuCapacityError, type GpuLimits, Plan, type TensorView } from "../shaders/gpu.ts";
 import type { GPT2Config } from "./config.ts";
 import { type GPT2, Workspace } from "./gpt2.ts";
 import { matmul } from "../shaders/matmul.ts";

@@ -5,7 +5,7 @@
  * Shapes: B sequences of T positions, width C, H heads, vocabulary V. Activations are [B*T, C] rows.
  * @module
  */
-import { type Gpu, GpuCapacityError, Plan, type TensorView } from "./gpu.ts";
+import { type Gpu, GpuCapacityError, Plan, type TensorView } from "../shaders/gpu.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
 import { numel, type ParamSpec, paramTable } from "./params.ts";
 import { biasBackward, matmul } from "../shaders/matmul.ts";

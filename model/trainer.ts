@@ -3,8 +3,8 @@
  * gradient-norm clipping and AdamW, encoded as one command submission. Only a few floats come back.
  * @module
  */
-import type { TensorView } from "./gpu.ts";
-import { Plan } from "./gpu.ts";
+import type { TensorView } from "../shaders/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { allocParams, type DeviceParam, type GPT2, readAll, Workspace, writeParts } from "./gpt2.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";

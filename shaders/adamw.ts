@@ -13,7 +13,7 @@
  * to f32 once. The gradient buffer itself is left unscaled.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 import { NORM_LENGTH } from "./reduce.ts";
 
 const WG = 256;

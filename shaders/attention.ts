@@ -16,7 +16,7 @@
  * multiples of 4 (vec4 loads) and at most 256.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 /** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
 const WG = 64;

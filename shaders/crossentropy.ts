@@ -10,7 +10,7 @@
  * (an element index passed as a uniform). Targets must be token ids < V.
  * @module
  */
-import { LLVMPIPE_LOOP_LIMIT, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { LLVMPIPE_LOOP_LIMIT, packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

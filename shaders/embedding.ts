@@ -8,7 +8,7 @@
  * buffers bound once, and the GPU reduces one unique token per workgroup, summing positions in order.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

@@ -3,7 +3,7 @@
  * Forward and backward side by side; both elementwise over `n` values.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

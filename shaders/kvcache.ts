@@ -5,7 +5,7 @@
  * Cache layout: [nSeq, maxT, C] (sequence s, position t, head h in columns h*hd..).
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

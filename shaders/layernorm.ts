@@ -9,7 +9,7 @@
  * The column sums run in two fixed-order stages (blocks of rows, then blocks), so they are deterministic.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
 import { wgslTreeSum } from "./reduce.ts";
 
 const WG = 256;

@@ -17,7 +17,7 @@
  * Every reduction is a per-thread strided sum followed by a fixed-order tree, so results are deterministic.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

@@ -25,7 +25,7 @@
  * along K adds the remainder after the core (still increasing k).
  * @module
  */
-import { grid, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { grid, packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;

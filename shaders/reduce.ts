@@ -8,7 +8,7 @@
  * Both stages use a fixed per-thread order and a fixed tree, so the result is bit-for-bit deterministic.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

@@ -3,7 +3,7 @@
  * gradient passes unchanged to both inputs); {@link addInPlace} accumulates one buffer into another.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

@@ -11,7 +11,7 @@
  * as the usual sort-and-cumsum implementations do (tied tokens at the boundary are all kept).
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "../model/gpu.ts";
+import { packUniform, type Plan, type TensorView } from "./gpu.ts";
 
 const WG = 256;
 

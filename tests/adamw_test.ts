@@ -1,4 +1,4 @@
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { adamwStep, packStepParams, STEP_PARAMS_LENGTH } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
 import { type AdamWStateRef, adamwStepRef } from "./reference/adamw.ts";

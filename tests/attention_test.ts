@@ -1,4 +1,4 @@
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { attentionBackward, attentionDecode, attentionForward } from "../shaders/attention.ts";
 import { attentionBackwardRef, attentionForwardRef, type AttentionShape } from "./reference/attention.ts";
 import { assertClose, randn, testGpu } from "./util.ts";

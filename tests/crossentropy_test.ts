@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
 import { crossEntropyBackwardRef, crossEntropyForwardRef } from "./reference/crossentropy.ts";
 import { assertClose, randint, randn, rng, testGpu } from "./util.ts";

@@ -1,4 +1,4 @@
-import { Plan, type TensorView } from "../model/gpu.ts";
+import { Plan, type TensorView } from "../shaders/gpu.ts";
 import {
   embeddingBackward,
   embeddingForward,

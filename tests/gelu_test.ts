@@ -1,4 +1,4 @@
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { geluBackward, geluForward } from "../shaders/gelu.ts";
 import { geluBackwardRef, geluForwardRef } from "./reference/gelu.ts";
 import { assertClose, randn, testGpu } from "./util.ts";

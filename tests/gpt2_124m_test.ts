@@ -6,7 +6,7 @@
  * GPT-2 (tests/reference/gpt2.ts).
  */
 import assert from "node:assert/strict";
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
 import { GPT2_124M, type GPT2Config } from "../model/config.ts";

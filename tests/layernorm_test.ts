@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
 import { layernormBackwardRef, layernormForwardRef } from "./reference/layernorm.ts";
 import { assertClose, randn, testGpu } from "./util.ts";

@@ -1,4 +1,4 @@
-import { Plan, type TensorView } from "../model/gpu.ts";
+import { Plan, type TensorView } from "../shaders/gpu.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
 import { lmLoss, METRIC, METRICS_LENGTH, sequenceSums, simpoLoss } from "../shaders/loss.ts";
 import { crossEntropyForwardRef } from "./reference/crossentropy.ts";

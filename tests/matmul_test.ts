@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, throws } from "node:assert/strict";
-import { type Gpu, Plan } from "../model/gpu.ts";
+import { type Gpu, Plan } from "../shaders/gpu.ts";
 import { biasBackward, matmul, type MatmulArgs } from "../shaders/matmul.ts";
 import { biasBackwardRef, matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";

@@ -1,4 +1,4 @@
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { GradNorm } from "../shaders/reduce.ts";
 import { clipCoefRef, globalNormRef } from "./reference/reduce.ts";
 import { assertClose, randn, testGpu } from "./util.ts";

@@ -1,4 +1,4 @@
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { addInPlace, residualForward } from "../shaders/residual.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 

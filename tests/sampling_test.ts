@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
-import { Plan } from "../model/gpu.ts";
+import { Plan } from "../shaders/gpu.ts";
 import { sample, type SamplingParams } from "../shaders/sampling.ts";
 import { samplingDistributionRef } from "./reference/sampling.ts";
 import { randn, testGpu } from "./util.ts";

@@ -3,7 +3,7 @@
  * print the worst absolute and relative error per tensor (llm.c style) and fail past a tolerance.
  * @module
  */
-import { Gpu } from "../model/gpu.ts";
+import { Gpu } from "../shaders/gpu.ts";
 
 /** Mulberry32: a small seeded generator for reproducible test inputs. */
 export function rng(seed: number): () => number {
