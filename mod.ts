@@ -28,7 +28,7 @@ export {
   TINY,
   type TrainConfig,
   validateTrainConfig,
-} from "./interaction/train.ts";
+} from "./interaction/config.ts";
 export { type LoopEvents, runInteraction, type RunStorage } from "./interaction/loop.ts";
 export { prepareRun } from "./interaction/prepare.ts";
 export { CorpusTeacher, OpenAITeacher, type Teacher } from "./interaction/teacher.ts";

@@ -9,7 +9,7 @@ import { loadCheckpoint } from "../model/checkpoint.ts";
 import { loadTokenizer } from "../model/tokenizer.ts";
 import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
-import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/train.ts";
+import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { fileText, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
 import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { loadPromptTemplate } from "../interaction/prompt.ts";

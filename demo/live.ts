@@ -6,7 +6,7 @@
 /// <reference lib="dom" />
 import * as Comlink from "comlink";
 import type { InteractionRecord, MetricsRecord, Phase } from "../interaction/loop.ts";
-import { TINY, type TrainConfig, validateTrainConfig } from "../interaction/train.ts";
+import { TINY, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { append, byId, el, fmt, fmtSeconds, replace } from "./dom.ts";
 import { interactionCard } from "./interaction_view.ts";
 import { MetricsView } from "./metrics_view.ts";

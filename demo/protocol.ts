@@ -4,7 +4,7 @@
  * @module
  */
 import type { LoopEvents } from "../interaction/loop.ts";
-import type { TrainConfig } from "../interaction/train.ts";
+import type { TrainConfig } from "../interaction/config.ts";
 
 /** What the page says when the browser refuses a request to the teacher (fetch threw a TypeError). */
 export const FETCH_BLOCKED =

@@ -9,7 +9,7 @@ import * as Comlink from "comlink";
 import { Gpu } from "../shaders/gpu.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import { type LoopEvents, runInteraction } from "../interaction/loop.ts";
-import { type TrainConfig, validateTrainConfig } from "../interaction/train.ts";
+import { type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import {

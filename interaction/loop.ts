@@ -25,7 +25,7 @@ import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts"
 import { type Corpus, type Datapoint } from "./corpus.ts";
 import { countWords } from "./grammar.ts";
 import { deriveSeed, Rng } from "./rng.ts";
-import type { TrainConfig } from "./train.ts";
+import type { TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
 import { learningRate } from "./schedule.ts";
 import {

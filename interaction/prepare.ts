@@ -12,7 +12,7 @@ import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
 import { Corpus, type TokenizedSource, tokenizeSource } from "./corpus.ts";
 import { embeddedSources } from "./grammar.ts";
 import type { RunInputs } from "./loop.ts";
-import type { TrainConfig } from "./train.ts";
+import type { TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
 
 /** The file-system side of preparing a run (Deno implements all; the browser none). */

@@ -15,7 +15,7 @@ import {
   type RunStorage,
   stepBatch,
 } from "../interaction/loop.ts";
-import { BABYLM_INTERACTION } from "../interaction/train.ts";
+import { BABYLM_INTERACTION } from "../interaction/config.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
 import { type Batch, type LossSpec, Trainer } from "../model/trainer.ts";

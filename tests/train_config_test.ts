@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { main } from "../cli/train.ts";
-import { BABYLM_INTERACTION, mergeConfig, TINY, type TrainConfig } from "../interaction/train.ts";
+import { BABYLM_INTERACTION, mergeConfig, TINY, type TrainConfig } from "../interaction/config.ts";
 import { deadUrl, type Fault, startTeacherServer } from "./teacher_server.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

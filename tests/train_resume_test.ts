@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type { MetricsRecord, RunState } from "../interaction/loop.ts";
-import { TINY, type TrainConfig } from "../interaction/train.ts";
+import { TINY, type TrainConfig } from "../interaction/config.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
