@@ -10,7 +10,7 @@ Deterministic: the same files, byte for byte, on every run. Writes `tests/fixtur
   reference.safetensors   the values below (float32; token ids I32).
 
 The model is Hugging Face's GPT2LMHeadModel math written out in plain PyTorch, computed in float64 from
-the float32-rounded weights in model.safetensors:
+the float32-rounded weights in model.safetensors (eval mode: no dropout, except in the dropout case):
 
   x      = wte[ids] + wpe[0..T-1]
   block: a = ln_1(x); qkv = a @ c_attn.weight + c_attn.bias        (Conv1D weights are [in, out])
@@ -63,6 +63,13 @@ context through attention, and a cache bug changes the continuation.
                           and including the first EOS.
   gen.margin [1]: the smallest gap between the best and second-best logit over all 24 steps; asserted
                   above 1e-3 so float32 rounding cannot change any argmax.
+
+Dropout case, in its own file `dropout.safetensors` (so the files above keep their bytes): the LM and SimPO
+batches above through the model in train mode, GPT-2's four dropout modules applied with the masks of the
+engine's counter-based generator (dropout_bits, the same function as shaders/dropout.ts) at seed
+DROPOUT_SEED, optimiser step DROPOUT_STEP and the rates DROPOUT_RATES (metadata `settings`):
+  drop.lm.logits [2,12,61], drop.lm.loss [1], drop.lm.grad.<name>
+  drop.simpo.logp [4,12], drop.simpo.loss [1] (SimPO + 0.2 LM), drop.simpo.grad.<name>
 """
 
 import json
@@ -77,6 +84,9 @@ SEED = 20250
 LR, BETAS, EPS, WEIGHT_DECAY, MAX_NORM, ADAMW_STEPS = 1e-2, (0.9, 0.999), 1e-8, 0.1, 1.0, 3
 SIMPO_BETA, SIMPO_GAMMA, LM_WEIGHT = 2.0, 1.0, 0.2
 GEN_CONTEXT_LENGTHS, GEN_NEW = (2, 5, 8), 8
+DROPOUT_SEED, DROPOUT_STEP = 4242, 3
+# Unequal rates, so a site given another site's rate changes the numbers.
+DROPOUT_RATES = {"embd": 0.1, "attn": 0.2, "resid": 0.15}
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "gpt2_tiny")
 
 
@@ -166,12 +176,22 @@ def layer_norm(x, w, b):
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps=1e-5)
 
 
-def forward(p, ids):
-    """GPT2LMHeadModel logits [B, T, V] for token ids [B, T]."""
+def forward(p, ids, drop=None):
+    """GPT2LMHeadModel logits [B, T, V] for token ids [B, T]. With `drop` (train mode), each of GPT-2's
+    four dropout modules multiplies by drop(site, shape), a mask already scaled by 1/(1-p) (see
+    dropout_masks); without it, eval mode."""
     B, T = ids.shape
     C, H = CONFIG["n_embd"], CONFIG["n_head"]
     hd = C // H
-    x = p["wte.weight"][ids] + p["wpe.weight"][torch.arange(T)]
+
+    def dropped(u, site, shape):
+        return u if drop is None else u * drop(site, shape)
+
+    def residual(x, u, w, b, site):
+        # Without dropout, eval mode's own association (the bytes of the eval-mode fixtures).
+        return x + u @ w + b if drop is None else x + (u @ w + b) * drop(site, (B, T, C))
+
+    x = dropped(p["wte.weight"][ids] + p["wpe.weight"][torch.arange(T)], 0, (B, T, C))
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
     for l in range(CONFIG["n_layer"]):
         g = lambda n: p[f"h.{l}.{n}"]  # noqa: E731
@@ -179,14 +199,50 @@ def forward(p, ids):
         qkv = a @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
         q, k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in qkv.split(C, dim=2))
         att = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
-        att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        att = dropped(att.masked_fill(~causal, float("-inf")).softmax(dim=-1), 3 * l + 1, (B, H, T, T))
         y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + y @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
+        x = residual(x, y, g("attn.c_proj.weight"), g("attn.c_proj.bias"), 3 * l + 2)
         m = layer_norm(x, g("ln_2.weight"), g("ln_2.bias"))
         h = gelu_new(m @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"))
-        x = x + h @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
+        x = residual(x, h, g("mlp.c_proj.weight"), g("mlp.c_proj.bias"), 3 * l + 3)
     x = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"])
     return x @ p["wte.weight"].t()
+
+
+U32 = 0xFFFFFFFF
+
+
+def mix32(x):
+    """The dropout generator's mixing function on u32 (shaders/dropout.ts states the whole generator)."""
+    x ^= x >> 16
+    x = (x * 0x21F0AAAD) & U32
+    x ^= x >> 15
+    x = (x * 0x735A2D97) & U32
+    return x ^ (x >> 15)
+
+
+def dropout_bits(seed, step, site, row, col):
+    stream = mix32(mix32(mix32((seed ^ 0x9E3779B9) & U32) ^ step) ^ site)
+    return mix32(mix32(stream ^ row) ^ col)
+
+
+def dropout_masks(seed, step, rates):
+    """drop(site, shape) for forward(): keep iff bits >= ceil(p * 2^32), kept elements scaled by 1/(1-p).
+    Site 0 is the embedding output and 3l+2, 3l+3 the two residual branches of layer l ([B, T, C]: row
+    b*T + t, column c); 3l+1 the attention probabilities ([B, H, T, T]: row (b*H + h)*T + i, column j)."""
+
+    def drop(site, shape):
+        kind = "embd" if site == 0 else ("attn" if site % 3 == 1 else "resid")
+        p = rates[kind]
+        threshold = math.ceil(p * 2**32)
+        cols = shape[-1]
+        rows = math.prod(shape[:-1])
+        keep = [
+            [dropout_bits(seed, step, site, r, c) >= threshold for c in range(cols)] for r in range(rows)
+        ]
+        return torch.tensor(keep, dtype=torch.float64).view(shape) * (1.0 / (1.0 - p))
+
+    return drop
 
 
 def target_logp(logits, targets):
@@ -375,11 +431,31 @@ def main():
         ref,
         {"format": "pt", "settings": json.dumps(settings, sort_keys=True)},
     )
+    drop = dropout_masks(DROPOUT_SEED, DROPOUT_STEP, DROPOUT_RATES)
+    dref = {}
+    d_logits = forward(p, inputs, drop)
+    d_loss = lm_loss(target_logp(d_logits, targets), mask)
+    dref.update({"drop.lm.logits": d_logits, "drop.lm.loss": d_loss.reshape(1)})
+    dref.update({"drop.lm.grad." + k: g for k, g in grads(p, d_loss).items()})
+    P = s_inputs.shape[0] // 2
+    d_slogp = target_logp(forward(p, s_inputs, drop), s_targets)
+    d_rewards = SIMPO_BETA * (comp_mask * d_slogp).sum(-1) / comp_mask.sum(-1)
+    d_simpo = -torch.nn.functional.logsigmoid(d_rewards[:P] - d_rewards[P:] - SIMPO_GAMMA).mean()
+    d_total = d_simpo + LM_WEIGHT * lm_loss(d_slogp[:P], lm_mask[:P])
+    dref.update({"drop.simpo.logp": d_slogp, "drop.simpo.loss": d_total.reshape(1)})
+    dref.update({"drop.simpo.grad." + k: g for k, g in grads(p, d_total).items()})
+    d_settings = {"seed": DROPOUT_SEED, "step": DROPOUT_STEP, "rates": DROPOUT_RATES}
+    write_safetensors(
+        os.path.join(OUT, "dropout.safetensors"),
+        dref,
+        {"format": "pt", "settings": json.dumps(d_settings, sort_keys=True)},
+    )
     print(f"lm.loss {loss.item():.6f}  adamw losses {[round(x, 6) for x in losses.tolist()]}")
     print(f"simpo.loss {total.item():.6f} (simpo {loss_simpo.item():.6f}, lm {loss_lm.item():.6f})")
     print(f"rewards {[round(x, 6) for x in rewards.tolist()]}")
     print(f"greedy {greedy.tolist()} (smallest top-2 gap {margin.item():.3g})")
-    for f in ("config.json", "model.safetensors", "reference.safetensors"):
+    print(f"dropout: lm.loss {d_loss.item():.6f}  simpo.loss {d_total.item():.6f}")
+    for f in ("config.json", "model.safetensors", "reference.safetensors", "dropout.safetensors"):
         print(f"wrote {os.path.join(OUT, f)} ({os.path.getsize(os.path.join(OUT, f))} bytes)")
 
 

@@ -38,10 +38,17 @@ function probabilities(qkv: ArrayLike<number>, s: AttentionShape, b: number, h: 
   return { P, lse };
 }
 
-/** y = P v per head, and lse, in float64. */
+/**
+ * A multiplier per probability (b, h, query i, key j): dropout's scaled mask on the attention
+ * probabilities, applied after the softmax as transformers' GPT-2 does.
+ */
+export type ProbabilityMask = (b: number, h: number, i: number, j: number) => number;
+
+/** y = (P ∘ mask) v per head, and lse (of the undropped scores), in float64. */
 export function attentionForwardRef(
   qkv: ArrayLike<number>,
   s: AttentionShape,
+  mask: ProbabilityMask = () => 1,
 ): { y: Float64Array; lse: Float64Array } {
   const { B, T, C, H } = s;
   const hd = C / H;
@@ -54,7 +61,9 @@ export function attentionForwardRef(
       for (let i = 0; i < T; i++) {
         for (let d = 0; d < hd; d++) {
           let acc = 0;
-          for (let j = 0; j <= i; j++) acc += r.P[i][j] * qkv[(b * T + j) * 3 * C + 2 * C + h * hd + d];
+          for (let j = 0; j <= i; j++) {
+            acc += r.P[i][j] * mask(b, h, i, j) * qkv[(b * T + j) * 3 * C + 2 * C + h * hd + d];
+          }
           y[(b * T + i) * C + h * hd + d] = acc;
         }
       }
@@ -64,13 +73,14 @@ export function attentionForwardRef(
 }
 
 /**
- * dqkv from dy by the textbook softmax backward on the full matrix: dP = dy v^T, dS_ij = P_ij (dP_ij -
- * Σ_k P_ik dP_ik), dq = scale dS k, dk = scale dS^T q, dv = P^T dy.
+ * dqkv from dy by the textbook softmax backward on the full matrix: with M the mask, dP = M ∘ (dy v^T),
+ * dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik), dq = scale dS k, dk = scale dS^T q, dv = (P ∘ M)^T dy.
  */
 export function attentionBackwardRef(
   qkv: ArrayLike<number>,
   dy: ArrayLike<number>,
   s: AttentionShape,
+  mask: ProbabilityMask = () => 1,
 ): Float64Array {
   const { B, T, C, H } = s;
   const hd = C / H, scale = 1 / Math.sqrt(hd);
@@ -85,6 +95,7 @@ export function attentionBackwardRef(
         let rowSum = 0;
         for (let j = 0; j <= i; j++) {
           for (let d = 0; d < hd; d++) dP[j] += dy[(b * T + i) * C + h * hd + d] * qkv[at(j, 2, h, d, b)];
+          dP[j] *= mask(b, h, i, j);
           rowSum += P[i][j] * dP[j];
         }
         for (let j = 0; j <= i; j++) {
@@ -92,7 +103,7 @@ export function attentionBackwardRef(
           for (let d = 0; d < hd; d++) {
             dqkv[at(i, 0, h, d, b)] += scale * dS * qkv[at(j, 1, h, d, b)];
             dqkv[at(j, 1, h, d, b)] += scale * dS * qkv[at(i, 0, h, d, b)];
-            dqkv[at(j, 2, h, d, b)] += P[i][j] * dy[(b * T + i) * C + h * hd + d];
+            dqkv[at(j, 2, h, d, b)] += P[i][j] * mask(b, h, i, j) * dy[(b * T + i) * C + h * hd + d];
           }
         }
       }
