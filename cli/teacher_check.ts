@@ -1,11 +1,12 @@
 /**
  * `deno task teacher-check --teacher-url URL`: probe a teacher server, send it one correction request
- * built exactly as training builds them, and print the request, the raw response body and how it was
+ * built exactly as training builds them, and print the rendered prompt (completion mode: the chat
+ * template of the teacher's family, rendered here), the request, the raw response body and how it was
  * parsed. For checking a server before a long run.
  * @module
  */
 import { parseOptions, required, runMain, UsageError } from "./common.ts";
-import { DEFAULT_PROMPT, loadPromptTemplate } from "../interaction/prompt.ts";
+import { DEFAULT_PROMPT, fillMessages, loadPromptTemplate } from "../interaction/prompt.ts";
 import { health, normalizeBaseUrl, OpenAITeacher } from "../interaction/teacher.ts";
 
 const SAMPLE = {
@@ -22,7 +23,7 @@ async function main(): Promise<void> {
       "teacher-url": { type: "string", help: "server base URL, e.g. http://127.0.0.1:8000" },
       mode: {
         type: "string",
-        help: "chat (vLLM, SGLang) or completion (client-rendered Llama 3.1 prompt)",
+        help: "chat (vLLM, SGLang: the server renders the template) or completion (rendered here)",
         default: "chat",
       },
       "completion-api": {
@@ -34,6 +35,12 @@ async function main(): Promise<void> {
         type: "string",
         help: "model name sent in the request",
         default: "meta-llama/Llama-3.1-8B-Instruct",
+      },
+      "chat-template": {
+        type: "string",
+        help: "completion mode's chat template: auto (from --model), llama3, chatml-qwen2.5, qwen3, " +
+          "qwen3-instruct-2507 or qwen3.5",
+        default: "auto",
       },
       "teacher-prompt": { type: "string", help: "prompt template JSON (default: the project's own prompt)" },
       "api-key-env": {
@@ -70,16 +77,33 @@ async function main(): Promise<void> {
   );
   for (const d of h.details) console.log(`  ${d}`);
 
-  const teacher = new OpenAITeacher({
-    urls: [url],
-    mode,
-    completionApi: api,
-    model: o.model as string,
-    prompt,
-    apiKeyEnv: o["api-key-env"] as string,
-    timeoutMs,
-  });
+  let teacher: OpenAITeacher;
+  try {
+    teacher = new OpenAITeacher({
+      urls: [url],
+      mode,
+      completionApi: api,
+      model: o.model as string,
+      chatTemplate: o["chat-template"] as string,
+      prompt,
+      apiKeyEnv: o["api-key-env"] as string,
+      timeoutMs,
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const item = { context: o.context as string, student: o.student as string };
+  if (teacher.chatTemplate) {
+    const rendered = teacher.render(fillMessages(prompt, item), true);
+    console.log(
+      `\nrendered prompt (${teacher.chatTemplate} template; the request below drops BOS where the server ` +
+        `adds it):\n${rendered}\n\nthe same, as a JSON string (every byte visible):\n${
+          JSON.stringify(rendered)
+        }`,
+    );
+  } else {
+    console.log("\nchat mode: the server renders the model's own chat template from the messages below");
+  }
   const { path, body } = teacher.requestBody(item);
   console.log(`\nPOST ${url}${path}\n${JSON.stringify(body, null, 2)}`);
 

@@ -36,6 +36,11 @@ const SPEC = {
   },
   "teacher-mode": { type: "string", help: "chat (vLLM, SGLang) or completion (llama.cpp, Ollama)" },
   "teacher-model": { type: "string", help: "model name sent to the teacher server" },
+  "chat-template": {
+    type: "string",
+    help: "completion mode's chat template: auto (from --teacher-model), llama3, chatml-qwen2.5, qwen3, " +
+      "qwen3-instruct-2507 or qwen3.5",
+  },
   "teacher-prompt": { type: "string", help: "teacher prompt template file (messages + sampling)" },
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
@@ -52,6 +57,7 @@ const CONFIG_OPTIONS = [
   "teacher-url",
   "teacher-mode",
   "teacher-model",
+  "chat-template",
   "teacher-prompt",
 ] as const;
 
@@ -120,6 +126,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (urls?.length) c.teacher = { ...c.teacher, kind: "openai", urls };
   if (opts["teacher-mode"]) c.teacher.mode = String(opts["teacher-mode"]) as TrainConfig["teacher"]["mode"];
   if (opts["teacher-model"]) c.teacher.model = String(opts["teacher-model"]);
+  if (opts["chat-template"]) c.teacher.chatTemplate = String(opts["chat-template"]);
   if (opts["teacher-prompt"]) c.teacher.promptFile = String(opts["teacher-prompt"]);
   try {
     return validateTrainConfig(c);
@@ -199,6 +206,7 @@ export async function main(args: string[]): Promise<void> {
     c.teacher.kind === "corpus" ? new CorpusTeacher() : new OpenAITeacher({
       urls: c.teacher.urls,
       mode: c.teacher.mode,
+      chatTemplate: c.teacher.chatTemplate,
       model: c.teacher.model,
       prompt,
       apiKeyEnv: c.teacher.apiKeyEnv,

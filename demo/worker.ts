@@ -45,6 +45,7 @@ function makeTeacher(config: TrainConfig, log: (line: string) => void): Teacher 
     urls: config.teacher.urls,
     mode: config.teacher.mode,
     model: config.teacher.model,
+    chatTemplate: config.teacher.chatTemplate,
     timeoutMs: config.teacher.timeoutMs,
     maxInFlightPerServer: config.teacher.maxInFlightPerServer,
     maxAttempts: config.teacher.maxAttempts,

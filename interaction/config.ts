@@ -4,6 +4,7 @@
  * the bad key. One source of truth: `--print-config` prints exactly this object.
  * @module
  */
+import { resolveChatTemplate } from "./chat_template.ts";
 
 /** Where the student's contexts come from. */
 export type CorpusConfig =
@@ -16,9 +17,14 @@ export interface TeacherConfig {
   kind: "corpus" | "openai";
   /** Base URLs of OpenAI-compatible servers (several spread the load). */
   urls: string[];
-  /** `chat` (vLLM/SGLang prefill) or `completion` (client-rendered Llama 3.1 prompt: llama.cpp, Ollama). */
+  /** `chat` (vLLM/SGLang prefill) or `completion` (client-rendered chat template: llama.cpp, Ollama). */
   mode: "chat" | "completion";
   model: string;
+  /**
+   * Completion mode's chat template: `auto` (from `model`) or one of `CHAT_TEMPLATES` (chat_template.ts:
+   * llama3, chatml-qwen2.5, qwen3, qwen3-instruct-2507, qwen3.5). Chat mode leaves it to the server.
+   */
+  chatTemplate: string;
   /** Prompt template file (messages + sampling); empty: the project's default prompt. */
   promptFile: string;
   /** Environment variable holding the API key, if the server needs one. */
@@ -97,6 +103,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
     urls: ["http://127.0.0.1:8000"],
     mode: "chat",
     model: "meta-llama/Llama-3.1-8B-Instruct",
+    chatTemplate: "auto",
     promptFile: "",
     apiKeyEnv: "OPENAI_API_KEY",
     timeoutMs: 300_000,
@@ -286,6 +293,13 @@ export function validateTrainConfig(c: TrainConfig): TrainConfig {
     }
     if (c.teacher.mode !== "chat" && c.teacher.mode !== "completion") {
       fail("teacher.mode", `"chat" or "completion"`, c.teacher.mode);
+    }
+    if (c.teacher.mode === "completion") {
+      try {
+        resolveChatTemplate(c.teacher.chatTemplate, c.teacher.model, "teacher.chatTemplate");
+      } catch (e) {
+        throw new Error(`config: ${(e as Error).message}`);
+      }
     }
   }
   posInt("teacher.timeoutMs", c.teacher.timeoutMs);

@@ -1,9 +1,9 @@
 /**
  * The teacher prompt: a template of chat messages with `{context}` and `{student}` slots (the last
  * message may be an assistant message the teacher continues, a "prefill") plus the sampling settings,
- * loaded from a JSON file (`--teacher-prompt FILE`) and validated; the project's own default prompt; and
- * the client-side rendering of the Llama 3.1 Instruct chat template, for servers whose own template
- * would differ (llama.cpp writes today's date into the system header).
+ * loaded from a JSON file (`--teacher-prompt FILE`) and validated, and the project's own default prompt.
+ * Completion mode renders the filled messages with the teacher family's chat template
+ * (`chat_template.ts`).
  *
  * File format:
  * ```json
@@ -155,47 +155,4 @@ export function fillMessages(
       (whole, name: string) => (name === "context" || name === "student" ? values[name] : whole),
     ),
   }));
-}
-
-/** Python's `str.strip()` (what Jinja's `trim` does): its whitespace set differs from JavaScript's `trim`. */
-export function pythonStrip(s: string): string {
-  const ws =
-    "[\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
-  return s.replace(new RegExp(`^${ws}+|${ws}+$`, "gu"), "");
-}
-
-/** Options of {@link renderLlama31}. */
-export interface RenderOptions {
-  /** "Today Date" of the system header; the baseline's vLLM rendered "26 Jul 2024". */
-  date?: string;
-  /** Start with the `<|begin_of_text|>` text (false for servers that insert BOS themselves). */
-  bos?: boolean;
-}
-
-/**
- * The Llama 3.1 Instruct chat template, as the baseline rendered it: a system header with
- * "Cutting Knowledge Date: December 2023" and "Today Date: {date}", message bodies trimmed, every
- * message closed by `<|eot_id|>` except a final assistant message (a prefill the model continues);
- * when the last message is not an assistant one, an open assistant header follows.
- */
-export function renderLlama31(
-  messages: readonly ChatMessage[],
-  { date = "26 Jul 2024", bos = true }: RenderOptions = {},
-): string {
-  const header = (role: string) => `<|start_header_id|>${role}<|end_header_id|>\n\n`;
-  let rest = messages;
-  let system = "";
-  if (messages.length > 0 && messages[0].role === "system") {
-    system = pythonStrip(messages[0].content);
-    rest = messages.slice(1);
-  }
-  let out = (bos ? "<|begin_of_text|>" : "") + header("system") +
-    `Cutting Knowledge Date: December 2023\nToday Date: ${date}\n\n${system}<|eot_id|>`;
-  rest.forEach((m, i) => {
-    if (m.role === "system") throw new Error("renderLlama31: a system message is only allowed first");
-    const prefill = i === rest.length - 1 && m.role === "assistant";
-    out += header(m.role) + pythonStrip(m.content) + (prefill ? "" : "<|eot_id|>");
-  });
-  if (rest.length === 0 || rest[rest.length - 1].role !== "assistant") out += header("assistant");
-  return out;
 }

@@ -6,10 +6,10 @@
  *   - `chat`: POST `/v1/chat/completions` with the filled template messages, the final assistant message
  *     continued (`continue_final_message: true, add_generation_prompt: false`), `min_tokens`,
  *     `max_tokens`, `temperature`, `top_p`, non-streaming (vLLM, SGLang).
- *   - `completion`: the prompt rendered client-side with the Llama 3.1 template ({@link renderLlama31}),
- *     then either llama.cpp's POST `/completion` (`completionApi: "llamacpp"`, the default: `n_predict`,
+ *   - `completion`: the prompt rendered client-side with the teacher family's chat template
+ *     ({@link renderChat}: Llama 3.1 / 3.2, Qwen 2.5 / 3 / 3.5, chosen from the model name or set), then either llama.cpp's POST `/completion` (`completionApi: "llamacpp"`, the default: `n_predict`,
  *     `ignore_eos` when min_tokens > 0 since llama.cpp has no min_tokens, `top_k: 0, min_p: 0,
- *     repeat_penalty: 1`, `cache_prompt`; the leading `<|begin_of_text|>` is left out because llama.cpp
+ *     repeat_penalty: 1`, `cache_prompt`; Llama's leading `<|begin_of_text|>` is left out because llama.cpp
  *     inserts BOS itself) or POST `/v1/completions` (`completionApi: "openai"`, vLLM/SGLang: the rendered
  *     text with BOS, `add_special_tokens: false`, `min_tokens`).
  *
@@ -26,13 +26,13 @@
  * Browser-safe (fetch, AbortSignal); the API key is read from an environment variable only under Deno.
  * @module
  */
+import { type ChatMessage, DEFAULT_PROMPT, fillMessages, type PromptTemplate } from "./prompt.ts";
 import {
-  type ChatMessage,
-  DEFAULT_PROMPT,
-  fillMessages,
-  type PromptTemplate,
-  renderLlama31,
-} from "./prompt.ts";
+  type ChatTemplateName,
+  LLAMA3_DEFAULT_DATE,
+  renderChat,
+  resolveChatTemplate,
+} from "./chat_template.ts";
 
 /** One exchange to correct. */
 export interface TeacherItem {
@@ -115,7 +115,12 @@ export interface OpenAITeacherOptions {
   maxBackoffMs?: number;
   /** Consecutive failures after which a server is benched (default 3). */
   failoverAfter?: number;
-  /** "Today Date" of the rendered Llama 3.1 system header (default the baseline's "26 Jul 2024"). */
+  /**
+   * Chat template of `completion` mode: `auto` (the default: from `model`) or a name of
+   * `CHAT_TEMPLATES` (chat_template.ts). Unused in `chat` mode, where the server applies the model's own.
+   */
+  chatTemplate?: string;
+  /** "Today Date" of the rendered Llama 3 system header (default the baseline's "26 Jul 2024"). */
   date?: string;
   /** Replaces the global fetch (tests, proxies). */
   fetch?: typeof fetch;
@@ -175,6 +180,8 @@ function snippet(body: string): string {
 export class OpenAITeacher implements Teacher {
   readonly name: string;
   readonly prompt: PromptTemplate;
+  /** The template completion mode renders with (undefined in chat mode). */
+  readonly chatTemplate?: ChatTemplateName;
   #o: Required<Omit<OpenAITeacherOptions, "apiKey" | "prompt" | "log">> & { log?: (m: string) => void };
   #key: string | undefined;
   #servers: Server[];
@@ -198,7 +205,8 @@ export class OpenAITeacher implements Teacher {
       backoffMs: 500,
       maxBackoffMs: 30_000,
       failoverAfter: 3,
-      date: "26 Jul 2024",
+      chatTemplate: "auto",
+      date: LLAMA3_DEFAULT_DATE,
       fetch: globalThis.fetch.bind(globalThis),
       ...options,
     };
@@ -208,6 +216,13 @@ export class OpenAITeacher implements Teacher {
       }
     }
     this.prompt = options.prompt ?? DEFAULT_PROMPT;
+    if (options.mode === "completion") {
+      this.chatTemplate = resolveChatTemplate(
+        this.#o.chatTemplate,
+        this.#o.model,
+        "openai teacher: chatTemplate",
+      );
+    }
     this.#key = options.apiKey ??
       (typeof Deno !== "undefined" ? Deno.env.get(this.#o.apiKeyEnv) : undefined);
     this.#servers = options.urls.map((u) => ({
@@ -221,7 +236,9 @@ export class OpenAITeacher implements Teacher {
       : this.#o.completionApi === "llamacpp"
       ? "/completion"
       : "/v1/completions";
-    this.name = `openai ${options.mode} ${endpoint} at ${this.#servers.map((s) => s.base).join(", ")}`;
+    this.name = `openai ${options.mode} ${endpoint}${
+      this.chatTemplate ? ` (${this.chatTemplate} template)` : ""
+    } at ${this.#servers.map((s) => s.base).join(", ")}`;
   }
 
   /** The HTTP path and JSON body of one request (exposed for teacher-check and tests). */
@@ -277,9 +294,12 @@ export class OpenAITeacher implements Teacher {
     };
   }
 
-  /** The Llama 3.1 prompt text of filled messages. */
+  /** The completion-mode prompt text of filled messages, rendered with {@link chatTemplate}. */
   render(messages: ChatMessage[], bos: boolean): string {
-    return renderLlama31(messages, { date: this.#o.date, bos });
+    if (!this.chatTemplate) {
+      throw new Error("openai teacher: chat mode sends messages; the server renders them");
+    }
+    return renderChat(this.chatTemplate, messages, { date: this.#o.date, bos });
   }
 
   /** The answer text in a successful response body; throws a retryable error when there is none. */

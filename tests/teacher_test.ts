@@ -11,9 +11,8 @@ import {
   fillMessages,
   loadPromptTemplate,
   parsePromptTemplate,
-  pythonStrip,
-  renderLlama31,
 } from "../interaction/prompt.ts";
+import { pythonStrip, renderChat } from "../interaction/chat_template.ts";
 import { CorpusTeacher, health, OpenAITeacher, type OpenAITeacherOptions } from "../interaction/teacher.ts";
 import { deadUrl, fakeAnswer, type Fault, startResetServer, startTeacherServer } from "./teacher_server.ts";
 
@@ -55,7 +54,7 @@ Deno.test("the baseline prompt renders byte for byte as TEACHER.md's Llama 3.1 t
     .replace("{context}", context.trimEnd()) // the user message, trimmed
     .replace("{context}", context) // the prefill: trimming leaves its inside alone
     .replace("{student}", student.trim());
-  const got = renderLlama31(fillMessages(prompt, { context, student }));
+  const got = renderChat("llama3", fillMessages(prompt, { context, student }));
   assert.equal(got, expected);
   assert.ok(got.endsWith(`Partial Text: ${context}\n Corrected Completion:`), "prefill has no <|eot_id|>");
   assert.ok(
@@ -65,7 +64,7 @@ Deno.test("the baseline prompt renders byte for byte as TEACHER.md's Llama 3.1 t
 });
 
 Deno.test("render without a system message or a prefill; Python's strip", () => {
-  const r = renderLlama31([{ role: "user", content: " hi " }], { date: "1 Jan 2025", bos: false });
+  const r = renderChat("llama3", [{ role: "user", content: " hi " }], { date: "1 Jan 2025", bos: false });
   assert.equal(
     r,
     "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 1 Jan 2025\n\n" +
@@ -114,6 +113,7 @@ function teacher(urls: string[], extra: Partial<OpenAITeacherOptions> = {}) {
     urls,
     mode: "chat",
     model: "fake-llama",
+    chatTemplate: "llama3",
     apiKey: "",
     timeoutMs: 2000,
     backoffMs: 5,
@@ -169,7 +169,7 @@ Deno.test("completion mode: llama.cpp /completion and /v1/completions bodies", a
   try {
     const t = teacher([fake.url], { prompt, mode: "completion" });
     assert.deepEqual(await t.correct(ITEMS), expectedAnswers);
-    const rendered = renderLlama31(fillMessages(prompt, ITEMS[1]));
+    const rendered = renderChat("llama3", fillMessages(prompt, ITEMS[1]));
     assert.ok(rendered.startsWith("<|begin_of_text|>"));
     assert.deepEqual(fake.requests[1].body, {
       prompt: rendered.slice("<|begin_of_text|>".length), // llama.cpp inserts BOS itself
@@ -191,7 +191,7 @@ Deno.test("completion mode: llama.cpp /completion and /v1/completions bodies", a
     assert.equal(last.path, "/v1/completions");
     assert.deepEqual(last.body, {
       model: "fake-llama",
-      prompt: renderLlama31(fillMessages(prompt, ITEMS[0])),
+      prompt: renderChat("llama3", fillMessages(prompt, ITEMS[0])),
       add_special_tokens: false,
       temperature: 1,
       top_p: 0.8,
