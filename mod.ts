@@ -1,7 +1,8 @@
 /**
  * The public API: the WebGPU engine, generation, tokenizers, checkpoints, the interaction round loop
- * and the evaluations. Everything here runs in Deno and in the browser except the file helpers
- * (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`), which use Deno's file system.
+ * and the evaluations. Everything here runs in Deno and in the browser except the file helpers of
+ * `cli/files.ts` (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`, `writeFileAtomic`), which use
+ * Deno's file system.
  * @module
  */
 export { Gpu, GpuCapacityError, Plan, type TensorView } from "./shaders/gpu.ts";
@@ -18,9 +19,9 @@ export {
 } from "./model/trainer.ts";
 export { generate, type GenerateOptions, type Generation, Generator } from "./model/generate.ts";
 export { Scorer } from "./model/score.ts";
-export { loadTokenizer, Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
+export { Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
 export { trainBpe, trainedBpeJson } from "./model/bpe_train.ts";
-export { loadCheckpoint, saveCheckpoint } from "./model/checkpoint.ts";
+export { loadCheckpoint, loadTokenizer, saveCheckpoint, writeFileAtomic } from "./cli/files.ts";
 export { parseSafetensors, serializeSafetensors } from "./model/safetensors.ts";
 export {
   BABYLM_INTERACTION,

@@ -14,7 +14,8 @@
  * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
  * @module
  */
-import { numberOption, parseCommand, required, runMain, writeFileAtomic } from "./common.ts";
+import { numberOption, parseCommand, required, runMain } from "./common.ts";
+import { writeFileAtomic } from "./files.ts";
 import { Gpu, grid, packUniform, Plan, type TensorView } from "../shaders/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";

@@ -1,6 +1,6 @@
 /**
- * What every command shares: option parsing with `--help`, JSON-lines input with line-numbered errors,
- * atomic file writes, and a progress bar with ETA on stderr.
+ * What every command shares: option parsing with `--help`, user errors, and a progress bar with ETA on
+ * stderr (files are `files.ts`'s).
  * @module
  */
 import { parseArgs } from "node:util";
@@ -106,34 +106,6 @@ export function numberOption(
   }
   if (n < min || n > max) throw new UsageError(`--${name} must be in [${min}, ${max}], got ${n}`);
   return n;
-}
-
-/** Read a JSON-lines file; each non-empty line must parse, else an error names the file and line. */
-export async function readJsonl(path: string): Promise<unknown[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
-  }
-  const out: unknown[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    try {
-      out.push(JSON.parse(line));
-    } catch (e) {
-      throw new UsageError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  });
-  return out;
-}
-
-/** Write a file atomically: a temporary sibling, then rename, so readers never see half a file. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
-  else await Deno.writeFile(tmp, data);
-  await Deno.rename(tmp, path);
 }
 
 /** A progress bar on stderr with rate and ETA (redraws every 200 ms on a terminal, else a line every 5 s). */

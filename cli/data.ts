@@ -5,7 +5,7 @@
  * @module
  */
 import { parseOptions, runMain, UsageError } from "./common.ts";
-import { BABYLM_SOURCES, findCorpusFiles } from "../interaction/corpus_dir.ts";
+import { BABYLM_SOURCES, findCorpusFiles } from "./corpus_dir.ts";
 import { extractEntry, listZip } from "../eval/zip.ts";
 
 /** The BabyLM OSF project (https://osf.io/ryjfm/) holds the 2025 data; these are its training archives. */

@@ -6,7 +6,8 @@
  *   deno task eval --run RUN_DIR --data DIR [--output DIR]
  * @module
  */
-import { parseCommand, Progress, runMain, UsageError, writeFileAtomic } from "./common.ts";
+import { parseCommand, Progress, runMain, UsageError } from "./common.ts";
+import { loadCheckpoint, loadTokenizer, writeFileAtomic } from "./files.ts";
 import type { Scorer, TextEncoder_ } from "../eval/types.ts";
 import { ALL_TASKS, checkTaskData, DEFAULT_TASKS, type EvalOptions, evaluateModel } from "../eval/tasks.ts";
 import { formatReport, makeReport, type ModelReport } from "../eval/report.ts";
@@ -15,8 +16,7 @@ import { EWOK_PASSWORD } from "../eval/zip.ts";
 import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
 import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { TOKENIZER_FILE } from "../model/tokenizer.ts";
 
 /** A model ready to evaluate. */
 export interface LoadedModel {

@@ -10,20 +10,12 @@
  * stream (seed, i), so its output does not depend on the other lines or on --batch-size.
  * @module
  */
-import {
-  numberOption,
-  parseCommand,
-  Progress,
-  required,
-  runMain,
-  UsageError,
-  writeFileAtomic,
-} from "./common.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
 import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { generate } from "../model/generate.ts";
-import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { loadCheckpoint, loadTokenizer, readJsonLinesFile, writeFileAtomic } from "./files.ts";
 
 const SUMMARY = "Continue each context of a JSON-lines file with a model (KV-cached, sampled on the GPU).\n" +
   'Input lines: {"tokens": [...]} or {"text": "..."} (tokenized with the model\'s tokenizer.json, BOS\n' +
@@ -62,27 +54,13 @@ export async function readContexts(
   vocabSize: number,
   tokenizer: () => Promise<Tokenizer>,
 ): Promise<Context[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
-  }
   const out: Context[] = [];
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i].trim() === "") continue;
-    const where = `${path}:${i + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(lines[i]);
-    } catch (e) {
-      throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
+  for (const { line, text, value } of await readJsonLinesFile(path)) {
+    const where = `${path}:${line}`;
     const rec = value as { tokens?: unknown; text?: unknown };
     if (value === null || typeof value !== "object" || Array.isArray(value)) {
       throw new UsageError(
-        `${where}: expected an object with "tokens" or "text", found ${lines[i].slice(0, 60)}`,
+        `${where}: expected an object with "tokens" or "text", found ${text.slice(0, 60)}`,
       );
     }
     if (("tokens" in rec) === ("text" in rec)) {
@@ -115,7 +93,7 @@ export async function readContexts(
         throw new UsageError(`${where}: the tokenizer gave id ${bad}, past the model's ${vocabSize} ids`);
       }
     }
-    out.push({ tokens, line: i + 1 });
+    out.push({ tokens, line });
   }
   return out;
 }

@@ -6,8 +6,10 @@
  * @module
  */
 import { numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
-import { type Checkpoint, loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer, type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import type { Checkpoint } from "../model/checkpoint.ts";
+import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { loadCheckpoint, loadTokenizer, readJsonLinesFile, saveCheckpoint } from "./files.ts";
+import type { JsonLine } from "../model/jsonl.ts";
 import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import {
@@ -20,31 +22,9 @@ import {
 } from "../model/trainer.ts";
 import { SeededRandom } from "../model/random.ts";
 
-/** Parsed option values by name (strings as given, or the spec's defaults). */
-/** One non-empty line of a JSON-lines file. */
-export interface JsonlRecord {
-  /** 1-based line number in the file. */
-  line: number;
-  value: unknown;
-}
-
-/** Read a JSON-lines file keeping line numbers, so later field errors can name `file:line`. */
-export async function readJsonlRecords(path: string): Promise<JsonlRecord[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
-  }
-  const out: JsonlRecord[] = [];
-  text.split("\n").forEach((raw, i) => {
-    if (raw.trim() === "") return;
-    try {
-      out.push({ line: i + 1, value: JSON.parse(raw) });
-    } catch (e) {
-      throw new UsageError(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  });
+/** The records of a JSON-lines input file, at least one, with their line numbers for `file:line` errors. */
+export async function readRecords(path: string): Promise<JsonLine[]> {
+  const out = await readJsonLinesFile(path);
   if (out.length === 0) throw new UsageError(`${path}: no records (expected one JSON object per line)`);
   return out;
 }
@@ -140,7 +120,7 @@ export function fieldTokens(
 }
 
 /** The record as an object, or an error naming where and what was expected. */
-export function asObject(record: JsonlRecord, path: string, expected: string): Record<string, unknown> {
+export function asObject(record: JsonLine, path: string, expected: string): Record<string, unknown> {
   const v = record.value;
   if (v === null || typeof v !== "object" || Array.isArray(v)) {
     throw new UsageError(`${at(path, record.line)}: expected ${expected}, found ${JSON.stringify(v)}`);
@@ -153,7 +133,7 @@ export function asObject(record: JsonlRecord, path: string, expected: string): R
  * have between `minLength` tokens and n_positions + 1 (inputs are tokens[:-1]).
  */
 export function readSequences(
-  records: JsonlRecord[],
+  records: JsonLine[],
   path: string,
   model: ModelDir,
   rule: TextRule,
@@ -207,7 +187,7 @@ export interface PreferencePair {
  * Pairs from records `{"prompt", "chosen", "rejected"}`, each ids or text. Text prompts get BOS in
  * front; text completions get EOS at the end (the baseline's [BOS] + context + completion + [EOS]).
  */
-export function readPairs(records: JsonlRecord[], path: string, model: ModelDir): PreferencePair[] {
+export function readPairs(records: JsonLine[], path: string, model: ModelDir): PreferencePair[] {
   const { vocabSize, nPositions } = model.checkpoint.config;
   return records.map((r) => {
     const o = asObject(r, path, `an object with "prompt", "chosen" and "rejected"`);

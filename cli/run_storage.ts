@@ -4,8 +4,7 @@
  * @module
  */
 import type { RunStorage } from "../interaction/loop.ts";
-import { saveCheckpoint } from "../model/checkpoint.ts";
-import { writeFileAtomic } from "./common.ts";
+import { saveCheckpoint, writeFileAtomic } from "./files.ts";
 
 /** The files of the run directory `root`. */
 export class DirStorage implements RunStorage {

@@ -9,8 +9,9 @@
  * Without --output the lines go to stdout; with it the file is written atomically.
  * @module
  */
-import { numberOption, parseCommand, Progress, required, runMain, writeFileAtomic } from "./common.ts";
-import { loadModelDir, readJsonlRecords, readSequences } from "./lm_data.ts";
+import { numberOption, parseCommand, Progress, required, runMain } from "./common.ts";
+import { writeFileAtomic } from "./files.ts";
+import { loadModelDir, readRecords, readSequences } from "./lm_data.ts";
 import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Scorer } from "../model/score.ts";
@@ -42,7 +43,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
   const input = required(v.input, "input");
   const batchSize = numberOption(v["batch-size"], "batch-size", { min: 1, integer: true });
   const model = await loadModelDir(modelDir);
-  const seqs = readSequences(await readJsonlRecords(input), input, model, { bos: true, eos: false }, 0);
+  const seqs = readSequences(await readRecords(input), input, model, { bos: true, eos: false }, 0);
   const device = gpu ?? await Gpu.create();
   const scorer = new Scorer(GPT2.create(device, model.checkpoint.config, model.checkpoint.weights));
   const progress = new Progress("score", seqs.length, "seq");

@@ -16,7 +16,7 @@ import {
   type MetricsRow,
   packLmBatch,
   parseTrainOptions,
-  readJsonlRecords,
+  readRecords,
   readSequences,
   runTraining,
   TRAIN_OPTIONS,
@@ -37,7 +37,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
   const out = required(v.out, "out");
   const options = parseTrainOptions(v);
   const model = await loadModelDir(modelDir);
-  const records = await readJsonlRecords(dataPath);
+  const records = await readRecords(dataPath);
   const seqs = readSequences(records, dataPath, model, { bos: true, eos: true }, 2);
   const { eosTokenId, nPositions } = model.checkpoint.config;
   return await runTraining({

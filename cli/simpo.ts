@@ -16,7 +16,7 @@ import {
   type MetricsRow,
   packPreferenceBatch,
   parseTrainOptions,
-  readJsonlRecords,
+  readRecords,
   readPairs,
   runTraining,
   TRAIN_OPTIONS,
@@ -52,7 +52,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
     lmWeight: numberOption(v.lambda, "lambda", { min: 0 }),
   };
   const model = await loadModelDir(modelDir);
-  const pairs = readPairs(await readJsonlRecords(pairsPath), pairsPath, model);
+  const pairs = readPairs(await readRecords(pairsPath), pairsPath, model);
   const { eosTokenId, nPositions } = model.checkpoint.config;
   return await runTraining({
     command: "simpo",

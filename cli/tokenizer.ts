@@ -7,15 +7,8 @@
  * Files are streamed (never held whole); special token: `<|endoftext|>` at id 0 (BOS, EOS, padding).
  * @module
  */
-import {
-  numberOption,
-  parseCommand,
-  Progress,
-  required,
-  runMain,
-  UsageError,
-  writeFileAtomic,
-} from "./common.ts";
+import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
+import { writeFileAtomic } from "./files.ts";
 import { trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
 import { Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
 

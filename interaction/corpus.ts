@@ -16,7 +16,7 @@
  * visible character (or one space and then one). GPT-2's pre-tokenizer makes that lone newline a
  * pre-token of its own whether or not the text goes on, so the piecewise tokens equal those of the whole
  * text (tests/corpus_test.ts checks it against the GPT-2 tokenizer).
- * Browser-safe: no file access here (see {@link ./corpus_dir.ts}).
+ * Browser-safe: no file access here (`cli/corpus_dir.ts` reads corpus folders).
  * @module
  */
 import { countWords } from "./grammar.ts";

@@ -21,6 +21,7 @@ import { type Batch, type StepMetrics, Trainer } from "../model/trainer.ts";
 import { generate } from "../model/generate.ts";
 import type { GPT2Config } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
+import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
 import { type Corpus, type Datapoint } from "./corpus.ts";
 import { countWords } from "./grammar.ts";
@@ -289,7 +290,7 @@ export async function runInteraction(
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
     const kept = metrics.filter((m) => m.value.step <= state.step);
     if (kept.length !== metrics.length) {
-      await storage.writeText("metrics.jsonl", kept.map((m) => m.line + "\n").join(""));
+      await storage.writeText("metrics.jsonl", kept.map((m) => m.text + "\n").join(""));
     }
     const at = `round ${state.round + 1}, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}`;
     const redo = metrics.length - kept.length;
@@ -538,7 +539,7 @@ async function interactions(
   const roundPath = `interactions/round_${round}.jsonl`;
   const done = await storage.readText(roundPath);
   if (done) {
-    const records = parseJsonLines<InteractionRecord>(done, roundPath);
+    const records = parseJsonLines<InteractionRecord>(done, roundPath).map((l) => l.value);
     if (records.length !== points.length) {
       throw new Error(
         `${roundPath}: expected ${points.length} interactions (one per datapoint), found ${records.length}`,
@@ -643,36 +644,17 @@ async function interactions(
   return records;
 }
 
-/** Parse one JSON line; `where` (file:line) names it in the error. */
-function parseLine<T>(line: string, where: string): T {
-  try {
-    return JSON.parse(line) as T;
-  } catch (e) {
-    throw new Error(`${where}: not valid JSON (${(e as Error).message})`);
-  }
-}
-
-/** Parse JSON lines, naming the file and line of a bad one. */
-function parseJsonLines<T>(text: string, path: string): T[] {
-  return text.split("\n").flatMap((line, i) =>
-    line.trim() === "" ? [] : [parseLine<T>(line, `${path}:${i + 1}`)]
-  );
-}
-
 /**
  * The complete lines of an append-only run file, each with its parsed value. Every append writes whole
  * lines ending in "\n", so text after the last "\n" is an append cut short by a kill: it is dropped and
  * the file rewritten without it, so the next append starts on a line of its own. A bad line before that
  * is corruption, reported with its line number.
  */
-export async function readLog<T>(storage: RunStorage, path: string): Promise<{ line: string; value: T }[]> {
+export async function readLog<T>(storage: RunStorage, path: string): Promise<JsonLine<T>[]> {
   const text = await storage.readText(path);
   if (!text) return [];
   const end = text.lastIndexOf("\n") + 1;
-  const out: { line: string; value: T }[] = [];
-  text.slice(0, end).split("\n").forEach((line, i) => {
-    if (line.trim() !== "") out.push({ line, value: parseLine<T>(line, `${path}:${i + 1}`) });
-  });
+  const out = parseJsonLines<T>(text.slice(0, end), path);
   if (end < text.length) await storage.writeText(path, text.slice(0, end));
   return out;
 }

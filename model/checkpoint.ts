@@ -3,8 +3,8 @@
  * `GPT2LMHeadModel.save_pretrained` uses, so transformers (and the BabyLM evaluation pipeline) load our
  * checkpoints as they are and we load theirs.
  *
- * The parsing and serializing functions are pure (strings and bytes in, values out) so the browser can
- * reuse them; only `loadCheckpoint` and `saveCheckpoint` touch the file system, through Deno.
+ * Everything here is pure (strings and bytes in, values out) so the browser uses it as is; reading and
+ * writing directories (`loadCheckpoint`, `saveCheckpoint`) is the Deno edge's, in `cli/files.ts`.
  * @module
  */
 import { GPT2_124M, type GPT2Config, validateConfig } from "./config.ts";
@@ -207,114 +207,4 @@ export function safetensorsFromWeights(
 export interface Checkpoint {
   config: GPT2Config;
   weights: Map<string, Float32Array>;
-}
-
-/** `dir` without trailing separators (but "/" stays "/"). */
-function trimDir(dir: string): string {
-  const t = dir.replace(/[/\\]+$/, "");
-  return t === "" ? dir : t;
-}
-
-async function readOrExplain(path: string): Promise<Uint8Array> {
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `${path}: not found (expected a Hugging Face GPT-2 directory with ${CONFIG_FILE} and ${WEIGHTS_FILE})`,
-      );
-    }
-    throw e;
-  }
-}
-
-/** Load `config.json` and `model.safetensors` from a Hugging Face GPT-2 directory. */
-export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
-  const d = trimDir(dir);
-  const configPath = `${d}/${CONFIG_FILE}`, weightsPath = `${d}/${WEIGHTS_FILE}`;
-  const config = parseHfConfig(new TextDecoder().decode(await readOrExplain(configPath)), configPath);
-  const weights = weightsFromSafetensors(await readOrExplain(weightsPath), config, weightsPath);
-  return { config, weights };
-}
-
-/** Write `data` to `path` and flush it to disk before returning, so a later rename publishes whole files. */
-async function writeDurable(path: string, data: Uint8Array): Promise<void> {
-  using file = await Deno.open(path, { write: true, createNew: true });
-  for (let at = 0; at < data.length;) at += await file.write(data.subarray(at));
-  await file.sync();
-}
-
-/** Refuse extra file names that could escape the checkpoint directory or replace its main files. */
-function checkExtraName(name: string): void {
-  const parts = name.split(/[/\\]/);
-  if (
-    name === "" || name.startsWith("/") || /^[A-Za-z]:/.test(name) ||
-    parts.some((p) => p === "" || p === "..")
-  ) {
-    throw new Error(`extra file "${name}": expected a relative path inside the checkpoint directory`);
-  }
-  if (name === CONFIG_FILE || name === WEIGHTS_FILE) {
-    throw new Error(`extra file "${name}": ${CONFIG_FILE} and ${WEIGHTS_FILE} are written by saveCheckpoint`);
-  }
-}
-
-/**
- * Save a Hugging Face GPT-2 directory (`config.json`, `model.safetensors` and `extraFiles`, e.g.
- * `tokenizer.json`; names may contain subfolders) atomically: everything is written and flushed into a
- * temporary sibling directory, which is then renamed to `dir`. An existing `dir` is first renamed aside
- * and removed only after the new one is in place, so a crash leaves either the old checkpoint, or the
- * new one, or (in the instant between the two renames) the old one under `<dir>.old-<id>`; never a
- * half-written directory at `dir`.
- */
-export async function saveCheckpoint(
-  dir: string,
-  config: GPT2Config,
-  weights: ReadonlyMap<string, Float32Array>,
-  extraFiles: Record<string, string | Uint8Array> = {},
-): Promise<void> {
-  // Validate and serialize everything before touching the file system.
-  validateConfig(config, "saveCheckpoint config");
-  for (const name of Object.keys(extraFiles)) checkExtraName(name);
-  const files = new Map<string, Uint8Array>([
-    [CONFIG_FILE, new TextEncoder().encode(JSON.stringify(hfConfigJson(config), null, 2) + "\n")],
-    [WEIGHTS_FILE, safetensorsFromWeights(weights, config)],
-  ]);
-  for (const [name, content] of Object.entries(extraFiles)) {
-    files.set(name, typeof content === "string" ? new TextEncoder().encode(content) : content);
-  }
-
-  const target = trimDir(dir);
-  let existing: Deno.FileInfo | undefined;
-  try {
-    existing = await Deno.lstat(target);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  if (existing && !existing.isDirectory) throw new Error(`${target}: exists and is not a directory`);
-
-  const id = crypto.randomUUID().slice(0, 8);
-  const tmp = `${target}.tmp-${id}`;
-  const old = `${target}.old-${id}`;
-  const slash = target.lastIndexOf("/");
-  if (slash > 0) await Deno.mkdir(target.slice(0, slash), { recursive: true });
-  try {
-    await Deno.mkdir(tmp);
-    for (const [name, content] of files) {
-      const sub = name.lastIndexOf("/");
-      if (sub > 0) await Deno.mkdir(`${tmp}/${name.slice(0, sub)}`, { recursive: true });
-      await writeDurable(`${tmp}/${name}`, content);
-    }
-    if (existing) await Deno.rename(target, old);
-    try {
-      await Deno.rename(tmp, target);
-    } catch (e) {
-      if (existing) await Deno.rename(old, target);
-      throw e;
-    }
-  } catch (e) {
-    // Best-effort cleanup of our own temporary directory; the error that matters is `e`.
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
-  if (existing) await Deno.remove(old, { recursive: true });
 }

@@ -3,12 +3,11 @@
  * @huggingface/tokenizers, with the special ids the training loop needs (BOS, EOS, padding), and the
  * import of GPT-2's original `vocab.json` + `merges.txt`.
  *
- * Everything here is pure (strings and JSON in, ids out) so the browser uses it as is, except
- * {@link loadTokenizer}, which reads a file through Deno.
+ * Everything here is pure (strings and JSON in, ids out) so the browser uses it as is; reading a
+ * tokenizer file (`loadTokenizer`) is the Deno edge's, in `cli/files.ts`.
  * @module
  */
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import type { TextEncoder_ } from "../eval/types.ts";
 import { type ByteLevelBpeEncoder, byteLevelEncoderFor } from "./bpe_encode.ts";
 import { byteLevelBpeJson, type SpecialToken } from "./bpe_format.ts";
 
@@ -47,7 +46,7 @@ export interface SpecialTokenNames {
  * own {@link ByteLevelBpeEncoder}, about ten times faster than the library on a corpus; any other
  * tokenizer.json goes through @huggingface/tokenizers. Tests check the two agree token for token.
  */
-export class Tokenizer implements TextEncoder_ {
+export class Tokenizer {
   /** Encoding never prepends BOS (transformers' GPT-2 tokenizer does not either). */
   readonly addsBos = false;
   /** Number of ids: largest id in the vocabulary or the added tokens, plus one (GPT-2: 50257). */
@@ -222,26 +221,6 @@ export class Tokenizer implements TextEncoder_ {
   toJSON(): string {
     return this.#json;
   }
-}
-
-/**
- * Load `tokenizer.json` through Deno: `path` is the file or a directory holding it. Errors name the path.
- */
-export async function loadTokenizer(path: string, names: SpecialTokenNames = {}): Promise<Tokenizer> {
-  let file = path;
-  try {
-    if ((await Deno.stat(path)).isDirectory) file = `${path.replace(/\/+$/, "")}/${TOKENIZER_FILE}`;
-  } catch (e) {
-    throw new Error(`tokenizer: cannot read ${path}: ${(e as Error).message}`);
-  }
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    const what = file === path ? path : `${file} (the directory ${path} has no ${TOKENIZER_FILE})`;
-    throw new Error(`tokenizer: cannot read ${what}: ${(e as Error).message}`);
-  }
-  return Tokenizer.fromJSON(text, file, names);
 }
 
 /**

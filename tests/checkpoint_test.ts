@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
 import {
   hfConfigJson,
-  loadCheckpoint,
   parseHfConfig,
   safetensorsFromWeights,
-  saveCheckpoint,
   weightsFromSafetensors,
 } from "../model/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
 import { GPT2_124M, type GPT2Config } from "../model/config.ts";
 import { numel, paramTable } from "../model/params.ts";
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from "../model/safetensors.ts";

@@ -10,7 +10,7 @@ import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
 import { interpolate, main as bench, sampleLengths } from "../cli/bench.ts";
 import { lrAt, packPreferenceBatch } from "../cli/lm_data.ts";
-import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
 import { initWeights } from "../model/gpt2.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
 import { countWords, trainBpeFromCounts, trainedBpeJson } from "../model/bpe_train.ts";

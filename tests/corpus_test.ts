@@ -13,7 +13,7 @@ import {
   tokenizeSource,
   tokenizeTexts,
 } from "../interaction/corpus.ts";
-import { BABYLM_SOURCES, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
+import { BABYLM_SOURCES, findCorpusFiles, readCorpusDir } from "../cli/corpus_dir.ts";
 import { download, verifyCorpus } from "../cli/data.ts";
 import { deadUrl } from "./teacher_server.ts";
 import { countWords, embeddedSources, generateText } from "../interaction/grammar.ts";

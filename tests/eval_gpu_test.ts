@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { GPT2 } from "../model/gpt2.ts";
-import { saveCheckpoint } from "../model/checkpoint.ts";
+import { saveCheckpoint } from "../cli/files.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { Scorer as GpuScorer } from "../model/score.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";

@@ -16,10 +16,10 @@ import {
 } from "../model/generate.ts";
 import { GPT2, initWeights, Workspace } from "../model/gpt2.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { loadCheckpoint, saveCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint, loadTokenizer, saveCheckpoint } from "../cli/files.ts";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
-import { loadTokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 import { runGenerate } from "../cli/generate.ts";
 import { UsageError } from "../cli/common.ts";
 import { samplingDistributionRef } from "./reference/sampling.ts";

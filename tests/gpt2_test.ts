@@ -4,7 +4,7 @@
  */
 import { GPT2, Workspace } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint } from "../cli/files.ts";
 import { parseSafetensors, type Tensor, type TensorData } from "../model/safetensors.ts";
 import { assertClose, testGpu } from "./util.ts";
 

@@ -242,7 +242,8 @@ Deno.test("append logs: a line cut by a kill is dropped and the file repaired; c
   const storage = memoryStorage(files);
   const got = await readLog<{ a: number }>(storage, "m.jsonl");
   assert.deepEqual(got.map((l) => l.value), [{ a: 1 }, { a: 2 }]);
-  assert.deepEqual(got.map((l) => l.line), ['{"a":1}', '{"a":2}']);
+  assert.deepEqual(got.map((l) => l.text), ['{"a":1}', '{"a":2}']);
+  assert.deepEqual(got.map((l) => l.line), [1, 3]);
   assert.equal(files["m.jsonl"], '{"a":1}\n\n{"a":2}\n');
   // The next append starts on a line of its own.
   await storage.appendText("m.jsonl", '{"a":3}\n');

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { Tiktoken } from "js-tiktoken/lite";
 import gpt2Ranks from "js-tiktoken/ranks/gpt2";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
-import { GPT2_EOT, loadTokenizer, Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { GPT2_EOT, Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { loadTokenizer } from "../cli/files.ts";
 import { rng } from "./util.ts";
 
 const GPT2_DIR = new URL("../../shared/data/tokenizers/gpt2/", import.meta.url);

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { deadUrl, fakeAnswer, type Fault, startTeacherServer } from "./teacher_server.ts";
 import type { InteractionRecord, MetricsRecord, RunState } from "../interaction/loop.ts";
 import { TINY, type TrainConfig } from "../interaction/config.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
+import { loadCheckpoint } from "../cli/files.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { findCheckpoints } from "../eval/curve.ts";

@@ -5,7 +5,7 @@
  * streamed through a TextDecoderStream so no whole 200 MB file is held as one string.
  * @module
  */
-import { type Encode, type TokenizedSource, type TokenizeOptions, tokenizeSource } from "./corpus.ts";
+import { type Encode, type TokenizedSource, type TokenizeOptions, tokenizeSource } from "../interaction/corpus.ts";
 
 /** The six sources of the BabyLM 2025 text corpus, in the baseline's order. */
 export const BABYLM_SOURCES = [

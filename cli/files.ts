@@ -1,0 +1,203 @@
+/**
+ * The file-system edge (Deno only): durable atomic writes, Hugging Face GPT-2 directories
+ * (`loadCheckpoint`, `saveCheckpoint`), tokenizer files and JSON-lines files. The formats themselves are
+ * parsed and serialized by browser-safe modules (`model/checkpoint.ts`, `model/tokenizer.ts`,
+ * `model/jsonl.ts`); this module only moves their bytes to and from disk.
+ * @module
+ */
+import {
+  type Checkpoint,
+  CONFIG_FILE,
+  hfConfigJson,
+  parseHfConfig,
+  safetensorsFromWeights,
+  WEIGHTS_FILE,
+  weightsFromSafetensors,
+} from "../model/checkpoint.ts";
+import { type GPT2Config, validateConfig } from "../model/config.ts";
+import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
+import { type SpecialTokenNames, Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { UsageError } from "./common.ts";
+
+/** `dir` without trailing separators (but "/" stays "/"). */
+function trimDir(dir: string): string {
+  const t = dir.replace(/[/\\]+$/, "");
+  return t === "" ? dir : t;
+}
+
+/** The folder holding `path` ("." for a bare name). */
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash > 0 ? path.slice(0, slash) : slash === 0 ? "/" : ".";
+}
+
+/** Flush a directory's entries (a rename inside it) to disk; Windows cannot open directories. */
+async function syncDir(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  using d = await Deno.open(dir, { read: true });
+  await d.sync();
+}
+
+/** Write `data` to a new file at `path` and flush it to disk before returning. */
+async function writeSynced(path: string, data: Uint8Array): Promise<void> {
+  using file = await Deno.open(path, { write: true, createNew: true });
+  for (let at = 0; at < data.length;) at += await file.write(data.subarray(at));
+  await file.sync();
+}
+
+/**
+ * Replace the file at `path` durably: write a temporary sibling, flush it, rename it over `path`, flush
+ * the folder. Readers see the old file or the new one, never half of one, and after a crash the new one
+ * is either wholly there or not at all.
+ */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await writeSynced(tmp, typeof data === "string" ? new TextEncoder().encode(data) : data);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    // Best-effort cleanup of our own temporary file; the error that matters is `e`.
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  await syncDir(parentOf(path));
+}
+
+async function readOrExplain(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(
+        `${path}: not found (expected a Hugging Face GPT-2 directory with ${CONFIG_FILE} and ${WEIGHTS_FILE})`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** Load `config.json` and `model.safetensors` from a Hugging Face GPT-2 directory. */
+export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
+  const d = trimDir(dir);
+  const configPath = `${d}/${CONFIG_FILE}`, weightsPath = `${d}/${WEIGHTS_FILE}`;
+  const config = parseHfConfig(new TextDecoder().decode(await readOrExplain(configPath)), configPath);
+  const weights = weightsFromSafetensors(await readOrExplain(weightsPath), config, weightsPath);
+  return { config, weights };
+}
+
+/** Refuse extra file names that could escape the checkpoint directory or replace its main files. */
+function checkExtraName(name: string): void {
+  const parts = name.split(/[/\\]/);
+  if (
+    name === "" || name.startsWith("/") || /^[A-Za-z]:/.test(name) ||
+    parts.some((p) => p === "" || p === "..")
+  ) {
+    throw new Error(`extra file "${name}": expected a relative path inside the checkpoint directory`);
+  }
+  if (name === CONFIG_FILE || name === WEIGHTS_FILE) {
+    throw new Error(`extra file "${name}": ${CONFIG_FILE} and ${WEIGHTS_FILE} are written by saveCheckpoint`);
+  }
+}
+
+/**
+ * Save a Hugging Face GPT-2 directory (`config.json`, `model.safetensors` and `extraFiles`, e.g.
+ * `tokenizer.json`; names may contain subfolders) atomically: everything is written and flushed into a
+ * temporary sibling directory, which is then renamed to `dir`. An existing `dir` is first renamed aside
+ * and removed only after the new one is in place, so a crash leaves either the old checkpoint, or the
+ * new one, or (in the instant between the two renames) the old one under `<dir>.old-<id>`; never a
+ * half-written directory at `dir`.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  config: GPT2Config,
+  weights: ReadonlyMap<string, Float32Array>,
+  extraFiles: Record<string, string | Uint8Array> = {},
+): Promise<void> {
+  // Validate and serialize everything before touching the file system.
+  validateConfig(config, "saveCheckpoint config");
+  for (const name of Object.keys(extraFiles)) checkExtraName(name);
+  const files = new Map<string, Uint8Array>([
+    [CONFIG_FILE, new TextEncoder().encode(JSON.stringify(hfConfigJson(config), null, 2) + "\n")],
+    [WEIGHTS_FILE, safetensorsFromWeights(weights, config)],
+  ]);
+  for (const [name, content] of Object.entries(extraFiles)) {
+    files.set(name, typeof content === "string" ? new TextEncoder().encode(content) : content);
+  }
+
+  const target = trimDir(dir);
+  let existing: Deno.FileInfo | undefined;
+  try {
+    existing = await Deno.lstat(target);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (existing && !existing.isDirectory) throw new Error(`${target}: exists and is not a directory`);
+
+  const id = crypto.randomUUID().slice(0, 8);
+  const tmp = `${target}.tmp-${id}`;
+  const old = `${target}.old-${id}`;
+  const parent = parentOf(target);
+  await Deno.mkdir(parent, { recursive: true });
+  try {
+    await Deno.mkdir(tmp);
+    const folders = new Set<string>([tmp]);
+    for (const [name, content] of files) {
+      const sub = name.lastIndexOf("/");
+      if (sub > 0) {
+        await Deno.mkdir(`${tmp}/${name.slice(0, sub)}`, { recursive: true });
+        folders.add(`${tmp}/${name.slice(0, sub)}`);
+      }
+      await writeSynced(`${tmp}/${name}`, content);
+    }
+    for (const f of folders) await syncDir(f);
+    if (existing) await Deno.rename(target, old);
+    try {
+      await Deno.rename(tmp, target);
+    } catch (e) {
+      if (existing) await Deno.rename(old, target);
+      throw e;
+    }
+  } catch (e) {
+    // Best-effort cleanup of our own temporary directory; the error that matters is `e`.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  await syncDir(parent);
+  if (existing) await Deno.remove(old, { recursive: true });
+}
+
+/** Load `tokenizer.json`: `path` is the file or a directory holding it. Errors name the path. */
+export async function loadTokenizer(path: string, names: SpecialTokenNames = {}): Promise<Tokenizer> {
+  let file = path;
+  try {
+    if ((await Deno.stat(path)).isDirectory) file = `${path.replace(/\/+$/, "")}/${TOKENIZER_FILE}`;
+  } catch (e) {
+    throw new Error(`tokenizer: cannot read ${path}: ${(e as Error).message}`);
+  }
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (e) {
+    const what = file === path ? path : `${file} (the directory ${path} has no ${TOKENIZER_FILE})`;
+    throw new Error(`tokenizer: cannot read ${what}: ${(e as Error).message}`);
+  }
+  return Tokenizer.fromJSON(text, file, names);
+}
+
+/**
+ * The records of a JSON-lines file with their line numbers; a file that cannot be read or a line that is
+ * not JSON is a usage error naming `path` (and `path:line`).
+ */
+export async function readJsonLinesFile<T = unknown>(path: string): Promise<JsonLine<T>[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return parseJsonLines<T>(text, path);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
