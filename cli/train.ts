@@ -5,12 +5,11 @@
  * @module
  */
 import { Gpu } from "../shaders/gpu.ts";
-import { loadCheckpoint } from "../model/checkpoint.ts";
-import { loadTokenizer } from "../model/tokenizer.ts";
+import { loadCheckpoint, loadTokenizer } from "./files.ts";
 import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
-import { fileText, findCorpusFiles, readCorpusDir } from "../interaction/corpus_dir.ts";
+import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { loadPromptTemplate } from "../interaction/prompt.ts";
 import { DirStorage } from "./run_storage.ts";
