@@ -71,17 +71,32 @@ export async function resolveRunFile(root: string, name: string, segments: strin
       404,
     );
   }
-  let realRoot: string, real: string;
-  try {
-    realRoot = await Deno.realPath(root);
-    real = await Deno.realPath(`${realRoot}/${name}/${rel}`);
-  } catch {
-    throw new RunPathError(`run ${name} has no ${rel}`, 404);
-  }
-  if (!real.startsWith(realRoot + "/")) throw new RunPathError(`run ${name} has no ${rel}`, 404);
-  const info = await Deno.stat(real);
-  if (!info.isFile) throw new RunPathError(`run ${name} has no ${rel}`, 404);
-  return real;
+  const realRoot = await Deno.realPath(root).catch(() => "");
+  const real = realRoot && await regularFileInside(realRoot, `${realRoot}/${name}/${rel}`);
+  if (!real) throw new RunPathError(`run ${name} has no ${rel}`, 404);
+  return real.path;
+}
+
+/**
+ * `path`'s real path and status when, after every symlink, it is inside `realRoot` and is a regular file;
+ * else undefined. The one rule for what the server may open: requests and the run list alike, so neither
+ * reads through a link out of the runs folder nor opens a FIFO or device (which would block).
+ */
+async function regularFileInside(
+  realRoot: string,
+  path: string,
+): Promise<{ path: string; info: Deno.FileInfo } | undefined> {
+  const real = await Deno.realPath(path).catch(() => "");
+  if (!real.startsWith(realRoot + "/")) return undefined;
+  const info = await Deno.stat(real).catch(() => undefined);
+  return info?.isFile ? { path: real, info } : undefined;
+}
+
+/** `path`'s real path when, after every symlink, it is a folder inside `realRoot`; else undefined. */
+async function dirInside(realRoot: string, path: string): Promise<string | undefined> {
+  const real = await Deno.realPath(path).catch(() => "");
+  if (!real.startsWith(realRoot + "/")) return undefined;
+  return (await Deno.stat(real).catch(() => undefined))?.isDirectory ? real : undefined;
 }
 
 /** Summaries of every run folder directly under `root` (folders with a config.json or metrics.jsonl). */
@@ -95,36 +110,59 @@ export async function listRuns(root: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
   for await (const entry of Deno.readDir(realRoot)) {
     if (!RUN_NAME.test(entry.name)) continue;
-    const dir = `${realRoot}/${entry.name}`;
     // A symlinked run folder is listed only if it stays inside the root.
-    const realDir = await Deno.realPath(dir).catch(() => "");
-    if (!realDir.startsWith(realRoot + "/") || !(await isDir(realDir))) continue;
-    const summary = await summarize(entry.name, realDir);
+    const realDir = await dirInside(realRoot, `${realRoot}/${entry.name}`);
+    if (!realDir) continue;
+    const summary = await summarize(entry.name, realDir, realRoot);
     if (summary) out.push(summary);
   }
   out.sort((a, b) => (b.updated ?? "").localeCompare(a.updated ?? "") || a.name.localeCompare(b.name));
   return out;
 }
 
-async function isDir(path: string): Promise<boolean> {
-  return (await Deno.stat(path).catch(() => undefined))?.isDirectory ?? false;
+/** Largest config.json or state/state.json the run list reads (both are a few kilobytes in a real run). */
+export const MAX_SUMMARY_FILE_BYTES = 1 << 20;
+
+/**
+ * The text of a regular file found by {@link regularFileInside}, or "too large" over
+ * {@link MAX_SUMMARY_FILE_BYTES}. The open handle is checked again, so a file swapped after the first
+ * check is still never read past the limit.
+ */
+async function readSmall(path: string): Promise<string | "too large" | undefined> {
+  const f = await Deno.open(path, { read: true }).catch(() => undefined);
+  if (!f) return undefined;
+  try {
+    const info = await f.stat();
+    if (!info.isFile) return undefined;
+    if (info.size > MAX_SUMMARY_FILE_BYTES) return "too large";
+    const buf = new Uint8Array(info.size);
+    let n = 0;
+    while (n < buf.length) {
+      const r = await f.read(buf.subarray(n));
+      if (r === null) break;
+      n += r;
+    }
+    return new TextDecoder().decode(buf.subarray(0, n));
+  } catch {
+    return undefined;
+  } finally {
+    f.close();
+  }
 }
 
-async function readText(path: string): Promise<string | undefined> {
-  return await Deno.readTextFile(path).catch(() => undefined);
-}
-
-async function summarize(name: string, dir: string): Promise<RunSummary | undefined> {
-  const configText = await readText(`${dir}/config.json`);
-  const metricsStat = await Deno.stat(`${dir}/metrics.jsonl`).catch(() => undefined);
-  if (configText === undefined && !metricsStat) return undefined;
+async function summarize(name: string, dir: string, realRoot: string): Promise<RunSummary | undefined> {
+  const config = await regularFileInside(realRoot, `${dir}/config.json`);
+  const metrics = await regularFileInside(realRoot, `${dir}/metrics.jsonl`);
+  if (!config && !metrics) return undefined;
   const s: RunSummary = { name, roundsDone: 0, interactionRounds: [], metricsLines: 0 };
   let mtime = 0;
   const touch = (d: Date | null | undefined) => {
     if (d && d.getTime() > mtime) mtime = d.getTime();
   };
-  if (configText !== undefined) {
-    touch((await Deno.stat(`${dir}/config.json`)).mtime);
+  const configText = config && await readSmall(config.path);
+  if (config && configText !== undefined) touch(config.info.mtime);
+  if (configText === "too large") s.error = `config.json is over ${MAX_SUMMARY_FILE_BYTES} bytes; not read`;
+  else if (configText !== undefined) {
     try {
       const c = JSON.parse(configText) as Record<string, unknown>;
       if (typeof c.preset === "string") s.preset = c.preset;
@@ -138,24 +176,29 @@ async function summarize(name: string, dir: string): Promise<RunSummary | undefi
       if (t && typeof t.kind === "string") {
         s.teacher = t.kind === "openai" && typeof t.model === "string" ? `openai: ${t.model}` : t.kind;
       }
-    } catch (e) {
-      s.error = `config.json is not valid JSON: ${(e as Error).message}`;
+    } catch {
+      // Not the parser's message: it quotes the file's first bytes.
+      s.error = "config.json is not valid JSON";
     }
   }
-  if (metricsStat) {
-    touch(metricsStat.mtime);
-    s.metricsLines = await countLines(`${dir}/metrics.jsonl`);
+  if (metrics) {
+    touch(metrics.info.mtime);
+    s.metricsLines = await countLines(metrics.path);
   }
-  if (await isDir(`${dir}/interactions`)) {
-    for await (const e of Deno.readDir(`${dir}/interactions`)) {
+  const interactions = await dirInside(realRoot, `${dir}/interactions`);
+  if (interactions) {
+    for await (const e of Deno.readDir(interactions)) {
       const m = /^round_(0|[1-9][0-9]{0,5})\.jsonl$/.exec(e.name);
-      if (m && e.isFile) s.interactionRounds.push(Number(m[1]));
+      if (m && await regularFileInside(realRoot, `${interactions}/${e.name}`)) {
+        s.interactionRounds.push(Number(m[1]));
+      }
     }
     s.interactionRounds.sort((a, b) => a - b);
   }
   s.roundsDone = s.interactionRounds.length;
-  const state = await readText(`${dir}/state/state.json`);
-  if (state !== undefined) {
+  const stateFile = await regularFileInside(realRoot, `${dir}/state/state.json`);
+  const state = stateFile && await readSmall(stateFile.path);
+  if (state !== undefined && state !== "too large") {
     try {
       const st = JSON.parse(state) as { round?: unknown; done?: unknown };
       if (st.done === true && s.numRounds !== undefined) s.roundsDone = s.numRounds;
@@ -173,6 +216,10 @@ async function countLines(path: string): Promise<number> {
   const file = await Deno.open(path, { read: true });
   let lines = 0, last = 10;
   try {
+    if (!(await file.stat()).isFile) {
+      file.close();
+      return 0;
+    }
     for await (const chunk of file.readable) {
       for (let i = 0; i < chunk.length; i++) {
         if (chunk[i] === 10 && last !== 10) lines++;

@@ -7,7 +7,10 @@
  * - read-only, the runs under `--runs`: `GET /api/runs` (summaries) and
  *   `GET /api/runs/<name>/<file>` for `config.json`, `metrics.jsonl` and `interactions/round_N.jsonl`.
  *
- * Paths that try to leave the runs folder (`..`, `%2e%2e`, absolute paths, symlinks out) get 400 or 404.
+ * Paths that try to leave the runs folder (`..`, `%2e%2e`, absolute paths, symlinks out) get 400 or 404;
+ * the run list reads through the same rule, and only regular files. A request whose `Host` header names
+ * anything but the bound address (see {@link allowedHosts}) gets 421, so a web page that rebinds its own
+ * domain name to 127.0.0.1 cannot read the runs.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -54,6 +57,34 @@ export interface DemoServerOptions {
   assetsDir: string;
   /** Folder whose subfolders are runs. */
   runsDir: string;
+  /**
+   * The `Host` header values answered (lower case, see {@link allowedHosts}); every other gets 421. May be
+   * filled once the server listens, since the port of `port: 0` is known only then.
+   */
+  hosts: readonly string[];
+}
+
+/** Addresses that bind every interface: the server is then reachable by each interface's address. */
+const WILDCARD_HOSTS = new Set(["0.0.0.0", "::", "[::]"]);
+
+/** Whether `host` (a --host value) is a loopback address, so only this machine can connect. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * The `Host` header values a server bound to `bindHost`:`port` answers: `localhost`, `127.0.0.1` and
+ * `[::1]`, the bound address itself, and for a wildcard bind (`0.0.0.0`, `::`) every address in
+ * `interfaces` (this machine's, from `Deno.networkInterfaces()`), each with the port (also without it
+ * on port 80, which browsers leave out).
+ */
+export function allowedHosts(bindHost: string, port: number, interfaces: string[] = []): string[] {
+  const bracket = (h: string) => h.includes(":") && !h.startsWith("[") ? `[${h}]` : h;
+  const names = new Set(["localhost", "127.0.0.1", "[::1]", bracket(bindHost.toLowerCase())]);
+  if (WILDCARD_HOSTS.has(bindHost)) { for (const a of interfaces) names.add(bracket(a.toLowerCase())); }
+  const out = [...names].map((n) => `${n}:${port}`);
+  return port === 80 ? [...out, ...names] : out;
 }
 
 function text(status: number, body: string): Response {
@@ -77,6 +108,12 @@ async function file(path: string, type: string, method: string): Promise<Respons
 /** The request handler: page files, the run list and whitelisted run files; GET and HEAD only. */
 export function demoHandler(opts: DemoServerOptions): (req: Request) => Promise<Response> {
   return async (req: Request): Promise<Response> => {
+    const host = req.headers.get("host")?.toLowerCase();
+    if (host === undefined) return text(400, "no Host header");
+    if (!opts.hosts.includes(host)) {
+      // Not the list of allowed names: a rebinding page reads this answer, and it would learn them.
+      return text(421, `Host ${JSON.stringify(host)} is not an address of this server`);
+    }
     if (req.method !== "GET" && req.method !== "HEAD") return text(405, `method ${req.method} not allowed`);
     // Work on the raw path: split before decoding so an encoded `/` or `..` cannot form new segments.
     const rawPath = new URL(req.url).pathname;
@@ -192,21 +229,66 @@ export async function main(args: string[]): Promise<void> {
   console.error("bundling the page and the worker ...");
   await buildAssets(assetsDir, { minify: Boolean(opts.minify) });
   console.error(`bundled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  await serveDemo({ assetsDir, runsDir, host, port });
+  await Deno.remove(assetsDir, { recursive: true }).catch(() => {});
+}
+
+/** How long a stop signal waits for responses in flight. */
+const STOP_GRACE_MS = 2000;
+
+/** What {@link serveDemo} serves, and where. */
+export interface ServeOptions {
+  /** Folder with the built page (see {@link buildAssets}). */
+  assetsDir: string;
+  /** Folder whose subfolders are runs. */
+  runsDir: string;
+  /** Address to bind. */
+  host: string;
+  /** Port to listen on; 0 for any free port. */
+  port: number;
+}
+
+/**
+ * Serve the page and the runs until SIGINT or SIGTERM: warns on stderr when `host` lets other machines
+ * connect, prints the URL, answers only the Hosts of {@link allowedHosts}. Resolves once stopped;
+ * responses still in flight then get {@link STOP_GRACE_MS}.
+ */
+export async function serveDemo({ assetsDir, runsDir, host, port }: ServeOptions): Promise<void> {
+  if (!isLoopbackHost(host)) {
+    console.error(
+      `warning: --host ${host} listens beyond this machine: anyone who can reach it on the network can ` +
+        `read the runs in ${runsDir} (configs, metrics, every interaction)`,
+    );
+  }
   const ac = new AbortController();
+  const hosts: string[] = [];
   const server = Deno.serve({
     port,
     hostname: host,
     signal: ac.signal,
     onListen: ({ hostname, port }) => {
+      const interfaces = WILDCARD_HOSTS.has(host) ? Deno.networkInterfaces().map((i) => i.address) : [];
+      hosts.push(...allowedHosts(host, port, interfaces));
       const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
       console.log(`demo at http://${shown}:${port}/  (runs from ${runsDir}; Ctrl-C stops)`);
     },
-  }, demoHandler({ assetsDir, runsDir }));
-  const stop = () => ac.abort();
+  }, demoHandler({ assetsDir, runsDir, hosts }));
+  let graceOver: () => void = () => {};
+  const grace = new Promise<void>((resolve) => graceOver = resolve);
+  const stop = () => {
+    ac.abort();
+    // A response streaming to a stalled client would hold the graceful shutdown forever.
+    setTimeout(graceOver, STOP_GRACE_MS);
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  await server.finished;
-  await Deno.remove(assetsDir, { recursive: true }).catch(() => {});
+  await Promise.race([server.finished, grace]);
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
 }
 
-if (import.meta.main) await runMain(() => main(Deno.args));
+if (import.meta.main) {
+  await runMain(() => main(Deno.args));
+  // Requests cut off by the grace period may leave reads pending, which would keep the process alive.
+  Deno.exit(0);
+}

@@ -9,7 +9,7 @@
  */
 import assert, { deepEqual as assertEquals } from "node:assert/strict";
 import { chromium, type ConsoleMessage, type Page } from "playwright";
-import { buildAssets, demoHandler } from "../demo/server.ts";
+import { allowedHosts, buildAssets, demoHandler } from "../demo/server.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const FLAGS = [
@@ -187,10 +187,12 @@ Deno.test({
     await Deno.mkdir(OUT, { recursive: true });
     await writeRun(`${base}/runs/test-run`);
     await buildAssets(`${base}/assets`);
+    const hosts: string[] = [];
     const server = Deno.serve(
       { port: 0, hostname: "127.0.0.1", onListen() {} },
-      demoHandler({ assetsDir: `${base}/assets`, runsDir: `${base}/runs` }),
+      demoHandler({ assetsDir: `${base}/assets`, runsDir: `${base}/runs`, hosts }),
     );
+    hosts.push(...allowedHosts("127.0.0.1", server.addr.port));
     const url = `http://127.0.0.1:${server.addr.port}/`;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
     try {
