@@ -7,7 +7,7 @@
  * writing directories (`loadCheckpoint`, `saveCheckpoint`) is the Deno edge's, in `cli/files.ts`.
  * @module
  */
-import { GPT2_124M, type GPT2Config, validateConfig } from "./config.ts";
+import { type DropoutRates, GPT2_124M, GPT2_DROPOUT, type GPT2Config, validateConfig } from "./config.ts";
 import { numel, paramTable } from "./params.ts";
 import { decodeTensor, parseSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 
@@ -20,7 +20,7 @@ export const WEIGHTS_FILE = "model.safetensors";
 const PREFIX = "transformer.";
 
 /** Fields read from config.json; a missing one takes transformers' GPT2Config default (GPT-2 124M). */
-const CONFIG_FIELDS: Array<[string, keyof GPT2Config]> = [
+const CONFIG_FIELDS: Array<[string, Exclude<keyof GPT2Config, "dropout">]> = [
   ["vocab_size", "vocabSize"],
   ["n_positions", "nPositions"],
   ["n_embd", "nEmbd"],
@@ -29,6 +29,13 @@ const CONFIG_FIELDS: Array<[string, keyof GPT2Config]> = [
   ["layer_norm_epsilon", "layerNormEpsilon"],
   ["bos_token_id", "bosTokenId"],
   ["eos_token_id", "eosTokenId"],
+];
+
+/** config.json's dropout rates and their {@link DropoutRates} names. */
+const DROPOUT_FIELDS: Array<[string, keyof DropoutRates]> = [
+  ["embd_pdrop", "embdPdrop"],
+  ["attn_pdrop", "attnPdrop"],
+  ["resid_pdrop", "residPdrop"],
 ];
 
 /**
@@ -79,22 +86,34 @@ export function parseHfConfig(json: string | unknown, where = CONFIG_FILE): GPT2
     (v) => v === null || v === 4 * config.nEmbd,
     `null or 4 * n_embd = ${4 * config.nEmbd}`,
   );
+  // Dropout rates: as transformers reads them, 0.1 where absent.
+  const dropout = { ...GPT2_DROPOUT };
+  for (const [key, field] of DROPOUT_FIELDS) {
+    if (!(key in o)) continue;
+    const v = o[key];
+    if (typeof v !== "number" || !(v >= 0 && v < 1)) {
+      throw new Error(`${where}: ${key} must be a dropout rate in [0, 1), found ${JSON.stringify(v)}`);
+    }
+    dropout[field] = v;
+  }
+  config.dropout = dropout;
   return validateConfig(config, where);
 }
 
 /**
  * The `config.json` object transformers writes for this model with `GPT2LMHeadModel.save_pretrained`
- * (keys sorted, as transformers sorts them). Dropout rates and initializer_range are transformers'
- * defaults; they do not affect inference. `transformers_version` records the release whose file this
- * mirrors.
+ * (keys sorted, as transformers sorts them). The dropout rates are the config's (transformers' defaults
+ * where it states none; they do not affect inference); initializer_range is transformers' default.
+ * `transformers_version` records the release whose file this mirrors.
  */
 export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
+  const dropout = config.dropout ?? GPT2_DROPOUT;
   return {
     activation_function: "gelu_new",
     architectures: ["GPT2LMHeadModel"],
-    attn_pdrop: 0.1,
+    attn_pdrop: dropout.attnPdrop,
     bos_token_id: config.bosTokenId,
-    embd_pdrop: 0.1,
+    embd_pdrop: dropout.embdPdrop,
     eos_token_id: config.eosTokenId,
     initializer_range: 0.02,
     layer_norm_epsilon: config.layerNormEpsilon,
@@ -105,7 +124,7 @@ export function hfConfigJson(config: GPT2Config): Record<string, unknown> {
     n_layer: config.nLayer,
     n_positions: config.nPositions,
     reorder_and_upcast_attn: false,
-    resid_pdrop: 0.1,
+    resid_pdrop: dropout.residPdrop,
     scale_attn_by_inverse_layer_idx: false,
     scale_attn_weights: true,
     summary_activation: null,

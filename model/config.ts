@@ -4,6 +4,28 @@
  * @module
  */
 
+/**
+ * Dropout rates of GPT-2's four dropout modules in training (transformers' `embd_pdrop`, `attn_pdrop`,
+ * `resid_pdrop`): after token + position embeddings, on the attention probabilities, and after each
+ * block's attention and MLP projections. Each in [0, 1); 0 records no dropout work.
+ */
+export interface DropoutRates {
+  embdPdrop: number;
+  attnPdrop: number;
+  residPdrop: number;
+}
+
+/** transformers' `GPT2Config` defaults, which the baseline trains with. */
+export const GPT2_DROPOUT: DropoutRates = { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 };
+
+/** No dropout. */
+export const NO_DROPOUT: DropoutRates = { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 };
+
+/** The same rate at all three kinds of site (`--dropout P`). */
+export function uniformDropout(p: number): DropoutRates {
+  return { embdPdrop: p, attnPdrop: p, residPdrop: p };
+}
+
 /** The architecture of a GPT-2 model. */
 export interface GPT2Config {
   /** Vocabulary size V. */
@@ -20,6 +42,11 @@ export interface GPT2Config {
   layerNormEpsilon: number;
   bosTokenId: number;
   eosTokenId: number;
+  /**
+   * The dropout rates of `config.json`, used only where a caller trains with them (the model's forward
+   * pass never drops by itself). Absent: not stated (config.json then records transformers' defaults).
+   */
+  dropout?: DropoutRates;
 }
 
 /** GPT-2 124M, as on the Hugging Face Hub (`gpt2`). */
@@ -32,11 +59,12 @@ export const GPT2_124M: GPT2Config = {
   layerNormEpsilon: 1e-5,
   bosTokenId: 50256,
   eosTokenId: 50256,
+  dropout: GPT2_DROPOUT,
 };
 
 /** Throw a clear error if any field is impossible. `where` names the source (a file path). */
 export function validateConfig(c: GPT2Config, where = "config"): GPT2Config {
-  const positiveInts: Array<keyof GPT2Config> = ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"];
+  const positiveInts: Array<"vocabSize" | "nPositions" | "nEmbd" | "nLayer" | "nHead"> = ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"];
   for (const k of positiveInts) {
     const v = c[k];
     if (!Number.isInteger(v) || v <= 0) {
@@ -53,7 +81,19 @@ export function validateConfig(c: GPT2Config, where = "config"): GPT2Config {
       throw new Error(`${where}: ${k} must be a token id in [0, ${c.vocabSize}), got ${v}`);
     }
   }
+  if (c.dropout) checkDropoutRates(c.dropout, `${where}: dropout`);
   return c;
+}
+
+/** Throw a clear error unless every rate is a number in [0, 1); `where` names the source. */
+export function checkDropoutRates(r: DropoutRates, where: string): DropoutRates {
+  for (const k of ["embdPdrop", "attnPdrop", "residPdrop"] as const) {
+    const v = r[k];
+    if (!(typeof v === "number" && v >= 0 && v < 1)) {
+      throw new Error(`${where}.${k} must be a dropout rate in [0, 1), got ${JSON.stringify(v)}`);
+    }
+  }
+  return r;
 }
 
 /** Number of parameters (tied head counted once). */

@@ -6,7 +6,7 @@ import {
   weightsFromSafetensors,
 } from "../model/checkpoint.ts";
 import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
-import { GPT2_124M, type GPT2Config } from "../model/config.ts";
+import { GPT2_124M, GPT2_DROPOUT, type GPT2Config } from "../model/config.ts";
 import { numel, paramTable } from "../model/params.ts";
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from "../model/safetensors.ts";
 
@@ -20,6 +20,7 @@ const TINY: GPT2Config = {
   layerNormEpsilon: 1e-5,
   bosTokenId: 60,
   eosTokenId: 60,
+  dropout: GPT2_DROPOUT,
 };
 
 /** The fixture's tensors by their stored names, as written by tests/make_fixtures.py. */
@@ -61,6 +62,14 @@ Deno.test("checkpoint: config.json parses, and hfConfigJson writes what the fixt
     ...GPT2_124M,
     nLayer: 3,
   });
+  // Dropout rates are read and written as they are; absent ones are transformers' 0.1.
+  const rates = { embdPdrop: 0, attnPdrop: 0.25, residPdrop: 0.05 };
+  const json = hfConfigJson({ ...TINY, dropout: rates });
+  assert.deepEqual([json.embd_pdrop, json.attn_pdrop, json.resid_pdrop], [0, 0.25, 0.05]);
+  assert.deepEqual(parseHfConfig(json).dropout, rates);
+  assert.deepEqual(parseHfConfig({ attn_pdrop: 0 }).dropout, { ...GPT2_DROPOUT, attnPdrop: 0 });
+  const { dropout: _, ...unstated } = TINY;
+  assert.equal(hfConfigJson(unstated).resid_pdrop, 0.1);
 });
 
 Deno.test("checkpoint: unsupported or invalid config.json values are refused with the field name", () => {
@@ -77,6 +86,8 @@ Deno.test("checkpoint: unsupported or invalid config.json values are refused wit
     [{ ...base, n_layer: "2" }, /n_layer must be a number, found "2"/],
     [{ ...base, eos_token_id: 61 }, /eosTokenId must be a token id in \[0, 61\), got 61/],
     [{ ...base, vocab_size: 0 }, /vocabSize must be a positive integer, got 0/],
+    [{ ...base, resid_pdrop: 1 }, /c\.json: resid_pdrop must be a dropout rate in \[0, 1\), found 1/],
+    [{ ...base, attn_pdrop: "0.1" }, /attn_pdrop must be a dropout rate/],
   ];
   for (const [json, pattern] of cases) {
     assert.throws(() => parseHfConfig(json, "c.json"), pattern, JSON.stringify(json).slice(0, 60));
