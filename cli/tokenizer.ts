@@ -1,8 +1,10 @@
 /**
- * `deno task tokenizer`: train a byte-level BPE tokenizer (GPT-2's scheme) on text files and write
- * `OUT/tokenizer.json`, loadable by this project, @huggingface/tokenizers and Python `tokenizers`.
+ * `deno task tokenizer`: train a byte-level BPE tokenizer (GPT-2's scheme) on text files, or convert
+ * GPT-2's own `vocab.json` + `merges.txt`, and write `OUT/tokenizer.json`, loadable by this project,
+ * @huggingface/tokenizers and Python `tokenizers`.
  *
  *   deno task tokenizer --input data/train_100M --vocab-size 16384 --out runs/tok
+ *   deno task tokenizer --gpt2-vocab gpt2/vocab.json --gpt2-merges gpt2/merges.txt --out runs/gpt2-tok
  *
  * Files are streamed (never held whole); special token: `<|endoftext|>` at id 0 (BOS, EOS, padding).
  * @module
@@ -10,7 +12,7 @@
 import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
 import { trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
-import { Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { Tokenizer, TOKENIZER_FILE, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 
 const SPEC = {
   input: {
@@ -28,6 +30,12 @@ const SPEC = {
     help: "stop when the best pair occurs fewer times than this",
     default: "2",
   },
+  "gpt2-vocab": {
+    type: "string",
+    help:
+      "instead of training: GPT-2's vocab.json, converted with --gpt2-merges (<|endoftext|> keeps its id)",
+  },
+  "gpt2-merges": { type: "string", help: "GPT-2's merges.txt, for --gpt2-vocab" },
   out: { type: "string", help: "output directory (tokenizer.json is written there)" },
 } as const;
 
@@ -75,14 +83,50 @@ async function checkWritable(dir: string): Promise<void> {
   }
 }
 
-const SUMMARY =
-  "Train a byte-level BPE tokenizer (GPT-2 pre-tokenization, <|endoftext|> at id 0) on text files.";
+const SUMMARY = "Train a byte-level BPE tokenizer (GPT-2 pre-tokenization, <|endoftext|> at id 0) on text " +
+  "files, or convert GPT-2's vocab.json + merges.txt.";
+
+/** Read a file for `--option`, naming both in the error. */
+async function readOption(path: string, option: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UsageError(`--${option} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** `--gpt2-vocab` + `--gpt2-merges`: GPT-2's files as one tokenizer.json, checked to load first. */
+async function convertGpt2(vocabPath: string, mergesPath: string, out: string): Promise<void> {
+  const vocab = await readOption(vocabPath, "gpt2-vocab");
+  const merges = await readOption(mergesPath, "gpt2-merges");
+  let json: string, tok: Tokenizer;
+  try {
+    json = tokenizerJsonFromGpt2Files(vocab, merges);
+    tok = Tokenizer.fromJSON(json, "the converted tokenizer");
+  } catch (e) {
+    throw new UsageError(`${vocabPath} + ${mergesPath}: ${(e as Error).message}`);
+  }
+  await checkWritable(out);
+  const path = `${out.replace(/\/+$/, "")}/${TOKENIZER_FILE}`;
+  await writeFileAtomic(path, json);
+  console.log(`wrote ${path}: ${tok.vocabSize} tokens from ${vocabPath} and ${mergesPath}`);
+}
 
 /** The command: parse `args`, train, write OUT/tokenizer.json. */
 export async function main(args: string[] = Deno.args): Promise<void> {
   const o = parseCommand("tokenizer", SUMMARY, SPEC, args);
   if (o === undefined) return;
   const inputs = (o.input as string[] | undefined) ?? [];
+  if (o["gpt2-vocab"] !== undefined || o["gpt2-merges"] !== undefined) {
+    if (inputs.length > 0) {
+      throw new UsageError("--input trains a tokenizer; --gpt2-vocab converts one: give one");
+    }
+    return convertGpt2(
+      required(o["gpt2-vocab"], "gpt2-vocab"),
+      required(o["gpt2-merges"], "gpt2-merges"),
+      required(o.out, "out"),
+    );
+  }
   const vocabSize = numberOption(o["vocab-size"], "vocab-size", { min: 257, max: 2_000_000, integer: true });
   const minFrequency = numberOption(o["min-frequency"], "min-frequency", { min: 1, integer: true });
   const out = required(o.out, "out");
