@@ -1,7 +1,7 @@
 /**
  * Read-only access to the run directories under one folder, for the demo server: a summary of every run,
- * and the few files the page may read (`config.json`, `metrics.jsonl`, `interactions/round_N.jsonl`),
- * resolved so that no request can leave the folder (no `..`, no absolute paths, no symlink escapes).
+ * and the few files the page may read (`config.json`, `metrics.jsonl`, `interactions/round_N.jsonl`,
+ * `eval/learning_curve.json` as `deno task eval --run` writes it), resolved so that no request can leave the folder (no `..`, no absolute paths, no symlink escapes).
  * @module
  */
 
@@ -28,7 +28,8 @@ export interface RunSummary {
 /** A run folder name: letters, digits, `.`, `_`, `-`, not starting with a dot. */
 const RUN_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 /** The files the page may read, relative to a run folder. */
-const RUN_FILE = /^(config\.json|metrics\.jsonl|interactions\/round_(0|[1-9][0-9]{0,5})\.jsonl)$/;
+const RUN_FILE =
+  /^(config\.json|metrics\.jsonl|interactions\/round_(0|[1-9][0-9]{0,5})\.jsonl|eval\/learning_curve\.json)$/;
 
 /** Thrown for a request that names no allowed file; `status` is the HTTP status to answer with. */
 export class RunPathError extends Error {
@@ -67,7 +68,8 @@ export async function resolveRunFile(root: string, name: string, segments: strin
   const rel = segments.join("/");
   if (!RUN_FILE.test(rel)) {
     throw new RunPathError(
-      `${rel} is not served (only config.json, metrics.jsonl, interactions/round_N.jsonl)`,
+      `${rel} is not served (only config.json, metrics.jsonl, interactions/round_N.jsonl, ` +
+        "eval/learning_curve.json)",
       404,
     );
   }
