@@ -47,6 +47,11 @@ export interface TrainConfig {
   tokenizer: string;
   vocabSize: number;
   corpus: CorpusConfig;
+  /**
+   * How a corpus file's lines are joined before tokenizing: `baseline` as the baseline's
+   * `' '.join(f.readlines())` (a space after every newline), `raw` the file as it is.
+   */
+  corpusJoin: LineJoin;
   numRounds: number;
   datapointLength: number;
   contextLength: number;
@@ -140,6 +145,8 @@ export const TINY: TrainConfig = {
   tokenizer: "train",
   vocabSize: 512,
   corpus: { kind: "embedded", words: 60_000 },
+  // The generated corpus has no file lines to join.
+  corpusJoin: "raw",
   numRounds: 3,
   datapointLength: 64,
   contextLength: 32,
@@ -273,6 +280,11 @@ export function validateTrainConfig(c: TrainConfig): TrainConfig {
   if (!(c.simpoBeta > 0)) fail("simpoBeta", "> 0", c.simpoBeta);
   if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
   if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
+  if (c.corpusJoin !== "baseline" && c.corpusJoin !== "raw") fail("corpusJoin", `"baseline" or "raw"`, c.corpusJoin);
+  for (const k of ["embdPdrop", "attnPdrop", "residPdrop"] as const) {
+    const v = c.dropout[k];
+    if (!(v >= 0 && v < 1)) fail(`dropout.${k}`, "a rate in [0, 1)", v);
+  }
   if (c.corpus.kind === "embedded") posInt("corpus.words", c.corpus.words);
   else if (c.corpus.kind === "dir") {
     if (typeof c.corpus.path !== "string" || !c.corpus.path) {

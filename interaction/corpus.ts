@@ -26,11 +26,11 @@ import { deriveSeed, Rng } from "./rng.ts";
 export type Encode = (text: string) => ArrayLike<number>;
 
 /**
- * How lines are joined before tokenizing. `keep`: the text as it is. `baseline`: as the baseline's
+ * How lines are joined before tokenizing. `raw`: the text as it is. `baseline`: as the baseline's
  * `' '.join(f.readlines())`, which puts a space after every newline that is not the file's last
  * character (and turns "\r\n" and "\r" into "\n", as Python's text mode does).
  */
-export type LineJoin = "keep" | "baseline";
+export type LineJoin = "raw" | "baseline";
 
 /** A tokenized source. */
 export interface TokenizedSource {
@@ -100,7 +100,7 @@ export async function tokenizeSource(
   name: string,
   text: string | Iterable<string> | AsyncIterable<string>,
   encode: Encode,
-  { lineJoin = "keep", pieceChars = 1 << 20, onProgress }: TokenizeOptions = {},
+  { lineJoin = "raw", pieceChars = 1 << 20, onProgress }: TokenizeOptions = {},
 ): Promise<TokenizedSource> {
   const buf = new TokenBuffer();
   const marks = { tokens: [0], words: [0] };

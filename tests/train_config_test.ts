@@ -68,6 +68,34 @@ Deno.test("babylm-interaction preset is the model card", () => {
   assert.equal(c.teacher.kind, "openai");
   assert.equal(c.teacher.model, "meta-llama/Llama-3.1-8B-Instruct");
   assert.equal(c.maxDatapointsPerRound, 0);
+  // Trained as a default GPT2Config after student.train(), on the corpus read as ' '.join(f.readlines()).
+  assert.deepEqual(c.dropout, { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 });
+  assert.equal(c.corpusJoin, "baseline");
+  assert.deepEqual([TINY.dropout, TINY.corpusJoin], [{ embdPdrop: 0, attnPdrop: 0, residPdrop: 0 }, "raw"]);
+});
+
+Deno.test("--dropout sets all three rates, --sft-epochs the LM epochs; --print-config shows them", async () => {
+  const c = JSON.parse(
+    await printed([
+      "--print-config",
+      "--preset",
+      "babylm-interaction",
+      "--dropout",
+      "0",
+      "--sft-epochs",
+      "7",
+    ]),
+  ) as TrainConfig;
+  assert.deepEqual(c, {
+    ...BABYLM_INTERACTION,
+    dropout: { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 },
+    nSftEpochs: 7,
+  });
+  const tiny = JSON.parse(await printed(["--print-config", "--dropout", "0.25"])) as TrainConfig;
+  assert.deepEqual(tiny.dropout, { embdPdrop: 0.25, attnPdrop: 0.25, residPdrop: 0.25 });
+  await assert.rejects(main(["--dropout", "1"]), /--dropout must be a rate in \[0, 1\), got 1/);
+  await assert.rejects(main(["--dropout=-0.1"]), /--dropout must be in \[0, /);
+  await assert.rejects(main(["--sft-epochs", "7.5"]), /--sft-epochs must be an integer/);
 });
 
 Deno.test("--print-config prints the resolved config: preset, --config file and options", async () => {
@@ -120,6 +148,9 @@ Deno.test("bad configs are refused with the key and the expected value, before a
     [{ teacher: { kind: "openai", urls: [] } }, /"teacher.urls" must be at least one URL/],
     [{ teacher: { kind: "openai", urls: ["not a url"] } }, /"teacher.urls" must be valid http\(s\) URLs/],
     [{ checkpointWords: [[100]] }, /checkpointWords\[0\]" must be a pair/],
+    [{ dropout: { attnPdrop: 1 } }, /"dropout.attnPdrop" must be a rate in \[0, 1\), got 1/],
+    [{ dropout: { resid: 0.1 } }, /unknown config key "dropout.resid"/],
+    [{ corpusJoin: "lines" }, /"corpusJoin" must be "baseline" or "raw", got "lines"/],
     [[1, 2], /must be a JSON object/],
   ];
   for (const [config, expected] of cases) {
