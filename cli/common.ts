@@ -108,6 +108,13 @@ export function numberOption(
   return n;
 }
 
+/** The value of `--dropout` (train, sft, simpo): one rate in [0, 1) for all four dropout sites. */
+export function dropoutOption(value: unknown): number {
+  const p = numberOption(value, "dropout", { min: 0 });
+  if (!(p < 1)) throw new UsageError(`--dropout must be a rate in [0, 1), got ${p}`);
+  return p;
+}
+
 /** A progress bar on stderr with rate and ETA (redraws every 200 ms on a terminal, else a line every 5 s). */
 export class Progress {
   #total: number;

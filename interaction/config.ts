@@ -4,6 +4,8 @@
  * the bad key. One source of truth: `--print-config` prints exactly this object.
  * @module
  */
+import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts";
+import type { LineJoin } from "./corpus.ts";
 import { resolveChatTemplate } from "./chat_template.ts";
 
 /** Where the student's contexts come from. */
@@ -68,6 +70,11 @@ export interface TrainConfig {
   teacher: TeacherConfig;
   nSftEpochs: number;
   nPoEpochs: number;
+  /**
+   * Dropout rates of the training steps (transformers' train mode); scoring, evaluation and the
+   * student's sampling never drop. Written to the student's config.json.
+   */
+  dropout: DropoutRates;
   /** Pairs per optimisation step (SFT steps take this many winning sequences). */
   batchSize: number;
   simpoBeta: number;
@@ -98,6 +105,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
   tokenizer: "",
   vocabSize: 50257,
   corpus: { kind: "dir", path: "data/train_100M" },
+  corpusJoin: "baseline",
   numRounds: 20,
   datapointLength: 512,
   contextLength: 256,
@@ -115,8 +123,12 @@ export const BABYLM_INTERACTION: TrainConfig = {
     maxInFlightPerServer: 64,
     maxAttempts: 8,
   },
+  // The model card's 8 LM epochs per round; the baseline's config.yaml (commit 5bc3303) says 7
+  // (`deno task train --sft-epochs 7`).
   nSftEpochs: 8,
   nPoEpochs: 2,
+  // A default GPT2Config trained after student.train(): 0.1 at all four sites, LM and SimPO phases alike.
+  dropout: GPT2_DROPOUT,
   batchSize: 16,
   simpoBeta: 2,
   simpoGammaRatio: 0.5,
@@ -155,6 +167,8 @@ export const TINY: TrainConfig = {
   teacher: { ...BABYLM_INTERACTION.teacher, kind: "corpus", urls: [] },
   nSftEpochs: 2,
   nPoEpochs: 1,
+  // No dropout: a 2-layer student with 3 short rounds has nothing to regularise, and learns faster.
+  dropout: NO_DROPOUT,
   batchSize: 8,
   lr: 2e-3,
   warmupSteps: 10,

@@ -9,7 +9,7 @@ import type { GPT2Config } from "../model/config.ts";
 import { validateConfig } from "../model/config.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
-import { Corpus, type TokenizedSource, tokenizeSource } from "./corpus.ts";
+import { Corpus, type LineJoin, type TokenizedSource, tokenizeSource } from "./corpus.ts";
 import { embeddedSources } from "./grammar.ts";
 import type { RunInputs } from "./loop.ts";
 import type { TrainConfig } from "./config.ts";
@@ -17,8 +17,12 @@ import type { Teacher } from "./teacher.ts";
 
 /** The file-system side of preparing a run (Deno implements all; the browser none). */
 export interface PrepareIO {
-  /** Tokenize every source file of a corpus directory. */
-  readCorpusDir?(path: string, encode: (text: string) => number[]): Promise<TokenizedSource[]>;
+  /** Tokenize every source file of a corpus directory, its lines joined as `lineJoin` says. */
+  readCorpusDir?(
+    path: string,
+    encode: (text: string) => number[],
+    lineJoin: LineJoin,
+  ): Promise<TokenizedSource[]>;
   /** Text of every source file of a corpus directory (for tokenizer training). */
   corpusDirText?(path: string): AsyncIterable<string>;
   loadTokenizer?(path: string): Promise<Tokenizer>;
@@ -72,8 +76,10 @@ export async function prepareRun(
   // Corpus.
   const encode = (text: string) => tokenizer.encode(text);
   const sources = embedded
-    ? await Promise.all(embedded.map((s) => tokenizeSource(s.name, s.text, encode)))
-    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode);
+    ? await Promise.all(
+      embedded.map((s) => tokenizeSource(s.name, s.text, encode, { lineJoin: config.corpusJoin })),
+    )
+    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode, config.corpusJoin);
   const corpus = new Corpus(sources, {
     numRounds: config.numRounds,
     datapointLength: config.datapointLength,
@@ -87,7 +93,8 @@ export async function prepareRun(
   let initWeights: Map<string, Float32Array> | undefined;
   if (config.initModel) {
     const m = await needIO("loadModel")(config.initModel);
-    modelConfig = m.config;
+    // The run trains with its own rates; its checkpoints' config.json records them.
+    modelConfig = { ...m.config, dropout: config.dropout };
     initWeights = m.weights;
     if (modelConfig.vocabSize < tokenizer.vocabSize) {
       throw new Error(
@@ -104,6 +111,7 @@ export async function prepareRun(
       layerNormEpsilon: 1e-5,
       bosTokenId: tokenizer.bosId,
       eosTokenId: tokenizer.eosId,
+      dropout: config.dropout,
     }, "student architecture");
   }
   const need = 1 + config.contextLength + config.student.maxTokens;
