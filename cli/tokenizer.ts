@@ -11,6 +11,7 @@
  */
 import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
+import { describeFiles, fileText, type SourceFile, TEXT_EXTENSIONS, textFilesIn } from "./corpus_dir.ts";
 import { trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
 import { Tokenizer, TOKENIZER_FILE, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 
@@ -39,12 +40,12 @@ const SPEC = {
   out: { type: "string", help: "output directory (tokenizer.json is written there)" },
 } as const;
 
-/** Text extensions read from an input directory. */
-const EXTENSIONS = [".txt", ".train"];
-
-/** Files named by `inputs` (files as given, directories expanded to their text files, sorted). */
-export async function inputFiles(inputs: string[]): Promise<string[]> {
-  const files: string[] = [];
+/**
+ * Files named by `inputs`: files as given, directories expanded to their text files (symlinks followed),
+ * sorted.
+ */
+export async function inputFiles(inputs: string[]): Promise<SourceFile[]> {
+  const files: SourceFile[] = [];
   for (const input of inputs) {
     let info: Deno.FileInfo;
     try {
@@ -53,19 +54,16 @@ export async function inputFiles(inputs: string[]): Promise<string[]> {
       throw new UsageError(`--input ${input}: ${(e as Error).message}`);
     }
     if (!info.isDirectory) {
-      files.push(input);
+      files.push({ name: input, path: input });
       continue;
     }
-    const found: string[] = [];
-    for await (const entry of Deno.readDir(input)) {
-      if (entry.isFile && EXTENSIONS.some((x) => entry.name.endsWith(x))) {
-        found.push(`${input.replace(/\/+$/, "")}/${entry.name}`);
-      }
-    }
+    const found = await textFilesIn(input).catch((e) => {
+      throw new UsageError(`--input ${input}: ${(e as Error).message}`);
+    });
     if (found.length === 0) {
-      throw new UsageError(`--input ${input}: no ${EXTENSIONS.join(" or ")} files in it`);
+      throw new UsageError(`--input ${input}: no ${TEXT_EXTENSIONS.join(" or ")} files in it`);
     }
-    files.push(...found.sort());
+    files.push(...found.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)));
   }
   if (files.length === 0) throw new UsageError("no input files: give --input FILE_OR_DIR");
   return files;
@@ -134,30 +132,29 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   await checkWritable(out);
 
   let totalBytes = 0;
-  for (const f of files) totalBytes += (await Deno.stat(f)).size;
-  console.error(`reading ${files.length} file(s), ${(totalBytes / 1e6).toFixed(1)} MB`);
+  for (const f of files) totalBytes += (await Deno.stat(f.path)).size;
+  console.error(
+    `reading ${files.length} file(s), ${(totalBytes / 1e6).toFixed(1)} MB: ${describeFiles(files)}`,
+  );
   const start = performance.now();
   const counter = new WordCounter();
   const bar = new Progress("counting words", Math.ceil(totalBytes / 1e6), "MB");
   let bytes = 0, shownMb = 0;
   for (const f of files) {
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(f);
-    } catch (e) {
-      throw new UsageError(`cannot read ${f}: ${(e as Error).message}`);
-    }
-    const utf8 = new TextDecoder("utf-8");
-    for await (const chunk of file.readable) {
-      counter.add(utf8.decode(chunk, { stream: true }));
-      bytes += chunk.length;
+    const pieces = fileText(f.path, (n) => {
+      bytes += n;
       const mb = Math.floor(bytes / 1e6);
       if (mb > shownMb) {
         bar.tick(mb - shownMb, `${counter.words} words`);
         shownMb = mb;
       }
+    });
+    try {
+      for await (const piece of pieces) counter.add(piece);
+    } catch (e) {
+      const message = (e as Error).message;
+      throw new UsageError(message.includes(f.path) ? message : `cannot read ${f.path}: ${message}`);
     }
-    counter.add(utf8.decode());
     counter.flush();
   }
   bar.end();

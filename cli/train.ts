@@ -216,7 +216,7 @@ export async function main(args: string[]): Promise<void> {
     });
   const inputs = await prepareRun(config, makeTeacher, {
     savedTokenizerJson,
-    readCorpusDir: (path, encode) => readCorpusDir(path, encode),
+    readCorpusDir: (path, encode) => readCorpusDir(path, encode, { onLog: (line) => console.error(line) }),
     corpusDirText: (path) =>
       (async function* () {
         for (const f of await findCorpusFiles(path)) yield* fileText(f.path);

@@ -267,6 +267,35 @@ Deno.test("deno task tokenizer: writes tokenizer.json; clear errors", async () =
   }
 });
 
+Deno.test("deno task tokenizer: symlinked inputs are read and named; a file that is not UTF-8 is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.mkdir(`${dir}/in`);
+    await Deno.writeTextFile(`${dir}/real/a.train`, "the cat sat on the mat\n".repeat(20));
+    await Deno.writeTextFile(`${dir}/real/b.train`, "a dog ran\n".repeat(10));
+    await Deno.symlink(`${dir}/real/a.train`, `${dir}/in/a.train`);
+    await Deno.symlink(`${dir}/real/b.train`, `${dir}/in/b.train`);
+    const ok = await runCli(["--input", `${dir}/in`, "--vocab-size", "260", "--out", `${dir}/out`]);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /counted 150 words/, "both linked files are counted");
+    assert.ok(
+      ok.out.includes(`${dir}/in/a.train -> ${dir}/real/a.train, ${dir}/in/b.train -> ${dir}/real/b.train`),
+      ok.out,
+    );
+    await Deno.writeFile(`${dir}/in/c.train`, new Uint8Array([0x68, 0x69, 0x20, 0xc3, 0x28, 0x0a]));
+    const bad = await runCli(["--input", `${dir}/in`, "--vocab-size", "260", "--out", `${dir}/out2`]);
+    assert.equal(bad.code, 1, bad.out);
+    assert.match(
+      bad.out,
+      /in\/c\.train is not valid UTF-8: the first invalid byte sequence is at byte offset 3 /,
+    );
+    await assert.rejects(Deno.stat(`${dir}/out2/tokenizer.json`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Python with the `tokenizers` library, or undefined (it is optional: `pip install tokenizers`). */
 async function pythonTokenizers(): Promise<string | undefined> {
   try {

@@ -13,11 +13,18 @@ import {
   tokenizeSource,
   tokenizeTexts,
 } from "../interaction/corpus.ts";
-import { BABYLM_SOURCES, findCorpusFiles, readCorpusDir } from "../cli/corpus_dir.ts";
+import {
+  BABYLM_SOURCES,
+  fileText,
+  findCorpusFiles,
+  firstInvalidUtf8,
+  readCorpusDir,
+} from "../cli/corpus_dir.ts";
 import { download, verifyCorpus } from "../cli/data.ts";
 import { deadUrl } from "./teacher_server.ts";
 import { countWords, embeddedSources, generateText } from "../interaction/grammar.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { rng } from "./util.ts";
 
 const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
 
@@ -191,6 +198,100 @@ Deno.test("corpus directory: files as sources, train_100M/ subfolder, clear erro
     assert.equal(sources[0].words, 6);
     await Deno.writeTextFile(`${dir}/train_100M/empty.train`, "");
     await assert.rejects(readCorpusDir(dir, charEncoder), /empty\.train is empty/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("corpus directory: symlinked source files are read, and the log names every file read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/real/folder.train`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/real/childes.train`, "*CHI:\tdoggie .\n");
+    await Deno.writeTextFile(`${dir}/real/gutenberg.train`, "Call me Ishmael.\n");
+    // Only links: the BabyLM files linked into a folder of one's own.
+    await Deno.mkdir(`${dir}/links`);
+    await Deno.symlink(`${dir}/real/childes.train`, `${dir}/links/childes.train`);
+    await Deno.symlink(`../real/gutenberg.train`, `${dir}/links/gutenberg.train`);
+    await Deno.symlink(`${dir}/real/folder.train`, `${dir}/links/folder.train`); // a folder: not a source
+    const lines: string[] = [];
+    const sources = await readCorpusDir(`${dir}/links`, charEncoder, { onLog: (l) => lines.push(l) });
+    assert.deepEqual(sources.map((s) => [s.name, s.tokens.length]), [["childes", 15], ["gutenberg", 17]]);
+    assert.equal(lines.length, 1);
+    assert.equal(
+      lines[0],
+      `corpus ${dir}/links: 2 source file(s): ${dir}/links/childes.train -> ${dir}/real/childes.train, ` +
+        `${dir}/links/gutenberg.train -> ${dir}/real/gutenberg.train`,
+    );
+    // A real file and a link: the linked source is not dropped.
+    await Deno.mkdir(`${dir}/mixed`);
+    await Deno.writeTextFile(`${dir}/mixed/switchboard.train`, "A:\tOkay.\n");
+    await Deno.symlink(`${dir}/real/childes.train`, `${dir}/mixed/childes.train`);
+    assert.deepEqual((await findCorpusFiles(`${dir}/mixed`)).map((f) => f.name), ["childes", "switchboard"]);
+    // A link to nothing was meant as a source: named, not skipped.
+    await Deno.symlink(`${dir}/real/missing.train`, `${dir}/mixed/bnc_spoken.train`);
+    await assert.rejects(findCorpusFiles(`${dir}/mixed`), /mixed\/bnc_spoken\.train is a symlink to nothing/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The reference offset: the longest prefix that decodes as strict UTF-8 ends where the first bad sequence starts. */
+function bruteInvalidOffset(bytes: Uint8Array): number {
+  for (let k = bytes.length; k >= 0; k--) {
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, k));
+      return k === bytes.length ? -1 : k;
+    } catch {
+      // a longer prefix holds a bad or cut sequence
+    }
+  }
+  return 0;
+}
+
+Deno.test("corpus source: a file that is not UTF-8 is refused, naming it and the first bad byte's offset", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/bytes.train`;
+    // Short random byte strings, mostly valid UTF-8 pieces with some broken ones, against the reference.
+    const r = rng(16);
+    const pieces = [
+      [0x41],
+      [0xc3, 0xa9],
+      [0xe2, 0x82, 0xac],
+      [0xf0, 0x9f, 0x98, 0x80],
+      [0x80],
+      [0xc0, 0x80],
+      [0xed, 0xa0, 0x80],
+      [0xf4, 0x90, 0x80, 0x80],
+      [0xe2, 0x82],
+      [0xff],
+      [0xf0, 0x9f],
+    ];
+    for (let trial = 0; trial < 300; trial++) {
+      const bytes = new Uint8Array(
+        Array.from({ length: Math.floor(r() * 8) }, () => pieces[Math.floor(r() * pieces.length)]).flat(),
+      );
+      await Deno.writeFile(path, bytes);
+      assert.equal(await firstInvalidUtf8(path), bruteInvalidOffset(bytes), `bytes ${bytes.join(",")}`);
+    }
+    // A large file (many read chunks) whose first bad sequence is a 3-byte character cut short far in.
+    const good = new TextEncoder().encode("the cat sat on the mat, é€😀\n".repeat(20000));
+    const bad = new Uint8Array([...good, 0xe2, 0x82, 0x41, 0xff, ...good.subarray(0, 1000)]);
+    await Deno.writeFile(`${dir}/binary.train`, bad);
+    assert.equal(await firstInvalidUtf8(`${dir}/binary.train`), good.length);
+    await assert.rejects(
+      readCorpusDir(dir, charEncoder),
+      new RegExp(
+        `binary\\.train is not valid UTF-8: the first invalid byte sequence is at byte offset ${good.length} `,
+      ),
+    );
+    // The same text without the bad bytes reads whole, the byte-order mark dropped.
+    await Deno.remove(path);
+    await Deno.writeFile(`${dir}/binary.train`, new Uint8Array([0xef, 0xbb, 0xbf, ...good]));
+    let text = "";
+    for await (const piece of fileText(`${dir}/binary.train`)) text += piece;
+    assert.equal(text, new TextDecoder().decode(good));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
