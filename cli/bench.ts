@@ -28,7 +28,7 @@ import { geluBackward, geluForward } from "../shaders/gelu.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
 import { adamwStep, packStepParams, STEP_PARAMS_LENGTH } from "../shaders/adamw.ts";
 import { NORM_LENGTH } from "../shaders/reduce.ts";
-import { rng } from "../model/random.ts";
+import { uniforms } from "../model/random.ts";
 
 const SPEC = {
   json: { type: "string", help: "write the results as JSON here", default: "bench-results/bench.json" },
@@ -149,7 +149,7 @@ async function timeRuns(gpu: Gpu, iters: number, fn: () => unknown): Promise<num
 
 /** A tensor of small seeded random values (so no denormals or NaNs slow the CPU adapters down). */
 function randomTensor(gpu: Gpu, n: number, seed: number, label: string, scale = 0.1): TensorView {
-  const r = rng(seed);
+  const r = uniforms(seed);
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = scale * (r() - 0.5);
   const t = gpu.tensor(n, label);
@@ -458,7 +458,7 @@ function modelConfig(c: TrainResult["config"], nPositions = c.T): GPT2Config {
 function trainSetup(gpu: Gpu, c: TrainResult["config"], config: GPT2Config) {
   const model = GPT2.create(gpu, config, undefined, 1);
   const trainer = new Trainer(model);
-  const r = rng(7);
+  const r = uniforms(7);
   const n = c.B * c.T;
   const inputs = Uint32Array.from({ length: n }, () => Math.floor(r() * c.V));
   const targets = Uint32Array.from({ length: n }, () => Math.floor(r() * c.V));
@@ -571,7 +571,7 @@ export function interpolate(xs: number[], ys: Map<number, number>, x: number): n
 async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"], samples = 9) {
   const config = modelConfig({ L: g.L, C: g.C, H: g.H, T: 0, B: 0, V: g.V }, g.context + g.newTokens);
   const model = GPT2.create(gpu, config, undefined, 2);
-  const r = rng(3);
+  const r = uniforms(3);
   const contexts = Array.from(
     { length: g.batch },
     () => Array.from({ length: g.context }, () => Math.floor(r() * (g.V - 1))),

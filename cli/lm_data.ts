@@ -20,7 +20,7 @@ import {
   type StepMetrics,
   Trainer,
 } from "../model/trainer.ts";
-import { SeededRandom } from "../model/random.ts";
+import { deriveSeed, Rng } from "../model/random.ts";
 
 /** The records of a JSON-lines input file, at least one, with their line numbers for `file:line` errors. */
 export async function readRecords(path: string): Promise<JsonLine[]> {
@@ -349,16 +349,10 @@ export function stepBatches(
 ): { epoch: number; items: number[] }[] {
   const perEpoch = Math.ceil(n / o.batchSize);
   const total = o.steps ?? o.epochs * perEpoch;
-  const rng = new SeededRandom(o.seed);
   const out: { epoch: number; items: number[] }[] = [];
   for (let epoch = 0; out.length < total; epoch++) {
     const order = Array.from({ length: n }, (_, i) => i);
-    if (o.shuffle) {
-      for (let i = n - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        [order[i], order[j]] = [order[j], order[i]];
-      }
-    }
+    if (o.shuffle) new Rng(deriveSeed(o.seed, "batches", epoch)).shuffle(order);
     for (let i = 0; i < n && out.length < total; i += o.batchSize) {
       out.push({ epoch, items: order.slice(i, i + o.batchSize) });
     }

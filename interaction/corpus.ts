@@ -20,7 +20,7 @@
  * @module
  */
 import { countWords } from "./grammar.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Rng } from "../model/random.ts";
 
 /** Text to token ids, adding no special tokens. */
 export type Encode = (text: string) => ArrayLike<number>;

@@ -12,7 +12,7 @@
  * the grammatical one.
  * @module
  */
-import { Rng } from "./rng.ts";
+import { Rng } from "../model/random.ts";
 import { ADJECTIVES, ADVERBS, NAMES, type Noun, NOUNS, PREPOSITIONS, type Verb, VERBS } from "./lexicon.ts";
 
 /** How lines look: CHILDES-like (lowercase, " ?" spaced punctuation) or plain written sentences. */

@@ -25,7 +25,7 @@ import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
 import { type Corpus, type Datapoint } from "./corpus.ts";
 import { countWords } from "./grammar.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Rng } from "../model/random.ts";
 import type { TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
 import { learningRate } from "./schedule.ts";

@@ -16,7 +16,7 @@ import { attentionBackward, attentionForward } from "../shaders/attention.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
 import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders/embedding.ts";
 import { gatherRows, kvStore } from "../shaders/kvcache.ts";
-import { rng } from "./random.ts";
+import { Rng } from "./random.ts";
 
 /** A slice of the token embedding: rows [v0, v1) of wte, small enough for one binding. */
 export interface WteChunk {
@@ -79,18 +79,14 @@ export function allocParams(gpu: Gpu, config: GPT2Config, label: string): Device
  * LayerNorm weight 1, biases 0), from a seed.
  */
 export function initWeights(config: GPT2Config, seed: number): Map<string, Float32Array> {
-  const r = rng(seed);
-  const normal = () => {
-    const u = Math.max(r(), 1e-12), v = r();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  };
+  const r = new Rng(seed);
   const out = new Map<string, Float32Array>();
   for (const spec of paramTable(config)) {
     const a = new Float32Array(numel(spec.shape));
     if (spec.name.includes("ln_") && spec.name.endsWith(".weight")) a.fill(1);
     else if (spec.shape.length === 2) {
       const std = spec.name.endsWith("c_proj.weight") ? 0.02 / Math.sqrt(2 * config.nLayer) : 0.02;
-      for (let i = 0; i < a.length; i++) a[i] = std * normal();
+      for (let i = 0; i < a.length; i++) a[i] = std * r.normal();
     }
     out.set(spec.name, a);
   }

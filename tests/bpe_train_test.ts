@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
 import { countWords, trainBpe, trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
-import { rng } from "./util.ts";
+import { uniforms } from "../model/random.ts";
 
 /**
  * The reference: recount all pairs of all words at every step, take the most frequent (ties: smaller
@@ -61,7 +61,7 @@ function naiveTrain(
 
 /** Random text over a small alphabet (many ties and runs like "aaaa"), with spaces, punctuation, UTF-8. */
 function randomCorpus(seed: number, n: number): string {
-  const r = rng(seed);
+  const r = uniforms(seed);
   const pieces = ["a", "a", "b", "ab", "c", " ", " ", " ", "\n", "é", "'s", ".", "1", "22", "ß", "😀", "aaa"];
   let s = "";
   for (let i = 0; i < n; i++) s += pieces[Math.floor(r() * pieces.length)];
@@ -90,7 +90,7 @@ Deno.test("incremental merges equal a naive trainer that recounts every pair", a
 Deno.test("word counts do not depend on how the text is cut into chunks", async () => {
   const text = randomCorpus(5, 4000) + "\nlast line without newline";
   const whole = await countWords([text]);
-  const r = rng(9);
+  const r = uniforms(9);
   const chunks: string[] = [];
   for (let i = 0; i < text.length;) {
     const n = 1 + Math.floor(r() * 40);
@@ -127,7 +127,7 @@ Deno.test("word count is the number of whitespace-separated words", async () => 
 });
 
 Deno.test("trained tokenizer.json: standard layout, held-out text encodes as @huggingface/tokenizers", async () => {
-  const r = rng(12);
+  const r = uniforms(12);
   const lexicon = Array.from({ length: 300 }, () => {
     const syl = ["ba", "ke", "lo", "mi", "str", "an", "ing", "é", "the", "qu"];
     let w = "";

@@ -24,7 +24,7 @@ import { download, verifyCorpus } from "../cli/data.ts";
 import { deadUrl } from "./teacher_server.ts";
 import { countWords, embeddedSources, generateText } from "../interaction/grammar.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
-import { rng } from "./util.ts";
+import { uniforms } from "../model/random.ts";
 
 const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
 
@@ -254,7 +254,7 @@ Deno.test("corpus source: a file that is not UTF-8 is refused, naming it and the
   try {
     const path = `${dir}/bytes.train`;
     // Short random byte strings, mostly valid UTF-8 pieces with some broken ones, against the reference.
-    const r = rng(16);
+    const r = uniforms(16);
     const pieces = [
       [0x41],
       [0xc3, 0xa9],

@@ -8,7 +8,7 @@ import assert, { deepEqual as assertEquals } from "node:assert/strict";
 import { allowedHosts, buildAssets, demoHandler, isLoopbackHost } from "../demo/server.ts";
 import { splitWords, wordDiff } from "../demo/diff.ts";
 import { niceTicks, tickLabels } from "../demo/plot.ts";
-import { rng } from "./util.ts";
+import { uniforms } from "../model/random.ts";
 
 const SECRET = "SECRET-OUTSIDE-THE-RUNS-FOLDER";
 
@@ -393,7 +393,7 @@ function bruteLcs(a: string[], b: string[]): number {
 }
 
 Deno.test("demo diff: word LCS equals brute force; pieces rebuild the texts; marked words are common", () => {
-  const r = rng(7);
+  const r = uniforms(7);
   const vocab = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"];
   for (let trial = 0; trial < 300; trial++) {
     const words = (n: number) => Array.from({ length: n }, () => vocab[Math.floor(r() * vocab.length)]);

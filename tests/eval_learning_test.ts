@@ -12,7 +12,7 @@ import { Tokenizer } from "../model/tokenizer.ts";
 import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
 import { generateText, minimalPairs } from "../interaction/grammar.ts";
 import { buildLmBatch } from "../interaction/sequences.ts";
-import { rng } from "../model/random.ts";
+import { uniforms } from "../model/random.ts";
 import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
 import { type ChoiceResult, evaluateModel } from "../eval/tasks.ts";
 import { testGpu } from "./util.ts";
@@ -78,7 +78,7 @@ Deno.test({
 
     // Plain LM training: random windows of T + 1 tokens of the token stream.
     const trainer = new Trainer(model);
-    const r = rng(9);
+    const r = uniforms(9);
     const t0 = performance.now();
     // Mean LM loss of the first and of the last 20 steps (one step's loss is noisy; spikes happen).
     let first = 0, last = 0;

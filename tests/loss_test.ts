@@ -3,7 +3,8 @@ import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentro
 import { lmLoss, METRIC, METRICS_LENGTH, sequenceSums, simpoLoss } from "../shaders/loss.ts";
 import { crossEntropyForwardRef } from "./reference/crossentropy.ts";
 import { lmGradRef, lmLossRef, sequenceSumsRef, simpoGradRef, simpoRef } from "./reference/loss.ts";
-import { assertClose, randint, randn, rng, testGpu } from "./util.ts";
+import { assertClose, randint, randn, testGpu } from "./util.ts";
+import { uniforms } from "../model/random.ts";
 
 const BETA = 2, GAMMA = 1, LAMBDA = 0.2;
 
@@ -25,7 +26,7 @@ function finiteDiff(f: (x: Float64Array) => number, x: ArrayLike<number>, h: num
  * it), the completion mask the LM mask with a prompt prefix cleared; each keeps at least one position.
  */
 function masks(nSeq: number, T: number, seed: number): { lmMask: Float32Array; compMask: Float32Array } {
-  const r = rng(seed);
+  const r = uniforms(seed);
   const lmMask = new Float32Array(nSeq * T), compMask = new Float32Array(nSeq * T);
   for (let s = 0; s < nSeq; s++) {
     const len = 2 + Math.floor(r() * (T - 1)); // 2..T positions before padding

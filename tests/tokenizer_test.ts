@@ -9,7 +9,7 @@ import gpt2Ranks from "js-tiktoken/ranks/gpt2";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
 import { GPT2_EOT, Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 import { loadTokenizer } from "../cli/files.ts";
-import { rng } from "./util.ts";
+import { uniforms } from "../model/random.ts";
 
 const GPT2_DIR = new URL("../../shared/data/tokenizers/gpt2/", import.meta.url);
 
@@ -108,7 +108,7 @@ Deno.test("GPT-2 vocab.json + merges.txt encode exactly as tiktoken's gpt2", () 
     assert.deepEqual(tok.encodeWithLibrary(s), expected, `library encode(${JSON.stringify(s)})`);
     tokens += expected.length;
   }
-  const r = rng(7);
+  const r = uniforms(7);
   for (let i = 0; i < 300; i++) {
     const s = randomText(r, 1 + Math.floor(r() * 60));
     const expected = tik.encode(s);
@@ -122,7 +122,7 @@ Deno.test("GPT-2 vocab.json + merges.txt encode exactly as tiktoken's gpt2", () 
 Deno.test("GPT-2: decode(encode(s)) === s for random Unicode, astral plane included", () => {
   const tok = loadGpt2();
   if (!tok) return;
-  const r = rng(11);
+  const r = uniforms(11);
   for (let i = 0; i < 200; i++) {
     const s = i % 2 ? randomUnicode(r, 1 + Math.floor(r() * 40)) : randomText(r, 1 + Math.floor(r() * 40));
     const ids = tok.encode(s);
@@ -170,7 +170,7 @@ Deno.test("tokenizerJsonFromGpt2Files: hand-checked encodings on a tiny vocabula
     assert.equal(tok.decode(ids), s);
   }
   assert.equal(e, 0x65);
-  const r = rng(3);
+  const r = uniforms(3);
   for (let i = 0; i < 100; i++) {
     const s = randomUnicode(r, 1 + Math.floor(r() * 30));
     assert.equal(tok.decode(tok.encode(s)), s);

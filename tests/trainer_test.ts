@@ -2,7 +2,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/stric
 import { GPT2 } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { rng } from "../model/random.ts";
+import { uniforms } from "../model/random.ts";
 import { testGpu } from "./util.ts";
 
 const CONFIG: GPT2Config = {
@@ -18,7 +18,7 @@ const CONFIG: GPT2Config = {
 
 /** A seeded LM batch of B sequences of T positions. */
 function batch(B: number, T: number, seed: number) {
-  const r = rng(seed);
+  const r = uniforms(seed);
   const n = B * T;
   const inputs = Uint32Array.from({ length: n }, () => Math.floor(r() * CONFIG.vocabSize));
   const targets = Uint32Array.from({ length: n }, () => Math.floor(r() * CONFIG.vocabSize));

@@ -1,38 +1,24 @@
 /**
- * Test helpers shared by every kernel and model test: a seeded RNG, a shared GPU, and comparisons that
+ * Test helpers shared by every kernel and model test: seeded inputs, a shared GPU, and comparisons that
  * print the worst absolute and relative error per tensor (llm.c style) and fail past a tolerance.
  * @module
  */
 import { Gpu } from "../shaders/gpu.ts";
+import { Rng } from "../model/random.ts";
 
-/** Mulberry32: a small seeded generator for reproducible test inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `n` normal(0, std) samples from a seeded generator (Box-Muller). */
+/** `n` normal(0, std) samples from a seeded generator. */
 export function randn(n: number, seed: number, std = 1): Float32Array {
-  const r = rng(seed);
+  const r = new Rng(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(r(), 1e-12), v = r();
-    out[i] = std * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-  }
+  for (let i = 0; i < n; i++) out[i] = std * r.normal();
   return out;
 }
 
 /** `n` integers in [0, max) from a seeded generator. */
 export function randint(n: number, max: number, seed: number): Uint32Array {
-  const r = rng(seed);
+  const r = new Rng(seed);
   const out = new Uint32Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.floor(r() * max);
+  for (let i = 0; i < n; i++) out[i] = r.int(max);
   return out;
 }
 
