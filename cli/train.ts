@@ -13,7 +13,8 @@ import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { loadPromptTemplate } from "../interaction/prompt.ts";
 import { DirStorage } from "./run_storage.ts";
-import { numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
+import { dropoutOption, numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
+import { uniformDropout } from "../model/config.ts";
 
 const SPEC = {
   preset: { type: "string", help: `a preset: ${Object.keys(PRESETS).join(", ")}`, default: "tiny" },
@@ -41,6 +42,11 @@ const SPEC = {
       "qwen3-instruct-2507 or qwen3.5",
   },
   "teacher-prompt": { type: "string", help: "teacher prompt template file (messages + sampling)" },
+  dropout: { type: "string", help: "dropout rate at all four sites of the training steps (0: none)" },
+  "sft-epochs": {
+    type: "string",
+    help: "LM epochs per round (the card's 8; the baseline's config.yaml has 7)",
+  },
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
 
@@ -58,6 +64,8 @@ const CONFIG_OPTIONS = [
   "teacher-model",
   "chat-template",
   "teacher-prompt",
+  "dropout",
+  "sft-epochs",
 ] as const;
 
 type Options = ReturnType<typeof parseOptions<typeof SPEC>>;
@@ -118,6 +126,10 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (opts.out) c.outDir = String(opts.out);
   if (opts.seed !== undefined) c.seed = numberOption(opts.seed, "seed", { integer: true, min: 0 });
   if (opts.rounds !== undefined) c.numRounds = numberOption(opts.rounds, "rounds", { integer: true, min: 1 });
+  if (opts.dropout !== undefined) c.dropout = uniformDropout(dropoutOption(opts.dropout));
+  if (opts["sft-epochs"] !== undefined) {
+    c.nSftEpochs = numberOption(opts["sft-epochs"], "sft-epochs", { integer: true, min: 0 });
+  }
   if (opts.corpus) c.corpus = { kind: "dir", path: String(opts.corpus) };
   if (opts.tokenizer) c.tokenizer = String(opts.tokenizer);
   if (opts["init-model"]) c.initModel = String(opts["init-model"]);
@@ -216,7 +228,8 @@ export async function main(args: string[]): Promise<void> {
     });
   const inputs = await prepareRun(config, makeTeacher, {
     savedTokenizerJson,
-    readCorpusDir: (path, encode) => readCorpusDir(path, encode, { onLog: (line) => console.error(line) }),
+    readCorpusDir: (path, encode, lineJoin) =>
+      readCorpusDir(path, encode, { lineJoin, onLog: (line) => console.error(line) }),
     corpusDirText: (path) =>
       (async function* () {
         for (const f of await findCorpusFiles(path)) yield* fileText(f.path);
