@@ -154,6 +154,7 @@ function niceTicks(lo: number, hi: number): number[] {
 export function metricUnit(metric: string): string {
   if (metric.startsWith("reading/")) return "ΔR², % of possible";
   if (metric.endsWith("/bits_per_word")) return "bits per word";
+  if (metric.endsWith("/mean_surprisal")) return "surprisal, nats";
   if (metric === "wug") return "Spearman rho";
   return "accuracy, %";
 }

@@ -92,7 +92,8 @@ export function specialWrap(tokenizerJson: string | Json, where = "tokenizer.jso
  * appended EOS in the reading task, which this evaluation does not model.
  */
 export function evalEncoder(tok: Tokenizer): TextEncoder_ {
-  const wrap = specialWrap(tok.toJSON(), tok.where);
+  const json = JSON.parse(tok.toJSON()) as Json;
+  const wrap = specialWrap(json, tok.where);
   if (wrap.prefix.length > 1 || wrap.suffix.length > 0) {
     throw new Error(
       `${tok.where}: its post-processor wraps text as [${wrap.prefix}] text [${wrap.suffix}]; ` +
@@ -100,8 +101,11 @@ export function evalEncoder(tok: Tokenizer): TextEncoder_ {
     );
   }
   const addsBos = wrap.prefix.length === 1;
+  // transformers' `vocab_size` counts the model's vocabulary without added tokens.
+  const vocab = (json.model as Json | undefined)?.vocab;
   return {
     addsBos,
+    vocabSize: vocab !== null && typeof vocab === "object" ? Object.keys(vocab).length : tok.vocabSize,
     // Without a BOS in the template, perplexity windows still start at the tokenizer's BOS/EOS id.
     bosId: addsBos ? wrap.prefix[0] : tok.bosId,
     encode: (text) => tok.encode(text),
@@ -118,7 +122,8 @@ export interface GpuEvalOptions {
 /**
  * A GPU GPT-2 as the evaluation's {@link Scorer}: each call scores all its sequences, cut into GPU
  * batches by `maxBatchTokens` only (the evaluation already sized the call). `contextLength` is
- * `nPositions`, the longest input the pipeline would give a Hugging Face GPT-2.
+ * `nPositions`: sequences of up to nPositions + 1 tokens are scored, the model reading all but the last,
+ * as the pipeline feeds a Hugging Face GPT-2 tokens[:-1].
  */
 export class GpuEvalScorer implements Scorer {
   readonly contextLength: number;

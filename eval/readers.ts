@@ -1,11 +1,12 @@
 /**
- * Readers for the BabyLM 2025 zero-shot data: pure functions from a file's text (and its name, for
- * UIDs and error messages) to scored items, following how the official pipeline
- * (`evaluation_pipeline/sentence_zero_shot/read_files.py`) turns records into alternatives.
+ * Readers for the BabyLM 2025 and 2026 zero-shot data: pure functions from a file's text (and its
+ * name, for UIDs and error messages) to scored items, following how the official pipelines
+ * (`evaluation_pipeline/sentence_zero_shot/read_files.py` of babylm/evaluation-pipeline-2025 and of
+ * babylm-org/babylm-eval `strict/` at 3d57ddc) turn records into alternatives.
  * Malformed input fails with `file:line: expected ..., found ...`.
  * @module
  */
-import type { ChoiceItem, WugItem } from "./types.ts";
+import type { ChoiceItem, Protocol, WugItem } from "./types.ts";
 import { parseCsv } from "./csv.ts";
 
 /** An input error that names the file and line. */
@@ -103,15 +104,20 @@ export function parseBlimp(text: string, file: string): ChoiceItem[] {
 }
 
 /**
- * EWoK: sentences `Context1 + " " + Target{1,2}`, scored on the completions `" " + Target{1,2}`
- * given the prefix Context1; UID = Domain; also grouped by ContextType, ContextDiff, TargetDiff.
+ * EWoK; UID = Domain; also grouped by ContextType, ContextDiff, TargetDiff. Protocol 2025: sentences
+ * `Context1 + " " + Target{1,2}`, scored on `" " + Target{1,2}` (which target fits Context1). Protocol
+ * 2026: sentences `Context{1,2} + " " + Target1`, both scored on `" " + Target1` (which context makes
+ * Target1 likelier); Context1 is correct either way.
  */
-export function parseEwok(text: string, file: string): ChoiceItem[] {
+export function parseEwok(text: string, file: string, protocol: Protocol = "2025"): ChoiceItem[] {
   return parseJsonl(text, file).map((r) => {
-    const c1 = str(r, "Context1", file), t1 = str(r, "Target1", file), t2 = str(r, "Target2", file);
+    const c1 = str(r, "Context1", file), t1 = str(r, "Target1", file);
+    const [sentences, completions] = protocol === "2026"
+      ? [[`${c1} ${t1}`, `${str(r, "Context2", file)} ${t1}`], [` ${t1}`, ` ${t1}`]]
+      : [[`${c1} ${t1}`, `${c1} ${str(r, "Target2", file)}`], [` ${t1}`, ` ${str(r, "Target2", file)}`]];
     return {
-      sentences: [`${c1} ${t1}`, `${c1} ${t2}`],
-      completions: [` ${t1}`, ` ${t2}`],
+      sentences,
+      completions,
       uid: str(r, "Domain", file),
       groups: {
         context_type: str(r, "ContextType", file),
@@ -124,11 +130,12 @@ export function parseEwok(text: string, file: string): ChoiceItem[] {
 
 /**
  * Entity tracking: sentences `input_prefix + option`, scored on the option; options[0] is correct;
- * UID = `<file stem>_<numops>_ops`.
+ * UID = `<file stem>_<numops>_ops`. Protocol 2026 skips every item where any option contains the
+ * substring "nothing" (case-sensitive, as the pipeline's `in` test).
  */
-export function parseEntityTracking(text: string, file: string): ChoiceItem[] {
+export function parseEntityTracking(text: string, file: string, protocol: Protocol = "2025"): ChoiceItem[] {
   const stem = fileStem(file);
-  return parseJsonl(text, file).map((r) => {
+  return parseJsonl(text, file).flatMap((r) => {
     const prefix = str(r, "input_prefix", file);
     const numops = int(r, "numops", file);
     const options = r.value.options;
@@ -140,10 +147,66 @@ export function parseEntityTracking(text: string, file: string): ChoiceItem[] {
       );
     }
     const opts = options as string[];
-    return {
+    if (protocol === "2026" && opts.some((o) => o.includes("nothing"))) return [];
+    return [{
       sentences: opts.map((o) => prefix + o),
       completions: opts,
       uid: `${stem}_${numops}_ops`,
+      groups: {},
+    }];
+  });
+}
+
+/** COMPS subsets by file stem; any other stem is `wugs_dist_in_between`, as in the pipeline. */
+const COMPS_SUBSETS: Record<string, string> = {
+  comps_base: "base",
+  comps_wugs: "wugs",
+  "comps_wugs_dist-before": "wugs_dist_before",
+};
+
+/**
+ * COMPS (2026): sentences `prefix_acceptable + " " + property_phrase` and `prefix_unacceptable + " " +
+ * property_phrase`, both scored on `property_phrase`; the acceptable prefix is correct. UID = the
+ * subset named by the file stem (comps_base, comps_wugs, comps_wugs_dist-before, else dist-in-between).
+ */
+export function parseComps(text: string, file: string): ChoiceItem[] {
+  const uid = COMPS_SUBSETS[fileStem(file)] ?? "wugs_dist_in_between";
+  return parseJsonl(text, file).map((r) => {
+    const phrase = str(r, "property_phrase", file);
+    return {
+      sentences: [
+        `${str(r, "prefix_acceptable", file)} ${phrase}`,
+        `${str(r, "prefix_unacceptable", file)} ${phrase}`,
+      ],
+      completions: [phrase, phrase],
+      uid,
+      groups: {},
+    };
+  });
+}
+
+/**
+ * GlobalPIQA (2026): `n` alternatives `prompt + " " + solution_k` (4 parallel, 2 non-parallel), each
+ * scored on `" " + solution_k`; the correct one is `label`; UID = `example_id`. Length normalisation
+ * is the task's, not the reader's (see tasks.ts).
+ */
+export function parseGlobalPiqa(text: string, file: string, n: number): ChoiceItem[] {
+  return parseJsonl(text, file).map((r) => {
+    const prompt = str(r, "prompt", file);
+    const solutions = Array.from({ length: n }, (_, k) => str(r, `solution${k}`, file));
+    const label = int(r, "label", file);
+    if (label < 0 || label >= n) {
+      throw new DataError(
+        file,
+        r.line,
+        `field "label": expected an integer in [0, ${n - 1}], found ${label}`,
+      );
+    }
+    return {
+      sentences: solutions.map((s) => `${prompt} ${s}`),
+      completions: solutions.map((s) => ` ${s}`),
+      label,
+      uid: str(r, "example_id", file),
       groups: {},
     };
   });

@@ -3,7 +3,8 @@
  * text table of it for the terminal.
  * @module
  */
-import { headline, type TaskResult } from "./tasks.ts";
+import { headline, type Layout, type TaskResult, type TaskTiming } from "./tasks.ts";
+import type { Protocol } from "./types.ts";
 
 /** Everything one evaluation of one model produced. */
 export interface ModelReport {
@@ -14,30 +15,73 @@ export interface ModelReport {
   seconds: number;
   tasks: string[];
   batchSize: number;
+  /** Scoring rules, and the seed of protocol 2026's tie draws. */
+  protocol: Protocol;
+  seed?: number;
+  /** Folder names of the data (full_eval or fast_eval). */
+  layout: Layout;
+  /** Names of the tasks that failed (their results hold the error). */
+  failed: string[];
+  /** Per-task sizes and times, when profiled. */
+  timing?: TaskTiming[];
   /** Headline numbers: accuracy (percent) per choice task, Spearman rho for wug, reading scores. */
   headline: Record<string, number>;
   results: Record<string, TaskResult>;
 }
 
+/** How a report was made, beside its results. */
+export interface ReportSettings {
+  tasks: string[];
+  batchSize: number;
+  protocol?: Protocol;
+  seed?: number;
+  layout?: Layout;
+  timing?: TaskTiming[];
+}
+
 /** Build a report from results. */
 export function makeReport(
   model: string,
-  tasks: string[],
-  batchSize: number,
+  settings: ReportSettings,
   seconds: number,
   results: Record<string, TaskResult>,
   wordsSeen?: number,
 ): ModelReport {
+  const protocol = settings.protocol ?? "2025";
   return {
     model,
     ...(wordsSeen !== undefined ? { wordsSeen } : {}),
     date: new Date().toISOString(),
     seconds,
-    tasks,
-    batchSize,
+    tasks: settings.tasks,
+    batchSize: settings.batchSize,
+    protocol,
+    ...(protocol === "2026" ? { seed: settings.seed ?? 0 } : {}),
+    layout: settings.layout ?? "full",
+    failed: Object.entries(results).filter(([, r]) => r.kind === "error").map(([k]) => k),
+    ...(settings.timing ? { timing: settings.timing } : {}),
     headline: headline(results),
     results,
   };
+}
+
+/** Items, sequences and tokens per second of each profiled task, as a text table. */
+export function formatTiming(timing: TaskTiming[]): string {
+  const rows = timing.map((t) => [
+    t.task,
+    String(t.items),
+    String(t.sequences),
+    String(t.tokens),
+    fmt(t.prepareSeconds, 1),
+    fmt(t.scoreSeconds, 1),
+    fmt(t.items / t.scoreSeconds, 2),
+    fmt(t.sequences / t.scoreSeconds, 2),
+    fmt(t.tokens / t.scoreSeconds, 0),
+  ]);
+  return table(
+    ["task", "items", "sequences", "tokens", "prepare s", "score s", "items/s", "seq/s", "tokens/s"],
+    rows,
+  ).join("\n");
 }
 
 /** "12.34", or "-" for a missing number. */
@@ -63,7 +107,8 @@ function table(header: string[], rows: string[][]): string[] {
 /** The report as text: a summary table, then each task's breakdowns (small groups only). */
 export function formatReport(r: ModelReport): string {
   const out: string[] = [
-    `model: ${r.model}${r.wordsSeen !== undefined ? ` (${formatWords(r.wordsSeen)} words)` : ""}`,
+    `model: ${r.model}${r.wordsSeen !== undefined ? ` (${formatWords(r.wordsSeen)} words)` : ""}` +
+    `, protocol ${r.protocol ?? "2025"}${r.protocol === "2026" ? ` (tie seed ${r.seed})` : ""}`,
     "",
   ];
   const rows: string[][] = [];
@@ -71,6 +116,18 @@ export function formatReport(r: ModelReport): string {
     if (res.kind === "choice") {
       rows.push([name, "accuracy, mean over UIDs", fmt(res.average), String(res.items)]);
       rows.push(["", "accuracy, all items", fmt(res.micro), ""]);
+      if (res.ties !== undefined) {
+        rows.push(["", "  ties credited by share, mean over UIDs", fmt(res.creditedAverage), ""]);
+        rows.push(["", "  items with tied best scores", String(res.ties), ""]);
+      }
+    } else if (res.kind === "error") rows.push([name, "FAILED", "-", ""]);
+    else if (res.kind === "aoa_surprisal") {
+      rows.push([
+        name,
+        "mean surprisal of the CDI words (nats)",
+        fmt(res.meanSurprisal, 3),
+        String(res.words.length),
+      ]);
     } else if (res.kind === "wug") rows.push([name, "Spearman rho", fmt(res.spearman, 3), String(res.items)]);
     else if (res.kind === "reading") {
       rows.push([name, "eye tracking ΔR² score", fmt(res.eyeTracking), String(res.rows)]);
@@ -81,6 +138,9 @@ export function formatReport(r: ModelReport): string {
     }
   }
   out.push(...table(["task", "metric", "value", "n"], rows));
+  for (const [name, res] of Object.entries(r.results)) {
+    if (res.kind === "error") out.push("", `${name} failed: ${res.error}`);
+  }
   for (const [name, res] of Object.entries(r.results)) {
     if (res.kind === "choice") {
       if (res.splits) {

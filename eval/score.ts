@@ -98,25 +98,40 @@ export interface ScoreOptions {
   onProgress?: (n: number) => void;
   /** Name used in error messages. */
   label?: string;
+  /** A sequence longer than the scorer holds: an error (default), or NaN for its sum. */
+  unfit?: "error" | "nan";
 }
 
 /**
  * Sum of ln p over positions `from..n-1` of every span. Spans are sorted by length (so each batch
  * holds similar lengths and little padding), scored in batches, and the sums returned in input order.
+ * A span of up to `contextLength + 1` tokens fits: the model reads all but the last token.
  */
 export async function scoreSpans(scorer: Scorer, spans: Span[], opts: ScoreOptions): Promise<Float64Array> {
   const label = opts.label ?? "scoring";
-  const max = scorer.contextLength ?? Infinity;
-  const order = spans.map((_, i) => i).sort((a, b) => spans[a].ids.length - spans[b].ids.length || a - b);
+  const max = (scorer.contextLength ?? Infinity) + 1;
+  const fits = (i: number) => spans[i].ids.length <= max;
   const out = new Float64Array(spans.length);
+  const longest = spans.reduce((m, s) => Math.max(m, s.ids.length), 0);
+  if (longest > max) {
+    if (opts.unfit !== "nan") {
+      const n = spans.filter((s) => s.ids.length > max).length;
+      throw new Error(
+        `${label}: ${n} of ${spans.length} sequences exceed the ${max} tokens the model scores ` +
+          `(${max - 1} positions; the longest has ${longest})`,
+      );
+    }
+    spans.forEach((_, i) => {
+      if (!fits(i)) out[i] = NaN;
+    });
+    opts.onProgress?.(spans.filter((s) => s.ids.length > max).length);
+  }
+  const order = spans.map((_, i) => i).filter(fits)
+    .sort((a, b) => spans[a].ids.length - spans[b].ids.length || a - b);
   const bs = Math.max(1, Math.floor(opts.batchSize));
   for (let b = 0; b < order.length; b += bs) {
     const idx = order.slice(b, b + bs);
     const seqs = idx.map((i) => spans[i].ids);
-    const longest = seqs[seqs.length - 1].length;
-    if (longest > max) {
-      throw new Error(`${label}: a sequence of ${longest} tokens exceeds the model's context of ${max}`);
-    }
     const lps = await scorer.tokenLogprobs(seqs);
     if (lps.length !== seqs.length) {
       throw new Error(`${label}: the scorer returned ${lps.length} results for ${seqs.length} sequences`);

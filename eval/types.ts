@@ -7,11 +7,17 @@
  * @module
  */
 
+/** Which pipeline's rules score the zero-shot tasks: BabyLM 2025 (the model card's) or 2026. */
+export type Protocol = "2025" | "2026";
+
 /** Log-probabilities from a causal LM: for each token sequence, ln p(t_i | t_<i) for i = 1..n-1. */
 export interface Scorer {
   /** One Float32Array of length n-1 per input sequence of length n (n >= 1), in input order. */
   tokenLogprobs(seqs: number[][]): Promise<Float32Array[]>;
-  /** The longest sequence the model accepts (GPT-2: 1024); undefined means unlimited. */
+  /**
+   * The model's positions (GPT-2: 1024); undefined means unlimited. A sequence of contextLength + 1
+   * tokens is scorable: as in the pipeline, the model reads tokens[:-1] and predicts tokens[1:].
+   */
   contextLength?: number;
 }
 
@@ -23,6 +29,8 @@ export interface TextEncoder_ {
   bosId?: number;
   /** Whether the tokenizer prepends `bosId` to every encoded text (the Hugging Face default call). */
   addsBos: boolean;
+  /** Hugging Face's `tokenizer.vocab_size` (the model vocabulary without added tokens), for AoA's chance level. */
+  vocabSize?: number;
   /** Text of `ids`; byte-level BPE gives U+FFFD for a split multi-byte character. */
   decode(ids: number[]): string;
   /**
@@ -34,11 +42,13 @@ export interface TextEncoder_ {
 
 /**
  * One multiple-choice item as the pipeline builds it: `sentences[k]` is scored on the tokens that
- * overlap its last `completions[k].length` characters; the correct alternative is index 0.
+ * overlap its last `completions[k].length` characters; the correct alternative is `label` (default 0).
  */
 export interface ChoiceItem {
   sentences: string[];
   completions: string[];
+  /** Index of the correct alternative when it is not 0 (GlobalPIQA's `label`). */
+  label?: number;
   /** Subset the item is averaged in (BLiMP paradigm, EWoK domain, entity-tracking `file_numops`). */
   uid: string;
   /** Further grouping keys, e.g. `field`, `linguistics_term` (each gets its own accuracy table). */

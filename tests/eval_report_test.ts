@@ -130,7 +130,9 @@ Deno.test("checkpoint words: from names and from training_state.json", () => {
 
 Deno.test("the text report lists every task", () => {
   const items = [{ sentences: [], completions: [], uid: "a", groups: { field: "syntax" } }];
-  const r = makeReport("m", ["blimp"], 8, 1, { blimp: choiceResult("blimp", items, [[0, -1]]) });
+  const r = makeReport("m", { tasks: ["blimp"], batchSize: 8 }, 1, {
+    blimp: choiceResult("blimp", items, [[0, -1]]),
+  });
   const text = formatReport(r);
   assert.match(text, /blimp\s+accuracy, mean over UIDs\s+100\.00\s+1/);
   assert.equal(r.headline.blimp, 100);

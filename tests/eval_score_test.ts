@@ -89,14 +89,24 @@ Deno.test("per-item score = sum of ln p over completion-overlapping tokens; sort
     assert.ok(lm.calls.every((c) => c.length <= 3));
     assert.equal(lens.length, sentences.length);
   }
-  await assert.rejects(
-    () =>
-      scoreSpans(new BigramScorer(300, 4), [{ ids: [1, 2, 3, 4, 5], from: 1 }], {
-        batchSize: 2,
-        label: "task x",
-      }),
-    /task x: a sequence of 5 tokens exceeds the model's context of 4/,
+  // A model with 4 positions scores 5 tokens (it reads the first 4, as the pipeline feeds tokens[:-1]).
+  const four = new BigramScorer(300, 4);
+  const fits = await scoreSpans(four, [{ ids: [1, 2, 3, 4, 5], from: 1 }], { batchSize: 2 });
+  assertClose(
+    "n_positions + 1 tokens",
+    fits,
+    [[2, 3, 4, 5].reduce((s, t) => s + four.logprob(t - 1, t), 0)],
+    {
+      rtol: 1e-6,
+    },
   );
+  const long = [{ ids: [1, 2, 3, 4, 5, 6], from: 1 }, { ids: [1, 2], from: 1 }];
+  await assert.rejects(
+    () => scoreSpans(four, long, { batchSize: 2, label: "task x" }),
+    /task x: 1 of 2 sequences exceed the 5 tokens the model scores \(4 positions; the longest has 6\)/,
+  );
+  const nan = await scoreSpans(four, long, { batchSize: 2, unfit: "nan" });
+  assert.ok(Number.isNaN(nan[0]) && Math.abs(nan[1] - four.logprob(1, 2)) < 1e-6);
 });
 
 Deno.test("accuracy: ties are wrong, macro over UIDs, micro, groups, entity-tracking splits", () => {
