@@ -19,7 +19,7 @@
  * Browser-safe: no file access here (`cli/corpus_dir.ts` reads corpus folders).
  * @module
  */
-import { countWords } from "./grammar.ts";
+import { countWords, type WordMeasure } from "./words.ts";
 import { deriveSeed, Rng } from "../model/random.ts";
 
 /** Text to token ids, adding no special tokens. */
@@ -36,7 +36,7 @@ export type LineJoin = "raw" | "baseline";
 export interface TokenizedSource {
   name: string;
   tokens: Uint16Array | Uint32Array;
-  /** Whitespace-separated words of the whole source. */
+  /** Words of the whole source, by the {@link TokenizeOptions.wordMeasure} (default: whitespace words). */
   words: number;
   /**
    * Cumulative (tokens, words) at every piece boundary, starting with (0, 0) and ending with
@@ -52,6 +52,11 @@ export interface TokenizeOptions {
   pieceChars?: number;
   /** Called after every piece with the characters read so far. */
   onProgress?: (chars: number) => void;
+  /**
+   * How words are counted (words.ts): whitespace words (the default, the Strict tracks) or
+   * English-equivalent words from UTF-8 bytes (the multilingual track; Chinese has no spaces).
+   */
+  wordMeasure?: WordMeasure;
 }
 
 /** A growable Uint32Array. */
@@ -100,7 +105,7 @@ export async function tokenizeSource(
   name: string,
   text: string | Iterable<string> | AsyncIterable<string>,
   encode: Encode,
-  { lineJoin = "raw", pieceChars = 1 << 20, onProgress }: TokenizeOptions = {},
+  { lineJoin = "raw", pieceChars = 1 << 20, onProgress, wordMeasure }: TokenizeOptions = {},
 ): Promise<TokenizedSource> {
   const buf = new TokenBuffer();
   const marks = { tokens: [0], words: [0] };
@@ -116,7 +121,7 @@ export async function tokenizeSource(
     }
     if (piece === "") return;
     buf.push(encode(piece), `source ${name}`);
-    words += countWords(piece);
+    words += countWords(piece, wordMeasure);
     marks.tokens.push(buf.length);
     marks.words.push(words);
     onProgress?.(chars);
@@ -183,7 +188,7 @@ export interface RoundChunk {
   /** Token range [start, end) in the source. */
   start: number;
   end: number;
-  /** Estimated whitespace-separated words of the chunk. */
+  /** Estimated words of the chunk (by the sources' word measure). */
   words: number;
   datapoints: number;
 }

@@ -14,6 +14,7 @@
  */
 import { Rng } from "../model/random.ts";
 import { ADJECTIVES, ADVERBS, NAMES, type Noun, NOUNS, PREPOSITIONS, type Verb, VERBS } from "./lexicon.ts";
+import { whitespaceWords as countWords } from "./words.ts";
 
 /** How lines look: CHILDES-like (lowercase, " ?" spaced punctuation) or plain written sentences. */
 export type LineStyle = "childes" | "plain";
@@ -382,13 +383,8 @@ export function* generateLines({ seed, style }: GenerateOptions): Generator<stri
   }
 }
 
-/** Whitespace-separated words of a text, as Python's `len(text.split())`. */
-export function countWords(text: string): number {
-  let n = 0;
-  const re = /\S+/g;
-  while (re.exec(text) !== null) n++;
-  return n;
-}
+/** Whitespace-separated words of a text, as Python's `len(text.split())` (words.ts). */
+export { countWords };
 
 /** At least `words` words of generated lines, joined with "\n" (no trailing newline, as BabyLM files). */
 export function generateText(words: number, options: GenerateOptions): string {
