@@ -16,8 +16,9 @@
  */
 import { numberOption, parseCommand, required, runMain } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
-import { Gpu, grid, packUniform, Plan, type TensorView } from "../shaders/gpu.ts";
+import { computeMain, Gpu, grid, Plan, storage, type TensorView, uniformLayout } from "../shaders/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
+import { activationFloats, activationTable, logitsChunk } from "../model/activations.ts";
 import { Trainer } from "../model/trainer.ts";
 import { GPT2_124M, type GPT2Config, parameterCount } from "../model/config.ts";
 import { generate } from "../model/generate.ts";
@@ -70,15 +71,9 @@ export interface KernelResult {
 }
 
 /** A vec4 copy: the bandwidth reference. Bindings: params, out, inp. */
-const COPY4 = /* wgsl */ `
-struct Params { n: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<vec4f>;
-@group(0) @binding(2) var<storage, read> inp: array<vec4f>;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + li;
-  if (i < p.n) { out[i] = inp[i]; }
+const COPY_PARAMS = uniformLayout({ n: "u32" });
+const COPY4 = COPY_PARAMS.wgsl + storage({ out: "read_write array<vec4f>", inp: "read array<vec4f>" }) +
+  computeMain(256) + /* wgsl */ `  if (globalIndex < p.n) { out[globalIndex] = inp[globalIndex]; }
 }
 `;
 
@@ -266,7 +261,7 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   });
   const copyN = N * F;
   const copy = await kernel(gpu, iters, "reference: vec4 copy", `${copyN}`, 0, 8 * copyN, (p, t) => {
-    const u = gpu.uniform(packUniform([["u", copyN / 4]]), "copy.params");
+    const u = p.params(COPY_PARAMS, { n: copyN / 4 }, "copy.params");
     p.add(COPY4, [u, t(copyN, "out"), t(copyN, "inp")], grid(gpu, Math.ceil(copyN / 4 / 256)), "copy");
   });
   log({ ...ref, bound: "compute", ofCeiling: 1 });
@@ -297,7 +292,16 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       `B${B} T${T} H${H} hd${hd}`,
       attFlops,
       4 * (N * 3 * C + N * C),
-      (p, t) => attentionForward(p, t(N * C, "y"), t(B * H * T, "lse"), t(N * 3 * C, "qkv"), B, T, C, H),
+      (p, t) =>
+        attentionForward(p, {
+          y: t(N * C, "y"),
+          lse: t(B * H * T, "lse"),
+          qkv: t(N * 3 * C, "qkv"),
+          B,
+          T,
+          C,
+          H,
+        }),
     ),
   );
   log(
@@ -313,9 +317,9 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
         t,
       ) => {
         const qkv = t(N * 3 * C, "qkv"), y = t(N * C, "y"), lse = t(B * H * T, "lse");
-        attentionForward(p, y, lse, qkv, B, T, C, H);
+        attentionForward(p, { y, lse, qkv, B, T, C, H });
         const fwd = p.dispatches.length;
-        attentionBackward(p, t(N * 3 * C, "dqkv"), t(N * C, "dy"), qkv, y, lse, B, T, C, H);
+        attentionBackward(p, { dqkv: t(N * 3 * C, "dqkv"), dy: t(N * C, "dy"), qkv, y, lse, B, T, C, H });
         p.dispatches.splice(0, fwd); // forward only made valid y and lse; time the backward alone
       },
     ),
@@ -331,18 +335,17 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       8 * N * C,
       8 * N * C,
       (p, t) =>
-        layernormForward(
-          p,
-          t(N * C, "out"),
-          t(N, "mean"),
-          t(N, "rstd"),
-          t(N * C, "x"),
-          t(C, "w"),
-          t(C, "b"),
+        layernormForward(p, {
+          out: t(N * C, "out"),
+          mean: t(N, "mean"),
+          rstd: t(N, "rstd"),
+          inp: t(N * C, "x"),
+          weight: t(C, "w"),
+          bias: t(C, "b"),
           N,
           C,
-          1e-5,
-        ),
+          eps: 1e-5,
+        }),
     ),
   );
   log(
@@ -354,19 +357,18 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       14 * N * C,
       16 * N * C,
       (p, t) =>
-        layernormBackward(
-          p,
-          t(N * C, "dx"),
-          t(C, "dw"),
-          t(C, "db"),
-          t(N * C, "dout"),
-          t(N * C, "x"),
-          t(C, "w"),
-          t(N, "mean"),
-          t(N, "rstd"),
+        layernormBackward(p, {
+          dinp: t(N * C, "dx"),
+          dweight: t(C, "dw"),
+          dbias: t(C, "db"),
+          dout: t(N * C, "dout"),
+          inp: t(N * C, "x"),
+          weight: t(C, "w"),
+          mean: t(N, "mean"),
+          rstd: t(N, "rstd"),
           N,
           C,
-        ),
+        }),
     ),
   );
   const E = N * F;
@@ -378,7 +380,7 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       `${E}`,
       12 * E,
       8 * E,
-      (p, t) => geluForward(p, t(E, "out"), t(E, "x"), E),
+      (p, t) => geluForward(p, { out: t(E, "out"), inp: t(E, "x"), n: E }),
     ),
   );
   log(
@@ -389,19 +391,19 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       `${E}`,
       20 * E,
       12 * E,
-      (p, t) => geluBackward(p, t(E, "dx"), t(E, "x"), t(E, "dy"), E),
+      (p, t) => geluBackward(p, { dinp: t(E, "dx"), inp: t(E, "x"), dout: t(E, "dy"), n: E }),
     ),
   );
   log(
     await kernel(gpu, iters, "softmax/CE fwd", `${R}x${V}`, 4 * R * V, 4 * R * V, (p, t) => {
       const targets = gpu.tensor(R, "targets"); // zeros: valid ids
-      crossEntropyForward(p, t(R, "lp"), t(R, "lse"), t(R * V, "logits"), targets, R, V);
+      crossEntropyForward(p, { lp: t(R, "lp"), lse: t(R, "lse"), logits: t(R * V, "logits"), targets, R, V });
     }),
   );
   log(
     await kernel(gpu, iters, "softmax/CE bwd", `${R}x${V}`, 5 * R * V, 8 * R * V, (p, t) => {
       const targets = gpu.tensor(R, "targets");
-      crossEntropyBackward(p, t(R * V, "logits"), t(R, "lse"), targets, t(R, "g"), R, V);
+      crossEntropyBackward(p, { logits: t(R * V, "logits"), lse: t(R, "lse"), targets, g: t(R, "g"), R, V });
     }),
   );
   const n = k.adamN;
@@ -414,7 +416,8 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       );
       const norm = gpu.tensor(NORM_LENGTH, "norm");
       gpu.write(norm, Float32Array.of(1, 1));
-      adamwStep(p, t(n, "param"), t(n, "grad"), t(n, "m"), t(n, "v"), step, norm, true, n);
+      const [param, grad, m, v] = ["param", "grad", "m", "v"].map((name) => t(n, name));
+      adamwStep(p, { param, grad, m, v, stepParams: step, norm, decay: true, n });
     }),
   );
   // Matmuls and attention against the matmul reference, the rest against the copy.
@@ -428,16 +431,12 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
 }
 
 /**
- * Floats of the activations backward reads, as the engine keeps them: per layer ln1, atty, res2, ln2 and
- * the layer output (C each), qkv (3C) and the MLP pre-activation (4C) per row, 4 LayerNorm statistics
- * per row and B*H*T attention log-sum-exps; the embedding output and the final LayerNorm (C + 2 per
- * row); one chunk of logits rows (64 MiB or one binding, as the workspace sizes it).
+ * Floats of the activations backward reads ("kept" in the workspace's activation table), for training
+ * at B x T with the workspace's default logits chunk.
  */
 export function keptActivationFloats(c: GPT2Config, B: number, T: number, maxBinding: number): number {
-  const N = B * T, C = c.nEmbd;
-  const ld = Math.ceil(c.vocabSize / 4) * 4; // the workspace's padded logits row stride
-  const rows = Math.max(1, Math.min(N, Math.floor(Math.min(64 * 1024 * 1024, maxBinding) / (ld * 4))));
-  return c.nLayer * (12 * N * C + 4 * N + B * c.nHead * T) + 2 * N * C + 2 * N + rows * ld;
+  const logits = logitsChunk(c, B * T, maxBinding);
+  return activationFloats(activationTable(c, B, T, { training: true, prefill: false, logits }), ["kept"]);
 }
 
 /** A model config for a training benchmark. */

@@ -8,16 +8,14 @@
  * A {@link Generator} keeps the batch's buffers and recorded plans while the shape stays the same: the
  * decode state by (sequences, cache length, new tokens, sampling settings), the prefill by its padded
  * context length (rounded up by {@link bucket} so batches of similar length share it). A shape
- * change frees the old state, uniform blocks included.
+ * change frees the old state, its plans' uniform blocks included.
  * @module
  */
-import { type Gpu, GpuCapacityError, type GpuLimits, Plan, type TensorView } from "../shaders/gpu.ts";
+import { GpuCapacityError, type GpuLimits, Plan, type TensorView } from "../shaders/gpu.ts";
 import type { GPT2Config } from "./config.ts";
-import { type GPT2, Workspace } from "./gpt2.ts";
-import { matmul } from "../shaders/matmul.ts";
+import { blockForward, blockWeights, type GPT2, lmHeadForward, Workspace } from "./gpt2.ts";
+import { activationFloats, activationTable } from "./activations.ts";
 import { layernormForward } from "../shaders/layernorm.ts";
-import { residualForward } from "../shaders/residual.ts";
-import { geluForward } from "../shaders/gelu.ts";
 import { attentionDecode } from "../shaders/attention.ts";
 import { advance, copyColumns, embedAt, increment, kvStore } from "../shaders/kvcache.ts";
 import { sample, type SamplingParams } from "../shaders/sampling.ts";
@@ -110,9 +108,13 @@ export function planBatches(
   const Tctx = bucket(longestContext, config.nPositions - maxNew);
   const maxT = Tctx + maxNew;
   // Floats per sequence: k and v caches of every layer; the step's rows (x, res2, ln, proj, q, y: 6C;
-  // qkv: 3C; fch, gelu: 8C), logits, history and 9 per-sequence counters; the prefill workspace and `last`.
-  const floats = 2 * L * maxT * C + 17 * C + V + maxNew + 9 +
-    Workspace.activationFloats(config, 1, Tctx, false) + C;
+  // qkv: 3C; fch, gelu: 8C), logits, history and 9 per-sequence counters; the prefill workspace.
+  const prefill = activationTable(config, 1, Tctx, {
+    training: false,
+    prefill: true,
+    logits: { rows: 0, stride: 0 },
+  });
+  const floats = 2 * L * maxT * C + 17 * C + V + maxNew + 9 + activationFloats(prefill);
   const bytesPerSequence = 4 * floats;
   const widest = 4 * Math.max(maxT * C, V, Tctx * 4 * C, H * Tctx);
   const memory = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
@@ -203,34 +205,6 @@ export async function generate(
   }
 }
 
-/**
- * A view of `gpu` that collects the uniform blocks kernels make through `plan.gpu.uniform`, so a recorded
- * plan's uniforms can be freed with its buffers (Plan does not own them). Every other member is the
- * real object's, methods bound to it.
- */
-function collectingUniforms(gpu: Gpu, made: TensorView[]): Gpu {
-  return new Proxy(gpu, {
-    get(target, prop) {
-      if (prop === "uniform") {
-        return (data: ArrayBufferView | ArrayBuffer, label?: string) => {
-          const u = target.uniform(data, label);
-          made.push(u);
-          return u;
-        };
-      }
-      const value = Reflect.get(target, prop, target);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
-
-/** The same model, seen with `gpu` (so a Workspace built on it records through the collecting view). */
-function withGpu(model: GPT2, gpu: Gpu): GPT2 {
-  return new Proxy(model, {
-    get: (target, prop) => prop === "gpu" ? gpu : Reflect.get(target, prop, target),
-  });
-}
-
 /** Buffers and plans of one prefill shape: the workspace and the first step (head on its last rows). */
 interface PrefillState {
   Tctx: number;
@@ -239,7 +213,6 @@ interface PrefillState {
   firstLogits: Plan;
   /** firstLogits then pick. */
   firstStep: Plan;
-  uniforms: TensorView[];
 }
 
 /** Buffers and plans of one decode shape (nSeq, maxT, maxNew, sampling settings). */
@@ -265,7 +238,6 @@ interface DecodeState {
   /** decodeLogits then pick. */
   decodeStep: Plan;
   owned: TensorView[];
-  uniforms: TensorView[];
   prefill?: PrefillState;
 }
 
@@ -314,7 +286,7 @@ export class Generator {
     return results;
   }
 
-  /** Free every buffer and uniform block this generator holds. */
+  /** Free every buffer and plan (uniform blocks included) this generator holds. */
   destroy(): void {
     if (this.#state) this.#freeDecode(this.#state);
     this.#state = undefined;
@@ -407,10 +379,8 @@ export class Generator {
     if (this.#state?.key === key) return this.#state;
     this.destroy();
     const model = this.model;
-    const { config } = model;
+    const { config, gpu } = model;
     const { nEmbd: C, nHead: H, nLayer: L, vocabSize: V, layerNormEpsilon: eps } = config;
-    const uniforms: TensorView[] = [];
-    const gpu = collectingUniforms(model.gpu, uniforms);
     const owned: TensorView[] = [];
     const t = (n: number, label: string) => {
       const v = gpu.tensor(n, label);
@@ -440,7 +410,6 @@ export class Generator {
       pick: new Plan(gpu),
       decodeStep: new Plan(gpu),
       owned,
-      uniforms,
     };
     const tok = t(nSeq, "tok");
     const x = t(nSeq * C, "x"),
@@ -451,64 +420,30 @@ export class Generator {
     const qkv = t(nSeq * 3 * C, "qkv"), q = t(nSeq * C, "q"), y = t(nSeq * C, "y");
     const fch = t(nSeq * 4 * C, "fch"), gelu = t(nSeq * 4 * C, "gelu");
     const wte = model.byName.get("wte.weight")!.parts;
-    const P = (name: string) => model.view(name);
+    const { ids, counts, step, history, pos, lens } = st;
 
-    sample(st.pick, tok, st.counts, st.logits, st.ids, st.step, nSeq, V, s);
-    advance(st.pick, st.history, st.pos, st.lens, tok, st.step, nSeq, maxNew);
-    increment(st.pick, st.step);
+    sample(st.pick, { tokens: tok, counts, logits: st.logits, seqIds: ids, step, nSeq, V, settings: s });
+    advance(st.pick, { history, pos, lens, tokens: tok, step, nSeq, maxNew });
+    increment(st.pick, step);
 
-    // One decode step: the last sampled token at its position (pos = length - 1 after advance).
+    // One decode step: the last sampled token at its position (pos = length - 1 after advance). Every
+    // block reads x and leaves its output in x (via res2), so the same rows serve all blocks.
     const d = st.decodeLogits;
-    embedAt(d, x, tok, st.pos, wte, P("wpe.weight"), nSeq, C);
+    embedAt(d, { out: x, tokens: tok, pos, wte, wpe: model.view("wpe.weight"), nSeq, C });
+    const a = { ln1: ln, ln1Mean: mean, ln1Rstd: rstd, qkv, atty: y, attproj: proj, res2 };
+    const acts = { ...a, ln2: ln, ln2Mean: mean, ln2Rstd: rstd, fch, gelu, fcproj: proj, out: x };
     for (let l = 0; l < L; l++) {
-      const h = `h.${l}.`;
-      layernormForward(d, ln, mean, rstd, x, P(h + "ln_1.weight"), P(h + "ln_1.bias"), nSeq, C, eps);
-      matmul(d, {
-        out: qkv,
-        a: ln,
-        b: P(h + "attn.c_attn.weight"),
-        bias: P(h + "attn.c_attn.bias"),
-        M: nSeq,
-        N: 3 * C,
-        K: C,
-      });
-      kvStore(d, caches[l].k, caches[l].v, qkv, st.pos, nSeq, 1, C, maxT);
-      copyColumns(d, q, qkv, nSeq, C, 3 * C, 0);
-      attentionDecode(d, y, q, caches[l].k, caches[l].v, st.lens, nSeq, C, H, maxT);
-      matmul(d, {
-        out: proj,
-        a: y,
-        b: P(h + "attn.c_proj.weight"),
-        bias: P(h + "attn.c_proj.bias"),
-        M: nSeq,
-        N: C,
-        K: C,
-      });
-      residualForward(d, res2, x, proj, nSeq * C);
-      layernormForward(d, ln, mean, rstd, res2, P(h + "ln_2.weight"), P(h + "ln_2.bias"), nSeq, C, eps);
-      matmul(d, {
-        out: fch,
-        a: ln,
-        b: P(h + "mlp.c_fc.weight"),
-        bias: P(h + "mlp.c_fc.bias"),
-        M: nSeq,
-        N: 4 * C,
-        K: C,
-      });
-      geluForward(d, gelu, fch, nSeq * 4 * C);
-      matmul(d, {
-        out: proj,
-        a: gelu,
-        b: P(h + "mlp.c_proj.weight"),
-        bias: P(h + "mlp.c_proj.bias"),
-        M: nSeq,
-        N: C,
-        K: 4 * C,
-      });
-      residualForward(d, x, res2, proj, nSeq * C);
+      const { k, v } = caches[l];
+      const attention = () => {
+        kvStore(d, { kCache: k, vCache: v, qkv, base: pos, nSeq, rows: 1, C, maxT });
+        copyColumns(d, { out: q, x: qkv, rows: nSeq, C, ld: 3 * C, offset: 0 });
+        attentionDecode(d, { y, q, kCache: k, vCache: v, lengths: lens, nSeq, C, H, maxT });
+      };
+      blockForward(d, { w: blockWeights(model, l), x, a: acts, N: nSeq, C, eps, attention });
     }
-    layernormForward(d, ln, mean, rstd, x, P("ln_f.weight"), P("ln_f.bias"), nSeq, C, eps);
-    this.#recordHead(d, st.logits, ln, nSeq);
+    const lnf = { weight: model.view("ln_f.weight"), bias: model.view("ln_f.bias") };
+    layernormForward(d, { out: ln, mean, rstd, inp: x, ...lnf, N: nSeq, C, eps });
+    lmHeadForward(d, { logits: st.logits, x: ln, wte, R: nSeq, C, ld: V });
     st.decodeStep.append(d);
     st.decodeStep.append(st.pick);
     this.#state = st;
@@ -519,48 +454,32 @@ export class Generator {
   #prefillState(st: DecodeState, Tctx: number): PrefillState {
     if (st.prefill?.Tctx === Tctx) return st.prefill;
     if (st.prefill) this.#freePrefill(st.prefill);
-    const uniforms: TensorView[] = [];
-    const gpu = collectingUniforms(this.model.gpu, uniforms);
+    const gpu = this.model.gpu;
     const prefill = { caches: st.caches, maxT: st.maxT, zeros: st.zeros, lastIndex: st.lastIndex };
-    const ws = new Workspace(withGpu(this.model, gpu), st.nSeq, Tctx, { prefill });
+    const ws = new Workspace(this.model, st.nSeq, Tctx, { prefill });
     const firstLogits = new Plan(gpu);
-    this.#recordHead(firstLogits, st.logits, ws.last!, st.nSeq);
+    const { nEmbd: C, vocabSize: V } = this.model.config;
+    const wte = this.model.byName.get("wte.weight")!.parts;
+    lmHeadForward(firstLogits, { logits: st.logits, x: ws.last!, wte, R: st.nSeq, C, ld: V });
     const firstStep = new Plan(gpu);
     firstStep.append(firstLogits);
     firstStep.append(st.pick);
-    st.prefill = { Tctx, ws, firstLogits, firstStep, uniforms };
+    st.prefill = { Tctx, ws, firstLogits, firstStep };
     return st.prefill;
-  }
-
-  /** logits [n, V] = rows [n, C] · wte^T, one matmul per wte chunk. */
-  #recordHead(plan: Plan, logits: TensorView, rows: TensorView, n: number): void {
-    const { nEmbd: C, vocabSize: V } = this.model.config;
-    for (const chunk of this.model.byName.get("wte.weight")!.parts) {
-      matmul(plan, {
-        out: logits,
-        a: rows,
-        b: chunk.view,
-        M: n,
-        N: chunk.v1 - chunk.v0,
-        K: C,
-        transB: true,
-        ldc: V,
-        cOffset: chunk.v0,
-      });
-    }
   }
 
   #freePrefill(p: PrefillState): void {
     p.ws.destroy();
-    for (const u of p.uniforms) this.model.gpu.free(u);
+    p.firstLogits.destroy();
   }
 
   #freeDecode(st: DecodeState): void {
     if (st.prefill) this.#freePrefill(st.prefill);
-    for (const v of [...st.owned, ...st.uniforms]) this.model.gpu.free(v);
+    st.decodeLogits.destroy();
+    st.pick.destroy();
+    for (const v of st.owned) this.model.gpu.free(v);
   }
 }
-
 /** True when every sequence has emitted end-of-sequence within its first `made` tokens. */
 function allStopped(hist: Uint32Array, nSeq: number, maxNew: number, made: number, eos: number): boolean {
   for (let i = 0; i < nSeq; i++) {

@@ -8,7 +8,8 @@
 import { type Gpu, GpuCapacityError, Plan, type TensorView } from "../shaders/gpu.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
 import { numel, type ParamSpec, paramTable } from "./params.ts";
-import { biasBackward, matmul } from "../shaders/matmul.ts";
+import { type ActivationSpec, activationTable, logitsChunk } from "./activations.ts";
+import { linearBackward, linearForward, matmul } from "../shaders/matmul.ts";
 import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
 import { residualForward } from "../shaders/residual.ts";
 import { geluBackward, geluForward } from "../shaders/gelu.ts";
@@ -168,21 +169,165 @@ export async function readAll(gpu: Gpu, set: DeviceParam[]): Promise<Map<string,
   return out;
 }
 
-/** Per-layer activations kept from forward for backward. */
-interface LayerActs {
+/** A LayerNorm's parameters, or their gradients. */
+interface LayerNormWeights {
+  weight: TensorView;
+  bias: TensorView;
+}
+interface LayerNormGrads {
+  dweight: TensorView;
+  dbias: TensorView;
+}
+/** A linear layer's parameters (y = x W + b), or their gradients. */
+interface LinearWeights {
+  W: TensorView;
+  b: TensorView;
+}
+interface LinearGradViews {
+  dW: TensorView;
+  db: TensorView;
+}
+
+/** One block's parameters by the paper's boxes: ln_1, attention (c_attn, c_proj), ln_2, MLP (c_fc, c_proj). */
+export interface BlockWeights {
+  ln1: LayerNormWeights;
+  attn: LinearWeights;
+  attnProj: LinearWeights;
+  ln2: LayerNormWeights;
+  fc: LinearWeights;
+  fcProj: LinearWeights;
+}
+
+/** One block's parameter gradients, named as {@link BlockWeights}. */
+interface BlockGrads {
+  ln1: LayerNormGrads;
+  attn: LinearGradViews;
+  attnProj: LinearGradViews;
+  ln2: LayerNormGrads;
+  fc: LinearGradViews;
+  fcProj: LinearGradViews;
+}
+
+/** Block l's (weight, bias) views per box, from a parameter-shaped set (weights or gradients). */
+function blockViews(view: (name: string) => TensorView, l: number) {
+  const pair = (box: string) => ({ w: view(`h.${l}.${box}.weight`), b: view(`h.${l}.${box}.bias`) });
+  return {
+    ln1: pair("ln_1"),
+    attn: pair("attn.c_attn"),
+    attnProj: pair("attn.c_proj"),
+    ln2: pair("ln_2"),
+    fc: pair("mlp.c_fc"),
+    fcProj: pair("mlp.c_proj"),
+  };
+}
+
+/** Block l's parameters of `model`. */
+export function blockWeights(model: GPT2, l: number): BlockWeights {
+  const v = blockViews((name) => model.view(name), l);
+  const lin = (x: { w: TensorView; b: TensorView }) => ({ W: x.w, b: x.b });
+  const ln = (x: { w: TensorView; b: TensorView }) => ({ weight: x.w, bias: x.b });
+  return {
+    ln1: ln(v.ln1),
+    attn: lin(v.attn),
+    attnProj: lin(v.attnProj),
+    ln2: ln(v.ln2),
+    fc: lin(v.fc),
+    fcProj: lin(v.fcProj),
+  };
+}
+
+/** Block l's parameter gradients in `grads`. */
+function blockGrads(grads: Map<string, DeviceParam>, l: number): BlockGrads {
+  const v = blockViews((name) => grads.get(name)!.parts[0].view, l);
+  const lin = (x: { w: TensorView; b: TensorView }) => ({ dW: x.w, db: x.b });
+  const ln = (x: { w: TensorView; b: TensorView }) => ({ dweight: x.w, dbias: x.b });
+  return {
+    ln1: ln(v.ln1),
+    attn: lin(v.attn),
+    attnProj: lin(v.attnProj),
+    ln2: ln(v.ln2),
+    fc: lin(v.fc),
+    fcProj: lin(v.fcProj),
+  };
+}
+
+/**
+ * What one block writes. Training keeps each block's own set for backward; decoding passes the same
+ * views to every block (ln1 = ln2, attproj = fcproj), since nothing reads them later.
+ */
+export interface BlockActivations {
   ln1: TensorView;
   ln1Mean: TensorView;
   ln1Rstd: TensorView;
   qkv: TensorView;
   atty: TensorView;
-  lse: TensorView;
+  attproj: TensorView;
   res2: TensorView;
   ln2: TensorView;
   ln2Mean: TensorView;
   ln2Rstd: TensorView;
   fch: TensorView;
-  /** The layer's output (the next layer's input). */
+  gelu: TensorView;
+  fcproj: TensorView;
+  /** x + attention + MLP: the next block's input. Must not be x itself. */
   out: TensorView;
+}
+
+/**
+ * Record one transformer block over N rows of width C (nanoGPT's Block):
+ * res2 = x + attn(ln_1(x)), out = res2 + mlp(ln_2(res2)). `attention` records atty from qkv.
+ */
+export function blockForward(
+  plan: Plan,
+  { w, x, a, N, C, eps, attention }: {
+    w: BlockWeights;
+    x: TensorView;
+    a: BlockActivations;
+    N: number;
+    C: number;
+    eps: number;
+    attention: () => void;
+  },
+): void {
+  layernormForward(plan, { out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: x, ...w.ln1, N, C, eps });
+  linearForward(plan, { y: a.qkv, x: a.ln1, ...w.attn, rows: N, inC: C, outC: 3 * C });
+  attention();
+  linearForward(plan, { y: a.attproj, x: a.atty, ...w.attnProj, rows: N, inC: C, outC: C });
+  residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
+  layernormForward(plan, { out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.res2, ...w.ln2, N, C, eps });
+  linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C });
+  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
+  linearForward(plan, { y: a.fcproj, x: a.gelu, ...w.fcProj, rows: N, inC: 4 * C, outC: C });
+  residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
+}
+
+/** logits[0:R, :] = x[r0:r0+R] · wte^T (the tied LM head), one matmul per wte chunk; row stride `ld`. */
+export function lmHeadForward(
+  plan: Plan,
+  { logits, x, wte, R, C, ld, r0 = 0 }: {
+    logits: TensorView;
+    x: TensorView;
+    wte: WteChunk[];
+    R: number;
+    C: number;
+    ld: number;
+    r0?: number;
+  },
+): void {
+  for (const chunk of wte) {
+    matmul(plan, {
+      out: logits,
+      a: x,
+      b: chunk.view,
+      M: R,
+      N: chunk.v1 - chunk.v0,
+      K: C,
+      transB: true,
+      aOffset: r0 * C,
+      ldc: ld,
+      cOffset: chunk.v0,
+    });
+  }
 }
 
 /** Options for {@link Workspace}. */
@@ -205,9 +350,12 @@ export interface WorkspaceOptions {
   };
 }
 
+/** A block's kept activations, as the activation table names them. */
+type LayerActs = Record<string, TensorView>;
+
 /**
- * Device memory for one batch shape (B, T): inputs, activations, the logits chunk, backward scratch,
- * and the recorded forward and backward plans. Made once per shape and reused every step.
+ * Device memory for one batch shape (B, T): every tensor of the {@link activationTable}, and the
+ * recorded forward and backward plans. Made once per shape and reused every step.
  */
 export class Workspace {
   readonly model: GPT2;
@@ -237,25 +385,12 @@ export class Workspace {
   readonly last?: TensorView;
 
   #owned: TensorView[] = [];
-  #encoded: TensorView;
-  #acts: LayerActs[] = [];
-  #lnf!: TensorView;
-  #lnfMean!: TensorView;
-  #lnfRstd!: TensorView;
-  #logits: TensorView;
-  #scratchC!: TensorView;
-  #attproj: TensorView;
-  #gelu: TensorView;
-  #dres?: TensorView;
-  #dC?: TensorView;
-  #dqkv?: TensorView;
-  #d4a?: TensorView;
-  #d4b?: TensorView;
-  #dlnf?: TensorView;
+  /** The whole-model tensors of the activation table, by name. */
+  #t = new Map<string, TensorView>();
+  #layers: LayerActs[] = [];
 
   constructor(model: GPT2, B: number, T: number, options: WorkspaceOptions = {}) {
     const { gpu, config } = model;
-    const { nEmbd: C, nHead: H, vocabSize: V, nLayer: L } = config;
     if (T > config.nPositions) {
       throw new Error(`sequence length ${T} exceeds the model's ${config.nPositions} positions`);
     }
@@ -264,56 +399,42 @@ export class Workspace {
     this.B = B;
     this.T = T;
     const N = B * T;
-    const t = (n: number, label: string) => {
-      const view = gpu.tensor(n, label);
+    const logits = logitsChunk(config, N, gpu.limits.maxStorageBufferBindingSize, {
+      rows: options.logitsRows,
+      budgetBytes: options.logitsBudgetBytes,
+      prefill: !!options.prefill,
+    });
+    this.logitsRows = logits.rows;
+    this.logitsStride = logits.stride;
+    const table = activationTable(config, B, T, {
+      training: !!options.grads,
+      prefill: !!options.prefill,
+      logits,
+    });
+    const alloc = (spec: ActivationSpec, label: string) => {
+      const view = gpu.tensor(numel(spec.shape), label);
       this.#owned.push(view);
       return view;
     };
-    this.tokens = t(N, "tokens");
-    this.targets = t(N, "targets");
-    this.lp = t(N, "lp");
-    this.logitsLse = t(N, "lse");
-    this.g = t(N, "g");
-    this.lmMask = t(N, "lmMask");
-    this.compMask = t(N, "compMask");
-    this.#encoded = t(N * C, "encoded");
-    for (let l = 0; l < L; l++) {
-      this.#acts.push({
-        ln1: t(N * C, `l${l}.ln1`),
-        ln1Mean: t(N, `l${l}.ln1Mean`),
-        ln1Rstd: t(N, `l${l}.ln1Rstd`),
-        qkv: t(N * 3 * C, `l${l}.qkv`),
-        atty: t(N * C, `l${l}.atty`),
-        lse: t(B * H * T, `l${l}.attLse`),
-        res2: t(N * C, `l${l}.res2`),
-        ln2: t(N * C, `l${l}.ln2`),
-        ln2Mean: t(N, `l${l}.ln2Mean`),
-        ln2Rstd: t(N, `l${l}.ln2Rstd`),
-        fch: t(N * 4 * C, `l${l}.fch`),
-        out: t(N * C, `l${l}.out`),
-      });
+    for (const spec of table.model) {
+      if (!spec.name.startsWith("tokenGroups.")) this.#t.set(spec.name, alloc(spec, spec.name));
     }
-    this.#lnf = t(N * C, "lnf");
-    this.#lnfMean = t(N, "lnfMean");
-    this.#lnfRstd = t(N, "lnfRstd");
-    this.#attproj = t(N * C, "attproj");
-    this.#gelu = t(N * 4 * C, "gelu");
-    const budget = options.logitsBudgetBytes ?? 64 * 1024 * 1024;
-    const ld = this.logitsStride = Math.ceil(V / 4) * 4;
-    const fit = Math.floor(Math.min(budget, gpu.limits.maxStorageBufferBindingSize) / (ld * 4));
-    this.logitsRows = options.prefill ? 0 : Math.max(1, Math.min(N, options.logitsRows ?? fit));
-    this.#logits = t(Math.max(1, this.logitsRows * ld), "logits");
-    if (options.prefill) this.last = t(B * C, "last");
+    for (let l = 0; l < table.nLayer; l++) {
+      this.#layers.push(Object.fromEntries(table.layer.map((s) => [s.name, alloc(s, `l${l}.${s.name}`)])));
+    }
+    const t = (name: string) => this.#t.get(name)!;
+    this.tokens = t("tokens");
+    this.targets = t("targets");
+    this.lp = t("lp");
+    this.logitsLse = t("logitsLse");
+    this.g = t("g");
+    this.lmMask = t("lmMask");
+    this.compMask = t("compMask");
+    this.last = this.#t.get("last");
     this.forward = new Plan(gpu);
     this.#recordForward(this.forward, options.prefill);
     if (options.grads) {
       this.grads = options.grads;
-      this.#dres = t(N * C, "dres");
-      this.#dC = t(N * C, "dC");
-      this.#dqkv = t(N * 3 * C, "dqkv");
-      this.#d4a = t(N * 4 * C, "d4a");
-      this.#d4b = t(N * 4 * C, "d4b");
-      this.#dlnf = t(N * C, "dlnf");
       this.embeddingGroups = new EmbeddingGroups(gpu, N);
       this.backward = new Plan(gpu);
       this.#recordBackward(this.backward);
@@ -342,146 +463,96 @@ export class Workspace {
     this.embeddingGroups?.upload(inputs);
   }
 
+  /** Block l's activations, with the whole-model scratch for what it does not keep. */
+  #blockActs(l: number): BlockActivations {
+    const a = this.#layers[l];
+    const proj = this.#t.get("proj")!;
+    return {
+      ln1: a.ln1,
+      ln1Mean: a.ln1Mean,
+      ln1Rstd: a.ln1Rstd,
+      qkv: a.qkv,
+      atty: a.atty,
+      attproj: proj,
+      res2: a.res2,
+      ln2: a.ln2,
+      ln2Mean: a.ln2Mean,
+      ln2Rstd: a.ln2Rstd,
+      fch: a.fch,
+      gelu: this.#t.get("gelu")!,
+      fcproj: proj,
+      out: a.out,
+    };
+  }
+
+  /** Block l's input: the embeddings for the first block, else the previous block's output. */
+  #blockInput(l: number): TensorView {
+    return l > 0 ? this.#layers[l - 1].out : this.#t.get("encoded")!;
+  }
+
   /** Record the forward pass: embeddings, blocks, final LayerNorm, and ln p(target) per row into lp. */
   #recordForward(plan: Plan, prefill?: WorkspaceOptions["prefill"]): void {
     const m = this.model;
-    const { nEmbd: C, nHead: H, nLayer: L, layerNormEpsilon: eps } = m.config;
+    const { nEmbd: C, nHead: H, nLayer: L, vocabSize: V, layerNormEpsilon: eps } = m.config;
     const { B, T } = this;
     const N = B * T;
-    const P = (name: string) => m.view(name);
-    embeddingForward(
-      plan,
-      this.#encoded,
-      this.tokens,
-      m.byName.get("wte.weight")!.parts,
-      P("wpe.weight"),
+    const t = (name: string) => this.#t.get(name)!;
+    const wte = m.byName.get("wte.weight")!.parts;
+    embeddingForward(plan, {
+      out: t("encoded"),
+      tokens: this.tokens,
+      wte,
+      wpe: m.view("wpe.weight"),
       B,
       T,
       C,
-    );
-    let x = this.#encoded;
+    });
     for (let l = 0; l < L; l++) {
-      const a = this.#acts[l];
-      const h = `h.${l}.`;
-      layernormForward(
-        plan,
-        a.ln1,
-        a.ln1Mean,
-        a.ln1Rstd,
-        x,
-        P(h + "ln_1.weight"),
-        P(h + "ln_1.bias"),
-        N,
-        C,
-        eps,
-      );
-      matmul(plan, {
-        out: a.qkv,
-        a: a.ln1,
-        b: P(h + "attn.c_attn.weight"),
-        bias: P(h + "attn.c_attn.bias"),
-        M: N,
-        N: 3 * C,
-        K: C,
-      });
-      if (prefill) {
-        const cache = prefill.caches[l];
-        kvStore(plan, cache.k, cache.v, a.qkv, prefill.zeros, B, T, C, prefill.maxT);
-      }
-      attentionForward(plan, a.atty, a.lse, a.qkv, B, T, C, H);
-      matmul(plan, {
-        out: this.#attproj,
-        a: a.atty,
-        b: P(h + "attn.c_proj.weight"),
-        bias: P(h + "attn.c_proj.bias"),
-        M: N,
-        N: C,
-        K: C,
-      });
-      residualForward(plan, a.res2, x, this.#attproj, N * C);
-      layernormForward(
-        plan,
-        a.ln2,
-        a.ln2Mean,
-        a.ln2Rstd,
-        a.res2,
-        P(h + "ln_2.weight"),
-        P(h + "ln_2.bias"),
-        N,
-        C,
-        eps,
-      );
-      matmul(plan, {
-        out: a.fch,
-        a: a.ln2,
-        b: P(h + "mlp.c_fc.weight"),
-        bias: P(h + "mlp.c_fc.bias"),
-        M: N,
-        N: 4 * C,
-        K: C,
-      });
-      geluForward(plan, this.#gelu, a.fch, N * 4 * C);
-      matmul(plan, {
-        out: this.#attproj,
-        a: this.#gelu,
-        b: P(h + "mlp.c_proj.weight"),
-        bias: P(h + "mlp.c_proj.bias"),
-        M: N,
-        N: C,
-        K: 4 * C,
-      });
-      residualForward(plan, a.out, a.res2, this.#attproj, N * C);
-      x = a.out;
+      const a = this.#blockActs(l);
+      const attention = () => {
+        if (prefill) {
+          const { k, v } = prefill.caches[l];
+          kvStore(plan, {
+            kCache: k,
+            vCache: v,
+            qkv: a.qkv,
+            base: prefill.zeros,
+            nSeq: B,
+            rows: T,
+            C,
+            maxT: prefill.maxT,
+          });
+        }
+        attentionForward(plan, { y: a.atty, lse: this.#layers[l].attLse, qkv: a.qkv, B, T, C, H });
+      };
+      blockForward(plan, { w: blockWeights(m, l), x: this.#blockInput(l), a, N, C, eps, attention });
     }
-    layernormForward(
-      plan,
-      this.#lnf,
-      this.#lnfMean,
-      this.#lnfRstd,
-      x,
-      P("ln_f.weight"),
-      P("ln_f.bias"),
+    const lnf = { weight: m.view("ln_f.weight"), bias: m.view("ln_f.bias") };
+    layernormForward(plan, {
+      out: t("lnf"),
+      mean: t("lnfMean"),
+      rstd: t("lnfRstd"),
+      inp: this.#blockInput(L),
+      ...lnf,
       N,
       C,
       eps,
-    );
+    });
     if (prefill) {
-      gatherRows(plan, this.last!, this.#lnf, prefill.lastIndex, B, T, C);
+      gatherRows(plan, { out: this.last!, x: t("lnf"), idx: prefill.lastIndex, nSeq: B, T, C });
       return;
     }
+    const chunk = {
+      logits: t("logits"),
+      targets: this.targets,
+      lse: this.logitsLse,
+      V,
+      ld: this.logitsStride,
+    };
     for (let r0 = 0; r0 < N; r0 += this.logitsRows) {
       const R = Math.min(this.logitsRows, N - r0);
-      this.#recordLogits(plan, r0, R);
-      crossEntropyForward(
-        plan,
-        this.lp,
-        this.logitsLse,
-        this.#logits,
-        this.targets,
-        R,
-        m.config.vocabSize,
-        r0,
-        this.logitsStride,
-      );
-    }
-  }
-
-  /** logits[0:R, :] = lnf[r0:r0+R] · wte^T, one matmul per wte chunk. */
-  #recordLogits(plan: Plan, r0: number, R: number): void {
-    const { nEmbd: C } = this.model.config;
-    for (const chunk of this.model.byName.get("wte.weight")!.parts) {
-      matmul(plan, {
-        out: this.#logits,
-        a: this.#lnf,
-        b: chunk.view,
-        M: R,
-        N: chunk.v1 - chunk.v0,
-        K: C,
-        transB: true,
-        aOffset: r0 * C,
-        ldc: this.logitsStride,
-        cOffset: chunk.v0,
-      });
+      lmHeadForward(plan, { logits: chunk.logits, x: t("lnf"), wte, R, C, ld: this.logitsStride, r0 });
+      crossEntropyForward(plan, { ...chunk, lp: this.lp, R, rowOffset: r0 });
     }
   }
 
@@ -493,30 +564,38 @@ export class Workspace {
     const m = this.model;
     const grads = new Map(this.grads!.map((p) => [p.spec.name, p]));
     const G = (name: string) => grads.get(name)!.parts[0].view;
-    const P = (name: string) => m.view(name);
     const { nEmbd: C, nHead: H, nLayer: L, vocabSize: V } = m.config;
     const { B, T } = this;
     const N = B * T;
-    const dres = this.#dres!, dC = this.#dC!, dqkv = this.#dqkv!, d4a = this.#d4a!, d4b = this.#d4b!;
-    const dlnf = this.#dlnf!;
+    const t = (name: string) => this.#t.get(name)!;
+    const dresidual = t("dresidual"), dlnf = t("dlnf"), logits = t("logits"), lnf = t("lnf");
     // Head: dlogits = g (onehot - softmax); dlnf = dlogits · wte; dwte += dlogits^T · lnf.
-    const single = this.logitsRows >= N;
     const ld = this.logitsStride;
+    const wte = m.byName.get("wte.weight")!.parts;
+    const dwte = grads.get("wte.weight")!.parts;
     for (let r0 = 0; r0 < N; r0 += this.logitsRows) {
       const R = Math.min(this.logitsRows, N - r0);
       // With one chunk the forward pass left the logits in place; otherwise recompute them.
-      if (!single) this.#recordLogits(plan, r0, R);
-      crossEntropyBackward(plan, this.#logits, this.logitsLse, this.targets, this.g, R, V, r0, ld);
-      const wte = m.byName.get("wte.weight")!.parts;
-      const dwte = grads.get("wte.weight")!.parts;
+      if (this.logitsRows < N) lmHeadForward(plan, { logits, x: lnf, wte, R, C, ld, r0 });
+      crossEntropyBackward(plan, {
+        logits,
+        lse: this.logitsLse,
+        targets: this.targets,
+        g: this.g,
+        R,
+        V,
+        rowOffset: r0,
+        ld,
+      });
       wte.forEach((chunk, i) => {
+        const K = chunk.v1 - chunk.v0;
         matmul(plan, {
           out: dlnf,
-          a: this.#logits,
+          a: logits,
           b: chunk.view,
           M: R,
           N: C,
-          K: chunk.v1 - chunk.v0,
+          K,
           lda: ld,
           aOffset: chunk.v0,
           cOffset: r0 * C,
@@ -524,9 +603,9 @@ export class Workspace {
         });
         matmul(plan, {
           out: dwte[i].view,
-          a: this.#logits,
-          b: this.#lnf,
-          M: chunk.v1 - chunk.v0,
+          a: logits,
+          b: lnf,
+          M: K,
           N: C,
           K: R,
           transA: true,
@@ -537,133 +616,145 @@ export class Workspace {
         });
       });
     }
-    const xL = L > 0 ? this.#acts[L - 1].out : this.#encoded;
-    layernormBackward(
-      plan,
-      dres,
-      G("ln_f.weight"),
-      G("ln_f.bias"),
-      dlnf,
-      xL,
-      P("ln_f.weight"),
-      this.#lnfMean,
-      this.#lnfRstd,
+    layernormBackward(plan, {
+      dinp: dresidual,
+      dweight: G("ln_f.weight"),
+      dbias: G("ln_f.bias"),
+      dout: dlnf,
+      inp: this.#blockInput(L),
+      weight: m.view("ln_f.weight"),
+      mean: t("lnfMean"),
+      rstd: t("lnfRstd"),
       N,
       C,
-    );
+    });
     for (let l = L - 1; l >= 0; l--) {
-      const a = this.#acts[l];
-      const h = `h.${l}.`;
-      const x = l > 0 ? this.#acts[l - 1].out : this.#encoded;
-      // MLP: out = res2 + gelu(ln2 · Wfc + bfc) · Wproj + bproj.
-      geluForward(plan, d4b, a.fch, N * 4 * C);
-      matmul(plan, {
-        out: G(h + "mlp.c_proj.weight"),
-        a: d4b,
-        b: dres,
-        M: 4 * C,
-        N: C,
-        K: N,
-        transA: true,
-        accumulate: true,
-      });
-      biasBackward(plan, G(h + "mlp.c_proj.bias"), dres, N, C);
-      matmul(plan, { out: d4a, a: dres, b: P(h + "mlp.c_proj.weight"), M: N, N: 4 * C, K: C, transB: true });
-      geluBackward(plan, d4b, a.fch, d4a, N * 4 * C);
-      matmul(plan, {
-        out: G(h + "mlp.c_fc.weight"),
-        a: a.ln2,
-        b: d4b,
-        M: C,
-        N: 4 * C,
-        K: N,
-        transA: true,
-        accumulate: true,
-      });
-      biasBackward(plan, G(h + "mlp.c_fc.bias"), d4b, N, 4 * C);
-      matmul(plan, { out: dC, a: d4b, b: P(h + "mlp.c_fc.weight"), M: N, N: C, K: 4 * C, transB: true });
-      layernormBackward(
-        plan,
-        dres,
-        G(h + "ln_2.weight"),
-        G(h + "ln_2.bias"),
-        dC,
-        a.res2,
-        P(h + "ln_2.weight"),
-        a.ln2Mean,
-        a.ln2Rstd,
-        N,
+      blockBackward(plan, {
+        w: blockWeights(m, l),
+        g: blockGrads(grads, l),
+        x: this.#blockInput(l),
+        a: this.#blockActs(l),
+        attLse: this.#layers[l].attLse,
+        d: { dresidual, dlinearIn: t("dlinearIn"), dqkv: t("dqkv"), dgelu: t("dgelu"), dfch: t("dfch") },
+        B,
+        T,
         C,
-      );
-      // Attention: res2 = x + atty · Wproj + bproj.
-      matmul(plan, {
-        out: G(h + "attn.c_proj.weight"),
-        a: a.atty,
-        b: dres,
-        M: C,
-        N: C,
-        K: N,
-        transA: true,
-        accumulate: true,
+        H,
       });
-      biasBackward(plan, G(h + "attn.c_proj.bias"), dres, N, C);
-      matmul(plan, { out: dC, a: dres, b: P(h + "attn.c_proj.weight"), M: N, N: C, K: C, transB: true });
-      attentionBackward(plan, dqkv, dC, a.qkv, a.atty, a.lse, B, T, C, H);
-      matmul(plan, {
-        out: G(h + "attn.c_attn.weight"),
-        a: a.ln1,
-        b: dqkv,
-        M: C,
-        N: 3 * C,
-        K: N,
-        transA: true,
-        accumulate: true,
-      });
-      biasBackward(plan, G(h + "attn.c_attn.bias"), dqkv, N, 3 * C);
-      matmul(plan, { out: dC, a: dqkv, b: P(h + "attn.c_attn.weight"), M: N, N: C, K: 3 * C, transB: true });
-      layernormBackward(
-        plan,
-        dres,
-        G(h + "ln_1.weight"),
-        G(h + "ln_1.bias"),
-        dC,
-        x,
-        P(h + "ln_1.weight"),
-        a.ln1Mean,
-        a.ln1Rstd,
-        N,
-        C,
-      );
     }
-    embeddingBackward(
-      plan,
-      grads.get("wte.weight")!.parts,
-      G("wpe.weight"),
-      dres,
-      this.embeddingGroups!,
+    embeddingBackward(plan, {
+      dwte,
+      dwpe: G("wpe.weight"),
+      dout: dresidual,
+      groups: this.embeddingGroups!,
       B,
       T,
       C,
-    );
+    });
   }
 
-  /** Free every buffer this workspace allocated (not the shared gradients). */
+  /** Free every buffer and uniform block this workspace allocated (not the shared gradients). */
   destroy(): void {
     for (const v of this.#owned) this.model.gpu.free(v);
     this.#owned = [];
+    this.embeddingGroups?.destroy();
+    this.forward.destroy();
+    this.backward?.destroy();
   }
 
-  /** Clear dres, which backward accumulates into (the caller clears the parameter gradients). */
+  /** Clear the residual-stream gradient, which backward accumulates into (the caller clears the parameter gradients). */
   encodeClear(encoder: GPUCommandEncoder): void {
-    if (this.#dres) encoder.clearBuffer(this.#dres.buffer);
+    const dresidual = this.#t.get("dresidual");
+    if (dresidual) encoder.clearBuffer(dresidual.buffer);
   }
+}
 
-  /** Total bytes of this workspace's activations and scratch (for memory reports). */
-  static activationFloats(config: GPT2Config, B: number, T: number, training: boolean): number {
-    const { nEmbd: C, nHead: H, nLayer: L } = config;
-    const N = B * T;
-    const perLayer = 13 * N * C + 4 * N + B * H * T;
-    const fwd = 5 * N + N * C + L * perLayer + 3 * N * C + 2 * N + N * 4 * C;
-    return training ? fwd + 10 * N * C + 2 * N * 4 * C : fwd;
-  }
+/**
+ * Record one block's backward (llm.c's per-layer gpt2_backward), given dresidual = dLoss/d(out):
+ * parameter gradients accumulate; dresidual becomes dLoss/dx (the skip paths pass it through, the
+ * LayerNorms add theirs). gelu (scratch) is recomputed from fch.
+ */
+function blockBackward(
+  plan: Plan,
+  { w, g, x, a, attLse, d, B, T, C, H }: {
+    w: BlockWeights;
+    g: BlockGrads;
+    x: TensorView;
+    a: BlockActivations;
+    attLse: TensorView;
+    d: {
+      dresidual: TensorView;
+      dlinearIn: TensorView;
+      dqkv: TensorView;
+      dgelu: TensorView;
+      dfch: TensorView;
+    };
+    B: number;
+    T: number;
+    C: number;
+    H: number;
+  },
+): void {
+  const N = B * T;
+  const { dresidual, dqkv, dgelu, dfch } = d;
+  // The C-wide linear inputs' gradients, one buffer in turn.
+  const dln2 = d.dlinearIn, datty = d.dlinearIn, dln1 = d.dlinearIn;
+  // MLP: out = res2 + gelu(ln2 · Wfc + bfc) · Wproj + bproj.
+  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
+  linearBackward(plan, {
+    dx: dgelu,
+    ...g.fcProj,
+    dy: dresidual,
+    x: a.gelu,
+    W: w.fcProj.W,
+    rows: N,
+    inC: 4 * C,
+    outC: C,
+  });
+  geluBackward(plan, { dinp: dfch, inp: a.fch, dout: dgelu, n: N * 4 * C });
+  linearBackward(plan, { dx: dln2, ...g.fc, dy: dfch, x: a.ln2, W: w.fc.W, rows: N, inC: C, outC: 4 * C });
+  layernormBackward(plan, {
+    dinp: dresidual,
+    ...g.ln2,
+    dout: dln2,
+    inp: a.res2,
+    weight: w.ln2.weight,
+    mean: a.ln2Mean,
+    rstd: a.ln2Rstd,
+    N,
+    C,
+  });
+  // Attention: res2 = x + atty · Wproj + bproj.
+  linearBackward(plan, {
+    dx: datty,
+    ...g.attnProj,
+    dy: dresidual,
+    x: a.atty,
+    W: w.attnProj.W,
+    rows: N,
+    inC: C,
+    outC: C,
+  });
+  attentionBackward(plan, { dqkv, dy: datty, qkv: a.qkv, y: a.atty, lse: attLse, B, T, C, H });
+  linearBackward(plan, {
+    dx: dln1,
+    ...g.attn,
+    dy: dqkv,
+    x: a.ln1,
+    W: w.attn.W,
+    rows: N,
+    inC: C,
+    outC: 3 * C,
+  });
+  layernormBackward(plan, {
+    dinp: dresidual,
+    ...g.ln1,
+    dout: dln1,
+    inp: x,
+    weight: w.ln1.weight,
+    mean: a.ln1Mean,
+    rstd: a.ln1Rstd,
+    N,
+    C,
+  });
 }

@@ -3,8 +3,7 @@
  * gradient-norm clipping and AdamW, encoded as one command submission. Only a few floats come back.
  * @module
  */
-import type { TensorView } from "../shaders/gpu.ts";
-import { Plan } from "../shaders/gpu.ts";
+import { Plan, type TensorView } from "../shaders/gpu.ts";
 import { allocParams, type DeviceParam, type GPT2, readAll, Workspace, writeParts } from "./gpt2.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
@@ -42,8 +41,8 @@ export interface Batch {
   inputs: Uint32Array;
   targets: Uint32Array;
   lmMask: Float32Array;
-  /** Needed for SimPO. */
-  compMask?: Float32Array;
+  /** 1 on the completion predictions (the rewards' positions); needed for SimPO. */
+  completionMask?: Float32Array;
 }
 
 /** What one step reports. */
@@ -91,17 +90,15 @@ export class Trainer {
     this.#norm = new GradNorm(this.#optimizer, gradViews, adamw.clipNorm);
     this.model.params.forEach((p, i) => {
       p.parts.forEach((part, j) => {
-        adamwStep(
-          this.#optimizer,
-          part.view,
-          this.grads[i].parts[j].view,
-          this.m[i].parts[j].view,
-          this.v[i].parts[j].view,
-          this.#stepParams,
-          this.#norm.output,
-          p.spec.decay,
-          part.view.length,
-        );
+        adamwStep(this.#optimizer, {
+          param: part.view,
+          grad: this.grads[i].parts[j].view,
+          m: this.m[i].parts[j].view,
+          v: this.v[i].parts[j].view,
+          stepParams: this.#stepParams,
+          norm: this.#norm.output,
+          decay: p.spec.decay,
+        });
       });
     });
   }
@@ -117,7 +114,9 @@ export class Trainer {
     }
     for (const ws of this.#workspaces.values()) ws.destroy();
     this.#workspaces.clear();
+    for (const plan of this.#lossPlans.values()) plan.destroy();
     this.#lossPlans.clear();
+    this.#optimizer.destroy();
     for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
   }
 
@@ -139,7 +138,11 @@ export class Trainer {
       const [oldKey, old] = this.#workspaces.entries().next().value!;
       old.destroy();
       this.#workspaces.delete(oldKey);
-      for (const k of [...this.#lossPlans.keys()]) if (k.startsWith(`${oldKey}:`)) this.#lossPlans.delete(k);
+      for (const [k, plan] of [...this.#lossPlans]) {
+        if (!k.startsWith(`${oldKey}:`)) continue;
+        plan.destroy();
+        this.#lossPlans.delete(k);
+      }
     }
     ws = new Workspace(this.model, B, T, { grads: this.grads });
     this.#workspaces.set(key, ws);
@@ -159,12 +162,13 @@ export class Trainer {
     let plan = this.#lossPlans.get(key);
     if (!plan) {
       plan = new Plan(this.model.gpu);
-      if (loss.kind === "lm") {
-        lmLoss(plan, this.#metrics, ws.g, ws.lp, ws.lmMask, ws.B, ws.T, ws.B, 1);
-      } else {
+      const buffers = { metrics: this.#metrics, g: ws.g, lp: ws.lp, T: ws.T };
+      const lm = { ...buffers, lmMask: ws.lmMask, nSeq: ws.B };
+      if (loss.kind === "lm") lmLoss(plan, { ...lm, nWinning: ws.B, weight: 1 });
+      else {
         const P = ws.B / 2;
-        lmLoss(plan, this.#metrics, ws.g, ws.lp, ws.lmMask, ws.B, ws.T, P, loss.lmWeight);
-        simpoLoss(plan, this.#metrics, ws.g, ws.lp, ws.compMask, P, ws.T, loss.beta, loss.gamma);
+        lmLoss(plan, { ...lm, nWinning: P, weight: loss.lmWeight });
+        simpoLoss(plan, { ...buffers, compMask: ws.compMask, P, beta: loss.beta, gamma: loss.gamma });
       }
       this.#lossPlans.set(key, plan);
     }
@@ -187,13 +191,13 @@ export class Trainer {
 
   /** One AdamW step on `batch` at learning rate `lr`. Resolves with the step's metrics. */
   async trainStep(batch: Batch, loss: LossSpec, lr: number): Promise<StepMetrics> {
-    if (loss.kind === "simpo" && (batch.nSeq % 2 !== 0 || !batch.compMask)) {
+    if (loss.kind === "simpo" && (batch.nSeq % 2 !== 0 || !batch.completionMask)) {
       throw new Error(
         "a SimPO batch needs an even number of sequences (winning then losing) and a completion mask",
       );
     }
     const ws = this.workspace(batch.nSeq, batch.T);
-    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.compMask);
+    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     this.step++;
     const a = this.adamw;
     this.model.gpu.write(
@@ -241,7 +245,7 @@ export class Trainer {
    */
   async computeGradients(batch: Batch, loss: LossSpec): Promise<StepMetrics> {
     const ws = this.workspace(batch.nSeq, batch.T);
-    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.compMask);
+    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();
     for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);

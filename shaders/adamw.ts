@@ -13,10 +13,13 @@
  * to f32 once. The gradient buffer itself is left unscaled.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 import { NORM_LENGTH } from "./reduce.ts";
 
 const WG = 256;
+
+/** `n` counts w-wide elements; `decay` is 1 where weight decay applies. */
+const PARAMS = uniformLayout({ n: "u32", decay: "u32" });
 
 /** Elements {@link packStepParams} writes (the step-params buffer needs at least this many). */
 export const STEP_PARAMS_LENGTH = 8;
@@ -58,24 +61,23 @@ export function packStepParams(s: StepSettings): Float32Array {
  */
 export function adamwSource(w: 1 | 4): string {
   const t = w === 4 ? "vec4f" : "f32";
-  return /* wgsl */ `
-struct Params { n: u32, decay: u32 }
+  return PARAMS.wgsl + /* wgsl */ `
 struct Step {
   beta1: f32, beta2: f32, oneMinusBeta1: f32, oneMinusBeta2: f32, eps: f32,
   stepSize: f32,     // lr / (1 - beta1^t)
   bc2Sqrt: f32,      // sqrt(1 - beta2^t)
   decayFactor: f32,  // 1 - lr * weight_decay
 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> param: array<${t}>;
-@group(0) @binding(2) var<storage, read_write> m: array<${t}>;
-@group(0) @binding(3) var<storage, read_write> v: array<${t}>;
-@group(0) @binding(4) var<storage, read> grad: array<${t}>;
-@group(0) @binding(5) var<storage, read> s: Step;
-@group(0) @binding(6) var<storage, read> norm: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+${
+    storage({
+      param: `read_write array<${t}>`,
+      m: `read_write array<${t}>`,
+      v: `read_write array<${t}>`,
+      grad: `read array<${t}>`,
+      s: "read Step",
+      norm: "read array<f32>",
+    })
+  }${computeMain(WG)}  let i = globalIndex;
   if (i >= p.n) { return; }
   let g = grad[i] * norm[1];
   var x = param[i];
@@ -94,22 +96,26 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 export const ADAMW_STEP = adamwSource(1);
 const ADAMW_STEP4 = adamwSource(4);
 
-/**
- * Record one AdamW update of the first `n` elements of `param` from `grad`, with moments `m` and `v`.
- * `stepParams` holds {@link packStepParams} output (rewritten by the caller every step); `norm` is a
- * {@link GradNorm} output whose element 1 is the clip coefficient. `decay` applies weight decay.
- */
-export function adamwStep(
-  plan: Plan,
-  param: TensorView,
-  grad: TensorView,
-  m: TensorView,
-  v: TensorView,
-  stepParams: TensorView,
-  norm: TensorView,
-  decay: boolean,
-  n = param.length,
-): void {
+/** The tensors of one {@link adamwStep}. */
+export interface AdamWArgs {
+  param: TensorView;
+  grad: TensorView;
+  /** First and second moments. */
+  m: TensorView;
+  v: TensorView;
+  /** {@link packStepParams} output, rewritten by the caller every step. */
+  stepParams: TensorView;
+  /** A {@link GradNorm} output; element 1 is the clip coefficient. */
+  norm: TensorView;
+  /** Apply weight decay. */
+  decay: boolean;
+  /** Elements updated (default: all of param). */
+  n?: number;
+}
+
+/** Record one AdamW update of the first `n` elements of `param` from `grad`. */
+export function adamwStep(plan: Plan, args: AdamWArgs): void {
+  const { param, grad, m, v, stepParams, norm, decay, n = param.length } = args;
   for (const [name, view] of [["param", param], ["grad", grad], ["m", m], ["v", v]] as const) {
     if (view.length < n) {
       throw new RangeError(`adamwStep: n=${n} exceeds ${name} (${view.label ?? "view"}) of ${view.length}`);
@@ -125,7 +131,7 @@ export function adamwStep(
   }
   // Vectors when every view starts 16-byte aligned (views are) and n is a multiple of 4.
   const w = n % 4 === 0 ? 4 : 1;
-  const u = plan.gpu.uniform(packUniform([["u", n / w], ["u", decay ? 1 : 0]]), "adamw.params");
+  const u = plan.params(PARAMS, { n: n / w, decay: decay ? 1 : 0 }, "adamw.params");
   const code = w === 4 ? ADAMW_STEP4 : ADAMW_STEP;
   plan.add(code, [u, param, m, v, grad, stepParams, norm], Math.ceil(n / w / WG), "adamw_step");
 }

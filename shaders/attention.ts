@@ -16,7 +16,7 @@
  * multiples of 4 (vec4 loads) and at most 256.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 /** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
 const WG = 64;
@@ -56,14 +56,13 @@ function each(V: number, f: (c: number) => string, sep = "\n  "): string {
 }
 
 /**
- * Params of the training kernels; sizes in vec4 units: C4 = C/4, V = hd/4. `blocks` = workgroups used.
- * Row r of qkv starts at vec4 r*3*C4 (q, then k at + C4, v at + 2*C4), of y and dy at r*C4. A workgroup
- * takes WG * R consecutive rows of one (b, h); threads past T return at once (there are no barriers).
+ * Params of the training kernels; sizes in vec4 units: C4 = C/4, V = hd/4. `blocks` = workgroups used,
+ * `scale` = 1/sqrt(hd). Row r of qkv starts at vec4 r*3*C4 (q, then k at + C4, v at + 2*C4), of y and dy
+ * at r*C4. A workgroup takes WG * R consecutive rows of one (b, h); threads past T return at once (there
+ * are no barriers).
  */
-const HEADER = /* wgsl */ `
-struct Params { B: u32, T: u32, C4: u32, H: u32, blocks: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-const WG: u32 = ${WG}u;
+const PARAMS = uniformLayout({ B: "u32", T: "u32", C4: "u32", H: "u32", blocks: "u32", scale: "f32" });
+const HEADER = PARAMS.wgsl + /* wgsl */ `const WG: u32 = ${WG}u;
 `;
 
 /**
@@ -75,8 +74,7 @@ function rowOf(V: number, R: number): string {
 const V: u32 = ${V}u;
 const R: u32 = ${R}u;
 struct Row { b: u32, h: u32, bh: u32, t: u32, last: u32, base: u32, ok: bool }
-fn rowOf(wid: vec3u, nwg: vec3u, li: u32) -> Row {
-  let blk = wid.x + wid.y * nwg.x;
+fn rowOf(blk: u32, li: u32) -> Row {
   let nb = (p.T + WG * R - 1u) / (WG * R);
   let bh = blk / nb;
   let t = (blk % nb) * WG * R + li * R;
@@ -105,12 +103,9 @@ function forwardSource(HD: number, R: number): string {
   const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`;
   const kv = (n: number, c: number) => `qkv[r${n} + ${c}u]`;
   return HEADER + rowOf(V, R) + /* wgsl */ `
-@group(0) @binding(1) var<storage, read_write> y: array<vec4f>;
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = rowOf(wid, nwg, li);
+${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })}${
+    computeMain(WG)
+  }  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
   let C4 = p.C4;
   let S = 3u * C4;
@@ -186,12 +181,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 function deltaSource(HD: number): string {
   return HEADER + /* wgsl */ `
 const V: u32 = ${HD / 4}u;
-@group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
-@group(0) @binding(2) var<storage, read> dy: array<vec4f>;
-@group(0) @binding(3) var<storage, read> y: array<vec4f>;
-@compute @workgroup_size(${WG_D})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG_D}u + li;
+${storage({ dqkv: "read_write array<vec4f>", dy: "read array<vec4f>", y: "read array<vec4f>" })}
+${computeMain(WG_D)}  let i = globalIndex;
   if (i >= p.B * p.T * p.H) { return; }
   let row = i / p.H;
   let h = i % p.H;
@@ -203,6 +194,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 }
 
+/** Bindings of backward passes 2 and 3 (after params). */
+const GRAD_BINDINGS = storage({
+  dqkv: "read_write array<vec4f>",
+  dy: "read array<vec4f>",
+  qkv: "read array<vec4f>",
+  lse: "read array<f32>",
+});
+
 /**
  * Backward pass 2: a thread owns R consecutive keys j0 .. j0+R-1 and walks queries i ≥ j0, loading each
  * query's q, dy, lse and D once for all R keys. With P_ij = exp(s_ij - lse_i), dP_ij = dy_i·v_j and
@@ -213,13 +212,7 @@ function keySource(HD: number, R: number): string {
   const V = HD / 4;
   const rows = rowsOf(R);
   return HEADER + rowOf(V, R) + /* wgsl */ `
-@group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
-@group(0) @binding(2) var<storage, read> dy: array<vec4f>;
-@group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
-@group(0) @binding(4) var<storage, read> lse: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = rowOf(wid, nwg, li);
+${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
   let C4 = p.C4;
   let S = 3u * C4;
@@ -271,13 +264,7 @@ function querySource(HD: number, R: number): string {
   const V = HD / 4;
   const rows = rowsOf(R);
   return HEADER + rowOf(V, R) + /* wgsl */ `
-@group(0) @binding(1) var<storage, read_write> dqkv: array<vec4f>;
-@group(0) @binding(2) var<storage, read> dy: array<vec4f>;
-@group(0) @binding(3) var<storage, read> qkv: array<vec4f>;
-@group(0) @binding(4) var<storage, read> lse: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = rowOf(wid, nwg, li);
+${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
   let C4 = p.C4;
   let S = 3u * C4;
@@ -313,6 +300,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 }
 
+/** Params of the decode kernel: C4 = C/4, `scale` = 1/sqrt(hd). */
+const DECODE_PARAMS = uniformLayout({ nSeq: "u32", C4: "u32", H: "u32", maxT: "u32", scale: "f32" });
+
 /**
  * Decode: one workgroup per (sequence, head); keys in tiles of WG, one score per thread. All threads
  * redo the tile's max and sum in the same order (so m and l agree everywhere); thread (c, g) owns
@@ -321,24 +311,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  */
 function decodeSource(HD: number): string {
   const V = HD / 4, G = Math.floor(WG / V);
-  return /* wgsl */ `
-struct Params { nSeq: u32, C4: u32, H: u32, maxT: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
+  return DECODE_PARAMS.wgsl + storage({
+    y: "read_write array<vec4f>",
+    q: "read array<vec4f>",
+    kCache: "read array<vec4f>",
+    vCache: "read array<vec4f>",
+    lengths: "read array<u32>",
+  }) + /* wgsl */ `
 const V: u32 = ${V}u;
 const G: u32 = ${G}u;
-@group(0) @binding(1) var<storage, read_write> y: array<vec4f>;
-@group(0) @binding(2) var<storage, read> q: array<vec4f>;
-@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;
-@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;
-@group(0) @binding(5) var<storage, read> lengths: array<u32>;
 var<workgroup> qs: array<vec4f, V>;
 var<workgroup> sp: array<f32, ${WG}>;
 var<workgroup> pw: array<f32, ${WG}>;
 var<workgroup> part: array<vec4f, ${WG}>;
 var<workgroup> lenw: u32;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let blk = wid.x + wid.y * nwg.x;
+${computeMain(WG)}  let blk = wgIndex;
   if (blk >= p.nSeq * p.H) { return; }
   let s = blk / p.H;
   let h = blk % p.H;
@@ -398,29 +385,34 @@ function checkRows(where: string, R: number): void {
 }
 
 /** The Params block of the training kernels, for `blocks` workgroups. */
-function uniform(plan: Plan, B: number, T: number, C: number, H: number, blocks: number): TensorView {
-  return plan.gpu.uniform(
-    packUniform([["u", B], ["u", T], ["u", C / 4], ["u", H], ["u", blocks], ["f", 1 / Math.sqrt(C / H)]]),
-    "attention.params",
-  );
+function params(plan: Plan, { B, T, C, H }: AttentionShape, blocks: number) {
+  return plan.params(PARAMS, { B, T, C4: C / 4, H, blocks, scale: 1 / Math.sqrt(C / H) }, "attention.params");
+}
+
+/** B sequences of T positions, width C = H heads times the head size (a multiple of 4, at most 256). */
+export interface AttentionShape {
+  B: number;
+  T: number;
+  C: number;
+  H: number;
+  /** Rows per thread of the training kernels, 1..8; default {@link rowsPerThread}. */
+  rowsPerThread?: number;
+}
+
+/** The tensors of {@link attentionForward}: qkv [B*T, 3C] in; y [B*T, C] and lse [B*H*T] out. */
+export interface AttentionForwardArgs extends AttentionShape {
+  y: TensorView;
+  lse: TensorView;
+  qkv: TensorView;
 }
 
 /**
  * Record causal self-attention: y = softmax(q k^T / sqrt(hd), causal) v per (b, h), and lse[(b*H+h)*T + t]
- * = log Σ_j exp(s_tj) for backward. `y` and `lse` are overwritten. qkv: [B*T, 3C], y: [B*T, C],
- * lse: [B*H*T].
+ * = log Σ_j exp(s_tj) for backward. `y` and `lse` are overwritten.
  */
-export function attentionForward(
-  plan: Plan,
-  y: TensorView,
-  lse: TensorView,
-  qkv: TensorView,
-  B: number,
-  T: number,
-  C: number,
-  H: number,
-  R = rowsPerThread(plan.gpu),
-): void {
+export function attentionForward(plan: Plan, args: AttentionForwardArgs): void {
+  const { y, lse, qkv, B, T, C, H } = args;
+  const R = args.rowsPerThread ?? rowsPerThread(plan.gpu);
   const HD = headSize("attentionForward", C, H, [
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
@@ -428,28 +420,24 @@ export function attentionForward(
   ]);
   checkRows("attentionForward", R);
   const blocks = B * H * Math.ceil(T / (WG * R));
-  const u = uniform(plan, B, T, C, H, blocks);
+  const u = params(plan, args, blocks);
   plan.add(forwardSource(HD, R), [u, y, lse, qkv], blocks, "attention_forward");
 }
 
+/** The tensors of {@link attentionBackward}: the forward's qkv, y and lse, dy [B*T, C]; dqkv [B*T, 3C] out. */
+export interface AttentionBackwardArgs extends AttentionForwardArgs {
+  dqkv: TensorView;
+  dy: TensorView;
+}
+
 /**
- * Record the attention backward: dqkv [B*T, 3C] (overwritten) from dy [B*T, C] and the forward's qkv, y
- * and lse. Three deterministic passes, no atomics: D = rowsum(dy ∘ y) staged in dqkv's dq slots; dk, dv
- * per key; dq per query. P is recomputed from q, k and lse in both of the last two.
+ * Record the attention backward: dqkv (overwritten) from dy and the forward's qkv, y and lse. Three
+ * deterministic passes, no atomics: D = rowsum(dy ∘ y) staged in dqkv's dq slots; dk, dv per key; dq per
+ * query. P is recomputed from q, k and lse in both of the last two.
  */
-export function attentionBackward(
-  plan: Plan,
-  dqkv: TensorView,
-  dy: TensorView,
-  qkv: TensorView,
-  y: TensorView,
-  lse: TensorView,
-  B: number,
-  T: number,
-  C: number,
-  H: number,
-  R = rowsPerThread(plan.gpu),
-): void {
+export function attentionBackward(plan: Plan, args: AttentionBackwardArgs): void {
+  const { dqkv, dy, qkv, y, lse, B, T, C, H } = args;
+  const R = args.rowsPerThread ?? rowsPerThread(plan.gpu);
   const HD = headSize("attentionBackward", C, H, [
     ["dqkv", dqkv, B * T * 3 * C],
     ["dy", dy, B * T * C],
@@ -459,30 +447,36 @@ export function attentionBackward(
   ]);
   checkRows("attentionBackward", R);
   const blocks = B * H * Math.ceil(T / (WG * R));
-  const u = uniform(plan, B, T, C, H, blocks);
+  const u = params(plan, args, blocks);
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
   plan.add(keySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
   plan.add(querySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
 }
 
+/** The tensors of {@link attentionDecode}. */
+export interface AttentionDecodeArgs {
+  /** [nSeq, C], overwritten. */
+  y: TensorView;
+  /** The new token's query per sequence [nSeq, C]. */
+  q: TensorView;
+  /** [nSeq, maxT, C] each. */
+  kCache: TensorView;
+  vCache: TensorView;
+  /** Cached positions per sequence (u32 [nSeq]), rewritten by the caller between steps. */
+  lengths: TensorView;
+  nSeq: number;
+  C: number;
+  H: number;
+  maxT: number;
+}
+
 /**
- * Record one KV-cached decode step: for each sequence s < nSeq, y[s] = attention of the query row q[s]
- * ([nSeq, C]) over kCache/vCache [nSeq, maxT, C] at positions 0 .. lengths[s]-1 (u32 per sequence, a
- * storage buffer the caller rewrites between steps; the new token's own k and v must already be
- * stored). `y` [nSeq, C] is overwritten; a sequence with length 0 gets zeros.
+ * Record one KV-cached decode step: for each sequence s < nSeq, y[s] = attention of q[s] over the cache at
+ * positions 0 .. lengths[s]-1 (the new token's own k and v must already be stored). A sequence with
+ * length 0 gets zeros.
  */
-export function attentionDecode(
-  plan: Plan,
-  y: TensorView,
-  q: TensorView,
-  kCache: TensorView,
-  vCache: TensorView,
-  lengths: TensorView,
-  nSeq: number,
-  C: number,
-  H: number,
-  maxT: number,
-): void {
+export function attentionDecode(plan: Plan, args: AttentionDecodeArgs): void {
+  const { y, q, kCache, vCache, lengths, nSeq, C, H, maxT } = args;
   const HD = headSize("attentionDecode", C, H, [
     ["y", y, nSeq * C],
     ["q", q, nSeq * C],
@@ -490,8 +484,9 @@ export function attentionDecode(
     ["vCache", vCache, nSeq * maxT * C],
     ["lengths", lengths, nSeq],
   ]);
-  const u = plan.gpu.uniform(
-    packUniform([["u", nSeq], ["u", C / 4], ["u", H], ["u", maxT], ["f", 1 / Math.sqrt(HD)]]),
+  const u = plan.params(
+    DECODE_PARAMS,
+    { nSeq, C4: C / 4, H, maxT, scale: 1 / Math.sqrt(HD) },
     "attention.decode.params",
   );
   plan.add(decodeSource(HD), [u, y, q, kCache, vCache, lengths], nSeq * H, "attention_decode");

@@ -10,11 +10,27 @@
  * (an element index passed as a uniform). Targets must be token ids < V.
  * @module
  */
-import { LLVMPIPE_LOOP_LIMIT, packUniform, type Plan, type TensorView } from "./gpu.ts";
+import {
+  computeMain,
+  LLVMPIPE_LOOP_LIMIT,
+  type Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "./gpu.ts";
 
 const WG = 256;
 
-const PARAMS = /* wgsl */ `struct Params { R: u32, V: u32, rowOffset: u32, ld: u32 }`;
+/** R rows of V logits, row stride ld; the chunk's first row is row `rowOffset` of the batch. */
+const PARAMS = uniformLayout({ R: "u32", V: "u32", rowOffset: "u32", ld: "u32" });
+/** Bindings of both forward kernels; logits as `logitsType`. */
+const forwardBindings = (logitsType: string) =>
+  storage({
+    lp: "read_write array<f32>",
+    lse: "read_write array<f32>",
+    logits: `read array<${logitsType}>`,
+    targets: "read array<u32>",
+  });
 /** Rows per workgroup of the one-row-per-thread forward kernel (CPU adapters). */
 const ROW_WG = 64;
 
@@ -26,19 +42,11 @@ const ROW_WG = 64;
  * read once; the 256 partial pairs are then merged by a fixed-order tree:
  * m = max(m1, m2), s = s1 exp(m1 - m) + s2 exp(m2 - m). Every exponent is <= 0, so nothing overflows.
  */
-export const CROSS_ENTROPY_FORWARD = PARAMS + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> lp: array<f32>;
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> logits: array<f32>;
-@group(0) @binding(4) var<storage, read> targets: array<u32>;
-
+export const CROSS_ENTROPY_FORWARD = PARAMS.wgsl + forwardBindings("f32") + /* wgsl */ `
 var<workgroup> redM: array<f32, ${WG}>;
 var<workgroup> redS: array<f32, ${WG}>;
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = wid.x + wid.y * nwg.x;
+${computeMain(WG)}  let r = wgIndex;
   if (r >= p.R) { return; }
   let base = r * p.ld;
   // -3e38 stands for -inf: a thread with no columns contributes s = 0 and any exp(-3e38 - x) is 0.
@@ -79,16 +87,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  * In place: logits[r, j] <- g[row] * ((j == target[row]) - exp(logits[r, j] - lse[row])), row = rowOffset + r;
  * rows with g = 0 become exact zeros. One workgroup per row. Bindings: params, logits, lse, targets, g.
  */
-export const CROSS_ENTROPY_BACKWARD = PARAMS + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(2) var<storage, read> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> targets: array<u32>;
-@group(0) @binding(4) var<storage, read> g: array<f32>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = wid.x + wid.y * nwg.x;
+export const CROSS_ENTROPY_BACKWARD = PARAMS.wgsl + storage({
+  logits: "read_write array<f32>",
+  lse: "read array<f32>",
+  targets: "read array<u32>",
+  g: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let r = wgIndex;
   if (r >= p.R) { return; }
   let base = r * p.ld;
   let row = p.rowOffset + r;
@@ -112,16 +116,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  * logit, and ceil(V/4) iterations per pass, which keeps the whole thread within llvmpipe's loop budget
  * ({@link LLVMPIPE_LOOP_LIMIT}). Bindings as {@link CROSS_ENTROPY_FORWARD}, logits as vec4.
  */
-export const CROSS_ENTROPY_FORWARD_ROWS = PARAMS + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> lp: array<f32>;
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(3) var<storage, read> logits: array<vec4f>;
-@group(0) @binding(4) var<storage, read> targets: array<u32>;
-
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let r = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+export const CROSS_ENTROPY_FORWARD_ROWS = PARAMS.wgsl + forwardBindings("vec4f") + computeMain(ROW_WG) +
+  /* wgsl */ `  let r = globalIndex;
   if (r >= p.R) { return; }
   let base = r * (p.ld / 4u);
   let n = (p.V + 3u) / 4u;
@@ -177,27 +173,31 @@ function checkSizes(
   }
 }
 
+/** A chunk of R rows of logits [R, V] (row stride ld >= V, default V), rows rowOffset.. of the batch. */
+export interface LogitsChunk {
+  logits: TensorView;
+  /** u32 [N_total]. */
+  targets: TensorView;
+  /** [N_total]: forward writes it, backward reads it. */
+  lse: TensorView;
+  R: number;
+  V: number;
+  rowOffset?: number;
+  ld?: number;
+}
+
 /**
- * Record, for each row r < R of the chunk `logits` [R, V] (row stride `ld`): lse[rowOffset + r] = logsumexp(logits[r, :]) and
- * lp[rowOffset + r] = logits[r, targets[rowOffset + r]] - lse[rowOffset + r]. `targets` is u32.
+ * Record, for each row r < R of the chunk: lse[rowOffset + r] = logsumexp(logits[r, :]) and
+ * lp[rowOffset + r] = logits[r, targets[rowOffset + r]] - lse[rowOffset + r].
  */
 export function crossEntropyForward(
   plan: Plan,
-  lp: TensorView,
-  lse: TensorView,
-  logits: TensorView,
-  targets: TensorView,
-  R: number,
-  V: number,
-  rowOffset = 0,
-  ld = V,
-  rows: "workgroup" | "thread" = plan.gpu.cpuLike ? "thread" : "workgroup",
+  args: LogitsChunk & { lp: TensorView; rows?: "workgroup" | "thread" },
 ): void {
+  const { lp, lse, logits, targets, R, V, rowOffset = 0, ld = V } = args;
+  const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   checkSizes("crossEntropyForward", logits, { lp, lse, targets }, R, V, rowOffset, ld);
-  const u = plan.gpu.uniform(
-    packUniform([["u", R], ["u", V], ["u", rowOffset], ["u", ld]]),
-    "crossentropy.params",
-  );
+  const u = plan.params(PARAMS, { R, V, rowOffset, ld }, "crossentropy.params");
   const views = [u, lp, lse, logits, targets];
   // The row kernel reads vectors, so it needs an aligned stride, and must stay within llvmpipe's loop
   // budget; otherwise the workgroup kernel serves every adapter.
@@ -207,25 +207,13 @@ export function crossEntropyForward(
 }
 
 /**
- * Record the backward pass over the chunk, in place: `logits` [R, V] becomes dlogits with
+ * Record the backward pass over the chunk, in place: `logits` becomes dlogits with
  * dlogits[r, j] = g[row] * ((j == targets[row]) - exp(logits[r, j] - lse[row])), row = rowOffset + r,
  * where g[row] = dLoss/dlp[row] and `lse` is what {@link crossEntropyForward} wrote. Rows with g = 0 get 0.
  */
-export function crossEntropyBackward(
-  plan: Plan,
-  logits: TensorView,
-  lse: TensorView,
-  targets: TensorView,
-  g: TensorView,
-  R: number,
-  V: number,
-  rowOffset = 0,
-  ld = V,
-): void {
+export function crossEntropyBackward(plan: Plan, args: LogitsChunk & { g: TensorView }): void {
+  const { logits, lse, targets, g, R, V, rowOffset = 0, ld = V } = args;
   checkSizes("crossEntropyBackward", logits, { lse, targets, g }, R, V, rowOffset, ld);
-  const u = plan.gpu.uniform(
-    packUniform([["u", R], ["u", V], ["u", rowOffset], ["u", ld]]),
-    "crossentropy.params",
-  );
+  const u = plan.params(PARAMS, { R, V, rowOffset, ld }, "crossentropy.params");
   plan.add(CROSS_ENTROPY_BACKWARD, [u, logits, lse, targets, g], R, "crossentropy_backward");
 }

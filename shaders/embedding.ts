@@ -8,7 +8,7 @@
  * buffers bound once, and the GPU reduces one unique token per workgroup, summing positions in order.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
@@ -65,14 +65,25 @@ export class EmbeddingGroups {
   readonly count: TensorView;
   readonly #gpu: Gpu;
 
+  /** Elements of each buffer for batches of up to `capacity` positions. */
+  static lengths(capacity: number): { ids: number; offsets: number; positions: number; count: number } {
+    return { ids: capacity, offsets: capacity + 1, positions: capacity, count: 1 };
+  }
+
   /** Allocate buffers for batches of up to `capacity` positions. */
   constructor(gpu: Gpu, capacity: number) {
     this.#gpu = gpu;
     this.capacity = capacity;
-    this.ids = gpu.tensor(capacity, "embedding.ids");
-    this.offsets = gpu.tensor(capacity + 1, "embedding.offsets");
-    this.positions = gpu.tensor(capacity, "embedding.positions");
-    this.count = gpu.tensor(1, "embedding.count");
+    const n = EmbeddingGroups.lengths(capacity);
+    this.ids = gpu.tensor(n.ids, "embedding.ids");
+    this.offsets = gpu.tensor(n.offsets, "embedding.offsets");
+    this.positions = gpu.tensor(n.positions, "embedding.positions");
+    this.count = gpu.tensor(n.count, "embedding.count");
+  }
+
+  /** Free the four buffers. */
+  destroy(): void {
+    for (const v of [this.ids, this.offsets, this.positions, this.count]) this.#gpu.free(v);
   }
 
   /** Group `tokens` (one per position, row b*T + t) and write the groups to the device. */
@@ -91,20 +102,21 @@ export class EmbeddingGroups {
   }
 }
 
+/** N = B*T rows; the wte chunk holds rows [v0, v1). */
+const FORWARD_PARAMS = uniformLayout({ N: "u32", T: "u32", C: "u32", v0: "u32", v1: "u32" });
+const WPE_PARAMS = uniformLayout({ B: "u32", T: "u32", C: "u32" });
+const WTE_PARAMS = uniformLayout({ C: "u32", v0: "u32", v1: "u32" });
+
 /**
  * One workgroup per row: if the row's token is in [v0, v1), out[row] = wte[tok - v0] + wpe[row % T].
  * Bindings: params, out, tokens, wte (chunk), wpe.
  */
-export const EMBEDDING_FORWARD = /* wgsl */ `
-struct Params { N: u32, T: u32, C: u32, v0: u32, v1: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> tokens: array<u32>;
-@group(0) @binding(3) var<storage, read> wte: array<f32>;
-@group(0) @binding(4) var<storage, read> wpe: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = wid.x + wid.y * nwg.x;
+export const EMBEDDING_FORWARD = FORWARD_PARAMS.wgsl + storage({
+  out: "read_write array<f32>",
+  tokens: "read array<u32>",
+  wte: "read array<f32>",
+  wpe: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let row = wgIndex;
   if (row >= p.N) { return; }
   let tok = tokens[row];
   if (tok < p.v0 || tok >= p.v1) { return; }
@@ -117,14 +129,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 
 /** dwpe[t*C + c] += sum over b (in order) of dout[(b*T + t)*C + c]. Bindings: params, dwpe, dout. */
-export const EMBEDDING_BACKWARD_WPE = /* wgsl */ `
-struct Params { B: u32, T: u32, C: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dwpe: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+export const EMBEDDING_BACKWARD_WPE = WPE_PARAMS.wgsl +
+  storage({ dwpe: "read_write array<f32>", dout: "read array<f32>" }) + computeMain(WG) + /* wgsl */
+  `  let i = globalIndex;
   let TC = p.T * p.C;
   if (i >= TC) { return; }
   var s = 0.0;
@@ -140,19 +147,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  * (LLVMPIPE_LOOP_LIMIT) for any batch of up to 65535 positions, whatever the width.
  * Bindings: params, dwte (chunk), dout, ids, offsets, positions, count.
  */
-export const EMBEDDING_BACKWARD_WTE = /* wgsl */ `
-struct Params { C: u32, v0: u32, v1: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dwte: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> ids: array<u32>;
-@group(0) @binding(4) var<storage, read> offsets: array<u32>;
-@group(0) @binding(5) var<storage, read> positions: array<u32>;
-@group(0) @binding(6) var<storage, read> count: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let colBlocks = (p.C + ${WG - 1}u) / ${WG}u;
-  let w = wid.x + wid.y * nwg.x;
+export const EMBEDDING_BACKWARD_WTE = WTE_PARAMS.wgsl + storage({
+  dwte: "read_write array<f32>",
+  dout: "read array<f32>",
+  ids: "read array<u32>",
+  offsets: "read array<u32>",
+  positions: "read array<u32>",
+  count: "read array<u32>",
+}) + computeMain(WG) + /* wgsl */ `  let colBlocks = (p.C + ${WG - 1}u) / ${WG}u;
+  let w = wgIndex;
   let g = w / colBlocks;
   let c = (w % colBlocks) * ${WG}u + li;
   if (g >= count[0] || c >= p.C) { return; }
@@ -186,6 +189,13 @@ function need(fn: string, name: string, view: TensorView, elements: number): voi
   }
 }
 
+/** B sequences of T positions, width C; wte given as chunks of vocabulary rows. */
+interface EmbeddingShape {
+  B: number;
+  T: number;
+  C: number;
+}
+
 /**
  * Record out[b*T + t] = wte[tokens[b*T + t]] + wpe[t] for out [B*T, C]; one dispatch per wte chunk, each
  * writing the rows whose token falls in it. Every token must lie in some chunk (rows of others stay
@@ -193,25 +203,17 @@ function need(fn: string, name: string, view: TensorView, elements: number): voi
  */
 export function embeddingForward(
   plan: Plan,
-  out: TensorView,
-  tokens: TensorView,
-  wteChunks: EmbeddingChunk[],
-  wpe: TensorView,
-  B: number,
-  T: number,
-  C: number,
+  args: EmbeddingShape & { out: TensorView; tokens: TensorView; wte: EmbeddingChunk[]; wpe: TensorView },
 ): void {
+  const { out, tokens, wte, wpe, B, T, C } = args;
   const fn = "embeddingForward";
   const N = B * T;
   need(fn, "out", out, N * C);
   need(fn, "tokens", tokens, N);
   need(fn, "wpe", wpe, T * C);
-  checkChunks(fn, wteChunks, C);
-  for (const { view, v0, v1 } of wteChunks) {
-    const u = plan.gpu.uniform(
-      packUniform([["u", N], ["u", T], ["u", C], ["u", v0], ["u", v1]]),
-      "embedding.params",
-    );
+  checkChunks(fn, wte, C);
+  for (const { view, v0, v1 } of wte) {
+    const u = plan.params(FORWARD_PARAMS, { N, T, C, v0, v1 }, "embedding.params");
     plan.add(EMBEDDING_FORWARD, [u, out, tokens, view, wpe], N, "embedding_forward");
   }
 }
@@ -223,27 +225,26 @@ export function embeddingForward(
  */
 export function embeddingBackward(
   plan: Plan,
-  dwteChunks: EmbeddingChunk[],
-  dwpe: TensorView,
-  dout: TensorView,
-  groups: EmbeddingGroups,
-  B: number,
-  T: number,
-  C: number,
+  args: EmbeddingShape & {
+    dwte: EmbeddingChunk[];
+    dwpe: TensorView;
+    dout: TensorView;
+    groups: EmbeddingGroups;
+  },
 ): void {
+  const { dwte, dwpe, dout, groups, B, T, C } = args;
   const fn = "embeddingBackward";
   const N = B * T;
   need(fn, "dout", dout, N * C);
   need(fn, "dwpe", dwpe, T * C);
-  checkChunks(fn, dwteChunks, C);
+  checkChunks(fn, dwte, C);
   if (groups.capacity < N) {
     throw new RangeError(`${fn}: B*T=${N} positions exceed the groups' capacity ${groups.capacity}`);
   }
-  const gpu = plan.gpu;
-  const u = gpu.uniform(packUniform([["u", B], ["u", T], ["u", C]]), "embedding.params");
+  const u = plan.params(WPE_PARAMS, { B, T, C }, "embedding.params");
   plan.add(EMBEDDING_BACKWARD_WPE, [u, dwpe, dout], Math.ceil((T * C) / WG), "embedding_backward_wpe");
-  for (const { view, v0, v1 } of dwteChunks) {
-    const uc = gpu.uniform(packUniform([["u", C], ["u", v0], ["u", v1]]), "embedding.params");
+  for (const { view, v0, v1 } of dwte) {
+    const uc = plan.params(WTE_PARAMS, { C, v0, v1 }, "embedding.params");
     const { ids, offsets, positions, count } = groups;
     // Up to N unique tokens, one workgroup per WG columns of each; workgroups past count[0] exit at once.
     plan.add(

@@ -3,17 +3,18 @@
  * Forward and backward side by side; both elementwise over `n` values.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
+/** `n` counts elements of the kernel's type (f32 or vec4f). */
+const PARAMS = uniformLayout({ n: "u32" });
 
 /**
  * The shared header for element type `t` (f32, or vec4f when n is a multiple of 4: one 16-byte load or
  * store per buffer per thread; the arithmetic per component is the same, so results do not depend on it).
  */
 function common(t: string): string {
-  return /* wgsl */ `
-struct Params { n: u32 }
+  return PARAMS.wgsl + /* wgsl */ `
 const S: f32 = 0.7978845608028654; // sqrt(2/pi)
 const K: f32 = 0.044715;
 // 0.5 (1 + tanh(u)) = sigmoid(2u): no cancellation of 1 + tanh near -1, and no tanh (imprecise on some drivers).
@@ -26,12 +27,8 @@ fn sig2(u: ${t}) -> ${t} {
 /** out[i] = gelu(inp[i]). Bindings: params, out, inp; `p.n` counts elements of type `t`. */
 function forwardSource(t: string): string {
   return common(t) + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
-@group(0) @binding(2) var<storage, read> inp: array<${t}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+${storage({ out: `read_write array<${t}>`, inp: `read array<${t}>` })}
+${computeMain(WG)}  let i = globalIndex;
   if (i >= p.n) { return; }
   let x = inp[i];
   out[i] = x * sig2(S * (x + K * x * x * x));
@@ -42,13 +39,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 /** dinp[i] = gelu'(inp[i]) * dout[i] (overwrites). Bindings: params, dinp, inp, dout. */
 function backwardSource(t: string): string {
   return common(t) + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dinp: array<${t}>;
-@group(0) @binding(2) var<storage, read> inp: array<${t}>;
-@group(0) @binding(3) var<storage, read> dout: array<${t}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+${storage({ dinp: `read_write array<${t}>`, inp: `read array<${t}>`, dout: `read array<${t}>` })}
+${computeMain(WG)}  let i = globalIndex;
   if (i >= p.n) { return; }
   let x = inp[i];
   let s = sig2(S * (x + K * x * x * x));
@@ -66,23 +58,23 @@ export const GELU_BACKWARD = backwardSource("f32");
 const GELU_FORWARD4 = forwardSource("vec4f");
 const GELU_BACKWARD4 = backwardSource("vec4f");
 
-/** Record out = gelu(inp) over the first `n` elements. */
-export function geluForward(plan: Plan, out: TensorView, inp: TensorView, n = inp.length): void {
+/** Record out = gelu(inp) over the first `n` elements (default: all of inp). */
+export function geluForward(
+  plan: Plan,
+  { out, inp, n = inp.length }: { out: TensorView; inp: TensorView; n?: number },
+): void {
   const w = n % 4 === 0 ? 4 : 1;
-  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "gelu.params");
+  const u = plan.params(PARAMS, { n: n / w }, "gelu.params");
   plan.add(w === 4 ? GELU_FORWARD4 : GELU_FORWARD, [u, out, inp], Math.ceil(n / w / WG), "gelu_forward");
 }
 
 /** Record dinp = gelu'(inp) * dout over the first `n` elements (dinp is overwritten). */
 export function geluBackward(
   plan: Plan,
-  dinp: TensorView,
-  inp: TensorView,
-  dout: TensorView,
-  n = inp.length,
+  { dinp, inp, dout, n = inp.length }: { dinp: TensorView; inp: TensorView; dout: TensorView; n?: number },
 ): void {
   const w = n % 4 === 0 ? 4 : 1;
-  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "gelu.params");
+  const u = plan.params(PARAMS, { n: n / w }, "gelu.params");
   const code = w === 4 ? GELU_BACKWARD4 : GELU_BACKWARD;
   plan.add(code, [u, dinp, inp, dout], Math.ceil(n / w / WG), "gelu_backward");
 }

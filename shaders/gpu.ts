@@ -61,12 +61,6 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 /** Adapter names of the CPU implementations of WebGPU: Mesa's llvmpipe/lavapipe and SwiftShader. */
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader|softpipe|software|\bcpu\b/i;
 
-/** Elements needed so that a tensor starting after `length` elements keeps offset alignment. */
-export function alignElements(length: number, alignmentBytes: number): number {
-  const per = alignmentBytes / 4;
-  return Math.ceil(length / per) * per;
-}
-
 /** The device, its limits, caches and a byte count of everything allocated. */
 export class Gpu {
   readonly device: GPUDevice;
@@ -185,7 +179,10 @@ export class Gpu {
     return { buffer: this.buffer(bytes, usage, label), offset: 0, length, label };
   }
 
-  /** A uniform block holding `data` (written now). Views returned here are bound like any tensor. */
+  /**
+   * A uniform block holding `data` (written now), bound like any tensor. The caller frees it; kernels make
+   * theirs through {@link Plan.params}, so the plan that binds a block owns it.
+   */
   uniform(data: ArrayBufferView | ArrayBuffer, label?: string): TensorView {
     const bytes = data instanceof ArrayBuffer ? data.byteLength : data.byteLength;
     const buffer = this.buffer(bytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label);
@@ -304,13 +301,26 @@ export function grid(gpu: Gpu, count: number): [number, number, number] {
 
 /**
  * A list of dispatches recorded once and replayed: the training step, a generation step, a scoring
- * batch. Encoding a plan makes no pipelines or bind groups.
+ * batch. Encoding a plan makes no pipelines or bind groups. The plan owns the uniform blocks recorded
+ * into it ({@link params}); {@link destroy} frees them.
  */
 export class Plan {
   readonly dispatches: Dispatch[] = [];
   readonly gpu: Gpu;
+  #uniforms: TensorView[] = [];
   constructor(gpu: Gpu) {
     this.gpu = gpu;
+  }
+
+  /** A uniform block of `layout` holding `values`, owned (and freed) by this plan. */
+  params<F extends UniformFields>(
+    layout: UniformLayout<F>,
+    values: UniformValues<F>,
+    label?: string,
+  ): TensorView {
+    const u = this.gpu.uniform(layout.pack(values), label);
+    this.#uniforms.push(u);
+    return u;
   }
 
   /** Record a launch of `code` with binding i = views[i]. */
@@ -329,7 +339,7 @@ export class Plan {
     this.dispatches.push({ pipeline, bindGroup, workgroups: wg, label });
   }
 
-  /** Append another plan's dispatches. */
+  /** Append another plan's dispatches; their uniform blocks stay owned by `other`, which must outlive this plan's use. */
   append(other: Plan): void {
     this.dispatches.push(...other.dispatches);
   }
@@ -352,19 +362,82 @@ export class Plan {
     this.encode(enc);
     this.gpu.device.queue.submit([enc.finish()]);
   }
+
+  /** Free the uniform blocks this plan owns and forget its dispatches; the plan is empty afterwards. */
+  destroy(): void {
+    for (const u of this.#uniforms) this.gpu.free(u);
+    this.#uniforms = [];
+    this.dispatches.length = 0;
+  }
+}
+
+/** The scalar types a uniform block holds; each takes 4 bytes. */
+export type UniformType = "u32" | "i32" | "f32";
+/** Field names of a uniform block and their types, in declaration order. */
+export type UniformFields = Record<string, UniformType>;
+/** One value per field of a uniform block. */
+export type UniformValues<F extends UniformFields> = { [K in keyof F]: number };
+
+/**
+ * A kernel's uniform block declared once: `wgsl` is the WGSL `Params` struct and its binding 0 as `p`,
+ * `pack` writes values in the same field order, 4 bytes each.
+ */
+export interface UniformLayout<F extends UniformFields> {
+  readonly fields: F;
+  readonly wgsl: string;
+  pack(values: UniformValues<F>): ArrayBuffer;
 }
 
 /**
- * Pack a uniform block from a list of fields; `u` = u32, `i` = i32, `f` = f32. Each field takes
- * 4 bytes in declaration order, so the WGSL struct must use only scalar u32/i32/f32 members.
+ * Declare a uniform block from its fields, e.g. `uniformLayout({ n: "u32", scale: "f32" })`. Only
+ * scalar members, so WGSL lays them out 4 bytes apart in order, as `pack` writes them.
  */
-export function packUniform(fields: Array<["u" | "i" | "f", number]>): ArrayBuffer {
-  const buf = new ArrayBuffer(Math.max(16, Math.ceil((fields.length * 4) / 16) * 16));
-  const dv = new DataView(buf);
-  fields.forEach(([kind, value], i) => {
-    if (kind === "f") dv.setFloat32(i * 4, value, true);
-    else if (kind === "i") dv.setInt32(i * 4, value, true);
-    else dv.setUint32(i * 4, value, true);
-  });
-  return buf;
+export function uniformLayout<F extends UniformFields>(fields: F): UniformLayout<F> {
+  const entries = Object.entries(fields);
+  const wgsl = `struct Params { ${entries.map(([name, type]) => `${name}: ${type}`).join(", ")} }
+@group(0) @binding(0) var<uniform> p: Params;
+`;
+  return {
+    fields,
+    wgsl,
+    pack(values) {
+      const buf = new ArrayBuffer(Math.max(16, Math.ceil((entries.length * 4) / 16) * 16));
+      const dv = new DataView(buf);
+      entries.forEach(([name, type], i) => {
+        const value = values[name];
+        if (type === "f32") dv.setFloat32(i * 4, value, true);
+        else if (type === "i32") dv.setInt32(i * 4, value, true);
+        else dv.setUint32(i * 4, value, true);
+      });
+      return buf;
+    },
+  };
+}
+
+/** How a kernel binds a storage buffer: its access mode and WGSL type, e.g. `read array<vec4f>`. */
+export type StorageDecl = `${"read" | "read_write"} ${string}`;
+
+/**
+ * The storage bindings of a kernel, numbered from `first` (1 after the uniform block) in the order given:
+ * outputs first, then inputs, the same order as the views its recording function binds.
+ */
+export function storage(buffers: Record<string, StorageDecl>, first = 1): string {
+  return Object.entries(buffers).map(([name, decl], i) => {
+    const [access, type] = [decl.slice(0, decl.indexOf(" ")), decl.slice(decl.indexOf(" ") + 1)];
+    return `@group(0) @binding(${first + i}) var<storage, ${access}> ${name}: ${type};`;
+  }).join("\n") + "\n";
+}
+
+/**
+ * The entry point every kernel opens with: `main` with the builtins `wid`, `nwg`, `li` (local index) and
+ * `lid` (local id), and `wgIndex`, the linear workgroup index of a {@link grid} dispatch
+ * (`wid.x + wid.y * nwg.x`). For a 1-D workgroup also `globalIndex` = wgIndex * size + li.
+ */
+export function computeMain(size: number | [number, number]): string {
+  const [x, y] = typeof size === "number" ? [size, 1] : size;
+  return `@compute @workgroup_size(${x}${y > 1 ? `, ${y}` : ""})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) li: u32, @builtin(local_invocation_id) lid: vec3u) {
+  let wgIndex = wid.x + wid.y * nwg.x;
+${y === 1 ? `  let globalIndex = wgIndex * ${x}u + li;\n` : ""}`;
 }

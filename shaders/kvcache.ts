@@ -5,28 +5,27 @@
  * Cache layout: [nSeq, maxT, C] (sequence s, position t, head h in columns h*hd..).
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
-const INDEX = /* wgsl */ `
-fn linear(wid: vec3u, nwg: vec3u, li: u32) -> u32 { return (wid.x + wid.y * nwg.x) * ${WG}u + li; }
-`;
+const KV_STORE_PARAMS = uniformLayout({ nSeq: "u32", rows: "u32", C: "u32", maxT: "u32" });
+/** `first` = 1 for the first wte chunk, which also adds the position embedding. */
+const EMBED_AT_PARAMS = uniformLayout({ nSeq: "u32", C: "u32", v0: "u32", v1: "u32", first: "u32" });
+const GATHER_PARAMS = uniformLayout({ nSeq: "u32", T: "u32", C: "u32" });
+const COPY_PARAMS = uniformLayout({ rows: "u32", C: "u32", ld: "u32", offset: "u32" });
+const ADVANCE_PARAMS = uniformLayout({ nSeq: "u32", maxNew: "u32" });
 
 /**
  * For every sequence s and source row r < rows: cache[s, base[s] + r, :] = k (and v) of qkv row s*rows + r.
  * Prefill: rows = context length, base = 0. Decode: rows = 1, base = current length.
  */
-export const KV_STORE = INDEX + /* wgsl */ `
-struct Params { nSeq: u32, rows: u32, C: u32, maxT: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> kCache: array<f32>;
-@group(0) @binding(2) var<storage, read_write> vCache: array<f32>;
-@group(0) @binding(3) var<storage, read> qkv: array<f32>;
-@group(0) @binding(4) var<storage, read> base: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = linear(wid, nwg, li);
+export const KV_STORE = KV_STORE_PARAMS.wgsl + storage({
+  kCache: "read_write array<f32>",
+  vCache: "read_write array<f32>",
+  qkv: "read array<f32>",
+  base: "read array<u32>",
+}) + computeMain(WG) + /* wgsl */ `  let i = globalIndex;
   let total = p.nSeq * p.rows * p.C;
   if (i >= total) { return; }
   let c = i % p.C;
@@ -42,17 +41,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 
 /** out[s] = wte[tokens[s]] + wpe[pos[s]] for one token per sequence; wte given as one chunk [v0, v1). */
-export const EMBED_AT = INDEX + /* wgsl */ `
-struct Params { nSeq: u32, C: u32, v0: u32, v1: u32, first: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> tokens: array<u32>;
-@group(0) @binding(3) var<storage, read> pos: array<u32>;
-@group(0) @binding(4) var<storage, read> wte: array<f32>;
-@group(0) @binding(5) var<storage, read> wpe: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = linear(wid, nwg, li);
+export const EMBED_AT = EMBED_AT_PARAMS.wgsl + storage({
+  out: "read_write array<f32>",
+  tokens: "read array<u32>",
+  pos: "read array<u32>",
+  wte: "read array<f32>",
+  wpe: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let i = globalIndex;
   if (i >= p.nSeq * p.C) { return; }
   let s = i / p.C;
   let c = i % p.C;
@@ -65,15 +60,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 
 /** out[s, :] = x[s*T + idx[s], :]: each sequence's row at its own index (e.g. its last context position). */
-export const GATHER_ROWS = INDEX + /* wgsl */ `
-struct Params { nSeq: u32, T: u32, C: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> idx: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = linear(wid, nwg, li);
+export const GATHER_ROWS = GATHER_PARAMS.wgsl +
+  storage({ out: "read_write array<f32>", x: "read array<f32>", idx: "read array<u32>" }) + computeMain(WG) +
+  /* wgsl */ `  let i = globalIndex;
   if (i >= p.nSeq * p.C) { return; }
   let s = i / p.C;
   let c = i % p.C;
@@ -81,68 +70,72 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 `;
 
-/** Record a store of k and v from `qkv` ([nSeq*rows, 3C]) into the caches at per-sequence `base` positions. */
+/**
+ * Record a store of k and v from `qkv` ([nSeq*rows, 3C]) into the caches [nSeq, maxT, C] at per-sequence
+ * `base` positions (u32 [nSeq]).
+ */
 export function kvStore(
   plan: Plan,
-  kCache: TensorView,
-  vCache: TensorView,
-  qkv: TensorView,
-  base: TensorView,
-  nSeq: number,
-  rows: number,
-  C: number,
-  maxT: number,
+  args: {
+    kCache: TensorView;
+    vCache: TensorView;
+    qkv: TensorView;
+    base: TensorView;
+    nSeq: number;
+    rows: number;
+    C: number;
+    maxT: number;
+  },
 ): void {
-  const u = plan.gpu.uniform(
-    packUniform([["u", nSeq], ["u", rows], ["u", C], ["u", maxT]]),
-    "kvstore.params",
-  );
+  const { kCache, vCache, qkv, base, nSeq, rows, C, maxT } = args;
+  const u = plan.params(KV_STORE_PARAMS, { nSeq, rows, C, maxT }, "kvstore.params");
   plan.add(KV_STORE, [u, kCache, vCache, qkv, base], Math.ceil((nSeq * rows * C) / WG), "kv_store");
 }
 
-/** Record out[s] = wte[tokens[s]] + wpe[pos[s]], one dispatch per wte chunk. */
+/** Record out[s] = wte[tokens[s]] + wpe[pos[s]] for out [nSeq, C], one dispatch per wte chunk. */
 export function embedAt(
   plan: Plan,
-  out: TensorView,
-  tokens: TensorView,
-  pos: TensorView,
-  wteChunks: { view: TensorView; v0: number; v1: number }[],
-  wpe: TensorView,
-  nSeq: number,
-  C: number,
+  args: {
+    out: TensorView;
+    tokens: TensorView;
+    pos: TensorView;
+    wte: { view: TensorView; v0: number; v1: number }[];
+    wpe: TensorView;
+    nSeq: number;
+    C: number;
+  },
 ): void {
-  wteChunks.forEach((chunk, i) => {
-    const u = plan.gpu.uniform(
-      packUniform([["u", nSeq], ["u", C], ["u", chunk.v0], ["u", chunk.v1], ["u", i === 0 ? 1 : 0]]),
+  const { out, tokens, pos, wte, wpe, nSeq, C } = args;
+  wte.forEach((chunk, i) => {
+    const u = plan.params(
+      EMBED_AT_PARAMS,
+      { nSeq, C, v0: chunk.v0, v1: chunk.v1, first: i === 0 ? 1 : 0 },
       "embedat.params",
     );
     plan.add(EMBED_AT, [u, out, tokens, pos, chunk.view, wpe], Math.ceil((nSeq * C) / WG), "embed_at");
   });
 }
 
-/** Record out[s] = x[s*T + idx[s]] for rows of width C. */
+/** Record out[s] = x[s*T + idx[s]] for rows of width C (idx: u32 [nSeq]). */
 export function gatherRows(
   plan: Plan,
-  out: TensorView,
-  x: TensorView,
-  idx: TensorView,
-  nSeq: number,
-  T: number,
-  C: number,
+  { out, x, idx, nSeq, T, C }: {
+    out: TensorView;
+    x: TensorView;
+    idx: TensorView;
+    nSeq: number;
+    T: number;
+    C: number;
+  },
 ): void {
-  const u = plan.gpu.uniform(packUniform([["u", nSeq], ["u", T], ["u", C]]), "gather.params");
+  const u = plan.params(GATHER_PARAMS, { nSeq, T, C }, "gather.params");
   plan.add(GATHER_ROWS, [u, out, x, idx], Math.ceil((nSeq * C) / WG), "gather_rows");
 }
 
 /** out[r, c] = x[r * ld + offset + c] for c < C: e.g. the q block of a qkv row. */
-export const COPY_COLUMNS = INDEX + /* wgsl */ `
-struct Params { rows: u32, C: u32, ld: u32, offset: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = linear(wid, nwg, li);
+export const COPY_COLUMNS = COPY_PARAMS.wgsl +
+  storage({ out: "read_write array<f32>", x: "read array<f32>" }) + computeMain(WG) + /* wgsl */
+  `  let i = globalIndex;
   if (i >= p.rows * p.C) { return; }
   let r = i / p.C;
   out[i] = x[r * p.ld + p.offset + i % p.C];
@@ -153,17 +146,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  * After a decode step: history[s, step] = tokens[s]; pos[s] += 1; lens[s] = pos[s] + 1.
  * `step` is a one-element buffer the caller rewrites each step.
  */
-export const ADVANCE = INDEX + /* wgsl */ `
-struct Params { nSeq: u32, maxNew: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> history: array<u32>;
-@group(0) @binding(2) var<storage, read_write> pos: array<u32>;
-@group(0) @binding(3) var<storage, read_write> lens: array<u32>;
-@group(0) @binding(4) var<storage, read> tokens: array<u32>;
-@group(0) @binding(5) var<storage, read> step: array<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let s = linear(wid, nwg, li);
+export const ADVANCE = ADVANCE_PARAMS.wgsl + storage({
+  history: "read_write array<u32>",
+  pos: "read_write array<u32>",
+  lens: "read_write array<u32>",
+  tokens: "read array<u32>",
+  step: "read array<u32>",
+}) + computeMain(WG) + /* wgsl */ `  let s = globalIndex;
   if (s >= p.nSeq) { return; }
   if (step[0] < p.maxNew) { history[s * p.maxNew + step[0]] = tokens[s]; }
   pos[s] = pos[s] + 1u;
@@ -174,40 +163,44 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 /** Record out = the `C` columns at `offset` of each row of x (row stride ld). */
 export function copyColumns(
   plan: Plan,
-  out: TensorView,
-  x: TensorView,
-  rows: number,
-  C: number,
-  ld: number,
-  offset: number,
+  { out, x, rows, C, ld, offset }: {
+    out: TensorView;
+    x: TensorView;
+    rows: number;
+    C: number;
+    ld: number;
+    offset: number;
+  },
 ): void {
-  const u = plan.gpu.uniform(
-    packUniform([["u", rows], ["u", C], ["u", ld], ["u", offset]]),
-    "copycols.params",
-  );
+  const u = plan.params(COPY_PARAMS, { rows, C, ld, offset }, "copycols.params");
   plan.add(COPY_COLUMNS, [u, out, x], Math.ceil((rows * C) / WG), "copy_columns");
 }
 
-/** Record the end of a decode step: append tokens to the history and move every sequence one position on. */
+/**
+ * Record the end of a decode step: append tokens to the history [nSeq, maxNew] and move every sequence
+ * one position on (pos and lens, u32 [nSeq]); `step` is the one-element step counter.
+ */
 export function advance(
   plan: Plan,
-  history: TensorView,
-  pos: TensorView,
-  lens: TensorView,
-  tokens: TensorView,
-  step: TensorView,
-  nSeq: number,
-  maxNew: number,
+  args: {
+    history: TensorView;
+    pos: TensorView;
+    lens: TensorView;
+    tokens: TensorView;
+    step: TensorView;
+    nSeq: number;
+    maxNew: number;
+  },
 ): void {
-  const u = plan.gpu.uniform(packUniform([["u", nSeq], ["u", maxNew]]), "advance.params");
+  const { history, pos, lens, tokens, step, nSeq, maxNew } = args;
+  const u = plan.params(ADVANCE_PARAMS, { nSeq, maxNew }, "advance.params");
   plan.add(ADVANCE, [u, history, pos, lens, tokens, step], Math.ceil(nSeq / WG), "advance");
 }
 
 /** counter[0] += 1: moves the decode step on the GPU, so several steps can share one submission. */
-export const INCREMENT = /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> counter: array<u32>;
-@compute @workgroup_size(1)
-fn main() { counter[0] = counter[0] + 1u; }
+export const INCREMENT = storage({ counter: "read_write array<u32>" }, 0) + computeMain(1) + /* wgsl */ `
+  counter[0] = counter[0] + 1u;
+}
 `;
 
 /** Record counter[0] += 1. */

@@ -9,26 +9,44 @@
  * The column sums run in two fixed-order stages (blocks of rows, then blocks), so they are deterministic.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 import { wgslTreeSum } from "./reduce.ts";
 
 const WG = 256;
 /** Rows a stage-1 workgroup of the weight/bias gradient sums. */
 const ROWS_PER_BLOCK = 64;
 
+const FORWARD_PARAMS = uniformLayout({ N: "u32", C: "u32", eps: "f32" });
+const BACKWARD_PARAMS = uniformLayout({ N: "u32", C: "u32" });
+/** Stage 1 of the weight/bias gradients: `nBlocks` blocks of ROWS_PER_BLOCK rows. */
+const PARTIAL_PARAMS = uniformLayout({ N: "u32", C: "u32", nBlocks: "u32" });
+const FINAL_PARAMS = uniformLayout({ C: "u32", nBlocks: "u32" });
+
+/** Bindings of the forward kernels; `t` is the element type of the rows. */
+const forwardBindings = (t: string) =>
+  storage({
+    out: `read_write array<${t}>`,
+    mean: "read_write array<f32>",
+    rstd: "read_write array<f32>",
+    inp: `read array<${t}>`,
+    weight: `read array<${t}>`,
+    bias: `read array<${t}>`,
+  });
+
+/** Bindings of the input-gradient kernels. */
+const backwardBindings = (t: string) =>
+  storage({
+    dinp: `read_write array<${t}>`,
+    dout: `read array<${t}>`,
+    inp: `read array<${t}>`,
+    weight: `read array<${t}>`,
+    mean: "read array<f32>",
+    rstd: "read array<f32>",
+  });
+
 /** One workgroup per row: out = (x - mean) * rstd * weight + bias; saves mean and rstd. */
-export const LAYERNORM_FORWARD = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
-struct Params { N: u32, C: u32, eps: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> inp: array<f32>;
-@group(0) @binding(5) var<storage, read> weight: array<f32>;
-@group(0) @binding(6) var<storage, read> bias: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = wid.x + wid.y * nwg.x;
+export const LAYERNORM_FORWARD = wgslTreeSum("treeSum", "f32", WG) + FORWARD_PARAMS.wgsl +
+  forwardBindings("f32") + computeMain(WG) + /* wgsl */ `  let row = wgIndex;
   if (row >= p.N) { return; }
   let base = row * p.C;
   var s = 0.0;
@@ -52,18 +70,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 `;
 
 /** One workgroup per row: dinp += rstd * (dn - mean(dn) - n * mean(dn * n)). */
-export const LAYERNORM_BACKWARD_INPUT = wgslTreeSum("treeSum2", "vec2f", WG) + /* wgsl */ `
-struct Params { N: u32, C: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> inp: array<f32>;
-@group(0) @binding(4) var<storage, read> weight: array<f32>;
-@group(0) @binding(5) var<storage, read> mean: array<f32>;
-@group(0) @binding(6) var<storage, read> rstd: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = wid.x + wid.y * nwg.x;
+export const LAYERNORM_BACKWARD_INPUT = wgslTreeSum("treeSum2", "vec2f", WG) + BACKWARD_PARAMS.wgsl +
+  backwardBindings("f32") + computeMain(WG) + /* wgsl */ `  let row = wgIndex;
   if (row >= p.N) { return; }
   let base = row * p.C;
   let m = mean[row];
@@ -98,9 +106,7 @@ function rowTypes(w: 1 | 4): { t: string; sum: (e: string) => string; zero: stri
 
 /** Entry point of the row kernels: this thread's `row`, its `n` vectors, and their first index `base`. */
 function rowPrologue(w: 1 | 4): string {
-  return /* wgsl */ `@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  return computeMain(ROW_WG) + /* wgsl */ `  let row = globalIndex;
   if (row >= p.N) { return; }
   let n = p.C / ${w}u;
   let base = row * n;
@@ -114,16 +120,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  */
 export function layernormForwardRowsSource(w: 1 | 4): string {
   const { t, sum, zero } = rowTypes(w);
-  return /* wgsl */ `
-struct Params { N: u32, C: u32, eps: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
-@group(0) @binding(2) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(4) var<storage, read> inp: array<${t}>;
-@group(0) @binding(5) var<storage, read> weight: array<${t}>;
-@group(0) @binding(6) var<storage, read> bias: array<${t}>;
-${rowPrologue(w)}  var s = ${zero};
+  return FORWARD_PARAMS.wgsl + forwardBindings(t) + /* wgsl */ `${rowPrologue(w)}  var s = ${zero};
   for (var c = 0u; c < n; c++) { s += inp[base + c]; }
   let m = ${sum("s")} / f32(p.C);
   // Two passes (sum of squared deviations) rather than E[x^2] - m^2, which cancels badly.
@@ -148,16 +145,7 @@ ${rowPrologue(w)}  var s = ${zero};
  */
 export function layernormBackwardInputRowsSource(w: 1 | 4): string {
   const { t, sum, zero } = rowTypes(w);
-  return /* wgsl */ `
-struct Params { N: u32, C: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dinp: array<${t}>;
-@group(0) @binding(2) var<storage, read> dout: array<${t}>;
-@group(0) @binding(3) var<storage, read> inp: array<${t}>;
-@group(0) @binding(4) var<storage, read> weight: array<${t}>;
-@group(0) @binding(5) var<storage, read> mean: array<f32>;
-@group(0) @binding(6) var<storage, read> rstd: array<f32>;
-${rowPrologue(w)}  let m = mean[row];
+  return BACKWARD_PARAMS.wgsl + backwardBindings(t) + /* wgsl */ `${rowPrologue(w)}  let m = mean[row];
   let r = rstd[row];
   var a = ${zero};
   var b = ${zero};
@@ -184,17 +172,13 @@ export type RowKernels = "workgroup" | "thread";
  * partial[blk*C + c] = sum of dout*n and partial[(nBlocks + blk)*C + c] = sum of dout over the block's
  * rows, in row order.
  */
-export const LAYERNORM_BACKWARD_PARAMS_PARTIAL = /* wgsl */ `
-struct Params { N: u32, C: u32, nBlocks: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> partial: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> inp: array<f32>;
-@group(0) @binding(4) var<storage, read> mean: array<f32>;
-@group(0) @binding(5) var<storage, read> rstd: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
-  let c = wid.x * ${WG}u + li;
+export const LAYERNORM_BACKWARD_PARAMS_PARTIAL = PARTIAL_PARAMS.wgsl + storage({
+  partial: "read_write array<f32>",
+  dout: "read array<f32>",
+  inp: "read array<f32>",
+  mean: "read array<f32>",
+  rstd: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let c = wid.x * ${WG}u + li;
   let blk = wid.y;
   if (c >= p.C) { return; }
   let r1 = min((blk + 1u) * ${ROWS_PER_BLOCK}u, p.N);
@@ -211,15 +195,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
 `;
 
 /** Stage 2: one thread per column adds the block partials, in block order, into dweight and dbias. */
-export const LAYERNORM_BACKWARD_PARAMS_FINAL = /* wgsl */ `
-struct Params { C: u32, nBlocks: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dweight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dbias: array<f32>;
-@group(0) @binding(3) var<storage, read> partial: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
-  let c = wid.x * ${WG}u + li;
+export const LAYERNORM_BACKWARD_PARAMS_FINAL = FINAL_PARAMS.wgsl + storage({
+  dweight: "read_write array<f32>",
+  dbias: "read_write array<f32>",
+  partial: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let c = wid.x * ${WG}u + li;
   if (c >= p.C) { return; }
   var sw = 0.0;
   var sb = 0.0;
@@ -265,23 +245,28 @@ function partialScratch(gpu: Gpu, elements: number): TensorView {
   return view;
 }
 
+/** The tensors of {@link layernormForward}: rows of inp [N, C] in, out [N, C] and mean, rstd [N] out. */
+export interface LayernormForwardArgs {
+  out: TensorView;
+  mean: TensorView;
+  rstd: TensorView;
+  inp: TensorView;
+  weight: TensorView;
+  bias: TensorView;
+  N: number;
+  C: number;
+  eps: number;
+  /** Default: one row per thread on CPU adapters, one per workgroup on GPUs. */
+  rows?: RowKernels;
+}
+
 /**
  * Record out = LayerNorm(inp) * weight + bias per row of inp [N, C]; mean and rstd [N] are saved for
  * backward. `out` must not alias `inp`.
  */
-export function layernormForward(
-  plan: Plan,
-  out: TensorView,
-  mean: TensorView,
-  rstd: TensorView,
-  inp: TensorView,
-  weight: TensorView,
-  bias: TensorView,
-  N: number,
-  C: number,
-  eps: number,
-  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
-): void {
+export function layernormForward(plan: Plan, args: LayernormForwardArgs): void {
+  const { out, mean, rstd, inp, weight, bias, N, C, eps } = args;
+  const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   const fn = "layernormForward";
   need(fn, "out", out, N * C);
   need(fn, "inp", inp, N * C);
@@ -289,7 +274,7 @@ export function layernormForward(
   need(fn, "rstd", rstd, N);
   need(fn, "weight", weight, C);
   need(fn, "bias", bias, C);
-  const u = plan.gpu.uniform(packUniform([["u", N], ["u", C], ["f", eps]]), "layernorm.params");
+  const u = plan.params(FORWARD_PARAMS, { N, C, eps }, "layernorm.params");
   const views = [u, out, mean, rstd, inp, weight, bias];
   if (rows === "thread") {
     const code = rowSource("forward", C % 4 === 0 ? 4 : 1);
@@ -297,24 +282,28 @@ export function layernormForward(
   } else plan.add(LAYERNORM_FORWARD, views, N, "layernorm_forward");
 }
 
+/** The tensors of {@link layernormBackward}: the forward's inp, weight, mean and rstd, and dout [N, C]. */
+export interface LayernormBackwardArgs {
+  dinp: TensorView;
+  dweight: TensorView;
+  dbias: TensorView;
+  dout: TensorView;
+  inp: TensorView;
+  weight: TensorView;
+  mean: TensorView;
+  rstd: TensorView;
+  N: number;
+  C: number;
+  rows?: RowKernels;
+}
+
 /**
  * Record LayerNorm backward. Accumulates: dinp += dL/dinp (the residual-stream gradient),
  * dweight += dL/dweight, dbias += dL/dbias. `mean` and `rstd` are those saved by the forward pass.
  */
-export function layernormBackward(
-  plan: Plan,
-  dinp: TensorView,
-  dweight: TensorView,
-  dbias: TensorView,
-  dout: TensorView,
-  inp: TensorView,
-  weight: TensorView,
-  mean: TensorView,
-  rstd: TensorView,
-  N: number,
-  C: number,
-  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
-): void {
+export function layernormBackward(plan: Plan, args: LayernormBackwardArgs): void {
+  const { dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C } = args;
+  const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   const fn = "layernormBackward";
   need(fn, "dinp", dinp, N * C);
   need(fn, "dout", dout, N * C);
@@ -325,7 +314,7 @@ export function layernormBackward(
   need(fn, "mean", mean, N);
   need(fn, "rstd", rstd, N);
   const gpu = plan.gpu;
-  const u = gpu.uniform(packUniform([["u", N], ["u", C]]), "layernorm.params");
+  const u = plan.params(BACKWARD_PARAMS, { N, C }, "layernorm.params");
   const views = [u, dinp, dout, inp, weight, mean, rstd];
   if (rows === "thread") {
     const code = rowSource("backward", C % 4 === 0 ? 4 : 1);
@@ -340,14 +329,14 @@ export function layernormBackward(
   }
   const partial = partialScratch(gpu, 2 * nBlocks * C);
   const colTiles = Math.ceil(C / WG);
-  const u1 = gpu.uniform(packUniform([["u", N], ["u", C], ["u", nBlocks]]), "layernorm.params");
+  const u1 = plan.params(PARTIAL_PARAMS, { N, C, nBlocks }, "layernorm.params");
   plan.add(
     LAYERNORM_BACKWARD_PARAMS_PARTIAL,
     [u1, partial, dout, inp, mean, rstd],
     [colTiles, nBlocks, 1],
     "layernorm_backward_params_partial",
   );
-  const u2 = gpu.uniform(packUniform([["u", C], ["u", nBlocks]]), "layernorm.params");
+  const u2 = plan.params(FINAL_PARAMS, { C, nBlocks }, "layernorm.params");
   plan.add(
     LAYERNORM_BACKWARD_PARAMS_FINAL,
     [u2, dweight, dbias, partial],

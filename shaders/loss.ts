@@ -17,7 +17,7 @@
  * Every reduction is a per-thread strided sum followed by a fixed-order tree, so results are deterministic.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
@@ -40,6 +40,18 @@ export const METRIC = {
 /** Elements a `metrics` buffer needs. */
 export const METRICS_LENGTH = 6;
 
+const SUMS_PARAMS = uniformLayout({ nSeq: "u32", T: "u32" });
+/** The first nWinning sequences count; `weight` scales g. */
+const LM_PARAMS = uniformLayout({ nSeq: "u32", T: "u32", nWinning: "u32", weight: "f32" });
+const SIMPO_PARAMS = uniformLayout({ P: "u32", T: "u32", beta: "f32", gamma: "f32" });
+/** Bindings of both loss kernels. */
+const LOSS_BINDINGS = storage({
+  metrics: "read_write array<f32>",
+  g: "read_write array<f32>",
+  lp: "read array<f32>",
+  mask: "read array<f32>",
+});
+
 /** A fixed-order tree sum over the workgroup, returned to every thread. */
 const TREE_SUM = /* wgsl */ `
 var<workgroup> red: array<vec4f, ${WG}>;
@@ -57,17 +69,12 @@ fn treeSum(li: u32, v: vec4f) -> vec4f {
 `;
 
 /** sums[s] = sum_t mask*lp, counts[s] = sum_t mask; one workgroup per sequence. Bindings: params, sums, counts, lp, mask. */
-export const SEQUENCE_SUMS = TREE_SUM + /* wgsl */ `
-struct Params { nSeq: u32, T: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> sums: array<f32>;
-@group(0) @binding(2) var<storage, read_write> counts: array<f32>;
-@group(0) @binding(3) var<storage, read> lp: array<f32>;
-@group(0) @binding(4) var<storage, read> mask: array<f32>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let s = wid.x + wid.y * nwg.x;
+export const SEQUENCE_SUMS = TREE_SUM + SUMS_PARAMS.wgsl + storage({
+  sums: "read_write array<f32>",
+  counts: "read_write array<f32>",
+  lp: "read array<f32>",
+  mask: "read array<f32>",
+}) + computeMain(WG) + /* wgsl */ `  let s = wgIndex;
   if (s >= p.nSeq) { return; }
   var a = vec4f(0.0);
   for (var t = li; t < p.T; t += ${WG}u) {
@@ -87,17 +94,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  * g[row] = -weight * mask[row] / (sum mask) for those rows and 0 for rows [nWinning*T, nSeq*T).
  * One workgroup. Bindings: params, metrics, g, lp, mask.
  */
-export const LM_LOSS = TREE_SUM + /* wgsl */ `
-struct Params { nSeq: u32, T: u32, nWinning: u32, weight: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> metrics: array<f32>;
-@group(0) @binding(2) var<storage, read_write> g: array<f32>;
-@group(0) @binding(3) var<storage, read> lp: array<f32>;
-@group(0) @binding(4) var<storage, read> mask: array<f32>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) li: u32) {
-  let n = p.nWinning * p.T;
+export const LM_LOSS = TREE_SUM + LM_PARAMS.wgsl + LOSS_BINDINGS + computeMain(WG) + /* wgsl */
+  `  let n = p.nWinning * p.T;
   var a = vec4f(0.0);
   for (var i = li; i < n; i += ${WG}u) {
     a += vec4f(mask[i] * lp[i], mask[i], 0.0, 0.0);
@@ -118,14 +116,7 @@ fn main(@builtin(local_invocation_index) li: u32) {
  * g[row of win_i] += dz_i * beta * mask / count_win and g[row of lose_i] -= dz_i * beta * mask / count_lose.
  * One workgroup; pairs in order, so the metric sums are deterministic. Bindings: params, metrics, g, lp, mask.
  */
-export const SIMPO_LOSS = TREE_SUM + /* wgsl */ `
-struct Params { P: u32, T: u32, beta: f32, gamma: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> metrics: array<f32>;
-@group(0) @binding(2) var<storage, read_write> g: array<f32>;
-@group(0) @binding(3) var<storage, read> lp: array<f32>;
-@group(0) @binding(4) var<storage, read> mask: array<f32>;
-
+export const SIMPO_LOSS = TREE_SUM + SIMPO_PARAMS.wgsl + LOSS_BINDINGS + /* wgsl */ `
 // log(1 + e) for e in [0, 1]; the series keeps precision where 1 + e rounds to 1.
 fn log1pSmall(e: f32) -> f32 {
   if (e < 1e-4) { return e - 0.5 * e * e; }
@@ -143,9 +134,7 @@ fn sigmoid(z: f32) -> f32 {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), z >= 0.0);
 }
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) li: u32) {
-  var loss = 0.0;
+${computeMain(WG)}  var loss = 0.0;
   var chosen = 0.0;
   var rejected = 0.0;
   var wins = 0.0;
@@ -205,20 +194,24 @@ function checkLengths(where: string, need: number, views: Record<string, TensorV
  */
 export function sequenceSums(
   plan: Plan,
-  sums: TensorView,
-  counts: TensorView,
-  lp: TensorView,
-  mask: TensorView,
-  nSeq: number,
-  T: number,
+  args: { sums: TensorView; counts: TensorView; lp: TensorView; mask: TensorView; nSeq: number; T: number },
 ): void {
+  const { sums, counts, lp, mask, nSeq, T } = args;
   const where = "sequenceSums";
   checkCount(where, "nSeq", nSeq);
   checkCount(where, "T", T);
   checkLengths(where, nSeq, { sums, counts });
   checkLengths(where, nSeq * T, { lp, mask });
-  const u = plan.gpu.uniform(packUniform([["u", nSeq], ["u", T]]), "loss.sums.params");
+  const u = plan.params(SUMS_PARAMS, { nSeq, T }, "loss.sums.params");
   plan.add(SEQUENCE_SUMS, [u, sums, counts, lp, mask], nSeq, "sequence_sums");
+}
+
+/** The buffers every loss reads and writes: metrics (slots {@link METRIC}), g and lp [nSeq*T]. */
+export interface LossBuffers {
+  metrics: TensorView;
+  g: TensorView;
+  lp: TensorView;
+  T: number;
 }
 
 /**
@@ -228,15 +221,9 @@ export function sequenceSums(
  */
 export function lmLoss(
   plan: Plan,
-  metrics: TensorView,
-  g: TensorView,
-  lp: TensorView,
-  lmMask: TensorView,
-  nSeq: number,
-  T: number,
-  nWinning: number,
-  weight: number,
+  args: LossBuffers & { lmMask: TensorView; nSeq: number; nWinning: number; weight: number },
 ): void {
+  const { metrics, g, lp, lmMask, nSeq, T, nWinning, weight } = args;
   const where = "lmLoss";
   checkCount(where, "nSeq", nSeq);
   checkCount(where, "T", T);
@@ -245,10 +232,7 @@ export function lmLoss(
   if (!Number.isFinite(weight)) throw new Error(`${where}: weight must be finite, got ${weight}`);
   checkLengths(where, METRICS_LENGTH, { metrics });
   checkLengths(where, nSeq * T, { g, lp, lmMask });
-  const u = plan.gpu.uniform(
-    packUniform([["u", nSeq], ["u", T], ["u", nWinning], ["f", weight]]),
-    "loss.lm.params",
-  );
+  const u = plan.params(LM_PARAMS, { nSeq, T, nWinning, weight }, "loss.lm.params");
   plan.add(LM_LOSS, [u, metrics, g, lp, lmMask], 1, "lm_loss");
 }
 
@@ -260,15 +244,9 @@ export function lmLoss(
  */
 export function simpoLoss(
   plan: Plan,
-  metrics: TensorView,
-  g: TensorView,
-  lp: TensorView,
-  compMask: TensorView,
-  P: number,
-  T: number,
-  beta: number,
-  gamma: number,
+  args: LossBuffers & { compMask: TensorView; P: number; beta: number; gamma: number },
 ): void {
+  const { metrics, g, lp, compMask, P, T, beta, gamma } = args;
   const where = "simpoLoss";
   checkCount(where, "P", P);
   checkCount(where, "T", T);
@@ -277,9 +255,6 @@ export function simpoLoss(
   }
   checkLengths(where, METRICS_LENGTH, { metrics });
   checkLengths(where, 2 * P * T, { g, lp, compMask });
-  const u = plan.gpu.uniform(
-    packUniform([["u", P], ["u", T], ["f", beta], ["f", gamma]]),
-    "loss.simpo.params",
-  );
+  const u = plan.params(SIMPO_PARAMS, { P, T, beta, gamma }, "loss.simpo.params");
   plan.add(SIMPO_LOSS, [u, metrics, g, lp, compMask], 1, "simpo_loss");
 }

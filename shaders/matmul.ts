@@ -1,5 +1,6 @@
 /**
- * Matrix multiply for every linear layer of GPT-2, forward and backward, and the bias gradient.
+ * Matrix multiply for every linear layer of GPT-2, forward and backward, the bias gradient, and the
+ * linear layer y = x W + b in both directions ({@link linearForward}, {@link linearBackward}).
  *
  * `out[M,N] (=|+=) op(A)[M,K] · op(B)[K,N] (+ bias[N])`, where op is the identity or the transpose.
  * Row strides and element offsets are uniform parameters, so the same kernels serve a chunk of the tied
@@ -9,8 +10,8 @@
  * from templates; the pipeline cache of {@link Plan} keys on the source, so each variant compiles once:
  *
  * - vec4: operands bound as `array<vec4f>`, every thread loads 16-byte vectors along the contiguous
- *   dimension of each operand and keeps a register tile of `out` (16 x 16 on CPU adapters, 8 x 8 on
- *   GPUs, 4 x 16 for products of at most 16 rows). Needs the row
+ *   dimension of each operand and keeps a register tile of `out` (16 x 16 on CPU adapters, 8 x 16 there
+ *   for products of 17-64 rows, 8 x 8 on GPUs, 4 x 16 for products of at most 16 rows). Needs the row
  *   strides and offsets of A and B to be multiples of 4 elements; the bulk of every GPT-2 matmul.
  * - scalar: any shape, stride and offset; serves what the vec4 kernel cannot (a K, M or N remainder of
  *   1 to 3, odd strides).
@@ -25,7 +26,7 @@
  * along K adds the remainder after the core (still increasing k).
  * @module
  */
-import { grid, packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, grid, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
@@ -33,9 +34,9 @@ const BM = TM, BN = WG * TN;
 
 /**
  * A thread layout of the vec4 kernel: WX x WY threads, each TM rows by TN columns (TM and TN multiples
- * of 4). The tile layouts keep whole 128 x 128 (CPU adapters) or 64 x 128 (GPUs) blocks in one
- * workgroup; `wide` serves products with few rows (decoding one token per sequence) without idle
- * threads.
+ * of 4). The tile layouts keep whole 128 x 128 (CPU adapters; 64 x 128 for 17-64 rows) or 64 x 128
+ * (GPUs) blocks in one workgroup; `wide` serves products with few rows (decoding one token per
+ * sequence) without idle threads.
  */
 interface Vec4Layout {
   name: string;
@@ -106,23 +107,33 @@ export interface MatmulArgs {
   tiles?: "cpu" | "gpu";
 }
 
-/** Offsets in Params count f32 elements in both kernels; dOff is the bias element of column 0. */
-const PARAMS = /* wgsl */ `struct Params {
-  M: u32, N: u32, K: u32,
-  lda: u32, ldb: u32, ldc: u32,
-  aOff: u32, bOff: u32, cOff: u32, dOff: u32,
-  tilesN: u32, tiles: u32,
-}`;
+/**
+ * Offsets count f32 elements in both kernels; dOff is the bias element of column 0. `tiles` workgroups
+ * run, `tilesN` of them per block row.
+ */
+const PARAMS = uniformLayout({
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  lda: "u32",
+  ldb: "u32",
+  ldc: "u32",
+  aOff: "u32",
+  bOff: "u32",
+  cOff: "u32",
+  dOff: "u32",
+  tilesN: "u32",
+  tiles: "u32",
+});
 
 /** The bindings and the store of one output element, shared by both kernels. */
 function header(v: MatmulVariant, operand: "f32" | "vec4f"): string {
-  return PARAMS + /* wgsl */ `
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> a: array<${operand}>;
-@group(0) @binding(3) var<storage, read> b: array<${operand}>;
-${v.bias ? "@group(0) @binding(4) var<storage, read> bias: array<f32>;" : ""}
-
+  return PARAMS.wgsl + storage({
+    out: "read_write array<f32>",
+    a: `read array<${operand}>`,
+    b: `read array<${operand}>`,
+    ...(v.bias ? { bias: "read array<f32>" as const } : {}),
+  }) + /* wgsl */ `
 fn store(m: u32, n: u32, s: f32) {
   if (m >= p.M || n >= p.N) { return; }
   let c = p.cOff + m * p.ldc + n;
@@ -147,11 +158,8 @@ export function matmulSource(v: MatmulVariant): string {
   const bStep = v.transB ? "1u" : "p.ldb";
   const rows = Array.from({ length: TM }, (_, i) => i);
   const cols = Array.from({ length: TN }, (_, j) => j);
-  return header(v, "f32") + /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let tile = wid.x + wid.y * nwg.x;
+  return header(v, "f32") + computeMain(WG) + /* wgsl */ `
+  let tile = wgIndex;
   if (tile >= p.tiles) { return; }
   let m0 = (tile / p.tilesN) * ${BM}u;
   let mLast = p.M - 1u;
@@ -225,11 +233,8 @@ export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU
       for (const j of R(tn)) body.push(`c${i}_${j} = fma(${aRef[i][kk]}, ${bRef[kk][j]}, c${i}_${j});`);
     }
   }
-  return header(v, "vec4f") + /* wgsl */ `
-@compute @workgroup_size(${WX * WY})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) li: u32) {
-  let tile = wid.x + wid.y * nwg.x;
+  return header(v, "vec4f") + computeMain(WX * WY) + /* wgsl */ `
+  let tile = wgIndex;
   if (tile >= p.tiles) { return; }
   let m0 = (tile / p.tilesN) * ${WY * tm}u + (li / ${WX}u) * ${tm}u;
   let n0 = (tile % p.tilesN) * ${WX * tn}u + (li % ${WX}u) * ${tn}u;
@@ -405,23 +410,7 @@ function recordBlock(
     : tile;
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
-  const u = plan.gpu.uniform(
-    packUniform([
-      ["u", blk.M],
-      ["u", blk.N],
-      ["u", blk.K],
-      ["u", blk.lda],
-      ["u", blk.ldb],
-      ["u", blk.ldc],
-      ["u", blk.aOff],
-      ["u", blk.bOff],
-      ["u", blk.cOff],
-      ["u", blk.dOff],
-      ["u", tilesN],
-      ["u", tiles],
-    ]),
-    "matmul.params",
-  );
+  const u = plan.params(PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
   const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate };
   const code = sourceFor(variant, layout);
   const bound = blk.bias ? views : views.slice(0, 3);
@@ -432,20 +421,18 @@ function recordBlock(
 /** Columns per bias-gradient workgroup, and the row phases that split each column's sum. */
 const BIAS_COLS = 64, BIAS_PHASES = 4;
 
+const BIAS_PARAMS = uniformLayout({ M: "u32", N: "u32", ld: "u32", off: "u32" });
+
 /**
  * dbias[n] += sum over m of dout[off + m*ld + n]. Thread (x, y) of a workgroup sums rows y, y + 4, ...
  * of column n0 + x in increasing order, then thread y = 0 adds the four partial sums in order y = 0..3.
  * Bindings: params, dbias, dout.
  */
-export const BIAS_BACKWARD = /* wgsl */ `
-struct Params { M: u32, N: u32, ld: u32, off: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
+export const BIAS_BACKWARD = BIAS_PARAMS.wgsl +
+  storage({ dbias: "read_write array<f32>", dout: "read array<f32>" }) + /* wgsl */ `
 var<workgroup> part: array<f32, ${BIAS_COLS * BIAS_PHASES}>;
-@compute @workgroup_size(${BIAS_COLS}, ${BIAS_PHASES})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let n = (wid.x + wid.y * nwg.x) * ${BIAS_COLS}u + lid.x;
+${computeMain([BIAS_COLS, BIAS_PHASES])}
+  let n = wgIndex * ${BIAS_COLS}u + lid.x;
   var s = 0.0;
   if (n < p.N) {
     for (var m = lid.y; m < p.M; m += ${BIAS_PHASES}u) {
@@ -462,26 +449,67 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }
 `;
 
+/** Arguments of {@link biasBackward}. */
+export interface BiasBackwardArgs {
+  /** [N], accumulated into. */
+  dbias: TensorView;
+  /** M rows of N columns, row stride `ld` (default N), starting at element `offset` (default 0). */
+  dout: TensorView;
+  M: number;
+  N: number;
+  ld?: number;
+  offset?: number;
+}
+
 /**
- * Record dbias[n] += sum over m of dout[offset + m*ld + n] for n < N, m < M (dout row stride `ld`,
- * default N). The order of the sum is fixed, so results are deterministic.
+ * Record dbias[n] += sum over m of dout[offset + m*ld + n] for n < N, m < M. The order of the sum is
+ * fixed, so results are deterministic.
  */
-export function biasBackward(
-  plan: Plan,
-  dbias: TensorView,
-  dout: TensorView,
-  M: number,
-  N: number,
-  ld = N,
-  offset = 0,
-): void {
+export function biasBackward(plan: Plan, { dbias, dout, M, N, ld = N, offset = 0 }: BiasBackwardArgs): void {
   if (M === 0 || N === 0) return;
   if (ld < N) throw new RangeError(`biasBackward: row stride ld=${ld} is shorter than N=${N}`);
   checkFits("biasBackward", "dbias", dbias, N - 1);
   checkFits("biasBackward", "dout", dout, offset + (M - 1) * ld + N - 1);
-  const u = plan.gpu.uniform(
-    packUniform([["u", M], ["u", N], ["u", ld], ["u", offset]]),
-    "bias_backward.params",
-  );
+  const u = plan.params(BIAS_PARAMS, { M, N, ld, off: offset }, "bias_backward.params");
   plan.add(BIAS_BACKWARD, [u, dbias, dout], Math.ceil(N / BIAS_COLS), "bias_backward");
+}
+
+/**
+ * A linear layer y = x W + b over `rows` rows, in the Hugging Face Conv1D layout: x [rows, inC],
+ * W [inC, outC], b [outC], y [rows, outC].
+ */
+export interface LinearArgs {
+  x: TensorView;
+  W: TensorView;
+  b?: TensorView;
+  rows: number;
+  inC: number;
+  outC: number;
+}
+
+/** Record y = x W + b (y overwritten). */
+export function linearForward(
+  plan: Plan,
+  { y, x, W, b, rows, inC, outC }: LinearArgs & { y: TensorView },
+): void {
+  matmul(plan, { out: y, a: x, b: W, bias: b, M: rows, N: outC, K: inC });
+}
+
+/** The gradients {@link linearBackward} writes: dx is overwritten, dW and db accumulate. */
+export interface LinearGrads {
+  dx: TensorView;
+  dW: TensorView;
+  db?: TensorView;
+  /** dLoss/dy [rows, outC]. */
+  dy: TensorView;
+}
+
+/** Record the backward of y = x W + b: dW += x^T dy, db += column sums of dy, dx = dy W^T. */
+export function linearBackward(
+  plan: Plan,
+  { dx, dW, db, dy, x, W, rows, inC, outC }: Omit<LinearArgs, "b"> & LinearGrads,
+): void {
+  matmul(plan, { out: dW, a: x, b: dy, M: inC, N: outC, K: rows, transA: true, accumulate: true });
+  if (db) biasBackward(plan, { dbias: db, dout: dy, M: rows, N: outC });
+  matmul(plan, { out: dx, a: dy, b: W, M: rows, N: inC, K: outC, transB: true });
 }

@@ -8,7 +8,7 @@
  * Both stages use a fixed per-thread order and a fixed tree, so the result is bit-for-bit deterministic.
  * @module
  */
-import { type Gpu, packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
@@ -41,18 +41,17 @@ fn ${name}(li: u32, v: ${type}) -> ${type} {
 `;
 }
 
+/** Stage 1 writes slots [slot, slot + parts); `n` counts the kernel's elements. */
+const SUM_PARAMS = uniformLayout({ n: "u32", slot: "u32", parts: "u32" });
+const NORM_PARAMS = uniformLayout({ nSlots: "u32", maxNorm: "f32" });
+
 /**
  * partials[slot + w] = sum of x[i]^2 over i = w*WG + li + k*parts*WG, for workgroup w < parts.
  * Bindings: params, partials, x.
  */
-export const SUM_SQUARES = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
-struct Params { n: u32, slot: u32, parts: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
-  let w = wid.x;
+export const SUM_SQUARES = wgslTreeSum("treeSum", "f32", WG) + SUM_PARAMS.wgsl +
+  storage({ partials: "read_write array<f32>", x: "read array<f32>" }) + computeMain(WG) + /* wgsl */
+  `  let w = wid.x;
   var s = 0.0;
   for (var i = w * ${WG}u + li; i < p.n; i += p.parts * ${WG}u) {
     let v = x[i];
@@ -75,14 +74,8 @@ const ROW_WG = 64;
  */
 export function sumSquaresRowsSource(w: 1 | 4): string {
   const t = w === 4 ? "vec4f" : "f32";
-  return /* wgsl */ `
-struct Params { n: u32, slot: u32, parts: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<${t}>;
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let t = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + li;
+  return SUM_PARAMS.wgsl + storage({ partials: "read_write array<f32>", x: `read array<${t}>` }) +
+    computeMain(ROW_WG) + /* wgsl */ `  let t = globalIndex;
   if (t >= p.parts) { return; }
   let end = min((t + 1u) * ${ROW_CHUNK}u, p.n);
   var s = ${w === 4 ? "vec4f(0.0)" : "0.0"};
@@ -100,14 +93,9 @@ const SUM_SQUARES_ROWS = [sumSquaresRowsSource(1), sumSquaresRowsSource(4)];
  * norm[0] = sqrt(sum of partials[0..nSlots)); norm[1] = clip coefficient. One workgroup.
  * Bindings: params, norm, partials.
  */
-export const NORM_AND_CLIP = wgslTreeSum("treeSum", "f32", WG) + /* wgsl */ `
-struct Params { nSlots: u32, maxNorm: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> norm: array<f32>;
-@group(0) @binding(2) var<storage, read> partials: array<f32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(local_invocation_index) li: u32) {
-  var s = 0.0;
+export const NORM_AND_CLIP = wgslTreeSum("treeSum", "f32", WG) + NORM_PARAMS.wgsl +
+  storage({ norm: "read_write array<f32>", partials: "read array<f32>" }) + computeMain(WG) + /* wgsl */
+  `  var s = 0.0;
   for (var i = li; i < p.nSlots; i += ${WG}u) { s += partials[i]; }
   let total = sqrt(treeSum(li, s));
   if (li == 0u) {
@@ -127,19 +115,25 @@ export function partsFor(n: number, rows: RowKernels = "workgroup"): number {
   return Math.min(MAX_PARTS, Math.max(1, Math.ceil(n / ELEMENTS_PER_PART)));
 }
 
-/**
- * Record partials[slot .. slot+parts) = strided partial sums of x[i]^2 over the first `n` elements.
- * `parts` defaults to {@link partsFor}(n); the same `parts` always gives the same bits.
- */
-export function sumSquares(
-  plan: Plan,
-  partials: TensorView,
-  x: TensorView,
-  slot: number,
-  n = x.length,
-  rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
-  parts = partsFor(n, rows),
-): void {
+/** The tensors and slots of one {@link sumSquares}. */
+export interface SumSquaresArgs {
+  partials: TensorView;
+  x: TensorView;
+  /** First partial slot written. */
+  slot: number;
+  /** Elements of x summed (default: all). */
+  n?: number;
+  /** Default: one chunk per thread on CPU adapters, workgroups with tree sums on GPUs. */
+  rows?: RowKernels;
+  /** Slots used; default {@link partsFor}(n); the same `parts` always gives the same bits. */
+  parts?: number;
+}
+
+/** Record partials[slot .. slot+parts) = strided partial sums of x[i]^2 over the first `n` elements. */
+export function sumSquares(plan: Plan, args: SumSquaresArgs): void {
+  const { partials, x, slot, n = x.length } = args;
+  const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
+  const parts = args.parts ?? partsFor(n, rows);
   if (n > x.length) throw new RangeError(`sumSquares: n=${n} exceeds ${x.label ?? "tensor"} of ${x.length}`);
   if (slot + parts > partials.length) {
     throw new RangeError(
@@ -151,12 +145,12 @@ export function sumSquares(
     if (parts * ROW_CHUNK * w < n) {
       throw new RangeError(`sumSquares: ${parts} parts of ${ROW_CHUNK * w} elements cannot cover n=${n}`);
     }
-    const u = plan.gpu.uniform(packUniform([["u", n / w], ["u", slot], ["u", parts]]), "reduce.params");
+    const u = plan.params(SUM_PARAMS, { n: n / w, slot, parts }, "reduce.params");
     const code = SUM_SQUARES_ROWS[w === 4 ? 1 : 0];
     plan.add(code, [u, partials, x], Math.ceil(parts / ROW_WG), "sum_squares_rows");
     return;
   }
-  const u = plan.gpu.uniform(packUniform([["u", n], ["u", slot], ["u", parts]]), "reduce.params");
+  const u = plan.params(SUM_PARAMS, { n, slot, parts }, "reduce.params");
   plan.add(SUM_SQUARES, [u, partials, x], [parts, 1, 1], "sum_squares");
 }
 
@@ -166,10 +160,12 @@ export function sumSquares(
  */
 export function normAndClip(
   plan: Plan,
-  norm: TensorView,
-  partials: TensorView,
-  nSlots: number,
-  maxNorm: number,
+  { norm, partials, nSlots, maxNorm }: {
+    norm: TensorView;
+    partials: TensorView;
+    nSlots: number;
+    maxNorm: number;
+  },
 ): void {
   if (norm.length < NORM_LENGTH) {
     throw new RangeError(`normAndClip: norm needs ${NORM_LENGTH} elements, has ${norm.length}`);
@@ -177,7 +173,7 @@ export function normAndClip(
   if (nSlots > partials.length) {
     throw new RangeError(`normAndClip: nSlots=${nSlots} exceeds the partials buffer of ${partials.length}`);
   }
-  const u = plan.gpu.uniform(packUniform([["u", nSlots], ["f", maxNorm]]), "reduce.params");
+  const u = plan.params(NORM_PARAMS, { nSlots, maxNorm }, "reduce.params");
   plan.add(NORM_AND_CLIP, [u, norm, partials], [1, 1, 1], "norm_and_clip");
 }
 
@@ -206,9 +202,9 @@ export class GradNorm {
     this.output = gpu.tensor(NORM_LENGTH, "gradnorm.output");
     let slot = 0;
     tensors.forEach((t, i) => {
-      sumSquares(plan, this.partials, t, slot, t.length, rows, parts[i]);
+      sumSquares(plan, { partials: this.partials, x: t, slot, rows, parts: parts[i] });
       slot += parts[i];
     });
-    normAndClip(plan, this.output, this.partials, nSlots, maxNorm);
+    normAndClip(plan, { norm: this.output, partials: this.partials, nSlots, maxNorm });
   }
 }

@@ -3,23 +3,19 @@
  * gradient passes unchanged to both inputs); {@link addInPlace} accumulates one buffer into another.
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
+/** `n` counts elements of the kernel's type (f32 or vec4f). */
+const PARAMS = uniformLayout({ n: "u32" });
 
 /**
  * out[i] = a[i] + b[i]. Bindings: params, out, a, b. `t` is f32, or vec4f when n is a multiple of 4
  * (p.n then counts vectors).
  */
-const residualSource = (t: string) => /* wgsl */ `
-struct Params { n: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out: array<${t}>;
-@group(0) @binding(2) var<storage, read> a: array<${t}>;
-@group(0) @binding(3) var<storage, read> b: array<${t}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+const residualSource = (t: string) =>
+  PARAMS.wgsl + storage({ out: `read_write array<${t}>`, a: `read array<${t}>`, b: `read array<${t}>` }) +
+  computeMain(WG) + /* wgsl */ `  let i = globalIndex;
   if (i >= p.n) { return; }
   out[i] = a[i] + b[i];
 }
@@ -30,14 +26,9 @@ export const RESIDUAL_FORWARD = residualSource("f32");
 const RESIDUAL_FORWARD4 = residualSource("vec4f");
 
 /** dst[i] += src[i]. Bindings: params, dst, src; `t` as for the residual. */
-const addSource = (t: string) => /* wgsl */ `
-struct Params { n: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> dst: array<${t}>;
-@group(0) @binding(2) var<storage, read> src: array<${t}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + li;
+const addSource = (t: string) =>
+  PARAMS.wgsl + storage({ dst: `read_write array<${t}>`, src: `read array<${t}>` }) + computeMain(WG) +
+  /* wgsl */ `  let i = globalIndex;
   if (i >= p.n) { return; }
   dst[i] += src[i];
 }
@@ -53,25 +44,25 @@ function checkLength(fn: string, n: number, views: TensorView[]): void {
   }
 }
 
-/** Record out = a + b over the first `n` elements. `out` must be a different buffer from `a` and `b`. */
+/** Record out = a + b over the first `n` elements (default: all of out). `out` must be a different buffer from `a` and `b`. */
 export function residualForward(
   plan: Plan,
-  out: TensorView,
-  a: TensorView,
-  b: TensorView,
-  n = out.length,
+  { out, a, b, n = out.length }: { out: TensorView; a: TensorView; b: TensorView; n?: number },
 ): void {
   checkLength("residualForward", n, [out, a, b]);
   const w = n % 4 === 0 ? 4 : 1;
-  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "residual.params");
+  const u = plan.params(PARAMS, { n: n / w }, "residual.params");
   const code = w === 4 ? RESIDUAL_FORWARD4 : RESIDUAL_FORWARD;
   plan.add(code, [u, out, a, b], Math.ceil(n / w / WG), "residual_forward");
 }
 
-/** Record dst += src over the first `n` elements (distinct buffers). */
-export function addInPlace(plan: Plan, dst: TensorView, src: TensorView, n = dst.length): void {
+/** Record dst += src over the first `n` elements (default: all of dst; distinct buffers). */
+export function addInPlace(
+  plan: Plan,
+  { dst, src, n = dst.length }: { dst: TensorView; src: TensorView; n?: number },
+): void {
   checkLength("addInPlace", n, [dst, src]);
   const w = n % 4 === 0 ? 4 : 1;
-  const u = plan.gpu.uniform(packUniform([["u", n / w]]), "residual.params");
+  const u = plan.params(PARAMS, { n: n / w }, "residual.params");
   plan.add(w === 4 ? ADD_IN_PLACE4 : ADD_IN_PLACE, [u, dst, src], Math.ceil(n / w / WG), "add_in_place");
 }

@@ -11,20 +11,29 @@
  * as the usual sort-and-cumsum implementations do (tied tokens at the boundary are all kept).
  * @module
  */
-import { packUniform, type Plan, type TensorView } from "./gpu.ts";
+import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
-/** Bindings: params, tokens out [nSeq], counts (generated so far) [nSeq], logits [nSeq, V] (overwritten), seqIds, step. */
-export const SAMPLE = /* wgsl */ `
-struct Params { nSeq: u32, V: u32, eosId: u32, minTokens: u32, temperature: f32, topP: f32, topK: u32, seed: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read_write> counts: array<u32>;
-@group(0) @binding(3) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(4) var<storage, read> seqIds: array<u32>;
-@group(0) @binding(5) var<storage, read> step: array<u32>;
+const PARAMS = uniformLayout({
+  nSeq: "u32",
+  V: "u32",
+  eosId: "u32",
+  minTokens: "u32",
+  temperature: "f32",
+  topP: "f32",
+  topK: "u32",
+  seed: "u32",
+});
 
+/** Bindings: params, tokens out [nSeq], counts (generated so far) [nSeq], logits [nSeq, V] (overwritten), seqIds, step. */
+export const SAMPLE = PARAMS.wgsl + storage({
+  tokens: "read_write array<u32>",
+  counts: "read_write array<u32>",
+  logits: "read_write array<f32>",
+  seqIds: "read array<u32>",
+  step: "read array<u32>",
+}) + /* wgsl */ `
 var<workgroup> redF: array<f32, ${WG}>;
 var<workgroup> redU: array<u32, ${WG}>;
 var<workgroup> prefix: array<f32, ${WG}>;
@@ -63,9 +72,7 @@ fn sumU(li: u32, v: u32) -> u32 {
   return r;
 }
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) li: u32) {
-  let s = wid.x + wid.y * nwg.x;
+${computeMain(WG)}  let s = wgIndex;
   if (s >= p.nSeq) { return; }
   let V = p.V;
   let base = s * V;
@@ -214,39 +221,31 @@ export interface SamplingParams {
   seed: number;
 }
 
-/**
- * Record one sampling step over `logits` [nSeq, V] (overwritten with unnormalised probabilities).
- * `counts` holds each sequence's number of generated tokens (incremented here), `seqIds` a stable id per
- * sequence for the RNG, `step` a one-element buffer with the step number the caller rewrites each step.
- */
-export function sample(
-  plan: Plan,
-  tokens: TensorView,
-  counts: TensorView,
-  logits: TensorView,
-  seqIds: TensorView,
-  step: TensorView,
-  nSeq: number,
-  V: number,
-  s: SamplingParams,
-): void {
+/** The buffers of one {@link sample} step. */
+export interface SampleArgs {
+  /** The chosen token per sequence, u32 [nSeq] (written). */
+  tokens: TensorView;
+  /** Tokens generated so far per sequence, u32 [nSeq] (incremented). */
+  counts: TensorView;
+  /** [nSeq, V], overwritten with unnormalised probabilities. */
+  logits: TensorView;
+  /** A stable id per sequence for the RNG, u32 [nSeq]. */
+  seqIds: TensorView;
+  /** One-element step number, rewritten by the caller (or the GPU) each step. */
+  step: TensorView;
+  nSeq: number;
+  V: number;
+  settings: SamplingParams;
+}
+
+/** Record one sampling step: a token per sequence from its logits row. */
+export function sample(plan: Plan, args: SampleArgs): void {
+  const { tokens, counts, logits, seqIds, step, nSeq, V, settings: s } = args;
   if (!(s.temperature >= 0)) throw new Error(`temperature must be >= 0, got ${s.temperature}`);
   if (!(s.topP > 0 && s.topP <= 1)) throw new Error(`top_p must be in (0, 1], got ${s.topP}`);
   if (!(Number.isInteger(s.topK) && s.topK >= 0)) {
     throw new Error(`top_k must be an integer >= 0, got ${s.topK}`);
   }
-  const u = plan.gpu.uniform(
-    packUniform([
-      ["u", nSeq],
-      ["u", V],
-      ["u", s.eosId],
-      ["u", s.minTokens],
-      ["f", s.temperature],
-      ["f", s.topP],
-      ["u", s.topK],
-      ["u", s.seed >>> 0],
-    ]),
-    "sample.params",
-  );
+  const u = plan.params(PARAMS, { nSeq, V, ...s, seed: s.seed >>> 0 }, "sample.params");
   plan.add(SAMPLE, [u, tokens, counts, logits, seqIds, step], nSeq, "sample");
 }

@@ -33,7 +33,8 @@ Deno.test("AdamW over 3 steps with clipping on/off and decay on/off matches floa
     const plan = new Plan(gpu);
     const norm = new GradNorm(plan, tensors.map((t) => t.grad), maxNorm);
     for (const t of tensors) {
-      adamwStep(plan, t.param, t.grad, t.m, t.v, stepParams, norm.output, t.decay, t.n);
+      const { param, grad, m, v, decay, n } = t;
+      adamwStep(plan, { param, grad, m, v, stepParams, norm: norm.output, decay, n });
     }
 
     let clipped = false;

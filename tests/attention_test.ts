@@ -51,8 +51,19 @@ for (const R of [1, 2, 4]) {
       // Stale values must be overwritten, not accumulated into.
       gpu.write(tdqkv, randn(qkv.length, 7));
       const plan = new Plan(gpu);
-      attentionForward(plan, ty, tlse, tqkv, B, T, C, H, R);
-      attentionBackward(plan, tdqkv, tdy, tqkv, ty, tlse, B, T, C, H, R);
+      attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, rowsPerThread: R });
+      attentionBackward(plan, {
+        dqkv: tdqkv,
+        dy: tdy,
+        qkv: tqkv,
+        y: ty,
+        lse: tlse,
+        B,
+        T,
+        C,
+        H,
+        rowsPerThread: R,
+      });
       plan.run();
       const ref = attentionForwardRef(qkv, s);
       assertClose(`attention y ${name}`, await gpu.read(ty), ref.y, TOL);
@@ -100,7 +111,7 @@ Deno.test("attention decode matches the full forward's row at each sequence's la
     gpu.write(tv, vCache);
     gpu.write(tlen, Uint32Array.from(lengths));
     const plan = new Plan(gpu);
-    attentionDecode(plan, ty, tq, tk, tv, tlen, nSeq, C, H, maxT);
+    attentionDecode(plan, { y: ty, q: tq, kCache: tk, vCache: tv, lengths: tlen, nSeq, C, H, maxT });
     plan.run();
     assertClose(`attention decode C=${C} lengths=${lengths}`, await gpu.read(ty), expected, TOL);
     for (const t of [ty, tq, tk, tv, tlen]) gpu.free(t);

@@ -61,8 +61,27 @@ for (const rows of ["workgroup", "thread"] as const) {
       gpu.write(tLp, new Float32Array(nTotal).fill(SENTINEL));
       gpu.write(tLse, new Float32Array(nTotal).fill(SENTINEL));
       const plan = new Plan(gpu);
-      crossEntropyForward(plan, tLp, tLse, tLogits, tTargets, R, V, rowOffset, ld, rows);
-      crossEntropyBackward(plan, tLogits, tLse, tTargets, tG, R, V, rowOffset, ld);
+      crossEntropyForward(plan, {
+        lp: tLp,
+        lse: tLse,
+        logits: tLogits,
+        targets: tTargets,
+        R,
+        V,
+        rowOffset,
+        ld,
+        rows,
+      });
+      crossEntropyBackward(plan, {
+        logits: tLogits,
+        lse: tLse,
+        targets: tTargets,
+        g: tG,
+        R,
+        V,
+        rowOffset,
+        ld,
+      });
       // The row kernel needs a stride that is a multiple of 4; other strides take the workgroup kernel.
       const rowKernel = rows === "thread" && ld % 4 === 0;
       assertEquals(

@@ -42,9 +42,9 @@ Deno.test("embedding forward and backward over 2 uneven wte chunks match float64
   const groups = new EmbeddingGroups(gpu, B * T);
 
   const fwd = new Plan(gpu);
-  embeddingForward(fwd, tout, ttokens, wteChunks, twpe, B, T, C);
+  embeddingForward(fwd, { out: tout, tokens: ttokens, wte: wteChunks, wpe: twpe, B, T, C });
   const bwd = new Plan(gpu);
-  embeddingBackward(bwd, dwteChunks, tdwpe, tdout, groups, B, T, C);
+  embeddingBackward(bwd, { dwte: dwteChunks, dwpe: tdwpe, dout: tdout, groups, B, T, C });
   const readChunks = async (cs: { view: TensorView }[]) => {
     const parts = await Promise.all(cs.map((c) => gpu.read(c.view)));
     const all = new Float32Array(V * C);
@@ -115,7 +115,15 @@ Deno.test("embedding backward: one token at every one of 8193 positions, C=2048 
   const groups = new EmbeddingGroups(gpu, N);
   groups.upload(tokens);
   const plan = new Plan(gpu);
-  embeddingBackward(plan, [{ view: tdwte, v0: 0, v1: V }], tdwpe, tdout, groups, B, T, C);
+  embeddingBackward(plan, {
+    dwte: [{ view: tdwte, v0: 0, v1: V }],
+    dwpe: tdwpe,
+    dout: tdout,
+    groups,
+    B,
+    T,
+    C,
+  });
   plan.run();
   const ref = new Float64Array(C);
   for (let i = 0; i < N; i++) for (let c = 0; c < C; c++) ref[c] += dout[i * C + c];

@@ -12,8 +12,8 @@ Deno.test("gelu forward and backward match the float64 reference", async () => {
     gpu.write(tx, x);
     gpu.write(tdy, dy);
     const plan = new Plan(gpu);
-    geluForward(plan, ty, tx);
-    geluBackward(plan, tdx, tx, tdy);
+    geluForward(plan, { out: ty, inp: tx });
+    geluBackward(plan, { dinp: tdx, inp: tx, dout: tdy });
     plan.run();
     assertClose(`gelu_forward n=${n}`, await gpu.read(ty), geluForwardRef(x), { rtol: 1e-5, atol: 1e-6 });
     assertClose(`gelu_backward n=${n}`, await gpu.read(tdx), geluBackwardRef(x, dy), {

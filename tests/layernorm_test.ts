@@ -27,8 +27,31 @@ for (const rows of ["workgroup", "thread"] as const) {
       const [tx, tw, tb, tdy, tdx, tdw, tdb] = [x, w, b, dy, dx0, dw0, db0].map(t);
       const [ty, tmean, trstd] = [N * C, N, N].map((n) => t(n));
       const plan = new Plan(gpu);
-      layernormForward(plan, ty, tmean, trstd, tx, tw, tb, N, C, EPS, rows);
-      layernormBackward(plan, tdx, tdw, tdb, tdy, tx, tw, tmean, trstd, N, C, rows);
+      layernormForward(plan, {
+        out: ty,
+        mean: tmean,
+        rstd: trstd,
+        inp: tx,
+        weight: tw,
+        bias: tb,
+        N,
+        C,
+        eps: EPS,
+        rows,
+      });
+      layernormBackward(plan, {
+        dinp: tdx,
+        dweight: tdw,
+        dbias: tdb,
+        dout: tdy,
+        inp: tx,
+        weight: tw,
+        mean: tmean,
+        rstd: trstd,
+        N,
+        C,
+        rows,
+      });
       const want = rows === "thread" ? ["layernorm_forward_rows", "layernorm_backward_input_rows"] : [
         "layernorm_forward",
         "layernorm_backward_input",

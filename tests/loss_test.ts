@@ -77,10 +77,11 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
   const tMetrics = gpu.tensor(METRICS_LENGTH), tMetricsLm = gpu.tensor(METRICS_LENGTH);
   const tSums = gpu.tensor(nSeq), tCounts = gpu.tensor(nSeq);
   const plan = new Plan(gpu);
-  sequenceSums(plan, tSums, tCounts, tLp, tComp, nSeq, T);
-  lmLoss(plan, tMetrics, tG, tLp, tLm, nSeq, T, P, LAMBDA);
-  simpoLoss(plan, tMetrics, tG, tLp, tComp, P, T, BETA, GAMMA);
-  lmLoss(plan, tMetricsLm, tGLm, tLp, tLm, nSeq, T, P, 1); // the pure LM phase
+  sequenceSums(plan, { sums: tSums, counts: tCounts, lp: tLp, mask: tComp, nSeq, T });
+  lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: LAMBDA });
+  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tComp, P, T, beta: BETA, gamma: GAMMA });
+  // the pure LM phase
+  lmLoss(plan, { metrics: tMetricsLm, g: tGLm, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: 1 });
   plan.run();
 
   const sums = sequenceSumsRef(lp, compMask, nSeq, T);
@@ -130,8 +131,9 @@ Deno.test("SimPO stays finite and exact for extreme margins", async () => {
   const tLp = upload(gpu, lp), tMask = upload(gpu, compMask), tG = gpu.tensor(2 * P * T);
   const tMetrics = gpu.tensor(METRICS_LENGTH);
   const plan = new Plan(gpu);
-  lmLoss(plan, tMetrics, tG, tLp, tMask, 2 * P, T, P, 0); // weight 0: only clears g
-  simpoLoss(plan, tMetrics, tG, tLp, tMask, P, T, beta, GAMMA);
+  // weight 0: only clears g
+  lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tMask, nSeq: 2 * P, T, nWinning: P, weight: 0 });
+  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tMask, P, T, beta, gamma: GAMMA });
   plan.run();
   const s = simpoRef(lp, compMask, P, T, beta, GAMMA);
   const m = await gpu.read(tMetrics);
@@ -171,10 +173,30 @@ Deno.test("simpo + 0.2 LM from logits: d(loss)/d(logits) through g and crossEntr
   const [tLp, tLse, tG] = [N, N, N].map((len) => gpu.tensor(len));
   const tMetrics = gpu.tensor(METRICS_LENGTH);
   const plan = new Plan(gpu);
-  chunks.forEach((c, k) => crossEntropyForward(plan, tLp, tLse, c, tTargets, chunk, V, k * chunk));
-  lmLoss(plan, tMetrics, tG, tLp, tLm, nSeq, T, P, LAMBDA);
-  simpoLoss(plan, tMetrics, tG, tLp, tComp, P, T, BETA, GAMMA);
-  chunks.forEach((c, k) => crossEntropyBackward(plan, c, tLse, tTargets, tG, chunk, V, k * chunk));
+  chunks.forEach((c, k) =>
+    crossEntropyForward(plan, {
+      lp: tLp,
+      lse: tLse,
+      logits: c,
+      targets: tTargets,
+      R: chunk,
+      V,
+      rowOffset: k * chunk,
+    })
+  );
+  lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: LAMBDA });
+  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tComp, P, T, beta: BETA, gamma: GAMMA });
+  chunks.forEach((c, k) =>
+    crossEntropyBackward(plan, {
+      logits: c,
+      lse: tLse,
+      targets: tTargets,
+      g: tG,
+      R: chunk,
+      V,
+      rowOffset: k * chunk,
+    })
+  );
   plan.run();
 
   const m = await gpu.read(tMetrics);

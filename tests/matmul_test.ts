@@ -273,7 +273,7 @@ Deno.test("biasBackward matches the float64 reference", async () => {
     const [tdout, tdbias] = [dout.length, N].map((n) => gpu.tensor(n));
     gpu.write(tdout, dout);
     gpu.write(tdbias, dbias0);
-    biasBackward(plan, tdbias, tdout, M, N, ld, offset);
+    biasBackward(plan, { dbias: tdbias, dout: tdout, M, N, ld, offset });
     return {
       name: `biasBackward ${M}x${N} ld=${ld} off=${offset}`,
       tdbias,

@@ -13,8 +13,8 @@ Deno.test("residual add and in-place add match float64 sums, leaving elements pa
       return v;
     });
     const plan = new Plan(gpu);
-    residualForward(plan, tout, ta, tb, n);
-    addInPlace(plan, tdst, ta, n);
+    residualForward(plan, { out: tout, a: ta, b: tb, n });
+    addInPlace(plan, { dst: tdst, src: ta, n });
     plan.run();
     const sum = (x: Float32Array, y: Float32Array, fill?: number) =>
       Float64Array.from({ length: len }, (_, i) => i < n ? x[i] + y[i] : fill ?? x[i]);

@@ -26,7 +26,7 @@ async function draw(
   gpu.write(ids, Uint32Array.from({ length: n }, (_, i) => i));
   gpu.write(st, new Uint32Array([step]));
   const plan = new Plan(gpu);
-  sample(plan, tt, tc, tl, ids, st, n, V, s);
+  sample(plan, { tokens: tt, counts: tc, logits: tl, seqIds: ids, step: st, nSeq: n, V, settings: s });
   plan.run();
   const out = await gpu.readU32(tt);
   for (const v of [tl, tt, tc, ids, st]) gpu.free(v);
