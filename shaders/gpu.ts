@@ -289,8 +289,8 @@ export interface Dispatch {
 }
 
 /**
- * Split `count` workgroups over x and y so neither exceeds the per-dimension limit. Kernels rebuild the
- * linear index as `wid.x + wid.y * nwg.x` (with `@builtin(num_workgroups) nwg`) and bounds-check it.
+ * Split `count` workgroups over x and y so neither exceeds the per-dimension limit. Kernels read the
+ * linear index as `wgIndex` ({@link computeMain}) and bounds-check it.
  */
 export function grid(gpu: Gpu, count: number): [number, number, number] {
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
