@@ -48,7 +48,8 @@ export function parseCommand<S extends Record<string, OptionSpec>>(
   }
   let values: Record<string, unknown>;
   try {
-    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values;
+    const argv = joinNegativeValues(args, options);
+    values = parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values;
   } catch (e) {
     throw new UsageError(`${command}: ${(e as Error).message}\nRun with --help for the options.`);
   }
@@ -59,6 +60,21 @@ export function parseCommand<S extends Record<string, OptionSpec>>(
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(spec)) out[k] = values[k] ?? v.default;
   return out as Record<keyof S, OptionValue>;
+}
+
+/**
+ * `--name -1` as `--name=-1` for string options: parseArgs refuses a value that starts with `-` as
+ * ambiguous (it may be an option), but a negative number never is one.
+ */
+function joinNegativeValues(args: string[], options: Record<string, { type: string }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = /^--([^=]+)$/.exec(args[i])?.[1];
+    if (name && options[name]?.type === "string" && /^-\.?\d/.test(args[i + 1] ?? "")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else out.push(args[i]);
+  }
+  return out;
 }
 
 /** {@link parseCommand} for a process's own arguments: `--help` prints the help and exits. */

@@ -8,7 +8,14 @@ import { Gpu } from "../shaders/gpu.ts";
 import { loadCheckpoint, loadTokenizer } from "./files.ts";
 import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
-import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
+import {
+  drawSeed,
+  mergeConfig,
+  PRESETS,
+  RANDOM_SEED,
+  type TrainConfig,
+  validateTrainConfig,
+} from "../interaction/config.ts";
 import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
 import { loadPromptTemplate } from "../interaction/prompt.ts";
@@ -21,7 +28,7 @@ const SPEC = {
   config: { type: "string", help: "a JSON file overriding any config key" },
   out: { type: "string", help: "run directory (default: the preset's outDir)" },
   resume: { type: "string", help: "continue the run in this directory from its last saved state" },
-  seed: { type: "string", help: "random seed" },
+  seed: { type: "string", help: `random seed, an integer in [0, 2^32); ${RANDOM_SEED}: draw one (recorded)` },
   rounds: { type: "string", help: "number of interaction rounds" },
   corpus: {
     type: "string",
@@ -98,7 +105,9 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
     const preset = (saved as { preset?: unknown } | null)?.preset;
     const base = PRESETS[typeof preset === "string" ? preset : ""] ?? PRESETS.tiny;
     try {
-      return validateTrainConfig({ ...mergeConfig(base, saved as never, path), outDir: dir });
+      return validateTrainConfig({ ...mergeConfig(base, saved as never, path), outDir: dir }, {
+        where: path,
+      });
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
@@ -124,7 +133,9 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
     }
   }
   if (opts.out) c.outDir = String(opts.out);
-  if (opts.seed !== undefined) c.seed = numberOption(opts.seed, "seed", { integer: true, min: 0 });
+  if (opts.seed !== undefined) {
+    c.seed = numberOption(opts.seed, "seed", { integer: true, min: RANDOM_SEED, max: 2 ** 32 - 1 });
+  }
   if (opts.rounds !== undefined) c.numRounds = numberOption(opts.rounds, "rounds", { integer: true, min: 1 });
   if (opts.dropout !== undefined) c.dropout = uniformDropout(dropoutOption(opts.dropout));
   if (opts["sft-epochs"] !== undefined) {
@@ -140,7 +151,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (opts["chat-template"]) c.teacher.chatTemplate = String(opts["chat-template"]);
   if (opts["teacher-prompt"]) c.teacher.promptFile = String(opts["teacher-prompt"]);
   try {
-    return validateTrainConfig(c);
+    return validateTrainConfig(c, { where: opts.config ? String(opts.config) : "config", randomSeed: true });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -195,10 +206,17 @@ export async function main(args: string[]): Promise<void> {
     SPEC,
     args,
   );
-  const config = await resolveConfig(opts);
+  const resolved = await resolveConfig(opts);
   if (opts["print-config"]) {
-    console.log(JSON.stringify(config, null, 2));
+    console.log(JSON.stringify(resolved, null, 2));
     return;
+  }
+  // Drawn before anything uses it, and written to config.json below, so --resume continues the same run.
+  const { config, drawn } = drawSeed(resolved);
+  if (drawn !== undefined) {
+    console.error(
+      `seed ${RANDOM_SEED}: drew seed ${drawn} at random (recorded in ${config.outDir}/config.json)`,
+    );
   }
   const dir = config.outDir;
   const storage = new DirStorage(dir);

@@ -5,7 +5,9 @@
  * @module
  */
 import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts";
+import { type AdamWConfig, BASELINE_ADAMW } from "../model/trainer.ts";
 import type { LineJoin } from "./corpus.ts";
+import type { ScheduleConfig } from "./schedule.ts";
 import { resolveChatTemplate } from "./chat_template.ts";
 
 /** Where the student's contexts come from. */
@@ -39,6 +41,10 @@ export interface TeacherConfig {
 /** Every setting of a run. */
 export interface TrainConfig {
   preset: string;
+  /**
+   * Seed of every random draw, an integer in [0, 2^32); {@link RANDOM_SEED} (-1, the baseline's value)
+   * draws one when a run starts, which is then written to its config.json and log.
+   */
   seed: number;
   /** Run directory (metrics, interactions, checkpoints, state). */
   outDir: string;
@@ -137,11 +143,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
   schedule: "cosine",
   warmupSteps: 2000,
   totalSteps: 200_000,
-  weightDecay: 0,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-8,
-  clipNorm: 1,
+  ...BASELINE_ADAMW,
   checkpointWords: [[1e7, 1e6], [1e8, 1e7], [1e9, 1e8]],
 };
 
@@ -176,8 +178,59 @@ export const TINY: TrainConfig = {
   checkpointWords: [[1e5, 1e4]],
 };
 
+/** The optimiser settings of a run. */
+export function adamwOf(c: TrainConfig): AdamWConfig {
+  return { beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: c.weightDecay, clipNorm: c.clipNorm };
+}
+
+/** The learning-rate schedule of a run. */
+export function scheduleOf(c: TrainConfig): ScheduleConfig {
+  return { kind: c.schedule, lr: c.lr, warmupSteps: c.warmupSteps, totalSteps: c.totalSteps };
+}
+
 /** Presets by name. */
 export const PRESETS: Record<string, TrainConfig> = { tiny: TINY, "babylm-interaction": BABYLM_INTERACTION };
+
+/** The `seed` that asks for a random one (the baseline's `seed: -1`). */
+export const RANDOM_SEED = -1;
+
+/**
+ * `c` with a {@link RANDOM_SEED} replaced by a seed drawn from `draw` (crypto by default), and the seed
+ * drawn, if one was; any other config comes back as it is.
+ */
+export function drawSeed(
+  c: TrainConfig,
+  draw = () => crypto.getRandomValues(new Uint32Array(1))[0],
+): { config: TrainConfig; drawn?: number } {
+  if (c.seed !== RANDOM_SEED) return { config: c };
+  const drawn = draw();
+  return { config: { ...c, seed: drawn }, drawn };
+}
+
+/**
+ * Keys a run's config.json may change between starts: where the teacher is and how it is asked, which
+ * changes no step of the training (answers already stored are kept, the next are asked the same way).
+ * Any other change would make the resumed run neither the old one nor a new one.
+ */
+export const RESUME_MAY_CHANGE = [
+  "outDir",
+  "teacher.urls",
+  "teacher.apiKeyEnv",
+  "teacher.timeoutMs",
+  "teacher.maxInFlightPerServer",
+  "teacher.maxAttempts",
+];
+
+/** Dotted keys whose values differ between two configs (leaves; arrays compared whole), sorted. */
+export function changedConfigKeys(a: unknown, b: unknown, path = ""): string[] {
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (isObject(a) && isObject(b)) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+    return keys.flatMap((k) => changedConfigKeys(a[k], b[k], path ? `${path}.${k}` : k));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [path];
+}
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
@@ -229,11 +282,40 @@ function corpusConfig(v: Json, where: string, key: string): CorpusConfig {
   );
 }
 
-/** Check every value of a config; throws with the key and the expected range. */
-export function validateTrainConfig(c: TrainConfig): TrainConfig {
+/**
+ * Check every value of a config, before any work is done with it; throws naming `where` (the config
+ * file), the key and the expected range. `randomSeed` allows {@link RANDOM_SEED} (a run not started yet).
+ */
+export function validateTrainConfig(
+  c: TrainConfig,
+  { where = "config", randomSeed = false }: { where?: string; randomSeed?: boolean } = {},
+): TrainConfig {
   const fail = (key: string, expected: string, got: unknown) => {
-    throw new Error(`config: "${key}" must be ${expected}, got ${JSON.stringify(got)}`);
+    throw new Error(`${where}: "${key}" must be ${expected}, got ${JSON.stringify(got)}`);
   };
+  // JSON's 1e999 parses to Infinity, which every range check below would let through.
+  const finite = (v: unknown, key: string): void => {
+    if (typeof v === "number" && !Number.isFinite(v)) fail(key, "a finite number", v);
+    else if (Array.isArray(v)) v.forEach((x, i) => finite(x, `${key}[${i}]`));
+    else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) finite(x, key ? `${key}.${k}` : k);
+    }
+  };
+  finite(c, "");
+  if (!Object.hasOwn(PRESETS, c.preset)) {
+    fail("preset", `one of ${Object.keys(PRESETS).join(", ")}`, c.preset);
+  }
+  const seedOk = Number.isInteger(c.seed) && c.seed >= 0 && c.seed < 2 ** 32;
+  if (!seedOk && !(randomSeed && c.seed === RANDOM_SEED)) {
+    fail(
+      "seed",
+      randomSeed
+        ? `an integer in [0, 2^32), or ${RANDOM_SEED} for a random one`
+        : `an integer in [0, 2^32) (a run's seed is drawn when it starts and recorded)`,
+      c.seed,
+    );
+  }
+  if (!c.outDir) fail("outDir", "a directory", c.outDir);
   const posInt = (key: string, v: number) => {
     if (!Number.isInteger(v) || v < 1) fail(key, "a positive integer", v);
   };
@@ -294,7 +376,9 @@ export function validateTrainConfig(c: TrainConfig): TrainConfig {
   if (!(c.simpoBeta > 0)) fail("simpoBeta", "> 0", c.simpoBeta);
   if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
   if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
-  if (c.corpusJoin !== "baseline" && c.corpusJoin !== "raw") fail("corpusJoin", `"baseline" or "raw"`, c.corpusJoin);
+  if (c.corpusJoin !== "baseline" && c.corpusJoin !== "raw") {
+    fail("corpusJoin", `"baseline" or "raw"`, c.corpusJoin);
+  }
   for (const k of ["embdPdrop", "attnPdrop", "residPdrop"] as const) {
     const v = c.dropout[k];
     if (!(v >= 0 && v < 1)) fail(`dropout.${k}`, "a rate in [0, 1)", v);
@@ -324,14 +408,14 @@ export function validateTrainConfig(c: TrainConfig): TrainConfig {
       try {
         resolveChatTemplate(c.teacher.chatTemplate, c.teacher.model, "teacher.chatTemplate");
       } catch (e) {
-        throw new Error(`config: ${(e as Error).message}`);
+        throw new Error(`${where}: ${(e as Error).message}`);
       }
     }
   }
   posInt("teacher.timeoutMs", c.teacher.timeoutMs);
   posInt("teacher.maxInFlightPerServer", c.teacher.maxInFlightPerServer);
   posInt("teacher.maxAttempts", c.teacher.maxAttempts);
-  if (!c.initModel && c.tokenizer === "train") posInt("vocabSize", c.vocabSize);
+  posInt("vocabSize", c.vocabSize);
   for (const [i, pair] of c.checkpointWords.entries()) {
     if (!Array.isArray(pair) || pair.length !== 2 || !(pair[0] > 0) || !(pair[1] > 0)) {
       fail(`checkpointWords[${i}]`, "a pair [upToWords, everyWords] of positive numbers", pair);

@@ -49,6 +49,9 @@ export async function prepareRun(
     return f as NonNullable<PrepareIO[K]>;
   };
 
+  // Constructed first: a teacher config it refuses stops the start before any work.
+  const teacher = makeTeacher(config);
+
   // The embedded corpus is generated once: it feeds tokenizer training and the rounds.
   const embedded = config.corpus.kind === "embedded"
     ? embeddedSources(config.seed, config.corpus.words)
@@ -73,22 +76,7 @@ export async function prepareRun(
     throw new Error(`config: "tokenizer" must be a tokenizer.json path or "train" (or give "initModel")`);
   }
 
-  // Corpus.
-  const encode = (text: string) => tokenizer.encode(text);
-  const sources = embedded
-    ? await Promise.all(
-      embedded.map((s) => tokenizeSource(s.name, s.text, encode, { lineJoin: config.corpusJoin })),
-    )
-    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode, config.corpusJoin);
-  const corpus = new Corpus(sources, {
-    numRounds: config.numRounds,
-    datapointLength: config.datapointLength,
-    contextLength: config.contextLength,
-    seed: config.seed,
-  });
-  for (const w of corpus.warnings) log(`warning: ${w}`);
-
-  // Student.
+  // Student, before the corpus is tokenized (the long part): its errors come first.
   let modelConfig: GPT2Config;
   let initWeights: Map<string, Float32Array> | undefined;
   if (config.initModel) {
@@ -121,5 +109,20 @@ export async function prepareRun(
         `continuation (${config.student.maxTokens}) needs ${need}`,
     );
   }
-  return { tokenizer, corpus, teacher: makeTeacher(config), modelConfig, initWeights };
+  // Corpus.
+  const encode = (text: string) => tokenizer.encode(text);
+  const sources = embedded
+    ? await Promise.all(
+      embedded.map((s) => tokenizeSource(s.name, s.text, encode, { lineJoin: config.corpusJoin })),
+    )
+    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode, config.corpusJoin);
+  const corpus = new Corpus(sources, {
+    numRounds: config.numRounds,
+    datapointLength: config.datapointLength,
+    contextLength: config.contextLength,
+    seed: config.seed,
+  });
+  for (const w of corpus.warnings) log(`warning: ${w}`);
+
+  return { tokenizer, corpus, teacher, modelConfig, initWeights };
 }
