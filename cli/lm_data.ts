@@ -1,8 +1,9 @@
 /**
  * What `score`, `sft` and `simpo` share: JSON-lines records with their line numbers, token sequences
  * from `{"tokens": [...]}` or `{"text": "..."}` fields, a model directory (checkpoint + optional
- * tokenizer.json), batch packing in the layout {@link Batch} expects, the optimiser options and the
- * training loop that writes an HF directory with `metrics.jsonl`.
+ * tokenizer.json), and the step loop that writes an HF directory with `metrics.jsonl`. The training
+ * itself is the round loop's: its batch packer (`interaction/sequences.ts`), schedule
+ * (`interaction/schedule.ts`), step and epoch order (`interaction/step.ts`) and {@link Trainer}.
  * @module
  */
 import { numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
@@ -20,7 +21,10 @@ import {
   type StepMetrics,
   Trainer,
 } from "../model/trainer.ts";
-import { deriveSeed, Rng } from "../model/random.ts";
+import { BABYLM_INTERACTION } from "../interaction/config.ts";
+import type { ScheduleConfig } from "../interaction/schedule.ts";
+import { buildLmBatch, buildPairBatch, type SpecialIds } from "../interaction/sequences.ts";
+import { epochOrder, scheduledStep } from "../interaction/step.ts";
 
 /** The records of a JSON-lines input file, at least one, with their line numbers for `file:line` errors. */
 export async function readRecords(path: string): Promise<JsonLine[]> {
@@ -210,80 +214,54 @@ export function paddedT(n: number, nPositions: number): number {
   return Math.min(nPositions, Math.ceil((n - 1) / 8) * 8);
 }
 
+/** The special ids of input files: padding with EOS, as the baseline and GPT-2 do. */
+function fileIds(eos: number): SpecialIds {
+  return { bos: eos, eos, pad: eos };
+}
+
 /**
- * An LM batch: row b holds inputs s[0..n-2] and targets s[1..n-1], padded with EOS to the longest
- * sequence; lmMask is 1 on the real positions.
+ * An LM batch of whole sequences, the one packer of the round loop ({@link buildLmBatch}) with the
+ * mask of every real position (ids equal to EOS inside a given sequence are trained on), rows padded
+ * with EOS to the longest one rounded up to 8 positions.
  */
-export function packLmBatch(seqs: number[][], eos: number, nPositions: number): Batch {
+export function packSequences(seqs: number[][], eos: number, nPositions: number): Batch {
   const T = paddedT(Math.max(...seqs.map((s) => s.length)), nPositions);
-  const B = seqs.length;
-  const inputs = new Uint32Array(B * T).fill(eos);
-  const targets = new Uint32Array(B * T).fill(eos);
-  const lmMask = new Float32Array(B * T);
-  seqs.forEach((s, b) => {
-    for (let t = 0; t < s.length - 1; t++) {
-      inputs[b * T + t] = s[t];
-      targets[b * T + t] = s[t + 1];
-      lmMask[b * T + t] = 1;
-    }
-  });
-  return { nSeq: B, T, inputs, targets, lmMask };
+  return buildLmBatch(seqs, fileIds(eos), { T, mask: "length" });
 }
 
 /**
- * A preference batch: P chosen rows then P rejected rows (pair i = rows i and P + i), each
- * prompt + completion. The completion mask covers the predictions of the completion tokens: input
- * positions len(prompt) - 1 .. n - 2.
+ * A preference batch ({@link buildPairBatch}): P chosen rows then P rejected rows (pair i = rows i and
+ * P + i), each prompt + completion, real-position masks as {@link packSequences}; the completion mask
+ * covers the predictions of the completion tokens, input positions len(prompt) - 1 .. n - 2.
  */
-export function packPreferenceBatch(pairs: PreferencePair[], eos: number, nPositions: number): Batch {
-  const seqs = [
-    ...pairs.map((p) => [...p.prompt, ...p.chosen]),
-    ...pairs.map((p) => [...p.prompt, ...p.rejected]),
-  ];
-  const batch = packLmBatch(seqs, eos, nPositions);
-  const compMask = new Float32Array(batch.lmMask.length);
-  const P = pairs.length;
-  seqs.forEach((s, b) => {
-    const start = pairs[b % P].prompt.length - 1;
-    for (let t = start; t < s.length - 1; t++) compMask[b * batch.T + t] = 1;
-  });
-  return { ...batch, compMask };
+export function packPairs(pairs: PreferencePair[], eos: number, nPositions: number): Batch {
+  const longest = Math.max(
+    ...pairs.map((p) => p.prompt.length + Math.max(p.chosen.length, p.rejected.length)),
+  );
+  return buildPairBatch(pairs, fileIds(eos), { T: paddedT(longest, nPositions), mask: "length" });
 }
 
-/** Learning-rate schedule settings. */
-export interface ScheduleOptions {
-  lr: number;
-  schedule: "constant" | "cosine";
-  warmup: number;
-  totalSteps: number;
-}
-
-/**
- * The learning rate of optimizer step `step` (0-based), as transformers' schedulers give it: linear
- * warmup lr * step / warmup, then constant, or for `cosine` (get_cosine_schedule_with_warmup)
- * lr * 0.5 * (1 + cos(pi * progress)), progress = (step - warmup) / (totalSteps - warmup). Past
- * totalSteps the cosine stays at 0 (transformers' formula would rise again).
- */
-export function lrAt(step: number, s: ScheduleOptions): number {
-  if (step < s.warmup) return (s.lr * step) / Math.max(1, s.warmup);
-  if (s.schedule === "constant") return s.lr;
-  const progress = Math.min(1, (step - s.warmup) / Math.max(1, s.totalSteps - s.warmup));
-  return s.lr * 0.5 * (1 + Math.cos(Math.PI * progress));
-}
-
-/** Options of {@link runTraining}, shared by sft and simpo. */
+/** Options of {@link runTraining}, shared by sft and simpo; the optimiser's take the run config's names. */
 export const TRAIN_OPTIONS = {
   model: { type: "string", help: "Hugging Face GPT-2 directory to start from" },
   out: { type: "string", help: "output directory: the trained model (HF format) and metrics.jsonl" },
   steps: { type: "string", help: "optimizer steps to take (overrides --epochs; cycles over the data)" },
   epochs: { type: "string", help: "passes over the data", default: "1" },
   "batch-size": { type: "string", help: "records per step", default: "16" },
-  lr: { type: "string", help: "peak learning rate", default: "5e-5" },
+  lr: { type: "string", help: "peak learning rate", default: String(BABYLM_INTERACTION.lr) },
   schedule: { type: "string", help: "learning-rate schedule: constant or cosine", default: "constant" },
-  warmup: { type: "string", help: "linear warmup steps", default: "0" },
+  "warmup-steps": { type: "string", help: "linear warmup steps", default: "0" },
   "total-steps": { type: "string", help: "steps of the cosine schedule (default: the steps run)" },
-  "weight-decay": { type: "string", help: "AdamW weight decay (not on biases and LayerNorm)", default: "0" },
-  clip: { type: "string", help: "global gradient-norm clipping; 0 disables", default: "1" },
+  "weight-decay": {
+    type: "string",
+    help: "AdamW weight decay (not on biases and LayerNorm)",
+    default: String(BASELINE_ADAMW.weightDecay),
+  },
+  "clip-norm": {
+    type: "string",
+    help: "global gradient-norm clipping; 0 disables",
+    default: String(BASELINE_ADAMW.clipNorm),
+  },
   seed: { type: "string", help: "seed of the shuffle", default: "0" },
   shuffle: {
     type: "string",
@@ -297,9 +275,8 @@ export interface TrainOptions {
   steps?: number;
   epochs: number;
   batchSize: number;
-  schedule: ScheduleOptions;
-  /** Total steps given explicitly; otherwise the steps run. */
-  totalStepsGiven: boolean;
+  /** The schedule; `totalSteps` 0 means the steps run. */
+  schedule: ScheduleConfig;
   adamw: AdamWConfig;
   seed: number;
   shuffle: boolean;
@@ -307,31 +284,29 @@ export interface TrainOptions {
 
 /** Parse {@link TRAIN_OPTIONS} values. */
 export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
-  const schedule = v.schedule;
-  if (schedule !== "constant" && schedule !== "cosine") {
-    throw new UsageError(`--schedule must be constant or cosine, got ${JSON.stringify(schedule)}`);
+  const kind = v.schedule;
+  if (kind !== "constant" && kind !== "cosine") {
+    throw new UsageError(`--schedule must be constant or cosine, got ${JSON.stringify(kind)}`);
   }
   if (v.shuffle !== "true" && v.shuffle !== "false") {
     throw new UsageError(`--shuffle must be true or false, got ${JSON.stringify(v.shuffle)}`);
   }
-  const total = v["total-steps"] === undefined
-    ? 0
-    : numberOption(v["total-steps"], "total-steps", { min: 1, integer: true });
   return {
     steps: v.steps === undefined ? undefined : numberOption(v.steps, "steps", { min: 1, integer: true }),
     epochs: numberOption(v.epochs, "epochs", { min: 1, integer: true }),
     batchSize: numberOption(v["batch-size"], "batch-size", { min: 1, integer: true }),
     schedule: {
+      kind,
       lr: numberOption(v.lr, "lr", { min: 0 }),
-      schedule,
-      warmup: numberOption(v.warmup, "warmup", { min: 0, integer: true }),
-      totalSteps: total,
+      warmupSteps: numberOption(v["warmup-steps"], "warmup-steps", { min: 0, integer: true }),
+      totalSteps: v["total-steps"] === undefined
+        ? 0
+        : numberOption(v["total-steps"], "total-steps", { min: 1, integer: true }),
     },
-    totalStepsGiven: total > 0,
     adamw: {
       ...BASELINE_ADAMW,
       weightDecay: numberOption(v["weight-decay"], "weight-decay", { min: 0 }),
-      clipNorm: numberOption(v.clip, "clip", { min: 0 }),
+      clipNorm: numberOption(v["clip-norm"], "clip-norm", { min: 0 }),
     },
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",
@@ -340,19 +315,17 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
 
 /**
  * The record indices of each step: epochs of `n` records cut into batches of `batchSize` (the last of
- * an epoch may be smaller), shuffled per epoch with a seeded Fisher-Yates when `shuffle`, until
- * `steps` batches (default: `epochs` epochs).
+ * an epoch may be smaller), in the round loop's {@link epochOrder} when `shuffle`, else in file order,
+ * until `steps` batches (default: `epochs` epochs).
  */
 export function stepBatches(
   n: number,
   o: Pick<TrainOptions, "steps" | "epochs" | "batchSize" | "seed" | "shuffle">,
 ): { epoch: number; items: number[] }[] {
-  const perEpoch = Math.ceil(n / o.batchSize);
-  const total = o.steps ?? o.epochs * perEpoch;
+  const total = o.steps ?? o.epochs * Math.ceil(n / o.batchSize);
   const out: { epoch: number; items: number[] }[] = [];
   for (let epoch = 0; out.length < total; epoch++) {
-    const order = Array.from({ length: n }, (_, i) => i);
-    if (o.shuffle) new Rng(deriveSeed(o.seed, "batches", epoch)).shuffle(order);
+    const order = o.shuffle ? epochOrder(o.seed, n, epoch) : Array.from({ length: n }, (_, i) => i);
     for (let i = 0; i < n && out.length < total; i += o.batchSize) {
       out.push({ epoch, items: order.slice(i, i + o.batchSize) });
     }
@@ -390,16 +363,16 @@ export async function checkOutDir(out: string): Promise<void> {
 }
 
 /**
- * Train and save: each step packs its records, runs one {@link Trainer.trainStep} at the scheduled
- * learning rate and records step, epoch, loss, lr, grad_norm, tokens_per_s (real predicted positions
- * per second of the step) and `extra`. Then the model, the model dir's tokenizer.json and
- * metrics.jsonl are written to `out` in one atomic directory save. Returns the metrics rows.
+ * Train and save: each step packs its records and takes the round loop's {@link scheduledStep}, then
+ * records step, epoch, loss, lr, grad_norm, tokens_per_s (real predicted positions per second of the
+ * step) and `extra`. Then the model, the model dir's tokenizer.json and metrics.jsonl are written to
+ * `out` in one atomic directory save. Returns the metrics rows.
  */
 export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]> {
   const { options: o, model } = job;
   await checkOutDir(job.out);
   const steps = stepBatches(job.items.length, o);
-  const schedule = { ...o.schedule, totalSteps: o.totalStepsGiven ? o.schedule.totalSteps : steps.length };
+  const schedule = { ...o.schedule, totalSteps: o.schedule.totalSteps || steps.length };
   const gpu = job.gpu ?? await Gpu.create();
   const gpt2 = GPT2.create(gpu, model.checkpoint.config, model.checkpoint.weights);
   const trainer = new Trainer(gpt2, o.adamw);
@@ -407,22 +380,15 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
   const progress = new Progress(job.command, steps.length, "step");
   for (const [k, s] of steps.entries()) {
     const batch = job.pack(s.items.map((i) => job.items[i]));
-    const lr = lrAt(k, schedule);
-    const t0 = performance.now();
-    const m = await trainer.trainStep(batch, job.loss, lr);
-    const secs = (performance.now() - t0) / 1000;
-    let tokens = 0;
-    for (const x of batch.lmMask) tokens += x;
-    if (!Number.isFinite(m.loss)) {
-      throw new Error(`${job.command}: step ${k + 1}: the loss is ${m.loss} (lr ${lr}); nothing was saved`);
-    }
+    const where = `${job.command}: step ${k + 1} (nothing was saved)`;
+    const { metrics: m, lr, tokensPerSec } = await scheduledStep(trainer, schedule, batch, job.loss, where);
     rows.push({
       step: k + 1,
       epoch: s.epoch,
       loss: m.loss,
       lr,
       grad_norm: m.gradNorm,
-      tokens_per_s: tokens / Math.max(secs, 1e-9),
+      tokens_per_s: tokensPerSec,
       ...job.extra?.(m),
     });
     progress.tick(1, `loss ${m.loss.toFixed(4)}`);

@@ -14,7 +14,7 @@ import { parseCommand, required, runMain } from "./common.ts";
 import {
   loadModelDir,
   type MetricsRow,
-  packLmBatch,
+  packSequences,
   parseTrainOptions,
   readRecords,
   readSequences,
@@ -47,7 +47,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
     out,
     options,
     loss: { kind: "lm" },
-    pack: (batch) => packLmBatch(batch, eosTokenId, nPositions),
+    pack: (batch) => packSequences(batch, eosTokenId, nPositions),
     gpu,
   });
 }

@@ -14,10 +14,10 @@ import { numberOption, parseCommand, required, runMain } from "./common.ts";
 import {
   loadModelDir,
   type MetricsRow,
-  packPreferenceBatch,
+  packPairs,
   parseTrainOptions,
-  readRecords,
   readPairs,
+  readRecords,
   runTraining,
   TRAIN_OPTIONS,
 } from "./lm_data.ts";
@@ -61,7 +61,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<MetricsRow[]> {
     out,
     options,
     loss,
-    pack: (batch) => packPreferenceBatch(batch, eosTokenId, nPositions),
+    pack: (batch) => packPairs(batch, eosTokenId, nPositions),
     extra: (m) => ({
       lm_loss: m.lmLoss,
       simpo_loss: m.simpoLoss!,

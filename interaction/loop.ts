@@ -17,7 +17,7 @@
  */
 import type { Gpu } from "../shaders/gpu.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
-import { type Batch, type StepMetrics, Trainer } from "../model/trainer.ts";
+import { type Batch, Trainer } from "../model/trainer.ts";
 import { generate } from "../model/generate.ts";
 import type { GPT2Config } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
@@ -25,10 +25,10 @@ import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
 import { type Corpus, type Datapoint } from "./corpus.ts";
 import { countWords } from "./grammar.ts";
-import { deriveSeed, Rng } from "../model/random.ts";
-import type { TrainConfig } from "./config.ts";
+import { deriveSeed } from "../model/random.ts";
+import { adamwOf, scheduleOf, type TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
-import { learningRate } from "./schedule.ts";
+import { epochOrder, scheduledStep } from "./step.ts";
 import {
   buildLmBatch,
   buildPreferenceBatch,
@@ -197,11 +197,10 @@ export function roundData(records: readonly InteractionRecord[], minT = 0): Roun
   };
 }
 
-/** One optimisation step's batch, the words it trains on and its trained positions (for tokens/s). */
+/** One optimisation step's batch and the words it trains on. */
 export interface StepBatch {
   batch: Batch;
   words: number;
-  tokens: number;
 }
 
 /**
@@ -226,18 +225,14 @@ export function stepBatch(
   if (phase === "sft") {
     const rows = idx.map((i) => winningTokens(data.items[i], ids));
     while (rows.length < batchSize) rows.push([pad, pad]);
-    const flat = buildLmBatch(rows, ids, { T: data.T });
     return {
-      batch: flat,
+      batch: buildLmBatch(rows, ids, { T: data.T }),
       words: idx.reduce((a, i) => a + data.winWords[i], 0),
-      tokens: flat.lmMask.reduce((a, v) => a + v, 0),
     };
   }
-  const flat = buildPreferenceBatch(idx.map((i) => data.items[i]), ids, { T: data.T });
   return {
-    batch: { ...flat, compMask: flat.completionMask },
+    batch: buildPreferenceBatch(idx.map((i) => data.items[i]), ids, { T: data.T }),
     words: idx.reduce((a, i) => a + data.winWords[i] + data.loseWords[i], 0),
-    tokens: flat.lmMask.reduce((a, v) => a + v, 0),
   };
 }
 
@@ -260,13 +255,7 @@ export async function runInteraction(
 
   // Model, optimizer and where to start.
   const model = GPT2.create(gpu, modelConfig, inputs.initWeights ?? initWeights(modelConfig, config.seed));
-  const trainer = new Trainer(model, {
-    beta1: config.beta1,
-    beta2: config.beta2,
-    eps: config.eps,
-    weightDecay: config.weightDecay,
-    clipNorm: config.clipNorm,
-  });
+  const trainer = new Trainer(model, adamwOf(config));
   let state: RunState = {
     version: 1,
     round: 0,
@@ -331,13 +320,7 @@ export async function runInteraction(
   };
   const ids: SpecialIds = { bos: tokenizer.bosId, eos: tokenizer.eosId, pad: tokenizer.padId };
   const minT = 1 + config.contextLength + config.student.maxTokens;
-  const lrAt = (step: number) =>
-    learningRate({
-      kind: config.schedule,
-      lr: config.lr,
-      warmupSteps: config.warmupSteps,
-      totalSteps: config.totalSteps,
-    }, step);
+  const schedule = scheduleOf(config);
 
   for (; state.round < config.numRounds; state.round++) {
     const r = state.round;
@@ -380,27 +363,22 @@ export async function runInteraction(
         epochs * nBatches,
       );
       for (; state.epoch < epochs; state.epoch++, state.batch = 0) {
-        const order = epochOrder(config.seed, r, phase, state.epoch, n);
+        const order = epochOrder(config.seed, n, r, phase, state.epoch);
         for (; state.batch < nBatches; state.batch++) {
           if (signal?.aborted) throw new DOMException("training stopped", "AbortError");
           await opts.pause?.();
           const idx = order.slice(state.batch * B, (state.batch + 1) * B);
-          const lr = lrAt(state.step);
-          const t0 = performance.now();
-          const { batch, words, tokens } = stepBatch(phase, data, idx, ids, B);
+          const { batch, words } = stepBatch(phase, data, idx, ids, B);
           const beta = config.simpoBeta;
-          const m: StepMetrics = await trainer.trainStep(
+          const { metrics: m, lr, tokensPerSec } = await scheduledStep(
+            trainer,
+            schedule,
             batch,
             phase === "sft"
               ? { kind: "lm" }
               : { kind: "simpo", beta, gamma: beta * config.simpoGammaRatio, lmWeight: config.lmWeight },
-            lr,
+            `round ${r + 1} ${phase} epoch ${state.epoch} batch ${state.batch}`,
           );
-          if (!Number.isFinite(m.loss)) {
-            throw new Error(
-              `round ${r + 1} ${phase} epoch ${state.epoch} batch ${state.batch}: the loss is ${m.loss}`,
-            );
-          }
           state.step = trainer.step;
           state.wordsSeen += words;
           const rec: MetricsRecord = {
@@ -421,7 +399,7 @@ export async function runInteraction(
             lr,
             gradNorm: m.gradNorm,
             wordsSeen: state.wordsSeen,
-            tokensPerSec: tokens / ((performance.now() - t0) / 1000),
+            tokensPerSec,
             time: new Date().toISOString(),
           };
           await storage.appendText("metrics.jsonl", JSON.stringify(rec) + "\n");
@@ -455,19 +433,6 @@ export async function runInteraction(
   }
   state.done = true;
   return state;
-}
-
-/** The order of the pairs in an epoch: a pure function of (seed, round, phase, epoch), so resume replays it. */
-export function epochOrder(
-  seed: number,
-  round: number,
-  phase: "sft" | "po",
-  epoch: number,
-  n: number,
-): number[] {
-  return new Rng(deriveSeed(seed, "batches", round, phase, epoch)).shuffle(
-    Array.from({ length: n }, (_, i) => i),
-  );
 }
 
 /** Parse `state/state.json`, checking the fields resume relies on. */

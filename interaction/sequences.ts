@@ -110,24 +110,59 @@ export function buildLmBatch(
   return { nSeq: n, T, inputs, targets, lmMask, lengths: rows.map((r) => r.length) };
 }
 
+/** A preference pair in token ids: the chosen and the rejected sequence are prompt + completion. */
+export interface TokenPair {
+  prompt: ArrayLike<number>;
+  chosen: ArrayLike<number>;
+  rejected: ArrayLike<number>;
+}
+
 /**
- * The batch of the preference phase: P winning rows then P losing rows, padded to a common T, with the
- * LM and completion masks.
+ * P chosen rows (prompt + chosen) then P rejected rows (prompt + rejected), padded to a common T, with
+ * the LM mask and the completion mask: the LM mask with the first len(prompt) - 1 input positions
+ * cleared, so it covers the predictions of the completion tokens.
+ */
+export function buildPairBatch(
+  pairs: readonly TokenPair[],
+  ids: SpecialIds,
+  options: BatchOptions = {},
+): PreferenceBatch {
+  const rows = [
+    ...pairs.map((p) => [...Array.from(p.prompt), ...Array.from(p.chosen)]),
+    ...pairs.map((p) => [...Array.from(p.prompt), ...Array.from(p.rejected)]),
+  ];
+  const flat = buildLmBatch(rows, ids, options);
+  const completionMask = flat.lmMask.slice();
+  const P = pairs.length;
+  for (let r = 0; r < 2 * P; r++) {
+    const c = Math.max(0, pairs[r % P].prompt.length - 1);
+    completionMask.fill(0, r * flat.T, r * flat.T + Math.min(c, flat.T));
+  }
+  return { ...flat, nPairs: P, completionMask };
+}
+
+/**
+ * The batch of the preference phase: P winning rows then P losing rows ({@link winningTokens},
+ * {@link losingTokens}: the prompt is [BOS] + context), padded to a common T, with the LM and completion
+ * masks.
  */
 export function buildPreferenceBatch(
   items: readonly PreferenceItem[],
   ids: SpecialIds,
   options: BatchOptions = {},
 ): PreferenceBatch {
-  const rows = [...items.map((it) => winningTokens(it, ids)), ...items.map((it) => losingTokens(it, ids))];
-  const flat = buildLmBatch(rows, ids, options);
-  const completionMask = flat.lmMask.slice();
-  const P = items.length;
-  for (let r = 0; r < 2 * P; r++) {
-    const c = items[r % P].context.length;
-    completionMask.fill(0, r * flat.T, r * flat.T + Math.min(c, flat.T));
-  }
-  return { ...flat, nPairs: P, completionMask };
+  return buildPairBatch(
+    items.map((it) => {
+      const prompt = [ids.bos, ...Array.from(it.context)];
+      return {
+        prompt,
+        chosen: winningTokens(it, ids).slice(prompt.length),
+        rejected: losingTokens(it, ids).slice(prompt.length),
+      };
+    }),
+    ids,
+    options,
+  );
 }
 
 /** Whitespace-separated words of a text (Python's `len(text.split())`), for the words-seen budget. */

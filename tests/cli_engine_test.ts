@@ -2,14 +2,16 @@
  * The engine commands end to end on the tiny PyTorch fixture: `score` against the fixture's log-probs,
  * `sft` and `simpo` at lr 0 against the fixture's losses, rewards and gradient norm (float64, from
  * tests/make_fixtures.py), training that lowers the loss / widens the margin, text input through a
- * tokenizer.json, the learning-rate schedule against its formula, and malformed input.
+ * tokenizer.json, the schedule and clipping flags, and malformed input.
  */
 import assert from "node:assert/strict";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
 import { interpolate, main as bench, sampleLengths } from "../cli/bench.ts";
-import { lrAt, packPreferenceBatch } from "../cli/lm_data.ts";
+import { packPairs, parseTrainOptions, TRAIN_OPTIONS } from "../cli/lm_data.ts";
+import { learningRate } from "../interaction/schedule.ts";
+import { BASELINE_ADAMW } from "../model/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
 import { initWeights } from "../model/gpt2.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
@@ -144,11 +146,11 @@ Deno.test("simpo: at lr 0 the loss and rewards equal PyTorch's; training widens 
   const pairs = simpoPairs(ref);
   // The packed batch reproduces the fixture's completion mask.
   const [, T] = ref.get("simpo.inputs")!.shape;
-  const batch = packPreferenceBatch(pairs, 60, 16);
+  const batch = packPairs(pairs, 60, 16);
   const want = ref.get("simpo.comp_mask")!.data;
   for (let b = 0; b < 4; b++) {
     assert.deepEqual(
-      Array.from(batch.compMask!.slice(b * batch.T, b * batch.T + T)),
+      Array.from(batch.completionMask!.slice(b * batch.T, b * batch.T + T)),
       Array.from(want.slice(b * T, (b + 1) * T), Number),
       `completion mask row ${b}`,
     );
@@ -220,16 +222,31 @@ Deno.test("text input goes through the model's tokenizer.json, which is copied t
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("the cosine schedule follows transformers' get_cosine_schedule_with_warmup", () => {
-  const s = { lr: 1e-3, schedule: "cosine" as const, warmup: 4, totalSteps: 20 };
-  const want = (k: number) =>
-    k < 4 ? (1e-3 * k) / 4 : 1e-3 * Math.max(0, 0.5 * (1 + Math.cos(Math.PI * 2 * 0.5 * ((k - 4) / 16))));
-  const ks = [0, 1, 3, 4, 5, 10, 19, 20];
-  assertClose("cosine lr", ks.map((k) => lrAt(k, s)), ks.map(want), { rtol: 1e-12, atol: 1e-18 });
-  assert.equal(lrAt(30, s), 0);
-  assert.equal(lrAt(2, { ...s, schedule: "constant" }), 5e-4);
-  assert.equal(lrAt(9, { ...s, schedule: "constant" }), 1e-3);
+Deno.test("sft: --schedule, --lr, --warmup-steps and --total-steps drive the one schedule; --clip-norm reaches AdamW", async () => {
+  const gpu = await testGpu();
+  const ref = await reference();
+  const dir = await fixtureCopy();
+  await writeLines(`${dir}/data.jsonl`, lmSequences(ref).map((tokens) => ({ tokens })));
+  const flags = ["--lr", "1e-3", "--schedule", "cosine", "--warmup-steps", "2", "--total-steps", "4"];
+  const rows = await sft(
+    ["--model", dir, "--data", `${dir}/data.jsonl`, "--out", `${dir}/o`, "--steps", "6", ...flags],
+    gpu,
+  );
+  const schedule = { kind: "cosine" as const, lr: 1e-3, warmupSteps: 2, totalSteps: 4 };
+  // Past --total-steps the cosine rises again, as transformers' get_cosine_schedule_with_warmup does.
+  assert.deepEqual(rows.map((r) => r.lr), [0, 1, 2, 3, 4, 5].map((k) => learningRate(schedule, k)));
+  assert.ok(rows[5].lr > rows[4].lr && rows[4].lr === 0);
+  const o = parseTrainOptions({ ...defaults(), "clip-norm": "0.5", "weight-decay": "0.1" });
+  assert.deepEqual(o.adamw, { ...BASELINE_ADAMW, clipNorm: 0.5, weightDecay: 0.1 });
+  await Deno.remove(dir, { recursive: true });
 });
+
+/** The option values of TRAIN_OPTIONS when none is given. */
+function defaults(): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(TRAIN_OPTIONS).map(([k, v]) => [k, "default" in v ? v.default : undefined]),
+  );
+}
 
 Deno.test("malformed input: errors name the file, line and field", async () => {
   const gpu = await testGpu();

@@ -117,7 +117,7 @@ Deno.test("SimPO + 0.2 * LM loss and gradients match PyTorch", async () => {
     inputs: u32(ref.get("simpo.inputs")!.data),
     targets: u32(ref.get("simpo.targets")!.data),
     lmMask: f32(ref.get("simpo.lm_mask")!.data),
-    compMask: f32(ref.get("simpo.comp_mask")!.data),
+    completionMask: f32(ref.get("simpo.comp_mask")!.data),
   }, { kind: "simpo", beta: 2, gamma: 1, lmWeight: 0.2 });
   assertClose("simpo total loss", [m.loss], ref.get("simpo.loss")!.data, { rtol: 1e-4, atol: 1e-6 });
   assertClose("simpo lm loss", [m.lmLoss], ref.get("simpo.loss_lm")!.data, { rtol: 1e-4, atol: 1e-6 });

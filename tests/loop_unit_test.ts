@@ -8,7 +8,6 @@ import {
   checkpointName,
   checkpointSchedule,
   crossedCheckpoint,
-  epochOrder,
   type InteractionRecord,
   readLog,
   roundData,
@@ -16,6 +15,7 @@ import {
   stepBatch,
 } from "../interaction/loop.ts";
 import { BABYLM_INTERACTION } from "../interaction/config.ts";
+import { epochOrder } from "../interaction/step.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
 import { type Batch, type LossSpec, Trainer } from "../model/trainer.ts";
@@ -96,21 +96,21 @@ Deno.test("round data: words per sequence and one row length for the run", () =>
 
 Deno.test("SFT batch: a short last batch is padded with rows that are masked everywhere", () => {
   const d = roundData(RECORDS, 6);
-  const { batch, words, tokens } = stepBatch("sft", d, [2, 0], IDS, 3);
+  const { batch, words } = stepBatch("sft", d, [2, 0], IDS, 3);
   assert.equal(batch.nSeq, 3);
   assert.equal(batch.T, 6);
   // rows: win2 [E 2 2 6 E], win0 [E 1 2 5 6 E], padding [E E]
   assert.deepEqual(Array.from(batch.inputs), [E, 2, 2, 6, E, E, E, 1, 2, 5, 6, E, E, E, E, E, E, E]);
   assert.deepEqual(Array.from(batch.targets), [2, 2, 6, E, E, E, 1, 2, 5, 6, E, E, E, E, E, E, E, E]);
   assert.deepEqual(Array.from(batch.lmMask), [0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
-  assert.equal(batch.compMask, undefined);
+  assert.equal(batch.completionMask, undefined);
   assert.equal(words, 7 + 5); // winning words of pairs 2 and 0 only
-  assert.equal(tokens, 7);
+  assert.equal(batch.lmMask.reduce((a, v) => a + v, 0), 7);
 });
 
 Deno.test("PO batch: winning rows then the same pairs' losing rows, completion mask, words of both", () => {
   const d = roundData(RECORDS);
-  const { batch, words, tokens } = stepBatch("po", d, [1, 0], IDS, 4);
+  const { batch, words } = stepBatch("po", d, [1, 0], IDS, 4);
   assert.equal(batch.nSeq, 4); // a short last batch stays short: 2 pairs
   assert.equal(batch.T, 5);
   // rows: win1 [E 1 7 8 E], win0 [E 1 2 5 6 E], lose1 [E 1 7 3 E], lose0 [E 1 2 3 4 E]
@@ -118,17 +118,38 @@ Deno.test("PO batch: winning rows then the same pairs' losing rows, completion m
   assert.deepEqual(Array.from(batch.targets), [1, 7, 8, E, E, 1, 2, 5, 6, E, 1, 7, 3, E, E, 1, 2, 3, 4, E]);
   assert.deepEqual(Array.from(batch.lmMask), [0, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1]);
   // Context positions (2 each) cleared: completion tokens and the final EOS remain.
-  assert.deepEqual(Array.from(batch.compMask!), [0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 1]);
+  assert.deepEqual(Array.from(batch.completionMask!), [
+    0,
+    0,
+    1,
+    1,
+    0,
+    0,
+    0,
+    1,
+    1,
+    1,
+    0,
+    0,
+    1,
+    1,
+    0,
+    0,
+    0,
+    1,
+    1,
+    1,
+  ]);
   assert.equal(words, (2 + 3) + (5 + 3));
-  assert.equal(tokens, 14);
+  assert.equal(batch.lmMask.reduce((a, v) => a + v, 0), 14);
 });
 
 Deno.test("epoch order: a permutation that depends only on (seed, round, phase, epoch)", () => {
-  const a = epochOrder(3, 1, "sft", 2, 10);
+  const a = epochOrder(3, 10, 1, "sft", 2);
   assert.deepEqual([...a].sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.deepEqual(epochOrder(3, 1, "sft", 2, 10), a);
-  assert.notDeepEqual(epochOrder(3, 1, "sft", 3, 10), a);
-  assert.notDeepEqual(epochOrder(3, 1, "po", 2, 10), a);
+  assert.deepEqual(epochOrder(3, 10, 1, "sft", 2), a);
+  assert.notDeepEqual(epochOrder(3, 10, 1, "sft", 3), a);
+  assert.notDeepEqual(epochOrder(3, 10, 1, "po", 2), a);
 });
 
 const CONFIG: GPT2Config = {
@@ -188,7 +209,7 @@ Deno.test("GPU losses on the loop's batches match float64; SFT padding rows chan
   const spec: LossSpec = { kind: "simpo", beta: 2, gamma: 1, lmWeight: 0.2 };
   const m = await trainer.computeGradients(po, spec);
   const lp = refLogProbs(w, po);
-  const ref = simpoRef(lp, po.compMask!, 3, po.T, 2, 1);
+  const ref = simpoRef(lp, po.completionMask!, 3, po.T, 2, 1);
   const lmRef = lmLossRef(lp, po.lmMask, po.T, 3);
   assertClose(
     "po simpo/lm/chosen/rejected/margin",

@@ -1,4 +1,4 @@
-/** Learning-rate schedules against values worked out by hand from transformers' formulas. */
+/** The one learning-rate schedule (every command's) against transformers' formulas and their values. */
 import assert from "node:assert/strict";
 import { learningRate, lrFactor } from "../interaction/schedule.ts";
 
@@ -18,6 +18,28 @@ Deno.test("cosine with warm-up: the baseline's 2000 / 200000 steps at known poin
   close(lrFactor(c, 200_000), 0, "end");
   // transformers does not clamp the progress: past the end the cosine rises again.
   close(lrFactor(c, 250_000), 0.5 * (1 + Math.cos(Math.PI * 248_000 / 198_000)), "past the end");
+});
+
+Deno.test("cosine: transformers' get_cosine_schedule_with_warmup values, rising again past totalSteps", () => {
+  // lr * lambda(step) for W = 4, N = 20, lr = 1e-3, printed by Python from transformers' lr_lambda:
+  //   step < W: step / max(1, W); else max(0, 0.5 * (1 + cos(pi * 0.5 * 2 * (step - W) / max(1, N - W))))
+  const want: Array<[number, number]> = [
+    [0, 0],
+    [1, 0.00025],
+    [3, 0.00075],
+    [4, 0.001],
+    [5, 0.0009903926402016153],
+    [10, 0.000691341716182545],
+    [19, 9.607359798384786e-06],
+    [20, 0],
+    [21, 9.607359798384786e-06],
+    [28, 0.0004999999999999999],
+    [30, 0.0006913417161825451],
+    [36, 0.001],
+    [40, 0.0008535533905932738],
+  ];
+  const c = { kind: "cosine" as const, lr: 1e-3, warmupSteps: 4, totalSteps: 20 };
+  for (const [step, lr] of want) close(learningRate(c, step), lr, `step ${step}`);
 });
 
 Deno.test("constant with warm-up, no warm-up, and bad steps", () => {
