@@ -6,12 +6,19 @@
  * @module
  */
 import { type Gpu, GpuCapacityError, Plan, type TensorView } from "../shaders/gpu.ts";
-import { type GPT2Config, validateConfig } from "./config.ts";
+import { type DropoutRates, type GPT2Config, validateConfig } from "./config.ts";
 import { numel, type ParamSpec, paramTable } from "./params.ts";
 import { type ActivationSpec, activationTable, logitsChunk } from "./activations.ts";
 import { linearBackward, linearForward, matmul } from "../shaders/matmul.ts";
 import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
 import { residualForward } from "../shaders/residual.ts";
+import {
+  DROPOUT_SITE,
+  dropoutCopy,
+  dropoutInPlace,
+  type DropoutKey,
+  dropoutResidual,
+} from "../shaders/dropout.ts";
 import { geluBackward, geluForward } from "../shaders/gelu.ts";
 import { attentionBackward, attentionForward } from "../shaders/attention.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
@@ -274,12 +281,34 @@ export interface BlockActivations {
 }
 
 /**
+ * Training-mode dropout (transformers' train mode): the per-step key, the rates, and the mask sites of
+ * the embedding output and of each block (shaders/dropout.ts). Only a training workspace has one.
+ */
+export interface ModelDropout {
+  key: DropoutKey;
+  rates: DropoutRates;
+}
+
+/** The elementwise dropout of `site` over N rows of width C at `rate`, or none at rate 0. */
+function dropSpec(d: ModelDropout | undefined, rate: number, site: number, N: number, C: number) {
+  return d && rate > 0 ? { key: d.key, site, rate, rows: N, cols: C } : undefined;
+}
+
+/** The attention-probability dropout of block `layer`, or none. */
+function attentionDropout(d: ModelDropout | undefined, layer: number) {
+  return d && d.rates.attnPdrop > 0
+    ? { key: d.key, site: DROPOUT_SITE.attn(layer), rate: d.rates.attnPdrop }
+    : undefined;
+}
+
+/**
  * Record one transformer block over N rows of width C (nanoGPT's Block):
- * res2 = x + attn(ln_1(x)), out = res2 + mlp(ln_2(res2)). `attention` records atty from qkv.
+ * res2 = x + attn(ln_1(x)), out = res2 + mlp(ln_2(res2)). `attention` records atty from qkv. With
+ * `dropout`, both branches are dropped before their residual adds (resid_pdrop, block `layer`'s sites).
  */
 export function blockForward(
   plan: Plan,
-  { w, x, a, N, C, eps, attention }: {
+  { w, x, a, N, C, eps, attention, dropout, layer = 0 }: {
     w: BlockWeights;
     x: TensorView;
     a: BlockActivations;
@@ -287,18 +316,25 @@ export function blockForward(
     C: number;
     eps: number;
     attention: () => void;
+    dropout?: ModelDropout;
+    layer?: number;
   },
 ): void {
+  const rate = dropout?.rates.residPdrop ?? 0;
+  const attnDrop = dropSpec(dropout, rate, DROPOUT_SITE.attnResid(layer), N, C);
+  const mlpDrop = dropSpec(dropout, rate, DROPOUT_SITE.mlpResid(layer), N, C);
   layernormForward(plan, { out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: x, ...w.ln1, N, C, eps });
   linearForward(plan, { y: a.qkv, x: a.ln1, ...w.attn, rows: N, inC: C, outC: 3 * C });
   attention();
   linearForward(plan, { y: a.attproj, x: a.atty, ...w.attnProj, rows: N, inC: C, outC: C });
-  residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
+  if (attnDrop) dropoutResidual(plan, a.res2, x, a.attproj, attnDrop);
+  else residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
   layernormForward(plan, { out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.res2, ...w.ln2, N, C, eps });
   linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C });
   geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
   linearForward(plan, { y: a.fcproj, x: a.gelu, ...w.fcProj, rows: N, inC: 4 * C, outC: C });
-  residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
+  if (mlpDrop) dropoutResidual(plan, a.out, a.res2, a.fcproj, mlpDrop);
+  else residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
 }
 
 /** logits[0:R, :] = x[r0:r0+R] · wte^T (the tied LM head), one matmul per wte chunk; row stride `ld`. */
@@ -342,6 +378,11 @@ export interface WorkspaceOptions {
    * ([B, maxT, C] each, positions from 0), skip the loss, and gather each sequence's row at
    * `lastIndex[b]` after the final LayerNorm into {@link Workspace.last}.
    */
+  /**
+   * Training mode: drop at GPT-2's four sites with these rates and key (with `grads` only; scoring and
+   * generation workspaces never drop). Backward regenerates the same masks.
+   */
+  dropout?: ModelDropout;
   prefill?: {
     caches: { k: TensorView; v: TensorView }[];
     maxT: number;
@@ -388,6 +429,7 @@ export class Workspace {
   /** The whole-model tensors of the activation table, by name. */
   #t = new Map<string, TensorView>();
   #layers: LayerActs[] = [];
+  #dropout?: ModelDropout;
 
   constructor(model: GPT2, B: number, T: number, options: WorkspaceOptions = {}) {
     const { gpu, config } = model;
@@ -432,6 +474,7 @@ export class Workspace {
     this.compMask = t("compMask");
     this.last = this.#t.get("last");
     this.forward = new Plan(gpu);
+    if (options.grads && !options.prefill) this.#dropout = options.dropout;
     this.#recordForward(this.forward, options.prefill);
     if (options.grads) {
       this.grads = options.grads;
@@ -507,6 +550,8 @@ export class Workspace {
       T,
       C,
     });
+    const embdDrop = dropSpec(this.#dropout, this.#dropout?.rates.embdPdrop ?? 0, DROPOUT_SITE.embd, N, C);
+    if (embdDrop) dropoutInPlace(plan, t("encoded"), embdDrop);
     for (let l = 0; l < L; l++) {
       const a = this.#blockActs(l);
       const attention = () => {
@@ -523,9 +568,28 @@ export class Workspace {
             maxT: prefill.maxT,
           });
         }
-        attentionForward(plan, { y: a.atty, lse: this.#layers[l].attLse, qkv: a.qkv, B, T, C, H });
+        attentionForward(plan, {
+          y: a.atty,
+          lse: this.#layers[l].attLse,
+          qkv: a.qkv,
+          B,
+          T,
+          C,
+          H,
+          dropout: attentionDropout(this.#dropout, l),
+        });
       };
-      blockForward(plan, { w: blockWeights(m, l), x: this.#blockInput(l), a, N, C, eps, attention });
+      blockForward(plan, {
+        w: blockWeights(m, l),
+        x: this.#blockInput(l),
+        a,
+        N,
+        C,
+        eps,
+        attention,
+        dropout: this.#dropout,
+        layer: l,
+      });
     }
     const lnf = { weight: m.view("ln_f.weight"), bias: m.view("ln_f.bias") };
     layernormForward(plan, {
@@ -640,8 +704,13 @@ export class Workspace {
         T,
         C,
         H,
+        dropout: this.#dropout,
+        layer: l,
       });
     }
+    // The embedding output was dropped in place: its gradient is masked the same way.
+    const embdDrop = dropSpec(this.#dropout, this.#dropout?.rates.embdPdrop ?? 0, DROPOUT_SITE.embd, N, C);
+    if (embdDrop) dropoutInPlace(plan, dresidual, embdDrop);
     embeddingBackward(plan, {
       dwte,
       dwpe: G("wpe.weight"),
@@ -672,11 +741,12 @@ export class Workspace {
 /**
  * Record one block's backward (llm.c's per-layer gpt2_backward), given dresidual = dLoss/d(out):
  * parameter gradients accumulate; dresidual becomes dLoss/dx (the skip paths pass it through, the
- * LayerNorms add theirs). gelu (scratch) is recomputed from fch.
+ * LayerNorms add theirs). gelu (scratch) is recomputed from fch. With `dropout`, each branch gets the
+ * residual gradient masked as its forward output was (the mask regenerated, never stored).
  */
 function blockBackward(
   plan: Plan,
-  { w, g, x, a, attLse, d, B, T, C, H }: {
+  { w, g, x, a, attLse, d, B, T, C, H, dropout, layer }: {
     w: BlockWeights;
     g: BlockGrads;
     x: TensorView;
@@ -693,18 +763,27 @@ function blockBackward(
     T: number;
     C: number;
     H: number;
+    dropout?: ModelDropout;
+    layer: number;
   },
 ): void {
   const N = B * T;
   const { dresidual, dqkv, dgelu, dfch } = d;
   // The C-wide linear inputs' gradients, one buffer in turn.
   const dln2 = d.dlinearIn, datty = d.dlinearIn, dln1 = d.dlinearIn;
+  const rate = dropout?.rates.residPdrop ?? 0;
+  const attnDrop = dropSpec(dropout, rate, DROPOUT_SITE.attnResid(layer), N, C);
+  const mlpDrop = dropSpec(dropout, rate, DROPOUT_SITE.mlpResid(layer), N, C);
+  // A dropped branch's output gradient: in dlinearIn before the MLP's first linear backward writes it,
+  // in dgelu (free again) before the attention projection's.
+  if (mlpDrop) dropoutCopy(plan, d.dlinearIn, dresidual, mlpDrop);
+  const dfcproj = mlpDrop ? d.dlinearIn : dresidual;
   // MLP: out = res2 + gelu(ln2 · Wfc + bfc) · Wproj + bproj.
   geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
   linearBackward(plan, {
     dx: dgelu,
     ...g.fcProj,
-    dy: dresidual,
+    dy: dfcproj,
     x: a.gelu,
     W: w.fcProj.W,
     rows: N,
@@ -725,17 +804,29 @@ function blockBackward(
     C,
   });
   // Attention: res2 = x + atty · Wproj + bproj.
+  if (attnDrop) dropoutCopy(plan, dgelu, dresidual, attnDrop);
   linearBackward(plan, {
     dx: datty,
     ...g.attnProj,
-    dy: dresidual,
+    dy: attnDrop ? dgelu : dresidual,
     x: a.atty,
     W: w.attnProj.W,
     rows: N,
     inC: C,
     outC: C,
   });
-  attentionBackward(plan, { dqkv, dy: datty, qkv: a.qkv, y: a.atty, lse: attLse, B, T, C, H });
+  attentionBackward(plan, {
+    dqkv,
+    dy: datty,
+    qkv: a.qkv,
+    y: a.atty,
+    lse: attLse,
+    B,
+    T,
+    C,
+    H,
+    dropout: attentionDropout(dropout, layer),
+  });
   linearBackward(plan, {
     dx: dln1,
     ...g.attn,

@@ -4,7 +4,17 @@
  * @module
  */
 import { Plan, type TensorView } from "../shaders/gpu.ts";
-import { allocParams, type DeviceParam, type GPT2, readAll, Workspace, writeParts } from "./gpt2.ts";
+import {
+  allocParams,
+  type DeviceParam,
+  type GPT2,
+  type ModelDropout,
+  readAll,
+  Workspace,
+  writeParts,
+} from "./gpt2.ts";
+import { DropoutKey } from "../shaders/dropout.ts";
+import type { DropoutRates } from "./config.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
 import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss } from "../shaders/loss.ts";
@@ -60,6 +70,16 @@ export interface StepMetrics {
   step: number;
 }
 
+/** Options of a {@link Trainer}. */
+export interface TrainerOptions {
+  /**
+   * Train mode's dropout: the rates, and the seed of the masks, which are keyed by (seed, step, site,
+   * position) so a resumed run (same seed, restored step) draws the uninterrupted run's masks. Absent or
+   * all rates 0: no dropout work is recorded.
+   */
+  dropout?: { seed: number; rates: DropoutRates };
+}
+
 /** Optimiser state plus a cache of workspaces, one per batch shape. */
 export class Trainer {
   readonly model: GPT2;
@@ -75,11 +95,16 @@ export class Trainer {
   #metrics: TensorView;
   #workspaces = new Map<string, Workspace>();
   #lossPlans = new Map<string, Plan>();
+  #dropout?: ModelDropout;
 
-  constructor(model: GPT2, adamw: AdamWConfig = BASELINE_ADAMW) {
+  constructor(model: GPT2, adamw: AdamWConfig = BASELINE_ADAMW, options: TrainerOptions = {}) {
     this.model = model;
     this.adamw = adamw;
     const gpu = model.gpu;
+    const d = options.dropout;
+    if (d && (d.rates.embdPdrop > 0 || d.rates.attnPdrop > 0 || d.rates.residPdrop > 0)) {
+      this.#dropout = { key: new DropoutKey(gpu, d.seed), rates: { ...d.rates } };
+    }
     this.grads = allocParams(gpu, model.config, "grad");
     this.m = allocParams(gpu, model.config, "adam.m");
     this.v = allocParams(gpu, model.config, "adam.v");
@@ -118,6 +143,7 @@ export class Trainer {
     this.#lossPlans.clear();
     this.#optimizer.destroy();
     for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
+    this.#dropout?.key.destroy();
   }
 
   /**
@@ -144,7 +170,7 @@ export class Trainer {
         this.#lossPlans.delete(k);
       }
     }
-    ws = new Workspace(this.model, B, T, { grads: this.grads });
+    ws = new Workspace(this.model, B, T, { grads: this.grads, dropout: this.#dropout });
     this.#workspaces.set(key, ws);
     return ws;
   }
@@ -168,7 +194,7 @@ export class Trainer {
       else {
         const P = ws.B / 2;
         lmLoss(plan, { ...lm, nWinning: P, weight: loss.lmWeight });
-        simpoLoss(plan, { ...buffers, compMask: ws.compMask, P, beta: loss.beta, gamma: loss.gamma });
+        simpoLoss(plan, { ...buffers, completionMask: ws.completionMask, P, beta: loss.beta, gamma: loss.gamma });
       }
       this.#lossPlans.set(key, plan);
     }
@@ -199,6 +225,7 @@ export class Trainer {
     const ws = this.workspace(batch.nSeq, batch.T);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     this.step++;
+    this.#dropout?.key.setStep(this.step);
     const a = this.adamw;
     this.model.gpu.write(
       this.#stepParams,
@@ -245,6 +272,8 @@ export class Trainer {
    */
   async computeGradients(batch: Batch, loss: LossSpec): Promise<StepMetrics> {
     const ws = this.workspace(batch.nSeq, batch.T);
+    // The masks of the step trainStep would take next.
+    this.#dropout?.key.setStep(this.step + 1);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();

@@ -17,6 +17,7 @@
  * @module
  */
 import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { DROPOUT_WGSL, type DropoutKey, keepThreshold } from "./dropout.ts";
 
 /** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
 const WG = 64;
@@ -64,6 +65,34 @@ function each(V: number, f: (c: number) => string, sep = "\n  "): string {
 const PARAMS = uniformLayout({ B: "u32", T: "u32", C4: "u32", H: "u32", blocks: "u32", scale: "f32" });
 const HEADER = PARAMS.wgsl + /* wgsl */ `const WG: u32 = ${WG}u;
 `;
+/**
+ * With dropout on the probabilities: the same fields, then the site's generator word, the keep threshold
+ * and the kept probabilities' scale 1/(1-p) (shaders/dropout.ts).
+ */
+const DROP_PARAMS = uniformLayout({
+  B: "u32",
+  T: "u32",
+  C4: "u32",
+  H: "u32",
+  blocks: "u32",
+  scale: "f32",
+  site: "u32",
+  threshold: "u32",
+  keepScale: "f32",
+});
+
+/**
+ * The header of a training kernel; with dropout also the key (bound after the storage buffers, at
+ * `keyBinding`) and `dropScale(rowKey, key)`: 1/(1-p) if probability (row, key) is kept, else 0.
+ */
+function header(drop: boolean, keyBinding: number): string {
+  if (!drop) return HEADER;
+  return DROP_PARAMS.wgsl + /* wgsl */ `const WG: u32 = ${WG}u;
+@group(0) @binding(${keyBinding}) var<uniform> dkey: DropKey;
+${DROPOUT_WGSL}
+fn dropScale(rowKey: u32, col: u32) -> f32 { return select(0.0, p.keepScale, dropKeep(rowKey, col, p.threshold)); }
+`;
+}
 
 /**
  * Shared start of the training kernels: this thread's first row t0 of (b, h) (it owns rows t0 .. t0 + R - 1
@@ -95,14 +124,18 @@ function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string 
  * time, loading each key's k and v once for all R rows, with an online softmax per row (running max m,
  * sum l, unnormalised output a): m' = max(m, s), a = a e^(m-m') + Σ e^(s_j-m') v_j, l likewise. Keys past
  * a row's own position are masked to -inf; every row sees key 0 first, so m is finite from then on.
- * Bindings: params, y, lse, qkv.
+ * With dropout (`drop`), the output sums the kept probabilities scaled by 1/(1-p) while l and lse stay
+ * those of the whole softmax, as transformers drops after the softmax. The mask of (query i, key j) is
+ * keyed by row (b*H + h)*T + i and column j. Bindings: params, y, lse, qkv (then the key).
  */
-function forwardSource(HD: number, R: number): string {
+function forwardSource(HD: number, R: number, drop = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
   const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`;
   const kv = (n: number, c: number) => `qkv[r${n} + ${c}u]`;
-  return HEADER + rowOf(V, R) + /* wgsl */ `
+  // The weights of the values: the probabilities, or with dropout the kept ones, scaled.
+  const w = (rr: number) => drop ? `pd${rr}` : `pr${rr}`;
+  return header(drop, 4) + rowOf(V, R) + /* wgsl */ `
 ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })}${
     computeMain(WG)
   }  let r = rowOf(wgIndex, li);
@@ -110,6 +143,13 @@ ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "re
   let C4 = p.C4;
   let S = 3u * C4;
   let base = r.base;
+  ${
+    drop
+      ? `let stream = dropStream(p.site);\n  ${
+        rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + r.t + ${rr}u);`)
+      }`
+      : ""
+  }
   // q is pre-multiplied by the scale so a score is one dot product; rows past T repeat the last one.
   ${rows((rr) => `let rq${rr} = base + min(r.t + ${rr}u, r.last) * S;`)}
   ${rows((rr) => each(V, (c) => `let q${rr}_${c} = qkv[rq${rr} + ${c}u] * p.scale;`))}
@@ -137,7 +177,12 @@ ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "re
     let corr${rr} = exp(m${rr} - mt${rr});
     let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));
     l${rr} = l${rr} * corr${rr} + (pr${rr}.x + pr${rr}.y + pr${rr}.z + pr${rr}.w);
-    m${rr} = mt${rr};`;
+    m${rr} = mt${rr};${
+        drop
+          ? `
+    let pd${rr} = pr${rr} * vec4f(${each(4, (n) => `dropScale(dr${rr}, j + ${n}u)`, ", ")});`
+          : ""
+      }`;
     }, "\n    ")
   }
     // v of a key sits C4 after its k; each v vector is loaded once for all rows.
@@ -150,7 +195,9 @@ ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "re
       ${
           rows(
             (rr) =>
-              `a${rr}_${c} = a${rr}_${c} * corr${rr} + pr${rr}.x * v0 + pr${rr}.y * v1 + pr${rr}.z * v2 + pr${rr}.w * v3;`,
+              `a${rr}_${c} = a${rr}_${c} * corr${rr} + ${w(rr)}.x * v0 + ${w(rr)}.y * v1 + ${
+                w(rr)
+              }.z * v2 + ${w(rr)}.w * v3;`,
             "\n      ",
           )
         }
@@ -206,12 +253,14 @@ const GRAD_BINDINGS = storage({
  * Backward pass 2: a thread owns R consecutive keys j0 .. j0+R-1 and walks queries i ≥ j0, loading each
  * query's q, dy, lse and D once for all R keys. With P_ij = exp(s_ij - lse_i), dP_ij = dy_i·v_j and
  * dS = P (dP - D): dv_j = Σ_i P_ij dy_i, dk_j = scale Σ_i dS_ij q_i (queries before a key are masked to
- * P = 0). Reads D_i from the dq slots, which this pass does not write. Bindings: params, dqkv, dy, qkv, lse.
+ * P = 0). Reads D_i from the dq slots, which this pass does not write. With dropout's scaled mask M,
+ * dP_ij = M_ij dy_i·v_j and dv_j = Σ_i M_ij P_ij dy_i, and D_i = dy_i·y_i still. Bindings: params, dqkv,
+ * dy, qkv, lse (then the key).
  */
-function keySource(HD: number, R: number): string {
+function keySource(HD: number, R: number, drop = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
-  return HEADER + rowOf(V, R) + /* wgsl */ `
+  return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
 ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
   let C4 = p.C4;
@@ -223,9 +272,11 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   ${rows((rr) => each(V, (c) => `var dk${rr}_${c} = vec4f(0.0);`))}
   ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
   let gBase = r.b * p.T * C4 + r.h * V;
+  ${drop ? "let stream = dropStream(p.site);" : ""}
   for (var i = r.t; i < p.T; i++) {
     let rq = r.base + i * S;
     let rg = gBase + i * C4;
+    ${drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : ""}
     ${each(V, (c) => `let q${c} = qkv[rq + ${c}u];`, " ")}
     ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`, " ")}
     let li_ = lse[r.bh * p.T + i];
@@ -236,8 +287,10 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
       let pr = select(0.0, exp((${
         each(V, (c) => `dot(k${rr}_${c}, q${c})`, " + ")
       }) - li_), i >= r.t + ${rr}u);
-      let dsc = pr * ((${each(V, (c) => `dot(v${rr}_${c}, g${c})`, " + ")}) - di);
-      ${each(V, (c) => `dv${rr}_${c} += pr * g${c};`, " ")}
+      ${drop ? `let md = dropScale(dri, r.t + ${rr}u);` : ""}
+      let dsc = pr * (${drop ? "md * " : ""}(${each(V, (c) => `dot(v${rr}_${c}, g${c})`, " + ")}) - di);
+      ${drop ? "let pv = pr * md;" : "let pv = pr;"}
+      ${each(V, (c) => `dv${rr}_${c} += pv * g${c};`, " ")}
       ${each(V, (c) => `dk${rr}_${c} += dsc * q${c};`, " ")}
     }`, "\n    ")
   }
@@ -257,13 +310,13 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
 /**
  * Backward pass 3: a thread owns R consecutive queries and walks keys j ≤ its last one, loading each key's
  * k and v once for all R rows: dq_i = scale Σ_j dS_ij k_j (keys past a query masked to dS = 0). Reads D_i
- * from its own dq slot, then overwrites it (no other thread touches it). Bindings: params, dqkv, dy,
- * qkv, lse.
+ * from its own dq slot, then overwrites it (no other thread touches it). With dropout, dS_ij =
+ * P_ij (M_ij dy_i·v_j - D_i). Bindings: params, dqkv, dy, qkv, lse (then the key).
  */
-function querySource(HD: number, R: number): string {
+function querySource(HD: number, R: number, drop = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
-  return HEADER + rowOf(V, R) + /* wgsl */ `
+  return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
 ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
   let C4 = p.C4;
@@ -275,6 +328,12 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   ${rows((rr) => each(V, (c) => `var dq${rr}_${c} = vec4f(0.0);`))}
   ${rows((rr) => `let lrow${rr} = lse[r.bh * p.T + min(r.t + ${rr}u, r.last)];`)}
   ${rows((rr) => `let drow${rr} = dqkv[rq${rr}].x;`)}
+  ${
+    drop
+      ? `let stream = dropStream(p.site);
+  ${rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + min(r.t + ${rr}u, r.last));`)}`
+      : ""
+  }
   for (var j = 0u; j <= r.last; j++) {
     let rk = r.base + j * S + C4;
     ${each(V, (c) => `let k${c} = qkv[rk + ${c}u];`, " ")}
@@ -284,7 +343,9 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
       `{
       let sc = ${each(V, (c) => `dot(q${rr}_${c}, k${c})`, " + ")};
       let dp = ${each(V, (c) => `dot(g${rr}_${c}, v${c})`, " + ")};
-      let dsc = select(0.0, exp(sc - lrow${rr}) * (dp - drow${rr}), j <= r.t + ${rr}u);
+      let dsc = select(0.0, exp(sc - lrow${rr}) * (${
+        drop ? `dropScale(dr${rr}, j) * ` : ""
+      }dp - drow${rr}), j <= r.t + ${rr}u);
       ${each(V, (c) => `dq${rr}_${c} += dsc * k${c};`, " ")}
     }`, "\n    ")
   }
@@ -384,9 +445,31 @@ function checkRows(where: string, R: number): void {
   }
 }
 
-/** The Params block of the training kernels, for `blocks` workgroups. */
-function params(plan: Plan, { B, T, C, H }: AttentionShape, blocks: number) {
-  return plan.params(PARAMS, { B, T, C4: C / 4, H, blocks, scale: 1 / Math.sqrt(C / H) }, "attention.params");
+/** The Params block of the training kernels, for `blocks` workgroups (with dropout's fields when on). */
+function params(plan: Plan, { B, T, C, H }: AttentionShape, blocks: number, drop?: AttentionDropout) {
+  const base = { B, T, C4: C / 4, H, blocks, scale: 1 / Math.sqrt(C / H) };
+  if (!drop) return plan.params(PARAMS, base, "attention.params");
+  const { site, rate } = drop;
+  return plan.params(
+    DROP_PARAMS,
+    { ...base, site, threshold: keepThreshold(rate), keepScale: 1 / (1 - rate) },
+    "attention.params",
+  );
+}
+
+/**
+ * Dropout on the attention probabilities (transformers' `attn_dropout`), at GPT-2's site `site` of the
+ * generator (shaders/dropout.ts `DROPOUT_SITE.attn(layer)`). Rate 0 records no dropout work.
+ */
+export interface AttentionDropout {
+  key: DropoutKey;
+  site: number;
+  rate: number;
+}
+
+/** The dropout to generate, if any: none at rate 0. */
+function dropoutOf(args: { dropout?: AttentionDropout }): AttentionDropout | undefined {
+  return args.dropout && args.dropout.rate > 0 ? args.dropout : undefined;
 }
 
 /** B sequences of T positions, width C = H heads times the head size (a multiple of 4, at most 256). */
@@ -404,6 +487,8 @@ export interface AttentionForwardArgs extends AttentionShape {
   y: TensorView;
   lse: TensorView;
   qkv: TensorView;
+  /** Training mode: drop probabilities (backward must get the same, to regenerate the mask). */
+  dropout?: AttentionDropout;
 }
 
 /**
@@ -420,8 +505,10 @@ export function attentionForward(plan: Plan, args: AttentionForwardArgs): void {
   ]);
   checkRows("attentionForward", R);
   const blocks = B * H * Math.ceil(T / (WG * R));
-  const u = params(plan, args, blocks);
-  plan.add(forwardSource(HD, R), [u, y, lse, qkv], blocks, "attention_forward");
+  const drop = dropoutOf(args);
+  const u = params(plan, args, blocks, drop);
+  const key = drop ? [drop.key.view] : [];
+  plan.add(forwardSource(HD, R, !!drop), [u, y, lse, qkv, ...key], blocks, "attention_forward");
 }
 
 /** The tensors of {@link attentionBackward}: the forward's qkv, y and lse, dy [B*T, C]; dqkv [B*T, 3C] out. */
@@ -447,10 +534,13 @@ export function attentionBackward(plan: Plan, args: AttentionBackwardArgs): void
   ]);
   checkRows("attentionBackward", R);
   const blocks = B * H * Math.ceil(T / (WG * R));
-  const u = params(plan, args, blocks);
+  const drop = dropoutOf(args);
+  const u = params(plan, args, blocks, drop);
+  const key = drop ? [drop.key.view] : [];
+  // D = dy·y needs no mask: y already holds the dropped sum. (A dropout Params block starts with PARAMS.)
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
-  plan.add(keySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dkdv");
-  plan.add(querySource(HD, R), [u, dqkv, dy, qkv, lse], blocks, "attention_backward_dq");
+  plan.add(keySource(HD, R, !!drop), [u, dqkv, dy, qkv, lse, ...key], blocks, "attention_backward_dkdv");
+  plan.add(querySource(HD, R, !!drop), [u, dqkv, dy, qkv, lse, ...key], blocks, "attention_backward_dq");
 }
 
 /** The tensors of {@link attentionDecode}. */

@@ -10,6 +10,8 @@ import {
   keepThreshold,
   mix32,
 } from "../shaders/dropout.ts";
+import { attentionBackward, attentionForward } from "../shaders/attention.ts";
+import { attentionBackwardRef, attentionForwardRef, type AttentionShape } from "./reference/attention.ts";
 import { dropoutRef, maskRef } from "./reference/dropout.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 
@@ -129,5 +131,135 @@ Deno.test("dropout kernels: rate 0 is refused (callers record no work), bad shap
   assert.throws(() => dropoutInPlace(plan, v, { key, site: 0, rate: 1, rows: 2, cols: 4 }), /\[0, 1\)/);
   assert.equal(plan.dispatches.length, 0);
   gpu.free(v);
+  key.destroy();
+});
+
+/** The scaled mask of attention site `site` as the reference's ProbabilityMask. */
+function probabilityMask(seed: number, step: number, site: number, rate: number, s: AttentionShape) {
+  return (b: number, h: number, i: number, j: number) =>
+    keeps(seed, step, site, (b * s.H + h) * s.T + i, j, rate) ? 1 / (1 - rate) : 0;
+}
+
+Deno.test("attention dropout: the reference backward matches finite differences under a fixed mask", () => {
+  const s = { B: 1, T: 5, C: 8, H: 2 };
+  const mask = probabilityMask(3, 2, 1, 0.4, s);
+  const qkv = Float64Array.from(randn(s.B * s.T * 3 * s.C, 21));
+  const dy = randn(s.B * s.T * s.C, 22);
+  const loss = (x: Float64Array) =>
+    attentionForwardRef(x, s, mask).y.reduce((acc, v, i) => acc + v * dy[i], 0);
+  const numeric = new Float64Array(qkv.length);
+  const h = 1e-6;
+  for (let i = 0; i < qkv.length; i++) {
+    const up = qkv.slice(), down = qkv.slice();
+    up[i] += h;
+    down[i] -= h;
+    numeric[i] = (loss(up) - loss(down)) / (2 * h);
+  }
+  assertClose(
+    "dropped reference dqkv vs finite differences",
+    attentionBackwardRef(qkv, dy, s, mask),
+    numeric,
+    {
+      rtol: 1e-6,
+      atol: 1e-8,
+    },
+  );
+  // The mask matters: without it the gradient is another one.
+  const plain = attentionBackwardRef(qkv, dy, s);
+  assert.ok(plain.some((v, i) => Math.abs(v - numeric[i]) > 1e-3), "the fixed mask changes the gradient");
+});
+
+// Both kernel variants: one row per thread (GPUs) and four (CPU adapters); T not a multiple of the rows,
+// the 4-key groups or a workgroup's rows.
+for (const R of [1, 4]) {
+  Deno.test(`attention dropout (${R} rows per thread): forward and recomputing backward match float64`, async () => {
+    const gpu = await testGpu();
+    const key = new DropoutKey(gpu, 77);
+    const shapes: AttentionShape[] = [{ B: 2, T: 7, C: 16, H: 2 }, { B: 1, T: 70, C: 64, H: 4 }, {
+      B: 1,
+      T: 261,
+      C: 32,
+      H: 2,
+    }];
+    for (const s of shapes) {
+      const { B, T, C, H } = s;
+      const rate = 0.3, site = 4, step = 6;
+      const name = `B=${B} T=${T} C=${C} H=${H} R=${R}`;
+      const qkv = randn(B * T * 3 * C, 300 + T), dy = randn(B * T * C, 400 + T);
+      const tqkv = gpu.tensor(qkv.length), ty = gpu.tensor(B * T * C), tlse = gpu.tensor(B * H * T);
+      const tdy = gpu.tensor(dy.length), tdqkv = gpu.tensor(qkv.length);
+      gpu.write(tqkv, qkv);
+      gpu.write(tdy, dy);
+      const dropout = { key, site, rate };
+      const plan = new Plan(gpu);
+      attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, rowsPerThread: R, dropout });
+      attentionBackward(plan, {
+        dqkv: tdqkv,
+        dy: tdy,
+        qkv: tqkv,
+        y: ty,
+        lse: tlse,
+        B,
+        T,
+        C,
+        H,
+        rowsPerThread: R,
+        dropout,
+      });
+      key.setStep(step);
+      plan.run();
+      const mask = probabilityMask(77, step, site, rate, s);
+      const ref = attentionForwardRef(qkv, s, mask);
+      const tol = { rtol: 1e-4, atol: 2e-5 };
+      assertClose(`dropped attention y ${name}`, await gpu.read(ty), ref.y, tol);
+      assertClose(`dropped attention lse ${name}`, await gpu.read(tlse), ref.lse, tol);
+      assertClose(
+        `dropped attention dqkv ${name}`,
+        await gpu.read(tdqkv),
+        attentionBackwardRef(qkv, dy, s, mask),
+        {
+          rtol: 1e-3,
+          atol: 1e-4,
+        },
+      );
+      for (const v of [tqkv, ty, tlse, tdy, tdqkv]) gpu.free(v);
+      plan.destroy();
+    }
+    key.destroy();
+  });
+}
+
+Deno.test("attention dropout: the kernel's kept fraction of probabilities within binomial bounds", async () => {
+  // q = k = 0 makes P_ij = 1/(i+1); v_j = e_j (head size = T) makes y_i[j] = M_ij / (i+1): the mask itself.
+  const gpu = await testGpu();
+  const key = new DropoutKey(gpu, 5);
+  const B = 2, T = 64, H = 2, C = 128, hd = C / H, rate = 0.1, site = 7, step = 3;
+  const qkv = new Float32Array(B * T * 3 * C);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) qkv[(b * T + t) * 3 * C + 2 * C + h * hd + t] = 1;
+  }
+  const tqkv = gpu.tensor(qkv.length), ty = gpu.tensor(B * T * C), tlse = gpu.tensor(B * H * T);
+  gpu.write(tqkv, qkv);
+  const plan = new Plan(gpu);
+  attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, dropout: { key, site, rate } });
+  key.setStep(step);
+  plan.run();
+  const y = await gpu.read(ty);
+  let kept = 0, n = 0;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < T; i++) {
+        for (let j = 0; j <= i; j++) {
+          const k = y[(b * T + i) * C + h * hd + j] > 0;
+          assert.equal(k, keeps(5, step, site, (b * H + h) * T + i, j, rate), `b${b} h${h} (${i}, ${j})`);
+          kept += k ? 1 : 0;
+          n++;
+        }
+      }
+    }
+  }
+  assertBinomial("attention probabilities kept", kept, n, rate);
+  for (const v of [tqkv, ty, tlse]) gpu.free(v);
+  plan.destroy();
   key.destroy();
 });
