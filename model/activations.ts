@@ -86,7 +86,7 @@ export function activationTable(
     /** dLoss/dlp per row, written by the loss kernels. */
     a("g", [N], "batch"),
     a("lmMask", [N], "batch"),
-    a("compMask", [N], "batch"),
+    a("completionMask", [N], "batch"),
     a("encoded", [N, C], "kept"),
     a("lnf", [N, C], "kept"),
     a("lnfMean", [N], "kept"),

@@ -176,86 +176,49 @@ export async function readAll(gpu: Gpu, set: DeviceParam[]): Promise<Map<string,
   return out;
 }
 
-/** A LayerNorm's parameters, or their gradients. */
-interface LayerNormWeights {
-  weight: TensorView;
-  bias: TensorView;
+/** One block's tensors by the paper's boxes: ln_1, attention (c_attn, c_proj), ln_2, MLP (c_fc, c_proj). */
+interface BlockOf<LN, Linear> {
+  ln1: LN;
+  attn: Linear;
+  attnProj: Linear;
+  ln2: LN;
+  fc: Linear;
+  fcProj: Linear;
 }
-interface LayerNormGrads {
-  dweight: TensorView;
-  dbias: TensorView;
-}
-/** A linear layer's parameters (y = x W + b), or their gradients. */
-interface LinearWeights {
-  W: TensorView;
-  b: TensorView;
-}
-interface LinearGradViews {
-  dW: TensorView;
-  db: TensorView;
-}
+/** A block's parameters: LayerNorm weight and bias, linear layers y = x W + b. */
+export type BlockWeights = BlockOf<
+  { weight: TensorView; bias: TensorView },
+  { W: TensorView; b: TensorView }
+>;
+type BlockGrads = BlockOf<{ dweight: TensorView; dbias: TensorView }, { dW: TensorView; db: TensorView }>;
 
-/** One block's parameters by the paper's boxes: ln_1, attention (c_attn, c_proj), ln_2, MLP (c_fc, c_proj). */
-export interface BlockWeights {
-  ln1: LayerNormWeights;
-  attn: LinearWeights;
-  attnProj: LinearWeights;
-  ln2: LayerNormWeights;
-  fc: LinearWeights;
-  fcProj: LinearWeights;
-}
-
-/** One block's parameter gradients, named as {@link BlockWeights}. */
-interface BlockGrads {
-  ln1: LayerNormGrads;
-  attn: LinearGradViews;
-  attnProj: LinearGradViews;
-  ln2: LayerNormGrads;
-  fc: LinearGradViews;
-  fcProj: LinearGradViews;
-}
-
-/** Block l's (weight, bias) views per box, from a parameter-shaped set (weights or gradients). */
-function blockViews(view: (name: string) => TensorView, l: number) {
-  const pair = (box: string) => ({ w: view(`h.${l}.${box}.weight`), b: view(`h.${l}.${box}.bias`) });
+/** Block l's boxes from a parameter-shaped set, each box's (weight, bias) views named by `ln` or `linear`. */
+function blockOf<LN, Linear>(
+  view: (name: string) => TensorView,
+  l: number,
+  ln: (weight: TensorView, bias: TensorView) => LN,
+  linear: (weight: TensorView, bias: TensorView) => Linear,
+): BlockOf<LN, Linear> {
+  const pair = (box: string) => [view(`h.${l}.${box}.weight`), view(`h.${l}.${box}.bias`)] as const;
   return {
-    ln1: pair("ln_1"),
-    attn: pair("attn.c_attn"),
-    attnProj: pair("attn.c_proj"),
-    ln2: pair("ln_2"),
-    fc: pair("mlp.c_fc"),
-    fcProj: pair("mlp.c_proj"),
+    ln1: ln(...pair("ln_1")),
+    attn: linear(...pair("attn.c_attn")),
+    attnProj: linear(...pair("attn.c_proj")),
+    ln2: ln(...pair("ln_2")),
+    fc: linear(...pair("mlp.c_fc")),
+    fcProj: linear(...pair("mlp.c_proj")),
   };
 }
 
 /** Block l's parameters of `model`. */
 export function blockWeights(model: GPT2, l: number): BlockWeights {
-  const v = blockViews((name) => model.view(name), l);
-  const lin = (x: { w: TensorView; b: TensorView }) => ({ W: x.w, b: x.b });
-  const ln = (x: { w: TensorView; b: TensorView }) => ({ weight: x.w, bias: x.b });
-  return {
-    ln1: ln(v.ln1),
-    attn: lin(v.attn),
-    attnProj: lin(v.attnProj),
-    ln2: ln(v.ln2),
-    fc: lin(v.fc),
-    fcProj: lin(v.fcProj),
-  };
+  return blockOf((name) => model.view(name), l, (weight, bias) => ({ weight, bias }), (W, b) => ({ W, b }));
 }
 
 /** Block l's parameter gradients in `grads`. */
 function blockGrads(grads: Map<string, DeviceParam>, l: number): BlockGrads {
-  const v = blockViews((name) => grads.get(name)!.parts[0].view, l);
-  const lin = (x: { w: TensorView; b: TensorView }) => ({ dW: x.w, db: x.b });
-  const ln = (x: { w: TensorView; b: TensorView }) => ({ dweight: x.w, dbias: x.b });
-  return {
-    ln1: ln(v.ln1),
-    attn: lin(v.attn),
-    attnProj: lin(v.attnProj),
-    ln2: ln(v.ln2),
-    fc: lin(v.fc),
-    fcProj: lin(v.fcProj),
-  };
+  const view = (name: string) => grads.get(name)!.parts[0].view;
+  return blockOf(view, l, (dweight, dbias) => ({ dweight, dbias }), (dW, db) => ({ dW, db }));
 }
 
 /**
@@ -370,6 +333,7 @@ export function lmHeadForward(
 export interface WorkspaceOptions {
   /** Rows of logits computed at once; default: as many as fit `logitsBudgetBytes` and one binding. */
   logitsRows?: number;
+  /** Default `DEFAULT_LOGITS_BUDGET_BYTES` of activations.ts. */
   logitsBudgetBytes?: number;
   /** Parameter gradients to accumulate into; with them the workspace records backward too. */
   grads?: DeviceParam[];
@@ -411,7 +375,7 @@ export class Workspace {
   readonly g: TensorView;
   /** Loss masks per row [B*T] (f32 0/1): LM positions and completion positions. */
   readonly lmMask: TensorView;
-  readonly compMask: TensorView;
+  readonly completionMask: TensorView;
   readonly grads?: DeviceParam[];
   readonly forward: Plan;
   readonly backward?: Plan;
@@ -459,6 +423,7 @@ export class Workspace {
       return view;
     };
     for (const spec of table.model) {
+      // The token groups are EmbeddingGroups' own buffers, made with it below.
       if (!spec.name.startsWith("tokenGroups.")) this.#t.set(spec.name, alloc(spec, spec.name));
     }
     for (let l = 0; l < table.nLayer; l++) {
@@ -471,7 +436,7 @@ export class Workspace {
     this.logitsLse = t("logitsLse");
     this.g = t("g");
     this.lmMask = t("lmMask");
-    this.compMask = t("compMask");
+    this.completionMask = t("completionMask");
     this.last = this.#t.get("last");
     this.forward = new Plan(gpu);
     if (options.grads && !options.prefill) this.#dropout = options.dropout;
@@ -485,7 +450,12 @@ export class Workspace {
   }
 
   /** Upload a batch: inputs and targets [B*T] (rows b*T+t). Also regroups tokens for embedding backward. */
-  setBatch(inputs: Uint32Array, targets: Uint32Array, lmMask?: Float32Array, compMask?: Float32Array): void {
+  setBatch(
+    inputs: Uint32Array,
+    targets: Uint32Array,
+    lmMask?: Float32Array,
+    completionMask?: Float32Array,
+  ): void {
     const N = this.B * this.T;
     if (inputs.length !== N || targets.length !== N) {
       throw new Error(`batch must have ${N} inputs and targets, got ${inputs.length} and ${targets.length}`);
@@ -502,7 +472,7 @@ export class Workspace {
     gpu.write(this.tokens, inputs);
     gpu.write(this.targets, targets);
     if (lmMask) gpu.write(this.lmMask, lmMask);
-    if (compMask) gpu.write(this.compMask, compMask);
+    if (completionMask) gpu.write(this.completionMask, completionMask);
     this.embeddingGroups?.upload(inputs);
   }
 

@@ -194,7 +194,13 @@ export class Trainer {
       else {
         const P = ws.B / 2;
         lmLoss(plan, { ...lm, nWinning: P, weight: loss.lmWeight });
-        simpoLoss(plan, { ...buffers, completionMask: ws.completionMask, P, beta: loss.beta, gamma: loss.gamma });
+        simpoLoss(plan, {
+          ...buffers,
+          completionMask: ws.completionMask,
+          P,
+          beta: loss.beta,
+          gamma: loss.gamma,
+        });
       }
       this.#lossPlans.set(key, plan);
     }

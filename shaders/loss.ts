@@ -238,15 +238,15 @@ export function lmLoss(
 
 /**
  * Record the SimPO loss over P pairs (sequences 0..P-1 chosen, P..2P-1 rejected, pair i = (i, P+i)):
- * r_s = beta * (sum compMask * lp) / (sum compMask), loss = -mean_i log sigmoid(r_i - r_{P+i} - gamma).
+ * r_s = beta * (sum completionMask * lp) / (sum completionMask), loss = -mean_i log sigmoid(r_i - r_{P+i} - gamma).
  * Writes metrics slots simpo, chosenReward, rejectedReward, margin, winRate and **adds** dLoss/dlp to g
  * (rows [0, 2P*T)), so call {@link lmLoss} first.
  */
 export function simpoLoss(
   plan: Plan,
-  args: LossBuffers & { compMask: TensorView; P: number; beta: number; gamma: number },
+  args: LossBuffers & { completionMask: TensorView; P: number; beta: number; gamma: number },
 ): void {
-  const { metrics, g, lp, compMask, P, T, beta, gamma } = args;
+  const { metrics, g, lp, completionMask, P, T, beta, gamma } = args;
   const where = "simpoLoss";
   checkCount(where, "P", P);
   checkCount(where, "T", T);
@@ -254,7 +254,7 @@ export function simpoLoss(
     throw new Error(`${where}: beta and gamma must be finite, got beta=${beta} gamma=${gamma}`);
   }
   checkLengths(where, METRICS_LENGTH, { metrics });
-  checkLengths(where, 2 * P * T, { g, lp, compMask });
+  checkLengths(where, 2 * P * T, { g, lp, completionMask });
   const u = plan.params(SIMPO_PARAMS, { P, T, beta, gamma }, "loss.simpo.params");
-  plan.add(SIMPO_LOSS, [u, metrics, g, lp, compMask], 1, "simpo_loss");
+  plan.add(SIMPO_LOSS, [u, metrics, g, lp, completionMask], 1, "simpo_loss");
 }

@@ -25,18 +25,22 @@ function finiteDiff(f: (x: Float64Array) => number, x: ArrayLike<number>, h: num
  * Random LM and completion masks for nSeq sequences of length T: the LM mask is a prefix (padding after
  * it), the completion mask the LM mask with a prompt prefix cleared; each keeps at least one position.
  */
-function masks(nSeq: number, T: number, seed: number): { lmMask: Float32Array; compMask: Float32Array } {
+function masks(
+  nSeq: number,
+  T: number,
+  seed: number,
+): { lmMask: Float32Array; completionMask: Float32Array } {
   const r = uniforms(seed);
-  const lmMask = new Float32Array(nSeq * T), compMask = new Float32Array(nSeq * T);
+  const lmMask = new Float32Array(nSeq * T), completionMask = new Float32Array(nSeq * T);
   for (let s = 0; s < nSeq; s++) {
     const len = 2 + Math.floor(r() * (T - 1)); // 2..T positions before padding
     const prompt = 1 + Math.floor(r() * (len - 1)); // leaves >= 1 completion position
     for (let t = 0; t < len; t++) {
       lmMask[s * T + t] = 1;
-      if (t >= prompt) compMask[s * T + t] = 1;
+      if (t >= prompt) completionMask[s * T + t] = 1;
     }
   }
-  return { lmMask, compMask };
+  return { lmMask, completionMask };
 }
 
 /** A tensor holding `data`. */
@@ -67,11 +71,11 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
     lp[t] += 2;
     lp[(P + 1) * T + t] += 2;
   }
-  const { lmMask, compMask } = masks(nSeq, T, 6);
-  const simpo = simpoRef(lp, compMask, P, T, BETA, GAMMA);
+  const { lmMask, completionMask } = masks(nSeq, T, 6);
+  const simpo = simpoRef(lp, completionMask, P, T, BETA, GAMMA);
   if (!(simpo.winRate > 0 && simpo.winRate < 1)) throw new Error(`test data: win rate ${simpo.winRate}`);
 
-  const tLp = upload(gpu, lp), tLm = upload(gpu, lmMask), tComp = upload(gpu, compMask);
+  const tLp = upload(gpu, lp), tLm = upload(gpu, lmMask), tComp = upload(gpu, completionMask);
   const garbage = new Float32Array(n).fill(7); // lmLoss must overwrite every row of g
   const tG = upload(gpu, garbage), tGLm = upload(gpu, garbage);
   const tMetrics = gpu.tensor(METRICS_LENGTH), tMetricsLm = gpu.tensor(METRICS_LENGTH);
@@ -79,12 +83,21 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
   const plan = new Plan(gpu);
   sequenceSums(plan, { sums: tSums, counts: tCounts, lp: tLp, mask: tComp, nSeq, T });
   lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: LAMBDA });
-  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tComp, P, T, beta: BETA, gamma: GAMMA });
+  simpoLoss(plan, {
+    metrics: tMetrics,
+    g: tG,
+    lp: tLp,
+    completionMask: tComp,
+    P,
+    T,
+    beta: BETA,
+    gamma: GAMMA,
+  });
   // the pure LM phase
   lmLoss(plan, { metrics: tMetricsLm, g: tGLm, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: 1 });
   plan.run();
 
-  const sums = sequenceSumsRef(lp, compMask, nSeq, T);
+  const sums = sequenceSumsRef(lp, completionMask, nSeq, T);
   assertClose("sequence sums", await gpu.read(tSums), sums.sums, { rtol: 1e-5, atol: 1e-5 });
   assertClose("sequence counts", await gpu.read(tCounts), sums.counts, { rtol: 0, atol: 0 });
 
@@ -105,8 +118,8 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
 
   // Gradients: the analytic float64 gradient, and central differences of the float64 loss itself.
   const total = (x: Float64Array) =>
-    simpoRef(x, compMask, P, T, BETA, GAMMA).loss + LAMBDA * lmLossRef(x, lmMask, T, P);
-  const gSimpo = simpoGradRef(lp, compMask, P, T, BETA, GAMMA);
+    simpoRef(x, completionMask, P, T, BETA, GAMMA).loss + LAMBDA * lmLossRef(x, lmMask, T, P);
+  const gSimpo = simpoGradRef(lp, completionMask, P, T, BETA, GAMMA);
   const gAnalytic = lmGradRef(lmMask, nSeq, T, P, LAMBDA).map((v, i) => v + gSimpo[i]);
   const gFd = finiteDiff(total, lp, 1e-4);
   assertClose("ref analytic g vs finite differences", gAnalytic, gFd, { rtol: 1e-6, atol: 1e-8 });
@@ -127,15 +140,15 @@ Deno.test("SimPO stays finite and exact for extreme margins", async () => {
     const s = Math.floor(i / T);
     return s === 0 || s === P + 1 ? -0.1 : -2;
   });
-  const compMask = new Float32Array(2 * P * T).fill(1);
-  const tLp = upload(gpu, lp), tMask = upload(gpu, compMask), tG = gpu.tensor(2 * P * T);
+  const completionMask = new Float32Array(2 * P * T).fill(1);
+  const tLp = upload(gpu, lp), tMask = upload(gpu, completionMask), tG = gpu.tensor(2 * P * T);
   const tMetrics = gpu.tensor(METRICS_LENGTH);
   const plan = new Plan(gpu);
   // weight 0: only clears g
   lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tMask, nSeq: 2 * P, T, nWinning: P, weight: 0 });
-  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tMask, P, T, beta, gamma: GAMMA });
+  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, completionMask: tMask, P, T, beta, gamma: GAMMA });
   plan.run();
-  const s = simpoRef(lp, compMask, P, T, beta, GAMMA);
+  const s = simpoRef(lp, completionMask, P, T, beta, GAMMA);
   const m = await gpu.read(tMetrics);
   assertClose(
     "extreme simpo metrics",
@@ -146,7 +159,7 @@ Deno.test("SimPO stays finite and exact for extreme margins", async () => {
       atol: 1e-5,
     },
   );
-  assertClose("extreme simpo g", await gpu.read(tG), simpoGradRef(lp, compMask, P, T, beta, GAMMA), {
+  assertClose("extreme simpo g", await gpu.read(tG), simpoGradRef(lp, completionMask, P, T, beta, GAMMA), {
     rtol: 1e-5,
     atol: 1e-7,
   });
@@ -158,18 +171,21 @@ Deno.test("simpo + 0.2 LM from logits: d(loss)/d(logits) through g and crossEntr
   const P = 2, T = 3, nSeq = 2 * P, N = nSeq * T, V = 7, chunk = 6;
   const logits = randn(N * V, 40, 2);
   const targets = randint(N, V, 41);
-  const { lmMask, compMask } = masks(nSeq, T, 42);
+  const { lmMask, completionMask } = masks(nSeq, T, 42);
 
   const lossOf = (z: ArrayLike<number>) => {
     const { lp } = crossEntropyForwardRef(z, targets, N, V);
-    return simpoRef(lp, compMask, P, T, BETA, GAMMA).loss + LAMBDA * lmLossRef(lp, lmMask, T, P);
+    return simpoRef(lp, completionMask, P, T, BETA, GAMMA).loss + LAMBDA * lmLossRef(lp, lmMask, T, P);
   };
   const { lp } = crossEntropyForwardRef(logits, targets, N, V);
-  const expected = expectedMetrics(lmLossRef(lp, lmMask, T, P), simpoRef(lp, compMask, P, T, BETA, GAMMA));
+  const expected = expectedMetrics(
+    lmLossRef(lp, lmMask, T, P),
+    simpoRef(lp, completionMask, P, T, BETA, GAMMA),
+  );
 
   // Logits exist a chunk of rows at a time, as in the model.
   const chunks = [0, chunk].map((r0) => upload(gpu, logits.slice(r0 * V, (r0 + chunk) * V)));
-  const tTargets = upload(gpu, targets), tLm = upload(gpu, lmMask), tComp = upload(gpu, compMask);
+  const tTargets = upload(gpu, targets), tLm = upload(gpu, lmMask), tComp = upload(gpu, completionMask);
   const [tLp, tLse, tG] = [N, N, N].map((len) => gpu.tensor(len));
   const tMetrics = gpu.tensor(METRICS_LENGTH);
   const plan = new Plan(gpu);
@@ -185,7 +201,16 @@ Deno.test("simpo + 0.2 LM from logits: d(loss)/d(logits) through g and crossEntr
     })
   );
   lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tLm, nSeq, T, nWinning: P, weight: LAMBDA });
-  simpoLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, compMask: tComp, P, T, beta: BETA, gamma: GAMMA });
+  simpoLoss(plan, {
+    metrics: tMetrics,
+    g: tG,
+    lp: tLp,
+    completionMask: tComp,
+    P,
+    T,
+    beta: BETA,
+    gamma: GAMMA,
+  });
   chunks.forEach((c, k) =>
     crossEntropyBackward(plan, {
       logits: c,

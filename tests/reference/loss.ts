@@ -55,7 +55,7 @@ function logSigmoid(z: number): number {
 /** SimPO values for P pairs (i, P+i). */
 export interface SimpoRef {
   loss: number;
-  /** r_s = beta * mean over compMask of lp, for the 2P sequences. */
+  /** r_s = beta * mean over completionMask of lp, for the 2P sequences. */
   rewards: Float64Array;
   chosen: number;
   rejected: number;
@@ -66,13 +66,13 @@ export interface SimpoRef {
 /** SimPO: loss = -mean_i log sigmoid(r_i - r_{P+i} - gamma) and its metrics. */
 export function simpoRef(
   lp: ArrayLike<number>,
-  compMask: ArrayLike<number>,
+  completionMask: ArrayLike<number>,
   P: number,
   T: number,
   beta: number,
   gamma: number,
 ): SimpoRef {
-  const { sums, counts } = sequenceSumsRef(lp, compMask, 2 * P, T);
+  const { sums, counts } = sequenceSumsRef(lp, completionMask, 2 * P, T);
   const rewards = sums.map((s, i) => beta * s / counts[i]);
   let loss = 0, chosen = 0, rejected = 0, wins = 0;
   for (let i = 0; i < P; i++) {
@@ -95,21 +95,21 @@ export function simpoRef(
 /** dSimPO/dlp for rows [0, 2P*T): -sigmoid(-z_i)/P * beta*mask/count, with the sign flipped for losers. */
 export function simpoGradRef(
   lp: ArrayLike<number>,
-  compMask: ArrayLike<number>,
+  completionMask: ArrayLike<number>,
   P: number,
   T: number,
   beta: number,
   gamma: number,
 ): Float64Array {
-  const { rewards } = simpoRef(lp, compMask, P, T, beta, gamma);
-  const { counts } = sequenceSumsRef(lp, compMask, 2 * P, T);
+  const { rewards } = simpoRef(lp, completionMask, P, T, beta, gamma);
+  const { counts } = sequenceSumsRef(lp, completionMask, 2 * P, T);
   const g = new Float64Array(2 * P * T);
   for (let i = 0; i < P; i++) {
     const z = rewards[i] - rewards[P + i] - gamma;
     const dz = -1 / (1 + Math.exp(z)) / P; // d(-log sigmoid z)/dz = -sigmoid(-z)
     for (let t = 0; t < T; t++) {
-      g[i * T + t] = dz * beta * compMask[i * T + t] / counts[i];
-      g[(P + i) * T + t] = -dz * beta * compMask[(P + i) * T + t] / counts[P + i];
+      g[i * T + t] = dz * beta * completionMask[i * T + t] / counts[i];
+      g[(P + i) * T + t] = -dz * beta * completionMask[(P + i) * T + t] / counts[P + i];
     }
   }
   return g;
