@@ -16,9 +16,9 @@ export interface Checkpoint {
 /** Keys of `training_state.json` that may hold the number of words seen. */
 const WORD_KEYS = ["wordsSeen", "words_seen", "words"];
 
-/** Words seen from a checkpoint name: `checkpoint_10M` → 1e7, `checkpoint_1.5B`, `checkpoint_250K`, `checkpoint_1200`. */
+/** Words seen from a checkpoint name: `checkpoint_10M` (or the 2026 revision name `chck_10M`) → 1e7, `checkpoint_1.5B`, `checkpoint_250K`, `checkpoint_1200`. */
 export function wordsFromName(name: string): number | undefined {
-  const m = /^checkpoint[_-]?(\d+(?:\.\d+)?)([kmbg]?)(?:[_-]?words)?$/i.exec(name);
+  const m = /^(?:checkpoint|chck)[_-]?(\d+(?:\.\d+)?)([kmbg]?)(?:[_-]?words)?$/i.exec(name);
   if (!m) return undefined;
   const scale: Record<string, number> = { "": 1, k: 1e3, m: 1e6, b: 1e9, g: 1e9 };
   return Math.round(Number(m[1]) * scale[m[2].toLowerCase()]);
