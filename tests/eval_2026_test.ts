@@ -227,7 +227,7 @@ Deno.test("COMPS and GlobalPIQA scored end to end: sums over the completion, Glo
   }
 });
 
-Deno.test("entity tracking 2026 on the real data: the pipeline's per-UID counts after the 'nothing' skip", async () => {
+Deno.test("entity tracking 2026 on the real data: the pipeline's per-UID counts after the 'nothing' skip", () => {
   const dir = `${SHARED}babylm_eval_2025/full_eval/entity_tracking`;
   if (!present(dir)) return;
   const sizes: Record<string, number> = {};
