@@ -6,7 +6,8 @@
  * (`interaction/schedule.ts`), step and epoch order (`interaction/step.ts`) and {@link Trainer}.
  * @module
  */
-import { numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
+import { dropoutOption, numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
+import { GPT2_DROPOUT, uniformDropout } from "../model/config.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
 import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
 import { loadCheckpoint, loadTokenizer, readJsonLinesFile, saveCheckpoint } from "./files.ts";
@@ -262,7 +263,12 @@ export const TRAIN_OPTIONS = {
     help: "global gradient-norm clipping; 0 disables",
     default: String(BASELINE_ADAMW.clipNorm),
   },
-  seed: { type: "string", help: "seed of the shuffle", default: "0" },
+  seed: { type: "string", help: "seed of the shuffle and of the dropout masks", default: "0" },
+  dropout: {
+    type: "string",
+    help: "dropout rate at all four sites (0: none); default: the model's config.json rates, as in " +
+      "transformers' train mode",
+  },
   shuffle: {
     type: "string",
     help: "shuffle each epoch (false: consecutive lines in file order)",
@@ -280,6 +286,8 @@ export interface TrainOptions {
   adamw: AdamWConfig;
   seed: number;
   shuffle: boolean;
+  /** `--dropout`: one rate for the four sites; absent: the model's config.json rates. */
+  dropout?: number;
 }
 
 /** Parse {@link TRAIN_OPTIONS} values. */
@@ -310,6 +318,7 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     },
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",
+    dropout: v.dropout === undefined ? undefined : dropoutOption(v.dropout),
   };
 }
 
@@ -374,8 +383,13 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
   const steps = stepBatches(job.items.length, o);
   const schedule = { ...o.schedule, totalSteps: o.schedule.totalSteps || steps.length };
   const gpu = job.gpu ?? await Gpu.create();
-  const gpt2 = GPT2.create(gpu, model.checkpoint.config, model.checkpoint.weights);
-  const trainer = new Trainer(gpt2, o.adamw);
+  // Train mode as transformers': the config.json rates unless --dropout sets them; the saved config says which.
+  const rates = o.dropout === undefined
+    ? model.checkpoint.config.dropout ?? GPT2_DROPOUT
+    : uniformDropout(o.dropout);
+  const config = { ...model.checkpoint.config, dropout: rates };
+  const gpt2 = GPT2.create(gpu, config, model.checkpoint.weights);
+  const trainer = new Trainer(gpt2, o.adamw, { dropout: { seed: o.seed, rates } });
   const rows: MetricsRow[] = [];
   const progress = new Progress(job.command, steps.length, "step");
   for (const [k, s] of steps.entries()) {
@@ -398,6 +412,6 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
     "metrics.jsonl": rows.map((r) => JSON.stringify(r)).join("\n") + "\n",
   };
   if (model.tokenizerBytes) extraFiles[TOKENIZER_FILE] = model.tokenizerBytes;
-  await saveCheckpoint(job.out, model.checkpoint.config, await gpt2.getWeights(), extraFiles);
+  await saveCheckpoint(job.out, config, await gpt2.getWeights(), extraFiles);
   return rows;
 }

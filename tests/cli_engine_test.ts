@@ -108,7 +108,11 @@ Deno.test("sft: at lr 0 the loss and gradient norm equal PyTorch's; training low
   const seqs = lmSequences(ref);
   await writeLines(`${dir}/data.jsonl`, seqs.map((tokens) => ({ tokens })));
   const base = ["--model", dir, "--data", `${dir}/data.jsonl`, "--batch-size", "2", "--shuffle", "false"];
-  const still = await sft([...base, "--out", `${dir}/lr0`, "--steps", "1", "--lr", "0"], gpu);
+  // The fixture's values are eval mode's: no dropout (the model's config.json would train with 0.1).
+  const still = await sft(
+    [...base, "--out", `${dir}/lr0`, "--steps", "1", "--lr", "0", "--dropout", "0"],
+    gpu,
+  );
   assertClose("sft loss (lr 0)", [still[0].loss], ref.get("lm.loss")!.data, { rtol: 1e-4, atol: 1e-6 });
   let sq = 0;
   for (const [name, t] of ref) {
@@ -157,7 +161,10 @@ Deno.test("simpo: at lr 0 the loss and rewards equal PyTorch's; training widens 
   }
   await writeLines(`${dir}/pairs.jsonl`, pairs);
   const base = ["--model", dir, "--pairs", `${dir}/pairs.jsonl`, "--batch-size", "2", "--shuffle", "false"];
-  const [m] = await simpo([...base, "--out", `${dir}/lr0`, "--steps", "1", "--lr", "0"], gpu);
+  const [m] = await simpo(
+    [...base, "--out", `${dir}/lr0`, "--steps", "1", "--lr", "0", "--dropout", "0"],
+    gpu,
+  );
   const r = Array.from(ref.get("simpo.rewards")!.data, Number);
   const tol = { rtol: 1e-4, atol: 1e-6 };
   assertClose("simpo loss (lr 0)", [m.loss], ref.get("simpo.loss")!.data, tol);
