@@ -1,8 +1,9 @@
 /**
  * The file-system edge (Deno only): durable atomic writes, Hugging Face GPT-2 directories
- * (`loadCheckpoint`, `saveCheckpoint`), tokenizer files and JSON-lines files. The formats themselves are
- * parsed and serialized by browser-safe modules (`model/checkpoint.ts`, `model/tokenizer.ts`,
- * `model/jsonl.ts`); this module only moves their bytes to and from disk.
+ * (`loadCheckpoint`, `saveCheckpoint`), tokenizer files, teacher prompt files and JSON-lines files. The
+ * formats themselves are parsed and serialized by browser-safe modules (`model/checkpoint.ts`,
+ * `model/tokenizer.ts`, `interaction/prompt.ts`, `model/jsonl.ts`); this module only moves their bytes
+ * to and from disk.
  * @module
  */
 import {
@@ -17,6 +18,7 @@ import {
 import { type GPT2Config, validateConfig } from "../model/config.ts";
 import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
 import { type SpecialTokenNames, Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { type PromptTemplate, promptTemplateFromText } from "../interaction/prompt.ts";
 import { UsageError } from "./common.ts";
 
 /** `dir` without trailing separators (but "/" stays "/"). */
@@ -182,6 +184,17 @@ export async function loadTokenizer(path: string, names: SpecialTokenNames = {})
     throw new Error(`tokenizer: cannot read ${what}: ${(e as Error).message}`);
   }
   return Tokenizer.fromJSON(text, file, names);
+}
+
+/** Load a teacher prompt template file (messages + sampling); errors name the file. */
+export async function loadPromptTemplate(path: string): Promise<PromptTemplate> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`cannot read teacher prompt ${path}: ${(e as Error).message}`);
+  }
+  return promptTemplateFromText(text, path);
 }
 
 /**

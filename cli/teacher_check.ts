@@ -6,8 +6,9 @@
  * @module
  */
 import { parseOptions, required, runMain, UsageError } from "./common.ts";
-import { DEFAULT_PROMPT, fillMessages, loadPromptTemplate } from "../interaction/prompt.ts";
-import { health, normalizeBaseUrl, OpenAITeacher } from "../interaction/teacher.ts";
+import { DEFAULT_PROMPT, fillMessages } from "../interaction/prompt.ts";
+import { loadPromptTemplate } from "./files.ts";
+import { health, normalizeBaseUrl, OpenAITeacher, TEACHER_TIMEOUT_MS } from "../interaction/teacher.ts";
 
 const SAMPLE = {
   context:
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
         help: "environment variable holding the API key",
         default: "OPENAI_API_KEY",
       },
-      "timeout-ms": { type: "string", help: "request timeout", default: "300000" },
+      "timeout-ms": { type: "string", help: "request timeout", default: String(TEACHER_TIMEOUT_MS) },
       context: { type: "string", help: "the context text to send", default: SAMPLE.context },
       student: { type: "string", help: "the student continuation to send", default: SAMPLE.student },
     },

@@ -5,7 +5,7 @@
  * @module
  */
 import { Gpu } from "../shaders/gpu.ts";
-import { loadCheckpoint, loadTokenizer } from "./files.ts";
+import { loadCheckpoint, loadPromptTemplate, loadTokenizer } from "./files.ts";
 import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import {
@@ -17,8 +17,7 @@ import {
   validateTrainConfig,
 } from "../interaction/config.ts";
 import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
-import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
-import { loadPromptTemplate } from "../interaction/prompt.ts";
+import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
 import { DirStorage } from "./run_storage.ts";
 import { dropoutOption, numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
 import { uniformDropout } from "../model/config.ts";
@@ -172,32 +171,6 @@ async function entries(dir: string): Promise<string[] | undefined> {
   }
 }
 
-/**
- * Check that at least one teacher server answers HTTP (any status: a server that is up but has no
- * `/health` still counts) before the long student turn; unreachable ones are logged, and when none
- * answers the run stops with the URLs and errors.
- */
-export async function probeTeachers(urls: string[], timeoutMs = 10_000, log = console.error): Promise<void> {
-  const failures: string[] = [];
-  await Promise.all(urls.map(async (url) => {
-    const target = `${normalizeBaseUrl(url)}/health`;
-    try {
-      const res = await fetch(target, { signal: AbortSignal.timeout(timeoutMs) });
-      await res.body?.cancel();
-    } catch (e) {
-      failures.push(`${target}: ${(e as Error).message}`);
-    }
-  }));
-  if (failures.length === urls.length) {
-    throw new UsageError(
-      `no teacher server answers (${
-        failures.join("; ")
-      }); start the server or fix --teacher-url / teacher.urls`,
-    );
-  }
-  for (const f of failures) log(`warning: teacher server unreachable, the others take its work: ${f}`);
-}
-
 /** Entry point (exported for tests). */
 export async function main(args: string[]): Promise<void> {
   const opts = parseOptions(
@@ -230,21 +203,13 @@ export async function main(args: string[]): Promise<void> {
   }
   const t0 = performance.now();
   const savedTokenizerJson = opts.resume ? await storage.readText("tokenizer.json") : undefined;
-  const prompt = config.teacher.promptFile ? await loadPromptTemplate(config.teacher.promptFile) : undefined;
-  const makeTeacher = (c: TrainConfig): Teacher =>
-    c.teacher.kind === "corpus" ? new CorpusTeacher() : new OpenAITeacher({
-      urls: c.teacher.urls,
-      mode: c.teacher.mode,
-      chatTemplate: c.teacher.chatTemplate,
-      model: c.teacher.model,
-      prompt,
-      apiKeyEnv: c.teacher.apiKeyEnv,
-      timeoutMs: c.teacher.timeoutMs,
-      maxInFlightPerServer: c.teacher.maxInFlightPerServer,
-      maxAttempts: c.teacher.maxAttempts,
-      log: (line) => console.error(line),
-    });
-  const inputs = await prepareRun(config, makeTeacher, {
+  const host: TeacherHost = {
+    name: "deno task train",
+    loadPrompt: loadPromptTemplate,
+    env: (name) => Deno.env.get(name),
+    log: (line) => console.error(line),
+  };
+  const inputs = await prepareRun(config, (c) => createTeacher(c.teacher, host), {
     savedTokenizerJson,
     readCorpusDir: (path, encode, lineJoin) =>
       readCorpusDir(path, encode, { lineJoin, onLog: (line) => console.error(line) }),
@@ -256,7 +221,7 @@ export async function main(args: string[]): Promise<void> {
     loadModel: (path) => loadCheckpoint(path),
     onLog: (line) => console.error(line),
   });
-  if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls);
+  if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls, { log: host.log });
   // Everything checked: the run directory is written from here on.
   // config.json first: with it, any later kill leaves a directory that --resume continues (a missing
   // tokenizer.json is trained again, the same for the same config).

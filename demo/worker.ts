@@ -10,7 +10,7 @@ import { Gpu } from "../shaders/gpu.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import { type LoopEvents, runInteraction } from "../interaction/loop.ts";
 import { type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
-import { CorpusTeacher, normalizeBaseUrl, OpenAITeacher, type Teacher } from "../interaction/teacher.ts";
+import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import {
   FETCH_BLOCKED,
@@ -28,30 +28,9 @@ function explainedFetch(input: RequestInfo | URL, init?: RequestInit): Promise<R
   });
 }
 
-/** One request to the server's model list, so a blocked or absent server fails before any training. */
-async function checkTeacher(url: string): Promise<void> {
-  const base = normalizeBaseUrl(url);
-  try {
-    await fetch(`${base}/v1/models`, { signal: AbortSignal.timeout(10_000) });
-  } catch (e) {
-    if (e instanceof TypeError) throw new Error(`${base}: ${FETCH_BLOCKED} (${e.message})`);
-    throw new Error(`${base}: no answer within 10 s (${(e as Error).message})`);
-  }
-}
-
-function makeTeacher(config: TrainConfig, log: (line: string) => void): Teacher {
-  if (config.teacher.kind === "corpus") return new CorpusTeacher();
-  return new OpenAITeacher({
-    urls: config.teacher.urls,
-    mode: config.teacher.mode,
-    model: config.teacher.model,
-    chatTemplate: config.teacher.chatTemplate,
-    timeoutMs: config.teacher.timeoutMs,
-    maxInFlightPerServer: config.teacher.maxInFlightPerServer,
-    maxAttempts: config.teacher.maxAttempts,
-    fetch: explainedFetch,
-    log,
-  });
+/** What the browser offers the teacher: no files, no environment, a fetch that explains refusals. */
+function browserHost(log: (line: string) => void): TeacherHost {
+  return { name: "the browser demo", fetch: explainedFetch, log };
 }
 
 /** The worker's state between calls. */
@@ -95,11 +74,13 @@ class Trainer implements TrainerApi {
       if (!probe.ok) throw new Error(probe.problem);
       if (config.teacher.kind === "openai") {
         status(`checking the teacher at ${config.teacher.urls.join(", ")}`);
-        for (const url of config.teacher.urls) await checkTeacher(url);
+        await probeTeachers(config.teacher.urls, { fetch: explainedFetch, log: events.onLog });
       }
       await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
       status(config.tokenizer === "train" ? "generating the corpus and training the tokenizer" : "preparing");
-      const inputs = await prepareRun(config, (c) => makeTeacher(c, events.onLog!), { onLog: events.onLog });
+      const inputs = await prepareRun(config, (c) => createTeacher(c.teacher, browserHost(events.onLog!)), {
+        onLog: events.onLog,
+      });
       await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
       status(`starting WebGPU (${probe.adapter})`);
       this.#gpu ??= Gpu.create();

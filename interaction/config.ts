@@ -8,6 +8,7 @@ import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts"
 import { type AdamWConfig, BASELINE_ADAMW } from "../model/trainer.ts";
 import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
+import { TEACHER_TIMEOUT_MS } from "./teacher.ts";
 import { resolveChatTemplate } from "./chat_template.ts";
 
 /** Where the student's contexts come from. */
@@ -125,7 +126,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
     chatTemplate: "auto",
     promptFile: "",
     apiKeyEnv: "OPENAI_API_KEY",
-    timeoutMs: 300_000,
+    timeoutMs: TEACHER_TIMEOUT_MS,
     maxInFlightPerServer: 64,
     maxAttempts: 8,
   },

@@ -32,10 +32,13 @@ export interface PrepareIO {
   onLog?(line: string): void;
 }
 
-/** Build the inputs of a run; `makeTeacher` turns the teacher config into a teacher. */
+/**
+ * Build the inputs of a run; `makeTeacher` turns the teacher config into a teacher (the CLI and the
+ * demo: `teacher_setup.ts` createTeacher).
+ */
 export async function prepareRun(
   config: TrainConfig,
-  makeTeacher: (config: TrainConfig) => Teacher,
+  makeTeacher: (config: TrainConfig) => Teacher | Promise<Teacher>,
   io: PrepareIO = {},
 ): Promise<RunInputs> {
   const log = (s: string) => io.onLog?.(s);
@@ -50,7 +53,7 @@ export async function prepareRun(
   };
 
   // Constructed first: a teacher config it refuses stops the start before any work.
-  const teacher = makeTeacher(config);
+  const teacher = await makeTeacher(config);
 
   // The embedded corpus is generated once: it feeds tokenizer training and the rounds.
   const embedded = config.corpus.kind === "embedded"

@@ -123,14 +123,8 @@ export function parsePromptTemplate(raw: unknown, where: string): PromptTemplate
   return { messages, sampling };
 }
 
-/** Read and validate a template file (Deno). */
-export async function loadPromptTemplate(path: string): Promise<PromptTemplate> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Error(`cannot read teacher prompt ${path}: ${(e as Error).message}`);
-  }
+/** Parse and validate the text of a template file; `path` names it in errors. */
+export function promptTemplateFromText(text: string, path: string): PromptTemplate {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -104,7 +104,7 @@ export interface OpenAITeacherOptions {
   apiKey?: string;
   /** Environment variable holding the API key (default `OPENAI_API_KEY`). */
   apiKeyEnv?: string;
-  /** Per-request timeout (default 300000 ms). */
+  /** Per-request timeout (default {@link TEACHER_TIMEOUT_MS}). */
   timeoutMs?: number;
   /** Concurrent requests per server (default 64). */
   maxInFlightPerServer?: number;
@@ -127,6 +127,12 @@ export interface OpenAITeacherOptions {
   /** Where retry notices go (default: nowhere). */
   log?: (message: string) => void;
 }
+
+/** How long one correction request may take: 255-256 new tokens from a busy server (5 minutes). */
+export const TEACHER_TIMEOUT_MS = 300_000;
+
+/** How long a server has to answer a probe ({@link probe}, {@link health}). */
+export const PROBE_TIMEOUT_MS = 10_000;
 
 /** A server of the fleet and its health. */
 interface Server {
@@ -199,7 +205,7 @@ export class OpenAITeacher implements Teacher {
     this.#o = {
       completionApi: "llamacpp",
       apiKeyEnv: "OPENAI_API_KEY",
-      timeoutMs: 300_000,
+      timeoutMs: TEACHER_TIMEOUT_MS,
       maxInFlightPerServer: 64,
       maxAttempts: 8,
       backoffMs: 500,
@@ -510,30 +516,45 @@ export interface HealthReport {
   details: string[];
 }
 
+/** What one {@link probe} got: the server's answer, or why there was none. */
+export type ProbeResult = { status: number; text: string } | { error: string };
+
+/** GET `base + path` within `timeoutMs`: the status and body, or the error. Never throws. */
+export async function probe(
+  base: string,
+  path: string,
+  { timeoutMs = PROBE_TIMEOUT_MS, fetchFn = globalThis.fetch.bind(globalThis) } = {},
+): Promise<ProbeResult> {
+  try {
+    const res = await fetchFn(base + path, { signal: AbortSignal.timeout(timeoutMs) });
+    return { status: res.status, text: await res.text() };
+  } catch (e) {
+    return { error: (e as Error).message };
+  }
+}
+
 /**
  * Probe a server: `/health` (vLLM, SGLang, llama.cpp, TGI), `/v1/models` (vLLM: model ids and
  * `max_model_len`) and `/props` (llama.cpp: `n_ctx`). Never throws; `ok` is true when `/health` is 2xx.
  */
 export async function health(
   url: string,
-  { timeoutMs = 5000, fetchFn = globalThis.fetch.bind(globalThis) } = {},
+  options: { timeoutMs?: number; fetchFn?: typeof fetch } = {},
 ): Promise<HealthReport> {
   const base = normalizeBaseUrl(url);
   const report: HealthReport = { url: base, ok: false, server: "unknown", models: [], details: [] };
   const get = async (path: string): Promise<unknown> => {
-    try {
-      const res = await fetchFn(base + path, { signal: AbortSignal.timeout(timeoutMs) });
-      const text = await res.text();
-      report.details.push(`${path}: HTTP ${res.status}`);
-      if (!res.ok) return undefined;
-      try {
-        return JSON.parse(text);
-      } catch {
-        return text;
-      }
-    } catch (e) {
-      report.details.push(`${path}: ${(e as Error).message}`);
+    const r = await probe(base, path, options);
+    if ("error" in r) {
+      report.details.push(`${path}: ${r.error}`);
       return undefined;
+    }
+    report.details.push(`${path}: HTTP ${r.status}`);
+    if (r.status < 200 || r.status > 299) return undefined;
+    try {
+      return JSON.parse(r.text);
+    } catch {
+      return r.text;
     }
   };
   report.ok = (await get("/health")) !== undefined;

@@ -6,12 +6,8 @@
  * overflow or a 401; a clear error when nothing answers; health probes; the corpus teacher.
  */
 import assert from "node:assert/strict";
-import {
-  DEFAULT_PROMPT,
-  fillMessages,
-  loadPromptTemplate,
-  parsePromptTemplate,
-} from "../interaction/prompt.ts";
+import { DEFAULT_PROMPT, fillMessages, parsePromptTemplate } from "../interaction/prompt.ts";
+import { loadPromptTemplate } from "../cli/files.ts";
 import { pythonStrip, renderChat } from "../interaction/chat_template.ts";
 import { CorpusTeacher, health, OpenAITeacher, type OpenAITeacherOptions } from "../interaction/teacher.ts";
 import { deadUrl, fakeAnswer, type Fault, startResetServer, startTeacherServer } from "./teacher_server.ts";
