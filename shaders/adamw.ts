@@ -13,7 +13,7 @@
  * to f32 once. The gradient buffer itself is left unscaled.
  * @module
  */
-import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 import { NORM_LENGTH } from "./reduce.ts";
 
 const WG = 256;
@@ -116,19 +116,9 @@ export interface AdamWArgs {
 /** Record one AdamW update of the first `n` elements of `param` from `grad`. */
 export function adamwStep(plan: Plan, args: AdamWArgs): void {
   const { param, grad, m, v, stepParams, norm, decay, n = param.length } = args;
-  for (const [name, view] of [["param", param], ["grad", grad], ["m", m], ["v", v]] as const) {
-    if (view.length < n) {
-      throw new RangeError(`adamwStep: n=${n} exceeds ${name} (${view.label ?? "view"}) of ${view.length}`);
-    }
-  }
-  if (stepParams.length < STEP_PARAMS_LENGTH) {
-    throw new RangeError(
-      `adamwStep: stepParams needs ${STEP_PARAMS_LENGTH} elements, has ${stepParams.length}`,
-    );
-  }
-  if (norm.length < NORM_LENGTH) {
-    throw new RangeError(`adamwStep: norm needs ${NORM_LENGTH} elements, has ${norm.length}`);
-  }
+  checkLengths("adamwStep", n, { param, grad, m, v });
+  checkLengths("adamwStep", STEP_PARAMS_LENGTH, { stepParams });
+  checkLengths("adamwStep", NORM_LENGTH, { norm });
   // Vectors when every view starts 16-byte aligned (views are) and n is a multiple of 4.
   const w = n % 4 === 0 ? 4 : 1;
   const u = plan.params(PARAMS, { n: n / w, decay: decay ? 1 : 0 }, "adamw.params");

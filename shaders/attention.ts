@@ -16,7 +16,7 @@
  * multiples of 4 (vec4 loads) and at most 256.
  * @module
  */
-import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 import { DROPOUT_WGSL, type DropoutKey, keepThreshold } from "./dropout.ts";
 
 /** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
@@ -43,11 +43,7 @@ function headSize(where: string, C: number, H: number, views: Array<[string, Ten
   if (!(H > 0 && C > 0 && Number.isInteger(hd) && hd % 4 === 0 && hd <= MAX_HD)) {
     throw new Error(`${where}: C=${C} must be H=${H} times a head size that is a multiple of 4, ≤ ${MAX_HD}`);
   }
-  for (const [name, v, need] of views) {
-    if (v.length < need) {
-      throw new Error(`${where}: ${name} needs ${need} elements, the view has ${v.length}`);
-    }
-  }
+  for (const [name, v, need] of views) checkLengths(where, need, { [name]: v });
   return hd;
 }
 

@@ -11,6 +11,7 @@
  * @module
  */
 import {
+  checkLengths,
   computeMain,
   LLVMPIPE_LOOP_LIMIT,
   type Plan,
@@ -164,13 +165,7 @@ function checkSizes(
       `${where}: logits need (R-1)*ld + V = ${need} elements (R=${R}, V=${V}, ld=${ld}), the view has ${logits.length}`,
     );
   }
-  for (const [name, view] of Object.entries(rowBuffers)) {
-    if (view.length < rowOffset + R) {
-      throw new Error(
-        `${where}: ${name} needs rowOffset + R = ${rowOffset + R} elements, the view has ${view.length}`,
-      );
-    }
-  }
+  checkLengths(where, rowOffset + R, rowBuffers);
 }
 
 /** A chunk of R rows of logits [R, V] (row stride ld >= V, default V), rows rowOffset.. of the batch. */

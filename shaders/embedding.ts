@@ -8,7 +8,15 @@
  * buffers bound once, and the GPU reduces one unique token per workgroup, summing positions in order.
  * @module
  */
-import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import {
+  checkLengths,
+  computeMain,
+  type Gpu,
+  type Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "./gpu.ts";
 
 const WG = 256;
 
@@ -181,14 +189,6 @@ function checkChunks(fn: string, chunks: EmbeddingChunk[], C: number): void {
   }
 }
 
-function need(fn: string, name: string, view: TensorView, elements: number): void {
-  if (view.length < elements) {
-    throw new RangeError(
-      `${fn}: ${name} needs ${elements} elements, ${view.label ?? "the view"} has ${view.length}`,
-    );
-  }
-}
-
 /** B sequences of T positions, width C; wte given as chunks of vocabulary rows. */
 interface EmbeddingShape {
   B: number;
@@ -208,9 +208,9 @@ export function embeddingForward(
   const { out, tokens, wte, wpe, B, T, C } = args;
   const fn = "embeddingForward";
   const N = B * T;
-  need(fn, "out", out, N * C);
-  need(fn, "tokens", tokens, N);
-  need(fn, "wpe", wpe, T * C);
+  checkLengths(fn, N * C, { out });
+  checkLengths(fn, N, { tokens });
+  checkLengths(fn, T * C, { wpe });
   checkChunks(fn, wte, C);
   for (const { view, v0, v1 } of wte) {
     const u = plan.params(FORWARD_PARAMS, { N, T, C, v0, v1 }, "embedding.params");
@@ -235,8 +235,8 @@ export function embeddingBackward(
   const { dwte, dwpe, dout, groups, B, T, C } = args;
   const fn = "embeddingBackward";
   const N = B * T;
-  need(fn, "dout", dout, N * C);
-  need(fn, "dwpe", dwpe, T * C);
+  checkLengths(fn, N * C, { dout });
+  checkLengths(fn, T * C, { dwpe });
   checkChunks(fn, dwte, C);
   if (groups.capacity < N) {
     throw new RangeError(`${fn}: B*T=${N} positions exceed the groups' capacity ${groups.capacity}`);

@@ -61,6 +61,20 @@ export const LLVMPIPE_LOOP_LIMIT = 65535;
 /** Adapter names of the CPU implementations of WebGPU: Mesa's llvmpipe/lavapipe and SwiftShader. */
 const CPU_ADAPTER = /llvmpipe|lavapipe|swiftshader|softpipe|software|\bcpu\b/i;
 
+/**
+ * Throw a RangeError naming the kernel, the operand and its view unless every view in `views` holds at
+ * least `elements` 32-bit elements.
+ */
+export function checkLengths(kernel: string, elements: number, views: Record<string, TensorView>): void {
+  for (const [name, view] of Object.entries(views)) {
+    if (view.length < elements) {
+      throw new RangeError(
+        `${kernel}: ${name} needs ${elements} elements, ${view.label ?? "its view"} has ${view.length}`,
+      );
+    }
+  }
+}
+
 /** The device, its limits, caches and a byte count of everything allocated. */
 export class Gpu {
   readonly device: GPUDevice;

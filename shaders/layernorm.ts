@@ -9,7 +9,15 @@
  * The column sums run in two fixed-order stages (blocks of rows, then blocks), so they are deterministic.
  * @module
  */
-import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import {
+  checkLengths,
+  computeMain,
+  type Gpu,
+  type Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "./gpu.ts";
 import { wgslTreeSum } from "./reduce.ts";
 
 const WG = 256;
@@ -224,14 +232,6 @@ function rowSource(kind: "forward" | "backward", w: 1 | 4): string {
   return src;
 }
 
-function need(fn: string, name: string, view: TensorView, elements: number): void {
-  if (view.length < elements) {
-    throw new RangeError(
-      `${fn}: ${name} needs ${elements} elements, ${view.label ?? "the view"} has ${view.length}`,
-    );
-  }
-}
-
 /**
  * Scratch for the stage-1 partial sums, shared by every LayerNorm backward of the same size on a device.
  * Sharing is safe: dispatches run in submission order, and each stage-2 read follows its own stage 1.
@@ -268,12 +268,9 @@ export function layernormForward(plan: Plan, args: LayernormForwardArgs): void {
   const { out, mean, rstd, inp, weight, bias, N, C, eps } = args;
   const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   const fn = "layernormForward";
-  need(fn, "out", out, N * C);
-  need(fn, "inp", inp, N * C);
-  need(fn, "mean", mean, N);
-  need(fn, "rstd", rstd, N);
-  need(fn, "weight", weight, C);
-  need(fn, "bias", bias, C);
+  checkLengths(fn, N * C, { out, inp });
+  checkLengths(fn, N, { mean, rstd });
+  checkLengths(fn, C, { weight, bias });
   const u = plan.params(FORWARD_PARAMS, { N, C, eps }, "layernorm.params");
   const views = [u, out, mean, rstd, inp, weight, bias];
   if (rows === "thread") {
@@ -305,14 +302,9 @@ export function layernormBackward(plan: Plan, args: LayernormBackwardArgs): void
   const { dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C } = args;
   const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   const fn = "layernormBackward";
-  need(fn, "dinp", dinp, N * C);
-  need(fn, "dout", dout, N * C);
-  need(fn, "inp", inp, N * C);
-  need(fn, "dweight", dweight, C);
-  need(fn, "dbias", dbias, C);
-  need(fn, "weight", weight, C);
-  need(fn, "mean", mean, N);
-  need(fn, "rstd", rstd, N);
+  checkLengths(fn, N * C, { dinp, dout, inp });
+  checkLengths(fn, C, { dweight, dbias, weight });
+  checkLengths(fn, N, { mean, rstd });
   const gpu = plan.gpu;
   const u = plan.params(BACKWARD_PARAMS, { N, C }, "layernorm.params");
   const views = [u, dinp, dout, inp, weight, mean, rstd];

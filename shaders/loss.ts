@@ -17,7 +17,7 @@
  * Every reduction is a per-thread strided sum followed by a fixed-order tree, so results are deterministic.
  * @module
  */
-import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
@@ -177,15 +177,6 @@ ${computeMain(WG)}  var loss = 0.0;
 /** Throws unless `n` is a positive integer. */
 function checkCount(where: string, name: string, n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new Error(`${where}: ${name} must be an integer >= 1, got ${n}`);
-}
-
-/** Throws unless every view holds at least `need` elements. */
-function checkLengths(where: string, need: number, views: Record<string, TensorView>): void {
-  for (const [name, v] of Object.entries(views)) {
-    if (v.length < need) {
-      throw new Error(`${where}: ${name} needs ${need} elements, the view has ${v.length}`);
-    }
-  }
 }
 
 /**

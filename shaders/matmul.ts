@@ -26,7 +26,15 @@
  * along K adds the remainder after the core (still increasing k).
  * @module
  */
-import { computeMain, grid, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import {
+  checkLengths,
+  computeMain,
+  grid,
+  type Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "./gpu.ts";
 
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
@@ -264,17 +272,6 @@ function sourceFor(v: MatmulVariant, layout?: Vec4Layout): string {
   return s;
 }
 
-/** Throw unless elements up to `last` (inclusive) lie inside `view`. */
-function checkFits(fn: string, what: string, view: TensorView, last: number): void {
-  if (last >= view.length) {
-    throw new RangeError(
-      `${fn}: ${what} needs ${last + 1} elements (offset, stride and shape), but its view ${
-        view.label ?? ""
-      } has ${view.length}`,
-    );
-  }
-}
-
 /** One launch over a block of the product: resolved strides and offsets, bias offset included. */
 interface Block {
   M: number;
@@ -322,11 +319,11 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
     );
   }
   if (K > 0) {
-    checkFits("matmul", "A", a, aOff + (aRows - 1) * lda + aCols - 1);
-    checkFits("matmul", "B", b, bOff + (bRows - 1) * ldb + bCols - 1);
+    checkLengths("matmul", aOff + (aRows - 1) * lda + aCols, { A: a });
+    checkLengths("matmul", bOff + (bRows - 1) * ldb + bCols, { B: b });
   }
-  checkFits("matmul", "out", out, cOff + (M - 1) * ldc + N - 1);
-  if (bias) checkFits("matmul", "bias", bias, N - 1);
+  checkLengths("matmul", cOff + (M - 1) * ldc + N, { out });
+  if (bias) checkLengths("matmul", N, { bias });
   const accumulate = args.accumulate ?? false;
   if (K > K_CHUNK) {
     // Keep every thread's K loop within llvmpipe's loop budget: consecutive K chunks, each added onto
@@ -468,8 +465,8 @@ export interface BiasBackwardArgs {
 export function biasBackward(plan: Plan, { dbias, dout, M, N, ld = N, offset = 0 }: BiasBackwardArgs): void {
   if (M === 0 || N === 0) return;
   if (ld < N) throw new RangeError(`biasBackward: row stride ld=${ld} is shorter than N=${N}`);
-  checkFits("biasBackward", "dbias", dbias, N - 1);
-  checkFits("biasBackward", "dout", dout, offset + (M - 1) * ld + N - 1);
+  checkLengths("biasBackward", N, { dbias });
+  checkLengths("biasBackward", offset + (M - 1) * ld + N, { dout });
   const u = plan.params(BIAS_PARAMS, { M, N, ld, off: offset }, "bias_backward.params");
   plan.add(BIAS_BACKWARD, [u, dbias, dout], Math.ceil(N / BIAS_COLS), "bias_backward");
 }

@@ -3,7 +3,7 @@
  * gradient passes unchanged to both inputs); {@link addInPlace} accumulates one buffer into another.
  * @module
  */
-import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 /** `n` counts elements of the kernel's type (f32 or vec4f). */
@@ -38,18 +38,12 @@ const addSource = (t: string) =>
 export const ADD_IN_PLACE = addSource("f32");
 const ADD_IN_PLACE4 = addSource("vec4f");
 
-function checkLength(fn: string, n: number, views: TensorView[]): void {
-  for (const v of views) {
-    if (v.length < n) throw new RangeError(`${fn}: n=${n} exceeds ${v.label ?? "a view"} of ${v.length}`);
-  }
-}
-
 /** Record out = a + b over the first `n` elements (default: all of out). `out` must be a different buffer from `a` and `b`. */
 export function residualForward(
   plan: Plan,
   { out, a, b, n = out.length }: { out: TensorView; a: TensorView; b: TensorView; n?: number },
 ): void {
-  checkLength("residualForward", n, [out, a, b]);
+  checkLengths("residualForward", n, { out, a, b });
   const w = n % 4 === 0 ? 4 : 1;
   const u = plan.params(PARAMS, { n: n / w }, "residual.params");
   const code = w === 4 ? RESIDUAL_FORWARD4 : RESIDUAL_FORWARD;
@@ -61,7 +55,7 @@ export function addInPlace(
   plan: Plan,
   { dst, src, n = dst.length }: { dst: TensorView; src: TensorView; n?: number },
 ): void {
-  checkLength("addInPlace", n, [dst, src]);
+  checkLengths("addInPlace", n, { dst, src });
   const w = n % 4 === 0 ? 4 : 1;
   const u = plan.params(PARAMS, { n: n / w }, "residual.params");
   plan.add(w === 4 ? ADD_IN_PLACE4 : ADD_IN_PLACE, [u, dst, src], Math.ceil(n / w / WG), "add_in_place");
