@@ -11,7 +11,11 @@ import { TINY, type TrainConfig } from "../interaction/config.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-/** 2 rounds of 16 datapoints (16 + 16 tokens), batch 4, width 32, one layer; the corpus teacher. */
+/**
+ * A babylm-interaction-shaped run made tiny: 2 rounds of 16 datapoints (16 + 16 tokens), LM epochs then a
+ * SimPO epoch, batch 4, width 32, one layer, the corpus teacher; dropout 0.1 at every site and the
+ * baseline's corpus join, as the card preset trains. Resume must regenerate the same dropout masks.
+ */
 const CONFIG: Partial<TrainConfig> = {
   seed: 11,
   architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
@@ -29,6 +33,8 @@ const CONFIG: Partial<TrainConfig> = {
   warmupSteps: 2,
   totalSteps: 100,
   checkpointWords: [[5000, 150]],
+  dropout: { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 },
+  corpusJoin: "baseline",
 };
 
 function command(args: string[]): Deno.Command {
@@ -206,6 +212,13 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     console.log(
       `  ${compared} files identical, e.g. state/model.safetensors and state/optimizer.safetensors`,
     );
+    // The student trained in train mode: its checkpoints record the dropout rates it used.
+    const saved = files(a).filter((f) => f.startsWith("checkpoints/") && f.endsWith("/config.json"));
+    assert.ok(saved.length > 0);
+    for (const f of saved) {
+      const c = JSON.parse(await Deno.readTextFile(`${a}/${f}`));
+      assert.deepEqual([c.embd_pdrop, c.attn_pdrop, c.resid_pdrop], [0.1, 0.1, 0.1], f);
+    }
 
     // Resuming a finished run does nothing and changes nothing.
     const finished = await Deno.readTextFile(`${a}/metrics.jsonl`);
