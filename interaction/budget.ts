@@ -165,7 +165,6 @@ export interface BudgetSummary {
   epochs: number;
   repetition: number;
   maxEpochs: number;
-  time: string;
 }
 
 /** The summary of round `round` and its text for the log. */
@@ -190,7 +189,6 @@ export function budgetSummary(
     epochs,
     repetition,
     maxEpochs: rules.maxEpochs,
-    time: new Date().toISOString(),
   };
   const t = totalWords, w = roundWords;
   const limit = (v: number, max: number, unit: string) => (max > 0 ? `${v} of ${max}${unit}` : `${v}${unit}`);
@@ -213,20 +211,20 @@ export function budgetSummary(
 /** Check a config's budget fields; throws naming the key. */
 export function validateBudget(rules: BudgetRules): void {
   if (!(Number.isFinite(rules.wordBudget) && rules.wordBudget >= 0)) {
-    throw new Error(`config: "wordBudget" must be a number >= 0 (0: no budget), got ${rules.wordBudget}`);
+    throw new Error(`"wordBudget" must be a number >= 0 (0: no budget), got ${rules.wordBudget}`);
   }
   if (!Number.isInteger(rules.maxEpochs) || rules.maxEpochs < 0) {
-    throw new Error(`config: "maxEpochs" must be an integer >= 0 (0: no limit), got ${rules.maxEpochs}`);
+    throw new Error(`"maxEpochs" must be an integer >= 0 (0: no limit), got ${rules.maxEpochs}`);
   }
   const bad = rules.budgetCounts.find((k) => !(BUDGET_COUNTS as readonly string[]).includes(k));
   if (bad !== undefined || new Set(rules.budgetCounts).size !== rules.budgetCounts.length) {
     throw new Error(
-      `config: "budgetCounts" must list distinct names of ${BUDGET_COUNTS.join(", ")}, got ${
+      `"budgetCounts" must list distinct names of ${BUDGET_COUNTS.join(", ")}, got ${
         JSON.stringify(rules.budgetCounts)
       }`,
     );
   }
   if (rules.wordBudget > 0 && rules.budgetCounts.length === 0) {
-    throw new Error(`config: "budgetCounts" must name at least one count when wordBudget is set`);
+    throw new Error(`"budgetCounts" must name at least one count when wordBudget is set`);
   }
 }

@@ -10,6 +10,9 @@ import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
 import { TEACHER_TIMEOUT_MS } from "./teacher.ts";
 import { resolveChatTemplate } from "./chat_template.ts";
+import { type BudgetCount, validateBudget } from "./budget.ts";
+import { TRACKS } from "./tracks.ts";
+import { parseWordMeasure } from "./words.ts";
 
 /** Where the student's contexts come from. */
 export type CorpusConfig =
@@ -100,6 +103,18 @@ export interface TrainConfig {
   clipNorm: number;
   /** Checkpoint every `every` words while words seen <= `upTo`, e.g. [[1e7, 1e6], [1e8, 1e7], [1e9, 1e8]]. */
   checkpointWords: Array<[number, number]>;
+  /**
+   * How words are counted (words.ts): `whitespace` (Python's `str.split()`, the Strict tracks) or
+   * `bytes:LANG` (English-equivalent words from UTF-8 bytes and the byte premium; LANG eng, nld, zho).
+   * Words seen, the word checkpoints and the budget all count this way.
+   */
+  wordMeasure: string;
+  /** Limit on the budgeted words (budget.ts), 0 = none: 100M for Strict, 10M for Strict-Small. */
+  wordBudget: number;
+  /** The counts `wordBudget` limits, summed; names of corpusContext, corpusContinuation, student, teacher. */
+  budgetCounts: string[];
+  /** Most passes over a round's data (nSftEpochs + nPoEpochs), 0 = no limit; 2026: 10 epochs. */
+  maxEpochs: number;
 }
 
 /** The model card's run: GPT-2 124M, 20 rounds, every hyperparameter as published. */
@@ -146,6 +161,41 @@ export const BABYLM_INTERACTION: TrainConfig = {
   totalSteps: 200_000,
   ...BASELINE_ADAMW,
   checkpointWords: [[1e7, 1e6], [1e8, 1e7], [1e9, 1e8]],
+  wordMeasure: "whitespace",
+  wordBudget: 0,
+  budgetCounts: ["corpusContext", "teacher"],
+  maxEpochs: 0,
+};
+
+/**
+ * BabyLM 2026 Strict with teacher feedback: the babylm-interaction run (its algorithm and every
+ * hyperparameter) on the 100M-word corpus, inside the track's limits: 100M budgeted words (the corpus
+ * contexts plus the teacher's text, budget.ts) and 10 passes over each round's data (8 LM + 2 SimPO).
+ */
+export const STRICT: TrainConfig = {
+  ...BABYLM_INTERACTION,
+  preset: "strict",
+  outDir: "runs/strict",
+  corpus: { kind: "dir", path: "data/train_100M" },
+  wordBudget: TRACKS.strict.wordBudget,
+  maxEpochs: TRACKS.strict.maxEpochs,
+};
+
+/**
+ * Strict-Small: the same on the 10M-word corpus (`deno task data --size 10M`), 10M budgeted words, the
+ * schedule scaled with the data (a tenth of the steps and warm-up) and word checkpoints to 100M words
+ * seen (the track's revisions end at chck_100M).
+ */
+export const STRICT_SMALL: TrainConfig = {
+  ...STRICT,
+  preset: "strict-small",
+  outDir: "runs/strict-small",
+  corpus: { kind: "dir", path: "data/train_10M" },
+  warmupSteps: BABYLM_INTERACTION.warmupSteps / 10,
+  totalSteps: BABYLM_INTERACTION.totalSteps / 10,
+  checkpointWords: [[1e7, 1e6], [1e8, 1e7]],
+  wordBudget: TRACKS["strict-small"].wordBudget,
+  maxEpochs: TRACKS["strict-small"].maxEpochs,
 };
 
 /**
@@ -190,7 +240,12 @@ export function scheduleOf(c: TrainConfig): ScheduleConfig {
 }
 
 /** Presets by name. */
-export const PRESETS: Record<string, TrainConfig> = { tiny: TINY, "babylm-interaction": BABYLM_INTERACTION };
+export const PRESETS: Record<string, TrainConfig> = {
+  tiny: TINY,
+  "babylm-interaction": BABYLM_INTERACTION,
+  strict: STRICT,
+  "strict-small": STRICT_SMALL,
+};
 
 /** The `seed` that asks for a random one (the baseline's `seed: -1`). */
 export const RANDOM_SEED = -1;
@@ -210,11 +265,16 @@ export function drawSeed(
 
 /**
  * Keys a run's config.json may change between starts: where the teacher is and how it is asked, which
- * changes no step of the training (answers already stored are kept, the next are asked the same way).
+ * changes no step of the training (answers already stored are kept, the next are asked the same way),
+ * and the word and epoch limits, which only decide whether the next round starts.
  * Any other change would make the resumed run neither the old one nor a new one.
  */
 export const RESUME_MAY_CHANGE = [
   "outDir",
+  // The limits are checked before each round: raising one lets a run stopped at it go on.
+  "wordBudget",
+  "budgetCounts",
+  "maxEpochs",
   "teacher.urls",
   "teacher.apiKeyEnv",
   "teacher.timeoutMs",
@@ -421,6 +481,16 @@ export function validateTrainConfig(
     if (!Array.isArray(pair) || pair.length !== 2 || !(pair[0] > 0) || !(pair[1] > 0)) {
       fail(`checkpointWords[${i}]`, "a pair [upToWords, everyWords] of positive numbers", pair);
     }
+  }
+  try {
+    parseWordMeasure(c.wordMeasure, '"wordMeasure"');
+    validateBudget({
+      wordBudget: c.wordBudget,
+      budgetCounts: c.budgetCounts as BudgetCount[],
+      maxEpochs: c.maxEpochs,
+    });
+  } catch (e) {
+    throw new Error(`${where}: ${(e as Error).message}`);
   }
   return c;
 }

@@ -10,7 +10,9 @@
  *
  * with checkpoints by words seen and at the end of every phase, and the full training state saved so a
  * killed run resumes to the same weights. Everything random is a pure function of (seed, round, phase,
- * epoch, sequence), so resuming replays exactly.
+ * epoch, sequence), so resuming replays exactly. Words are counted per round (budget.ts): before a round
+ * starts and again before it trains, a round that would pass `wordBudget` or `maxEpochs` stops the run
+ * (resumable), and every round ends with a budget summary in `budget.jsonl`.
  *
  * Runs in Deno and in the browser: files go through {@link RunStorage}.
  * @module
@@ -24,7 +26,20 @@ import type { Tokenizer } from "../model/tokenizer.ts";
 import { type JsonLine, parseJsonLines } from "../model/jsonl.ts";
 import { parseSafetensors, serializeSafetensors } from "../model/safetensors.ts";
 import { type Corpus, type Datapoint } from "./corpus.ts";
-import { countWords } from "./grammar.ts";
+import { countWords, parseWordMeasure, type WordMeasure } from "./words.ts";
+import {
+  addTally,
+  type BudgetCount,
+  budgetProblem,
+  type BudgetRules,
+  BudgetStop,
+  type BudgetSummary,
+  budgetSummary,
+  corpusTally,
+  roundTally,
+  type WordTally,
+  zeroTally,
+} from "./budget.ts";
 import { deriveSeed } from "../model/random.ts";
 import { adamwOf, scheduleOf, type TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
@@ -66,6 +81,8 @@ export interface MetricsRecord {
   lr: number;
   gradNorm: number;
   wordsSeen: number;
+  /** The round's word counts (budget.ts) and the run's totals with it. */
+  words?: { round: WordTally; total: WordTally };
   tokensPerSec: number;
   time: string;
 }
@@ -115,6 +132,8 @@ export interface RunState {
   /** Index into the word-checkpoint schedule of the next checkpoint. */
   nextCheckpoint: number;
   done: boolean;
+  /** Word counts of the finished rounds (budget.ts); absent in states written before they were kept. */
+  words?: WordTally;
 }
 
 /** What a run needs besides its config: the tokenizer, the tokenized corpus and the teacher. */
@@ -178,7 +197,11 @@ export interface RoundData {
  * The training data of a round's interactions. `minT` (1 + context + the most new tokens) fixes the row
  * length for the whole run, so every round reuses the same workspace; rows longer than it widen it.
  */
-export function roundData(records: readonly InteractionRecord[], minT = 0): RoundData {
+export function roundData(
+  records: readonly InteractionRecord[],
+  minT = 0,
+  measure?: WordMeasure,
+): RoundData {
   const items = records.map((rec) => ({
     context: rec.contextTokens,
     teacher: rec.teacherTokens,
@@ -191,10 +214,15 @@ export function roundData(records: readonly InteractionRecord[], minT = 0): Roun
   );
   return {
     items,
-    winWords: records.map((rec) => countWords(rec.context) + countWords(rec.teacher)),
-    loseWords: records.map((rec) => countWords(rec.context) + countWords(rec.student)),
+    winWords: records.map((rec) => sequenceWords(rec.context, rec.teacher, measure)),
+    loseWords: records.map((rec) => sequenceWords(rec.context, rec.student, measure)),
     T: Math.max(minT, longest),
   };
+}
+
+/** Words of a training sequence, whole (English-equivalent ones rounded): wordsSeen stays an integer. */
+function sequenceWords(context: string, completion: string, measure?: WordMeasure): number {
+  return Math.round(countWords(context, measure) + countWords(completion, measure));
 }
 
 /** One optimisation step's batch and the words it trains on. */
@@ -269,10 +297,22 @@ export async function runInteraction(
     wordsSeen: 0,
     nextCheckpoint: 0,
     done: false,
+    words: zeroTally(),
   };
+  const measure = parseWordMeasure(config.wordMeasure);
+  const rules: BudgetRules = {
+    wordBudget: config.wordBudget,
+    budgetCounts: config.budgetCounts as BudgetCount[],
+    maxEpochs: config.maxEpochs,
+  };
+  const passes = { sft: config.nSftEpochs, po: config.nPoEpochs };
   const saved = await storage.readText("state/state.json");
   if (saved) {
     state = parseRunState(saved);
+    if (state.words === undefined) {
+      log("note: state/state.json has no word counts (an older run): counting from this round on");
+      state.words = zeroTally();
+    }
     if (state.done) {
       log(`the run is complete (${state.step} steps, ${state.wordsSeen} words seen): nothing to resume`);
       return state;
@@ -284,6 +324,12 @@ export async function runInteraction(
     if (kept.length !== metrics.length) {
       await storage.writeText("metrics.jsonl", kept.map((m) => m.text + "\n").join(""));
     }
+    // Rounds after the saved state end again: drop their summaries.
+    const summaries = await readLog<BudgetSummary>(storage, "budget.jsonl");
+    const done = summaries.filter((b) => b.value.round < state.round);
+    if (done.length !== summaries.length) {
+      await storage.writeText("budget.jsonl", done.map((b) => b.text + "\n").join(""));
+    }
     const at = `round ${state.round + 1}, phase ${state.phase}, epoch ${state.epoch}, batch ${state.batch}`;
     const redo = metrics.length - kept.length;
     log(`resumed at ${at}, step ${state.step} (${redo} logged steps after it will be redone)`);
@@ -291,7 +337,19 @@ export async function runInteraction(
     // A fresh start: steps logged by an earlier start that never saved a state are redone.
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
     if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
+    if (await storage.readText("budget.jsonl")) await storage.writeText("budget.jsonl", "");
   }
+  const totalWords = () => state.words ?? zeroTally();
+  /** Stop before round `r` trains, when it would pass a limit: nothing of it is trained on or saved. */
+  const checkBudget = (r: number, round: WordTally, what: "projected" | "exact") => {
+    const problem = budgetProblem(rules, r, totalWords(), round, passes, what);
+    if (problem !== undefined) {
+      throw new BudgetStop(
+        `${problem}. The run stopped before training round ${r + 1} and can be resumed: raise the limit ` +
+          `(wordBudget, budgetCounts or maxEpochs) in the run's config.json, then --resume it`,
+      );
+    }
+  };
 
   const tokenizerJson = tokenizer.toJSON();
   const saveState = async () => {
@@ -335,6 +393,14 @@ export async function runInteraction(
       );
     }
     log(`round ${r + 1}/${config.numRounds}: ${points.length} datapoints`);
+    // The round's corpus words are known now; its student and teacher words are projected as the
+    // continuations' (both continue the same contexts to about the same length).
+    const corpusWords = corpusTally(points, (ids) => tokenizer.decode(ids), measure);
+    const untrained = state.phase === "student" || state.phase === "teacher";
+    if (untrained) {
+      const c = corpusWords.corpusContinuation;
+      checkBudget(r, { ...zeroTally(), ...corpusWords, student: c, teacher: c }, "projected");
+    }
 
     // Student and teacher turns (resumable from their files), then the training sequences.
     const records = await interactions(config, r, points, {
@@ -345,7 +411,15 @@ export async function runInteraction(
       events,
       signal,
     });
-    const data = roundData(records, minT);
+    const data = roundData(records, minT, measure);
+    const roundWords = roundTally(
+      corpusWords,
+      records,
+      { win: data.winWords, lose: data.loseWords },
+      passes,
+      measure,
+    );
+    if (untrained) checkBudget(r, roundWords, "exact");
     if (state.phase === "student" || state.phase === "teacher") {
       state.phase = "sft";
       state.epoch = 0;
@@ -402,6 +476,7 @@ export async function runInteraction(
             lr,
             gradNorm: m.gradNorm,
             wordsSeen: state.wordsSeen,
+            words: { round: roundWords, total: addTally(totalWords(), roundWords) },
             tokensPerSec,
             time: new Date().toISOString(),
           };
@@ -428,10 +503,16 @@ export async function runInteraction(
       if (phase === "po") {
         state.round++;
         state.done = state.round >= config.numRounds;
+        state.words = addTally(totalWords(), roundWords);
       }
       await saveCheckpoint(`round${r + 1}_${phase}`, at);
       await saveState();
-      if (phase === "po") state.round--;
+      if (phase === "po") {
+        state.round--;
+        const summary = budgetSummary(rules, r, state.step, roundWords, totalWords(), passes.sft + passes.po);
+        await storage.appendText("budget.jsonl", JSON.stringify(summary.record) + "\n");
+        log(summary.text);
+      }
     }
   }
   state.done = true;

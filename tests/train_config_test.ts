@@ -166,7 +166,7 @@ Deno.test("bad configs are refused with the key and the expected value, before a
   await assert.rejects(main(["--bogus"]), /Unknown option '--bogus'/);
   await assert.rejects(
     main(["--preset", "huge"]),
-    /--preset must be one of tiny, babylm-interaction, got huge/,
+    /--preset must be one of tiny, babylm-interaction, strict, strict-small, got huge/,
   );
   await assert.rejects(main(["--rounds", "0"]), /--rounds must be in \[1, /);
   // mergeConfig on its own names the source.
