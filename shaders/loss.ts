@@ -18,6 +18,7 @@
  * @module
  */
 import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { wgslTreeSum } from "./reduce.ts";
 
 const WG = 256;
 
@@ -52,21 +53,8 @@ const LOSS_BINDINGS = storage({
   mask: "read array<f32>",
 });
 
-/** A fixed-order tree sum over the workgroup, returned to every thread. */
-const TREE_SUM = /* wgsl */ `
-var<workgroup> red: array<vec4f, ${WG}>;
-fn treeSum(li: u32, v: vec4f) -> vec4f {
-  red[li] = v;
-  workgroupBarrier();
-  for (var o = ${WG / 2}u; o > 0u; o = o >> 1u) {
-    if (li < o) { red[li] = red[li] + red[li + o]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-`;
+/** A fixed-order tree sum of vec4 partials over the workgroup, returned to every thread. */
+const TREE_SUM = wgslTreeSum("treeSum", "vec4f", WG);
 
 /** sums[s] = sum_t mask*lp, counts[s] = sum_t mask; one workgroup per sequence. Bindings: params, sums, counts, lp, mask. */
 export const SEQUENCE_SUMS = TREE_SUM + SUMS_PARAMS.wgsl + storage({

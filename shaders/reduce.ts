@@ -24,7 +24,7 @@ const MAX_PARTS = 512;
  * WGSL for `fn <name>(li: u32, v: <type>) -> <type>`: a fixed-order tree sum over a workgroup of `wg`
  * threads (wg a power of two), returned to every thread. Call it in uniform control flow.
  */
-export function wgslTreeSum(name: string, type: "f32" | "vec2f", wg: number): string {
+export function wgslTreeSum(name: string, type: "f32" | "vec2f" | "vec4f", wg: number): string {
   return /* wgsl */ `
 var<workgroup> ${name}Buf: array<${type}, ${wg}>;
 fn ${name}(li: u32, v: ${type}) -> ${type} {
