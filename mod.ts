@@ -18,7 +18,7 @@ export {
   Trainer,
 } from "./model/trainer.ts";
 export { generate, type GenerateOptions, type Generation, Generator } from "./model/generate.ts";
-export { Scorer } from "./model/score.ts";
+export { BatchScorer } from "./model/score.ts";
 export { Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
 export { trainBpe, trainedBpeJson } from "./model/bpe_train.ts";
 export { loadCheckpoint, loadTokenizer, saveCheckpoint, writeFileAtomic } from "./cli/files.ts";

@@ -14,7 +14,7 @@
  * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
  * @module
  */
-import { numberOption, parseCommand, required, runMain } from "./common.ts";
+import { median, numberOption, parseCommand, required, runMain } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
 import { computeMain, Gpu, grid, Plan, storage, type TensorView, uniformLayout } from "../shaders/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
@@ -119,13 +119,6 @@ export interface BenchResults {
     ratios: Record<string, number>;
     notes: string[];
   };
-}
-
-/** Median of a non-empty list. */
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** Median seconds of `iters` runs of `fn` after one warm-up; each run ends when the GPU is idle. */

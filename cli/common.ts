@@ -168,6 +168,13 @@ export class Progress {
   }
 }
 
+/** The median of a non-empty list. */
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 /** "1h02m", "3m05s", "12s". */
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return "?";

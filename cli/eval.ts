@@ -9,7 +9,7 @@
  */
 import { parseCommand, Progress, runMain, UsageError } from "./common.ts";
 import { loadCheckpoint, loadTokenizer, writeFileAtomic } from "./files.ts";
-import type { Scorer, TextEncoder_ } from "../eval/types.ts";
+import type { Scorer, TextCodec } from "../eval/types.ts";
 import type { Protocol } from "../eval/types.ts";
 import {
   ALL_TASKS,
@@ -34,7 +34,7 @@ import { TOKENIZER_FILE } from "../model/tokenizer.ts";
 /** A model ready to evaluate. */
 export interface LoadedModel {
   scorer: Scorer;
-  encoder: TextEncoder_;
+  encoder: TextCodec;
   /** Release GPU memory before the next checkpoint is loaded. */
   close?(): void | Promise<void>;
 }

@@ -14,7 +14,7 @@ import { writeFileAtomic } from "./files.ts";
 import { loadModelDir, readRecords, readSequences } from "./lm_data.ts";
 import { Gpu } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
-import { Scorer } from "../model/score.ts";
+import { BatchScorer } from "../model/score.ts";
 
 const SPEC = {
   model: { type: "string", help: "Hugging Face GPT-2 directory (tokenizer.json needed for text input)" },
@@ -45,7 +45,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
   const model = await loadModelDir(modelDir);
   const seqs = readSequences(await readRecords(input), input, model, { bos: true, eos: false }, 0);
   const device = gpu ?? await Gpu.create();
-  const scorer = new Scorer(GPT2.create(device, model.checkpoint.config, model.checkpoint.weights));
+  const scorer = new BatchScorer(GPT2.create(device, model.checkpoint.config, model.checkpoint.weights));
   const progress = new Progress("score", seqs.length, "seq");
   const lps = await scorer.tokenLogprobs(seqs, {
     batchSize,

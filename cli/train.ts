@@ -19,7 +19,7 @@ import {
 import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
 import { DirStorage } from "./run_storage.ts";
-import { dropoutOption, numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
+import { dropoutOption, median, numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
 import { uniformDropout } from "../model/config.ts";
 
 const SPEC = {
@@ -269,12 +269,6 @@ export async function main(args: string[]): Promise<void> {
         : "") +
       `; run in ${dir}`,
   );
-}
-
-/** The median of a non-empty list. */
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 /** One progress bar per round phase, with ETA; a resumed phase counts from where it resumed. */

@@ -34,7 +34,7 @@ function browserHost(log: (line: string) => void): TeacherHost {
 }
 
 /** The worker's state between calls. */
-class Trainer implements TrainerApi {
+class TrainingWorker implements TrainerApi {
   #gpu: Promise<Gpu> | undefined;
   #abort: AbortController | undefined;
   #gate: { promise: Promise<void>; open: () => void } | undefined;
@@ -143,4 +143,4 @@ class Trainer implements TrainerApi {
   }
 }
 
-Comlink.expose(new Trainer());
+Comlink.expose(new TrainingWorker());

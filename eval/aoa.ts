@@ -33,7 +33,7 @@ import { parseCsv } from "./csv.ts";
 import { DataError } from "./readers.ts";
 import { completionSpan, type Span } from "./score.ts";
 import { pearson, studentTwoSided } from "./stats.ts";
-import type { TextEncoder_ } from "./types.ts";
+import type { TextCodec } from "./types.ts";
 
 /** One checkpoint's AoA surprisals: per word, per context, −Σ ln p of the word (NaN: not scorable). */
 export interface AoaSurprisalResult {
@@ -95,13 +95,13 @@ export function parseCdiChildes(text: string, file: string, minContext = 0): Aoa
 }
 
 /** The scored span of one (context, word): the word's overlapping tokens after the context. */
-export function aoaSpan(enc: TextEncoder_, context: string, word: string): Span {
+export function aoaSpan(enc: TextCodec, context: string, word: string): Span {
   const w = word.trim();
   return completionSpan(enc, `${context.trim()} ${w}`, w);
 }
 
 /** A word's token count in running text: tokens of "The " + word minus those of "The", at least 1. */
-export function subwordLength(enc: TextEncoder_, word: string): number {
+export function subwordLength(enc: TextCodec, word: string): number {
   return Math.max(1, enc.encode(`The ${word}`).length - enc.encode("The").length);
 }
 

@@ -1,6 +1,6 @@
 /**
  * The project's GPT-2 and tokenizer behind the evaluation's two interfaces ({@link Scorer},
- * {@link TextEncoder_}).
+ * {@link TextCodec}).
  *
  * BOS. The pipeline (babylm/evaluation-pipeline-2025, causal backend) tokenizes every sentence and
  * every reading context with the plain Hugging Face call `tokenizer(text)`, i.e. with special tokens.
@@ -11,9 +11,9 @@
  * score.ts does what the pipeline does for either kind.
  * @module
  */
-import type { Scorer, TextEncoder_ } from "./types.ts";
+import type { Scorer, TextCodec } from "./types.ts";
 import type { GPT2 } from "../model/gpt2.ts";
-import { Scorer as GpuScorer } from "../model/score.ts";
+import { BatchScorer } from "../model/score.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 
 /** What the Hugging Face call `tokenizer(text)` adds around the text's own tokens. */
@@ -91,7 +91,7 @@ export function specialWrap(tokenizerJson: string | Json, where = "tokenizer.jso
  * front, or anything after the text, is refused: the pipeline would then read the logits at an
  * appended EOS in the reading task, which this evaluation does not model.
  */
-export function evalEncoder(tok: Tokenizer): TextEncoder_ {
+export function evalEncoder(tok: Tokenizer): TextCodec {
   const json = JSON.parse(tok.toJSON()) as Json;
   const wrap = specialWrap(json, tok.where);
   if (wrap.prefix.length > 1 || wrap.suffix.length > 0) {
@@ -128,13 +128,13 @@ export interface GpuEvalOptions {
 export class GpuEvalScorer implements Scorer {
   readonly contextLength: number;
   readonly model: GPT2;
-  #inner: GpuScorer;
+  #inner: BatchScorer;
   #maxBatchTokens?: number;
 
   constructor(model: GPT2, options: GpuEvalOptions = {}) {
     this.model = model;
     this.contextLength = model.config.nPositions;
-    this.#inner = new GpuScorer(model);
+    this.#inner = new BatchScorer(model);
     this.#maxBatchTokens = options.maxBatchTokens;
   }
 

@@ -9,7 +9,7 @@
  * @module
  */
 import type { Span } from "./score.ts";
-import type { TextEncoder_ } from "./types.ts";
+import type { TextCodec } from "./types.ts";
 
 /** Perplexity results. */
 export interface PerplexityResult {
@@ -28,7 +28,7 @@ export interface PerplexityResult {
 
 /** Windows over `text` for a model with `context` positions. */
 export function perplexitySpans(
-  enc: TextEncoder_,
+  enc: TextCodec,
   text: string,
   context: number,
   stride = context - 1,

@@ -8,6 +8,7 @@
  */
 import type { ChoiceItem, Protocol, WugItem } from "./types.ts";
 import { parseCsv } from "./csv.ts";
+import { parseJsonLines } from "../model/jsonl.ts";
 
 /** An input error that names the file and line. */
 export class DataError extends Error {
@@ -30,29 +31,19 @@ interface Rec {
   value: Record<string, unknown>;
 }
 
-/** Parse JSON lines; blank lines are skipped, anything else must be a JSON object. */
-export function parseJsonl(text: string, file: string): Rec[] {
-  const out: Rec[] = [];
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].replace(/\r$/, "");
-    if (line.trim() === "") continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (e) {
-      throw new DataError(
-        file,
-        i + 1,
-        `expected a JSON object, found invalid JSON (${(e as Error).message})`,
-      );
-    }
+/** Parse JSON lines ({@link parseJsonLines}): blank lines are skipped, anything else must be a JSON object. */
+export function parseObjectLines(text: string, file: string): Rec[] {
+  const lines = parseJsonLines(text, file, {
+    onBadLine: (line, e) => {
+      throw new DataError(file, line, `expected a JSON object, found invalid JSON (${e.message})`);
+    },
+  });
+  return lines.map(({ line, value }) => {
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
-      throw new DataError(file, i + 1, `expected a JSON object, found ${JSON.stringify(value).slice(0, 60)}`);
+      throw new DataError(file, line, `expected a JSON object, found ${JSON.stringify(value).slice(0, 60)}`);
     }
-    out.push({ line: i + 1, value: value as Record<string, unknown> });
-  }
-  return out;
+    return { line, value: value as Record<string, unknown> };
+  });
 }
 
 function describe(v: unknown): string {
@@ -82,7 +73,7 @@ function int(r: Rec, key: string, file: string): number {
  * `field` it is the supplement: UID = file stem, field = linguistics_term = "supplement".
  */
 export function parseBlimp(text: string, file: string): ChoiceItem[] {
-  return parseJsonl(text, file).map((r) => {
+  return parseObjectLines(text, file).map((r) => {
     const good = str(r, "sentence_good", file), bad = str(r, "sentence_bad", file);
     let uid: string, field: string, term: string;
     if ("field" in r.value) {
@@ -110,7 +101,7 @@ export function parseBlimp(text: string, file: string): ChoiceItem[] {
  * Target1 likelier); Context1 is correct either way.
  */
 export function parseEwok(text: string, file: string, protocol: Protocol = "2025"): ChoiceItem[] {
-  return parseJsonl(text, file).map((r) => {
+  return parseObjectLines(text, file).map((r) => {
     const c1 = str(r, "Context1", file), t1 = str(r, "Target1", file);
     const [sentences, completions] = protocol === "2026"
       ? [[`${c1} ${t1}`, `${str(r, "Context2", file)} ${t1}`], [` ${t1}`, ` ${t1}`]]
@@ -135,7 +126,7 @@ export function parseEwok(text: string, file: string, protocol: Protocol = "2025
  */
 export function parseEntityTracking(text: string, file: string, protocol: Protocol = "2025"): ChoiceItem[] {
   const stem = fileStem(file);
-  return parseJsonl(text, file).flatMap((r) => {
+  return parseObjectLines(text, file).flatMap((r) => {
     const prefix = str(r, "input_prefix", file);
     const numops = int(r, "numops", file);
     const options = r.value.options;
@@ -171,7 +162,7 @@ const COMPS_SUBSETS: Record<string, string> = {
  */
 export function parseComps(text: string, file: string): ChoiceItem[] {
   const uid = COMPS_SUBSETS[fileStem(file)] ?? "wugs_dist_in_between";
-  return parseJsonl(text, file).map((r) => {
+  return parseObjectLines(text, file).map((r) => {
     const phrase = str(r, "property_phrase", file);
     return {
       sentences: [
@@ -191,7 +182,7 @@ export function parseComps(text: string, file: string): ChoiceItem[] {
  * is the task's, not the reader's (see tasks.ts).
  */
 export function parseGlobalPiqa(text: string, file: string, n: number): ChoiceItem[] {
-  return parseJsonl(text, file).map((r) => {
+  return parseObjectLines(text, file).map((r) => {
     const prompt = str(r, "prompt", file);
     const solutions = Array.from({ length: n }, (_, k) => str(r, `solution${k}`, file));
     const label = int(r, "label", file);
@@ -215,7 +206,7 @@ export function parseGlobalPiqa(text: string, file: string, n: number): ChoiceIt
 /** WUG tasks: `sentences` is two alternatives joined by a TAB; `ratio` is the human rate of the first. */
 export function parseWug(text: string, file: string): WugItem[] {
   const uid = fileStem(file);
-  return parseJsonl(text, file).map((r) => {
+  return parseObjectLines(text, file).map((r) => {
     const parts = str(r, "sentences", file).split("\t");
     if (parts.length !== 2) {
       throw new DataError(

@@ -26,7 +26,7 @@
 import type { ReadingRow } from "./readers.ts";
 import { ols, pearson } from "./stats.ts";
 import { type Span, withBos } from "./score.ts";
-import type { TextEncoder_ } from "./types.ts";
+import type { TextCodec } from "./types.ts";
 
 /** Dependent variables, in the pipeline's order. */
 export const READING_DVS = [
@@ -47,7 +47,7 @@ export const READING_DVS = [
 export const EYE_TRACKING_DVS = ["RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound"];
 
 /** Spans whose log-probabilities sum to ln p(word | context), following the pipeline's `get_p2`. */
-export function wordSpans(enc: TextEncoder_, context: string, word: string, where: string): Span[] {
+export function wordSpans(enc: TextCodec, context: string, word: string, where: string): Span[] {
   const target = enc.encode(word);
   if (target.length === 0) throw new Error(`${where}: the word ${JSON.stringify(word)} has no tokens`);
   const spans: Span[] = [];
@@ -74,7 +74,7 @@ export function wordSpans(enc: TextEncoder_, context: string, word: string, wher
 
 /** All spans of the reading rows, and how to turn their sums into `pred` / `prev_pred` (bits). */
 export function readingSpans(
-  enc: TextEncoder_,
+  enc: TextCodec,
   rows: ReadingRow[],
   file: string,
 ): { spans: Span[]; finish(sums: Float64Array): { pred: Float64Array; prevPred: Float64Array } } {

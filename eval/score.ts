@@ -17,7 +17,7 @@
  * the sentence's tokens differ (a token merged across the boundary differs, so it counts).
  * @module
  */
-import type { Scorer, TextEncoder_ } from "./types.ts";
+import type { Scorer, TextCodec } from "./types.ts";
 
 /** A token sequence and the first position whose log-probability is summed (positions from..n-1). */
 export interface Span {
@@ -26,7 +26,7 @@ export interface Span {
 }
 
 /** Token ids of `text` as the model sees them: BOS first when the tokenizer adds one. */
-export function withBos(enc: TextEncoder_, ids: number[]): number[] {
+export function withBos(enc: TextCodec, ids: number[]): number[] {
   if (!enc.addsBos) return ids;
   if (enc.bosId === undefined) throw new Error("tokenizer: addsBos is set but bosId is undefined");
   return [enc.bosId, ...ids];
@@ -44,7 +44,7 @@ function covered(decoded: string, text: string): number {
 }
 
 /** Index of the first token of `ids` (the encoding of `text`) whose end exceeds `startChar`. */
-export function firstOverlapping(enc: TextEncoder_, text: string, ids: number[], startChar: number): number {
+export function firstOverlapping(enc: TextCodec, text: string, ids: number[], startChar: number): number {
   if (enc.tokenEnds) {
     const ends = enc.tokenEnds(text);
     if (ends.length !== ids.length) {
@@ -77,7 +77,7 @@ export function firstOverlapping(enc: TextEncoder_, text: string, ids: number[],
  * ids and the first summed position. With `completion === sentence` it is the whole sentence
  * (from position 1, the first predicted token).
  */
-export function completionSpan(enc: TextEncoder_, sentence: string, completion: string): Span {
+export function completionSpan(enc: TextCodec, sentence: string, completion: string): Span {
   if (!sentence.endsWith(completion)) {
     throw new Error(
       `completion ${JSON.stringify(completion)} is not a suffix of ${JSON.stringify(sentence)}`,

@@ -24,7 +24,7 @@
  * an option (readers.ts).
  * @module
  */
-import type { ChoiceItem, Protocol, Scorer, TextEncoder_, WugItem } from "./types.ts";
+import type { ChoiceItem, Protocol, Scorer, TextCodec, WugItem } from "./types.ts";
 import {
   parseBlimp,
   parseComps,
@@ -375,7 +375,7 @@ async function ewokFiles(base: string, password: string): Promise<Array<[string,
   throw new Error(`task ewok: expected ${zipPath} or the folder ${base}, found neither`);
 }
 
-function choiceTask(name: string, enc: TextEncoder_, all: ChoiceItem[], opts: EvalOptions): PreparedTask {
+function choiceTask(name: string, enc: TextCodec, all: ChoiceItem[], opts: EvalOptions): PreparedTask {
   const items = opts.limit === undefined ? all : all.slice(0, opts.limit);
   if (items.length === 0) throw new Error(`task ${name}: no items to score`);
   const spans: Span[] = [];
@@ -454,7 +454,7 @@ export async function checkTaskData(name: string, opts: EvalOptions): Promise<vo
 }
 
 /** Read a task's data and build its spans. */
-export async function prepareTask(name: string, enc: TextEncoder_, opts: EvalOptions): Promise<PreparedTask> {
+export async function prepareTask(name: string, enc: TextCodec, opts: EvalOptions): Promise<PreparedTask> {
   const d = opts.dataDir;
   const protocol = opts.protocol ?? "2025";
   const parseAll = <T>(files: Array<[string, string]>, parse: (text: string, file: string) => T[]) =>
@@ -539,7 +539,7 @@ export async function prepareTask(name: string, enc: TextEncoder_, opts: EvalOpt
 }
 
 /** The aoa task for one checkpoint: every (word, context) surprisal. */
-async function aoaTask(enc: TextEncoder_, opts: EvalOptions): Promise<PreparedTask> {
+async function aoaTask(enc: TextCodec, opts: EvalOptions): Promise<PreparedTask> {
   const file = aoaFile(opts);
   let text: string;
   try {
@@ -588,7 +588,7 @@ async function aoaTask(enc: TextEncoder_, opts: EvalOptions): Promise<PreparedTa
  */
 export async function evaluateModel(
   scorer: Scorer,
-  enc: TextEncoder_,
+  enc: TextCodec,
   opts: EvalOptions,
 ): Promise<Record<string, TaskResult>> {
   const context = opts.context ?? scorer.contextLength;

@@ -4,7 +4,7 @@
  * multi-character pieces can straddle a word boundary (like BPE merges across a space).
  * @module
  */
-import type { Scorer, TextEncoder_ } from "./types.ts";
+import type { Scorer, TextCodec } from "./types.ts";
 
 /** A bigram LM: ln p(b | a) = s(a, b) − ln Σ_c exp s(a, c), with s a hash of (a, b) in [−3, 3]. */
 export class BigramScorer implements Scorer {
@@ -59,7 +59,7 @@ export class BigramScorer implements Scorer {
  * Greedy longest-match tokenizer over `pieces` plus every single UTF-16 unit (id = 1 + code unit for
  * units below 256, so id 0 is free for BOS); multi-character pieces get ids from 257 on.
  */
-export class GreedyTokenizer implements TextEncoder_ {
+export class GreedyTokenizer implements TextCodec {
   readonly addsBos: boolean;
   readonly bosId = 0;
   readonly pieces: string[];

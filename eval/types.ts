@@ -2,7 +2,7 @@
  * The model side of evaluation, as two small interfaces, and the shape of a multiple-choice item.
  *
  * The evaluation code never sees a GPU: it asks a {@link Scorer} for per-token log-probabilities and
- * a {@link TextEncoder_} for token ids, so it runs the same with the WebGPU GPT-2 and with the toy
+ * a {@link TextCodec} for token ids, so it runs the same with the WebGPU GPT-2 and with the toy
  * bigram model of the tests.
  * @module
  */
@@ -22,7 +22,7 @@ export interface Scorer {
 }
 
 /** Text -> ids, from the model's tokenizer. */
-export interface TextEncoder_ {
+export interface TextCodec {
   /** Token ids of `text`, without any special token (no BOS even when {@link addsBos} is set). */
   encode(text: string): number[];
   /** The id put in front of every sequence when {@link addsBos} is true (and of perplexity windows). */

@@ -355,7 +355,7 @@ export function formatSentence(s: { text: string; end: string }, style: LineStyl
 }
 
 /** Options of {@link generateLines}. */
-export interface GenerateOptions {
+export interface GrammarOptions {
   seed: number;
   /** `childes`: `*MOT:`/`*CHI:`/`*FAT:` lines, CHILDES style; `plain`: `A:`/`B:` lines, written style. */
   style: LineStyle;
@@ -365,7 +365,7 @@ export interface GenerateOptions {
  * An endless stream of speaker-labelled lines (tab after the label, as in the BabyLM files), in short
  * conversations: an adult question, the other speaker's answer, then a few more sentences.
  */
-export function* generateLines({ seed, style }: GenerateOptions): Generator<string> {
+export function* generateLines({ seed, style }: GrammarOptions): Generator<string> {
   const g = new Grammar(seed);
   const adult = style === "childes" ? ["*MOT:", "*MOT:", "*FAT:"] : ["A:"];
   const other = style === "childes" ? "*CHI:" : "B:";
@@ -387,7 +387,7 @@ export function* generateLines({ seed, style }: GenerateOptions): Generator<stri
 export { countWords };
 
 /** At least `words` words of generated lines, joined with "\n" (no trailing newline, as BabyLM files). */
-export function generateText(words: number, options: GenerateOptions): string {
+export function generateText(words: number, options: GrammarOptions): string {
   const lines: string[] = [];
   let n = 0;
   for (const line of generateLines(options)) {

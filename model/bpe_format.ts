@@ -27,18 +27,6 @@ export const BYTE_TO_CHAR: readonly string[] = (() => {
   return out;
 })();
 
-/** The inverse of {@link BYTE_TO_CHAR}: character code -> byte. */
-export const CHAR_TO_BYTE: ReadonlyMap<number, number> = new Map(
-  BYTE_TO_CHAR.map((c, b) => [c.charCodeAt(0), b]),
-);
-
-/** The byte-level string of a piece of text: its UTF-8 bytes through {@link BYTE_TO_CHAR}. */
-export function toByteLevel(text: string, utf8 = new TextEncoder()): string {
-  let s = "";
-  for (const b of utf8.encode(text)) s += BYTE_TO_CHAR[b];
-  return s;
-}
-
 /** A special token of a tokenizer.json (`added_tokens`). */
 export interface SpecialToken {
   id: number;

@@ -100,7 +100,7 @@ function isSpace(c: number): boolean {
 }
 
 /** Count the words of a corpus given as chunks of text (e.g. lines, or file pieces). */
-export async function countWords(chunks: AsyncIterable<string> | Iterable<string>): Promise<WordCounts> {
+export async function wordCounts(chunks: AsyncIterable<string> | Iterable<string>): Promise<WordCounts> {
   const counter = new WordCounter();
   for await (const chunk of chunks) counter.add(chunk);
   return counter.finish();
@@ -341,6 +341,6 @@ export async function trainBpe(
   chunks: AsyncIterable<string> | Iterable<string>,
   opts: BpeTrainOptions,
 ): Promise<{ bpe: TrainedBpe; counts: WordCounts }> {
-  const counts = await countWords(chunks);
+  const counts = await wordCounts(chunks);
   return { bpe: trainBpeFromCounts(counts.counts, opts), counts };
 }

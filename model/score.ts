@@ -21,7 +21,7 @@ export interface ScoreOptions {
  * For each sequence of n >= 1 tokens: n - 1 values, ln p(t_i | t_<i) for i = 1..n-1 (empty for n = 1).
  * Sequences longer than the model's context are an error.
  */
-export class Scorer {
+export class BatchScorer {
   readonly model: GPT2;
   #workspaces = new Map<string, Workspace>();
 

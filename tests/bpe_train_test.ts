@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
-import { countWords, trainBpe, trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
+import { wordCounts, trainBpe, trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { uniforms } from "../model/random.ts";
 
@@ -70,7 +70,7 @@ function randomCorpus(seed: number, n: number): string {
 
 Deno.test("incremental merges equal a naive trainer that recounts every pair", async () => {
   for (const [seed, vocab, minFreq] of [[1, 330, 2], [2, 420, 1], [3, 300, 5], [4, 500, 2]]) {
-    const { counts } = await countWords([randomCorpus(seed, 3000)]);
+    const { counts } = await wordCounts([randomCorpus(seed, 3000)]);
     const bpe = trainBpeFromCounts(counts, { vocabSize: vocab, minFrequency: minFreq });
     const expected = naiveTrain(counts, 100000, minFreq);
     // Both stop at the vocabulary size or when pairs run out; merges may repeat a string, so the
@@ -89,7 +89,7 @@ Deno.test("incremental merges equal a naive trainer that recounts every pair", a
 
 Deno.test("word counts do not depend on how the text is cut into chunks", async () => {
   const text = randomCorpus(5, 4000) + "\nlast line without newline";
-  const whole = await countWords([text]);
+  const whole = await wordCounts([text]);
   const r = uniforms(9);
   const chunks: string[] = [];
   for (let i = 0; i < text.length;) {
@@ -100,7 +100,7 @@ Deno.test("word counts do not depend on how the text is cut into chunks", async 
   async function* stream() {
     for (const c of chunks) yield c;
   }
-  const streamed = await countWords(stream());
+  const streamed = await wordCounts(stream());
   assert.deepEqual([...streamed.counts].sort(), [...whole.counts].sort());
   assert.equal(streamed.words, whole.words);
   assert.equal(streamed.pretokens, whole.pretokens);
@@ -121,7 +121,7 @@ Deno.test("word count is the number of whitespace-separated words", async () => 
     randomCorpus(6, 2000),
   ];
   for (const t of texts) {
-    const c = await countWords([t]);
+    const c = await wordCounts([t]);
     assert.equal(c.words, t.split(/\s+/).filter((w) => w !== "").length, JSON.stringify(t.slice(0, 40)));
   }
 });

@@ -15,7 +15,7 @@ import { BASELINE_ADAMW } from "../model/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
 import { initWeights } from "../model/gpt2.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
-import { countWords, trainBpeFromCounts, trainedBpeJson } from "../model/bpe_train.ts";
+import { wordCounts, trainBpeFromCounts, trainedBpeJson } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { assertClose, testGpu } from "./util.ts";
@@ -191,7 +191,7 @@ Deno.test("simpo: at lr 0 the loss and rewards equal PyTorch's; training widens 
 Deno.test("text input goes through the model's tokenizer.json, which is copied to the output", async () => {
   const gpu = await testGpu();
   const corpus = "the cat sat on the mat. the dog sat on the log. a cat and a dog.\n".repeat(4);
-  const bpe = trainBpeFromCounts((await countWords([corpus])).counts, { vocabSize: 280 });
+  const bpe = trainBpeFromCounts((await wordCounts([corpus])).counts, { vocabSize: 280 });
   const json = trainedBpeJson(bpe);
   const tok = Tokenizer.fromJSON(json, "test tokenizer");
   const config: GPT2Config = {

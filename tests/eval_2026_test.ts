@@ -4,7 +4,7 @@ import { checkTaskData, choiceResult, evaluateModel, wugResult } from "../eval/t
 import { wordsFromName } from "../eval/curve.ts";
 import { main } from "../cli/eval.ts";
 import { BigramScorer, GreedyTokenizer } from "../eval/toy.ts";
-import type { ChoiceItem, Scorer, TextEncoder_ } from "../eval/types.ts";
+import type { ChoiceItem, Scorer, TextCodec } from "../eval/types.ts";
 
 const SHARED = new URL("../../shared/data/", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -20,7 +20,7 @@ function present(path: string): boolean {
 }
 
 /** Tokens are UTF-16 code units, so a completion's tokens are exactly its characters. */
-const CHARS: TextEncoder_ = {
+const CHARS: TextCodec = {
   addsBos: false,
   encode: (t) => Array.from(t, (c) => c.charCodeAt(0)),
   decode: (ids) => String.fromCharCode(...ids),

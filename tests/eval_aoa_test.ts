@@ -12,7 +12,7 @@ import {
 import { parseCsv } from "../eval/csv.ts";
 import { pearson } from "../eval/stats.ts";
 import { main } from "../cli/eval.ts";
-import type { Scorer, TextEncoder_ } from "../eval/types.ts";
+import type { Scorer, TextCodec } from "../eval/types.ts";
 
 const SHARED = new URL("../../shared/data/babylm_eval_2026/", import.meta.url).pathname;
 const CHILD = `${SHARED}aoa_reference/chang-bergen-2022/child_american_english_proportions.csv`;
@@ -185,7 +185,7 @@ Deno.test("AoA score: 0 below 3 words or when p > 0.1", () => {
 });
 
 /** Tokens are UTF-16 code units (ids 1..65535), so every character is a token. */
-const CHARS: TextEncoder_ = {
+const CHARS: TextCodec = {
   addsBos: false,
   vocabSize: 50257,
   encode: (t) => Array.from(t, (c) => c.charCodeAt(0)),

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { GPT2 } from "../model/gpt2.ts";
 import { saveCheckpoint } from "../cli/files.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { Scorer as GpuScorer } from "../model/score.ts";
+import { BatchScorer } from "../model/score.ts";
 import { Tokenizer, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
 import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
 import { evalEncoder, GpuEvalScorer, specialWrap } from "../eval/model.ts";
@@ -90,7 +90,7 @@ function charEnds(tok: Tokenizer, text: string): number[] {
 
 /** The pipeline's score of one candidate: Σ ln p over tokens i >= 1 whose end exceeds the start. */
 async function referenceScore(
-  gpu: GpuScorer,
+  gpu: BatchScorer,
   tok: Tokenizer,
   sentence: string,
   completion: string,
@@ -153,7 +153,7 @@ Deno.test({
     const gpu = await testGpu();
     const model = GPT2.create(gpu, CONFIG, undefined, 7);
     const scorer = new GpuEvalScorer(model);
-    const direct = new GpuScorer(model);
+    const direct = new BatchScorer(model);
     const opts = { dataDir: dir, tasks: [], batchSize: 5, context: CONFIG.nPositions };
 
     // Choice tasks and WUG: the evaluation's per-span sums against the reference per candidate.

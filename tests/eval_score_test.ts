@@ -4,7 +4,7 @@ import { choiceResult, evaluateModel, wugResult } from "../eval/tasks.ts";
 import { readingRegressions, wordSpans } from "../eval/reading.ts";
 import { perplexitySpans } from "../eval/perplexity.ts";
 import { BigramScorer, GreedyTokenizer } from "../eval/toy.ts";
-import type { ChoiceItem, TextEncoder_ } from "../eval/types.ts";
+import type { ChoiceItem, TextCodec } from "../eval/types.ts";
 import type { ReadingRow } from "../eval/readers.ts";
 import { assertClose, randn } from "./util.ts";
 
@@ -24,7 +24,7 @@ class Lossy extends GreedyTokenizer {
   }
 }
 /** UTF-8 bytes as tokens: decode gives U+FFFD for a split character, like byte-level BPE. */
-const bytes: TextEncoder_ = {
+const bytes: TextCodec = {
   addsBos: false,
   encode: (t) => [...new TextEncoder().encode(t)].map((b) => b + 1),
   decode: (ids) => new TextDecoder().decode(new Uint8Array(ids.map((i) => i - 1))),
@@ -344,7 +344,7 @@ Deno.test("GPT-2 BPE on the real data: decode-based masks equal masks from exact
   const bpe = getEncoding("gpt2");
   // Token bytes from the encoder's table (js-tiktoken keeps them in `textMap`).
   const bytesOf = (bpe as unknown as { textMap: Map<number, Uint8Array> }).textMap;
-  const gpt2: TextEncoder_ = {
+  const gpt2: TextCodec = {
     addsBos: false,
     bosId: 50256,
     encode: (t) => bpe.encode(t),
