@@ -19,7 +19,15 @@ import {
 import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
 import { DirStorage } from "./run_storage.ts";
-import { dropoutOption, median, numberOption, parseOptions, Progress, runMain, UsageError } from "./common.ts";
+import {
+  dropoutOption,
+  median,
+  numberOption,
+  parseOptions,
+  Progress,
+  runMain,
+  UsageError,
+} from "./common.ts";
 import { uniformDropout } from "../model/config.ts";
 
 const SPEC = {

@@ -64,7 +64,13 @@ export const GPT2_124M: GPT2Config = {
 
 /** Throw a clear error if any field is impossible. `where` names the source (a file path). */
 export function validateConfig(c: GPT2Config, where = "config"): GPT2Config {
-  const positiveInts: Array<"vocabSize" | "nPositions" | "nEmbd" | "nLayer" | "nHead"> = ["vocabSize", "nPositions", "nEmbd", "nLayer", "nHead"];
+  const positiveInts: Array<"vocabSize" | "nPositions" | "nEmbd" | "nLayer" | "nHead"> = [
+    "vocabSize",
+    "nPositions",
+    "nEmbd",
+    "nLayer",
+    "nHead",
+  ];
   for (const k of positiveInts) {
     const v = c[k];
     if (!Number.isInteger(v) || v <= 0) {

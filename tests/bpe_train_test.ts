@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { BYTE_TO_CHAR } from "../model/bpe_format.ts";
-import { wordCounts, trainBpe, trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
+import { trainBpe, trainBpeFromCounts, trainedBpeJson, WordCounter, wordCounts } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { uniforms } from "../model/random.ts";
 

@@ -15,7 +15,7 @@ import { BASELINE_ADAMW } from "../model/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "../cli/files.ts";
 import { initWeights } from "../model/gpt2.ts";
 import { parseSafetensors, type Tensor } from "../model/safetensors.ts";
-import { wordCounts, trainBpeFromCounts, trainedBpeJson } from "../model/bpe_train.ts";
+import { trainBpeFromCounts, trainedBpeJson, wordCounts } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { assertClose, testGpu } from "./util.ts";
