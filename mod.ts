@@ -26,6 +26,8 @@ export { parseSafetensors, serializeSafetensors } from "./model/safetensors.ts";
 export {
   BABYLM_INTERACTION,
   PRESETS,
+  STRICT,
+  STRICT_SMALL,
   TINY,
   type TrainConfig,
   validateTrainConfig,
@@ -33,6 +35,10 @@ export {
 export { type LoopEvents, runInteraction, type RunStorage } from "./interaction/loop.ts";
 export { prepareRun } from "./interaction/prepare.ts";
 export { CorpusTeacher, OpenAITeacher, type Teacher } from "./interaction/teacher.ts";
+export { CHAT_TEMPLATES, chatTemplateForModel, renderChat } from "./interaction/chat_template.ts";
+export { BudgetStop, type BudgetSummary, type WordTally } from "./interaction/budget.ts";
+export { revisionName, type Track, TRACKS } from "./interaction/tracks.ts";
+export { countWords, englishEquivalentWords, type WordMeasure } from "./interaction/words.ts";
 export { Corpus } from "./interaction/corpus.ts";
 export { embeddedSources, minimalPairs } from "./interaction/grammar.ts";
 export { evaluateModel } from "./eval/tasks.ts";
