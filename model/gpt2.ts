@@ -329,6 +329,42 @@ export function lmHeadForward(
   }
 }
 
+/**
+ * The tied LM head's backward for logits rows r0..r0+R: dx[r0:r0+R] = dlogits · wte (overwritten) and
+ * dwte += dlogits^T · x[r0:r0+R], one matmul pair per wte chunk; dlogits row stride `ld`.
+ */
+function lmHeadBackward(
+  plan: Plan,
+  { dx, dwte, dlogits, x, wte, R, C, ld, r0 }: {
+    dx: TensorView;
+    dwte: WteChunk[];
+    dlogits: TensorView;
+    x: TensorView;
+    wte: WteChunk[];
+    R: number;
+    C: number;
+    ld: number;
+    r0: number;
+  },
+): void {
+  wte.forEach((chunk, i) => {
+    const K = chunk.v1 - chunk.v0;
+    const a = { a: dlogits, lda: ld, aOffset: chunk.v0 };
+    matmul(plan, { out: dx, ...a, b: chunk.view, M: R, N: C, K, cOffset: r0 * C, accumulate: i > 0 });
+    matmul(plan, {
+      out: dwte[i].view,
+      ...a,
+      b: x,
+      M: K,
+      N: C,
+      K: R,
+      transA: true,
+      bOffset: r0 * C,
+      accumulate: true,
+    });
+  });
+}
+
 /** Options for {@link Workspace}. */
 export interface WorkspaceOptions {
   /** Rows of logits computed at once; default: as many as fit `logitsBudgetBytes` and one binding. */
@@ -603,7 +639,7 @@ export class Workspace {
     const N = B * T;
     const t = (name: string) => this.#t.get(name)!;
     const dresidual = t("dresidual"), dlnf = t("dlnf"), logits = t("logits"), lnf = t("lnf");
-    // Head: dlogits = g (onehot - softmax); dlnf = dlogits · wte; dwte += dlogits^T · lnf.
+    // Head: dlogits = g (onehot - softmax), then dlnf and dwte.
     const ld = this.logitsStride;
     const wte = m.byName.get("wte.weight")!.parts;
     const dwte = grads.get("wte.weight")!.parts;
@@ -621,34 +657,7 @@ export class Workspace {
         rowOffset: r0,
         ld,
       });
-      wte.forEach((chunk, i) => {
-        const K = chunk.v1 - chunk.v0;
-        matmul(plan, {
-          out: dlnf,
-          a: logits,
-          b: chunk.view,
-          M: R,
-          N: C,
-          K,
-          lda: ld,
-          aOffset: chunk.v0,
-          cOffset: r0 * C,
-          accumulate: i > 0,
-        });
-        matmul(plan, {
-          out: dwte[i].view,
-          a: logits,
-          b: lnf,
-          M: K,
-          N: C,
-          K: R,
-          transA: true,
-          lda: ld,
-          aOffset: chunk.v0,
-          bOffset: r0 * C,
-          accumulate: true,
-        });
-      });
+      lmHeadBackward(plan, { dx: dlnf, dwte, dlogits: logits, x: lnf, wte, R, C, ld, r0 });
     }
     layernormBackward(plan, {
       dinp: dresidual,
