@@ -14,6 +14,30 @@ export interface OptionSpec {
   short?: string;
 }
 
+/**
+ * The optimiser flags of every training command (`train`, `sft`, `simpo`), named as the run config's
+ * keys `lr`, `warmupSteps` and `clipNorm`. `train` takes the preset's values when they are absent; `sft`
+ * and `simpo` give them defaults.
+ */
+export const OPTIMIZER_FLAGS = {
+  lr: { type: "string", help: "peak learning rate" },
+  "warmup-steps": { type: "string", help: "linear warm-up steps of the schedule" },
+  "clip-norm": { type: "string", help: "global gradient-norm clipping threshold; 0 disables" },
+} satisfies Record<string, OptionSpec>;
+
+/** The values of the {@link OPTIMIZER_FLAGS} that were given, under the config's names. */
+export function optimizerFlags(
+  v: Partial<Record<keyof typeof OPTIMIZER_FLAGS, unknown>>,
+): { lr?: number; warmupSteps?: number; clipNorm?: number } {
+  const out: { lr?: number; warmupSteps?: number; clipNorm?: number } = {};
+  if (v.lr !== undefined) out.lr = numberOption(v.lr, "lr", { min: 0 });
+  if (v["warmup-steps"] !== undefined) {
+    out.warmupSteps = numberOption(v["warmup-steps"], "warmup-steps", { min: 0, integer: true });
+  }
+  if (v["clip-norm"] !== undefined) out.clipNorm = numberOption(v["clip-norm"], "clip-norm", { min: 0 });
+  return out;
+}
+
 /** A user-facing error: printed without a stack trace, exit code 1. */
 export class UsageError extends Error {
   constructor(message: string) {

@@ -6,7 +6,15 @@
  * (`interaction/schedule.ts`), step and epoch order (`interaction/step.ts`) and {@link Trainer}.
  * @module
  */
-import { dropoutOption, numberOption, type OptionSpec, Progress, UsageError } from "./common.ts";
+import {
+  dropoutOption,
+  numberOption,
+  OPTIMIZER_FLAGS,
+  optimizerFlags,
+  type OptionSpec,
+  Progress,
+  UsageError,
+} from "./common.ts";
 import { GPT2_DROPOUT, uniformDropout } from "../model/config.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
 import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
@@ -249,20 +257,16 @@ export const TRAIN_OPTIONS = {
   steps: { type: "string", help: "optimizer steps to take (overrides --epochs; cycles over the data)" },
   epochs: { type: "string", help: "passes over the data", default: "1" },
   "batch-size": { type: "string", help: "records per step", default: "16" },
-  lr: { type: "string", help: "peak learning rate", default: String(BABYLM_INTERACTION.lr) },
+  lr: { ...OPTIMIZER_FLAGS.lr, default: String(BABYLM_INTERACTION.lr) },
   schedule: { type: "string", help: "learning-rate schedule: constant or cosine", default: "constant" },
-  "warmup-steps": { type: "string", help: "linear warmup steps", default: "0" },
+  "warmup-steps": { ...OPTIMIZER_FLAGS["warmup-steps"], default: "0" },
   "total-steps": { type: "string", help: "steps of the cosine schedule (default: the steps run)" },
   "weight-decay": {
     type: "string",
     help: "AdamW weight decay (not on biases and LayerNorm)",
     default: String(BASELINE_ADAMW.weightDecay),
   },
-  "clip-norm": {
-    type: "string",
-    help: "global gradient-norm clipping; 0 disables",
-    default: String(BASELINE_ADAMW.clipNorm),
-  },
+  "clip-norm": { ...OPTIMIZER_FLAGS["clip-norm"], default: String(BASELINE_ADAMW.clipNorm) },
   seed: { type: "string", help: "seed of the shuffle and of the dropout masks", default: "0" },
   dropout: {
     type: "string",
@@ -299,14 +303,15 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
   if (v.shuffle !== "true" && v.shuffle !== "false") {
     throw new UsageError(`--shuffle must be true or false, got ${JSON.stringify(v.shuffle)}`);
   }
+  const flags = optimizerFlags(v) as Required<ReturnType<typeof optimizerFlags>>;
   return {
     steps: v.steps === undefined ? undefined : numberOption(v.steps, "steps", { min: 1, integer: true }),
     epochs: numberOption(v.epochs, "epochs", { min: 1, integer: true }),
     batchSize: numberOption(v["batch-size"], "batch-size", { min: 1, integer: true }),
     schedule: {
       kind,
-      lr: numberOption(v.lr, "lr", { min: 0 }),
-      warmupSteps: numberOption(v["warmup-steps"], "warmup-steps", { min: 0, integer: true }),
+      lr: flags.lr,
+      warmupSteps: flags.warmupSteps,
       totalSteps: v["total-steps"] === undefined
         ? 0
         : numberOption(v["total-steps"], "total-steps", { min: 1, integer: true }),
@@ -314,7 +319,7 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     adamw: {
       ...BASELINE_ADAMW,
       weightDecay: numberOption(v["weight-decay"], "weight-decay", { min: 0 }),
-      clipNorm: numberOption(v["clip-norm"], "clip-norm", { min: 0 }),
+      clipNorm: flags.clipNorm,
     },
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",

@@ -23,6 +23,8 @@ import {
   dropoutOption,
   median,
   numberOption,
+  OPTIMIZER_FLAGS,
+  optimizerFlags,
   parseOptions,
   Progress,
   runMain,
@@ -61,6 +63,7 @@ const SPEC = {
     type: "string",
     help: "LM epochs per round (the card's 8; the baseline's config.yaml has 7)",
   },
+  ...OPTIMIZER_FLAGS,
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
 
@@ -80,6 +83,9 @@ const CONFIG_OPTIONS = [
   "teacher-prompt",
   "dropout",
   "sft-epochs",
+  "lr",
+  "warmup-steps",
+  "clip-norm",
 ] as const;
 
 type Options = ReturnType<typeof parseOptions<typeof SPEC>>;
@@ -145,6 +151,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   }
   if (opts.rounds !== undefined) c.numRounds = numberOption(opts.rounds, "rounds", { integer: true, min: 1 });
   if (opts.dropout !== undefined) c.dropout = uniformDropout(dropoutOption(opts.dropout));
+  Object.assign(c, optimizerFlags(opts));
   if (opts["sft-epochs"] !== undefined) {
     c.nSftEpochs = numberOption(opts["sft-epochs"], "sft-epochs", { integer: true, min: 0 });
   }

@@ -98,6 +98,19 @@ Deno.test("--dropout sets all three rates, --sft-epochs the LM epochs; --print-c
   await assert.rejects(main(["--sft-epochs", "7.5"]), /--sft-epochs must be an integer/);
 });
 
+Deno.test("--lr, --warmup-steps and --clip-norm set the config's lr, warmupSteps and clipNorm, as sft's do", async () => {
+  const flags = ["--lr", "3e-4", "--warmup-steps", "50", "--clip-norm", "0.5"];
+  const c = JSON.parse(
+    await printed(["--print-config", "--preset", "babylm-interaction", ...flags]),
+  ) as TrainConfig;
+  assert.deepEqual(c, { ...BABYLM_INTERACTION, lr: 3e-4, warmupSteps: 50, clipNorm: 0.5 });
+  const tiny = JSON.parse(await printed(["--print-config", "--clip-norm", "0"])) as TrainConfig;
+  assert.deepEqual(tiny, { ...TINY, clipNorm: 0 });
+  await assert.rejects(main(["--lr", "-1"]), /--lr must be in \[0, /);
+  await assert.rejects(main(["--warmup-steps", "2.5"]), /--warmup-steps must be an integer/);
+  await assert.rejects(main(["--resume", "runs/none", "--lr", "1e-3"]), /drop --lr/);
+});
+
 Deno.test("--print-config prints the resolved config: preset, --config file and options", async () => {
   const tiny = JSON.parse(await printed(["--print-config"])) as TrainConfig;
   assert.deepEqual(tiny, TINY);
