@@ -3,7 +3,8 @@
  * are written out by hand from each family's published `tokenizer_config.json` template (Llama 3.1 /
  * 3.2 Instruct, Qwen2.5-Instruct, Qwen3 with `enable_thinking=False`, Qwen3-Instruct-2507, Qwen3.5), with
  * a final assistant message continued (vLLM's `continue_final_message`: the rendering stops after the
- * prefill's text). Also: the template a model name implies, overrides, and the request body.
+ * prefill's text). Also: the template a model name implies, overrides, the request body, and
+ * teacher-check's printout of the rendered prompt.
  */
 import assert from "node:assert/strict";
 import {
@@ -13,8 +14,9 @@ import {
   renderChat,
   resolveChatTemplate,
 } from "../interaction/chat_template.ts";
-import type { ChatMessage } from "../interaction/prompt.ts";
+import { type ChatMessage, DEFAULT_PROMPT, fillMessages } from "../interaction/prompt.ts";
 import { OpenAITeacher } from "../interaction/teacher.ts";
+import { startTeacherServer } from "./teacher_server.ts";
 
 /** The baseline's conversation shape, with whitespace at the ends that the templates treat differently. */
 const PREFILLED: ChatMessage[] = [
@@ -203,4 +205,34 @@ Deno.test("completion-mode requests carry the family's rendering; chat mode leav
   });
   assert.equal(chat.chatTemplate, undefined);
   assert.ok(Array.isArray(chat.requestBody(item).body.messages));
+});
+
+Deno.test("teacher-check prints the rendered prompt of completion mode, byte for byte, and sends it", async () => {
+  const fake = startTeacherServer({ flavor: "llamacpp" });
+  try {
+    const item = { context: "the dog ran ", student: "dog go home" };
+    const args = ["--teacher-url", fake.url, "--mode", "completion", "--model", "Qwen/Qwen3-4B"];
+    const p = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../cli/teacher_check.ts", import.meta.url).pathname,
+        ...args,
+        "--context",
+        item.context,
+        "--student",
+        item.student,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(p.stdout);
+    assert.equal(p.code, 0, out + new TextDecoder().decode(p.stderr));
+    const expected = renderChat("qwen3", fillMessages(DEFAULT_PROMPT, item));
+    assert.ok(out.includes(`rendered prompt (qwen3 template;`), out);
+    assert.ok(out.includes(`\n${JSON.stringify(expected)}\n`), "the JSON form, every byte visible");
+    assert.equal(fake.requests.at(-1)!.body.prompt, expected, "the request carries the same text");
+  } finally {
+    await fake.close();
+  }
 });
