@@ -1,7 +1,7 @@
 /**
  * The demo page's entry point: starts the training worker (a module worker running the project's round
  * loop behind comlink), checks WebGPU, and switches between live mode and inspect mode by the URL hash
- * (`#live`, `#inspect`, `#inspect/<run>`).
+ * (`#live`, `#inspect`, `#inspect/<run>?<view>`; see url_state.ts).
  * @module
  */
 /// <reference lib="dom" />
@@ -10,6 +10,7 @@ import { byId } from "./dom.ts";
 import { InspectMode } from "./inspect.ts";
 import { LiveMode } from "./live.ts";
 import { probeWebGpu, type TrainerApi } from "./protocol.ts";
+import { parseRoute } from "./url_state.ts";
 
 function banner(text: string): void {
   const b = byId("banner");
@@ -27,22 +28,26 @@ async function main(): Promise<void> {
     (e) => banner(`The training worker failed to load: ${e.message ?? "unknown error"}`),
   );
 
+  // The Inspect tab returns to the run and view last shown there.
+  let lastInspect = "inspect";
   const route = async () => {
-    const [mode, ...rest] = location.hash.replace(/^#/, "").split("/");
-    const isInspect = mode === "inspect";
+    const r = parseRoute(location.hash);
+    if (r.mode === "inspect") lastInspect = location.hash.replace(/^#/, "") || "inspect";
+    const isInspect = r.mode === "inspect";
     byId("live").hidden = isInspect;
     byId("inspect").hidden = !isInspect;
     for (const [id, on] of [["tab-live", !isInspect], ["tab-inspect", isInspect]] as const) {
       byId(id).classList.toggle("active", on);
       byId(id).setAttribute("aria-selected", String(on));
     }
-    if (isInspect) {
-      const name = rest.length ? decodeURIComponent(rest.join("/")) : undefined;
-      await inspect.show(name).catch((e) => banner(`Inspect: ${(e as Error).message}`));
-    }
+    if (r.problem) banner(`This link is partly unreadable: ${r.problem}. The rest of it is shown.`);
+    else if (byId("banner").dataset.kind === "link") byId("banner").hidden = true;
+    byId("banner").dataset.kind = r.problem ? "link" : "";
+    if (isInspect) await inspect.show(r).catch((e) => banner(`Inspect: ${(e as Error).message}`));
+    else inspect.hide();
   };
   byId("tab-live").addEventListener("click", () => (location.hash = "live"));
-  byId("tab-inspect").addEventListener("click", () => (location.hash = "inspect"));
+  byId("tab-inspect").addEventListener("click", () => (location.hash = lastInspect));
   addEventListener("hashchange", () => void route());
   void route();
 

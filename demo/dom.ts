@@ -63,6 +63,48 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   return node as T;
 }
 
+/** Bidirectional formatting characters (embeddings, overrides, isolates, marks) and their short names. */
+const BIDI_CONTROLS: Record<string, string> = {
+  "\u202A": "LRE",
+  "\u202B": "RLE",
+  "\u202C": "PDF",
+  "\u202D": "LRO",
+  "\u202E": "RLO",
+  "\u2066": "LRI",
+  "\u2067": "RLI",
+  "\u2068": "FSI",
+  "\u2069": "PDI",
+  "\u200E": "LRM",
+  "\u200F": "RLM",
+  "\u061C": "ALM",
+};
+const BIDI_RE = /[\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/;
+
+/**
+ * Text from a run (model output, file contents) as nodes with every bidirectional control character
+ * shown as a labelled mark instead of applied, so an override in model text cannot reverse what
+ * follows it. Callers also isolate the element (`dir="auto"`, CSS `unicode-bidi: plaintext`) so
+ * right-to-left text reads correctly without reordering its neighbours.
+ */
+export function untrustedText(s: string): Array<Node | string> {
+  if (!BIDI_RE.test(s)) return [s];
+  const out: Array<Node | string> = [];
+  let run = "";
+  for (const ch of s) {
+    const name = BIDI_CONTROLS[ch];
+    if (name === undefined) {
+      run += ch;
+      continue;
+    }
+    if (run) out.push(run);
+    run = "";
+    const code = `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+    out.push(el("span", { class: "ctrl", title: `${code} ${name}: shown, not applied` }, name));
+  }
+  if (run) out.push(run);
+  return out;
+}
+
 /** A number for display: 3 significant digits, thousands grouped, tiny/huge values in exponent form. */
 export function fmt(v: number | undefined, digits = 3): string {
   if (v === undefined || Number.isNaN(v)) return "–";

@@ -1,22 +1,38 @@
 /**
- * The browser's run directory: text files in memory. Model directories keep their text files (config,
- * tokenizer, state) and a byte count of the weights, not the weights themselves: the page never resumes
- * a run, and keeping every checkpoint of a live run would only fill the tab's memory.
+ * The browser's run directory: files in memory. Text files are always kept. Model directories
+ * (checkpoints and the resumable state) keep their weights only when asked to (`keepWeights`): a long
+ * live run writes many checkpoints and would otherwise only fill the tab's memory; without weights a
+ * model directory is left out of {@link MemoryStorage.runFiles}, so a downloaded run never holds a
+ * checkpoint folder that cannot be loaded.
  * @module
  */
 import type { RunStorage } from "../interaction/loop.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { hfConfigJson } from "../model/checkpoint.ts";
+import { CONFIG_FILE, hfConfigJson, safetensorsFromWeights, WEIGHTS_FILE } from "../model/checkpoint.ts";
+
+/** Options of {@link MemoryStorage}. */
+export interface MemoryStorageOptions {
+  /** Keep the weights (and optimizer state) of every model directory. */
+  keepWeights?: boolean;
+  /** Called after every append with the path and the text appended (the worker counts tokens). */
+  onAppend?: (path: string, text: string) => void;
+}
 
 /** A {@link RunStorage} in memory. */
 export class MemoryStorage implements RunStorage {
-  readonly #files = new Map<string, string>();
-  /** Model directories saved so far, with the bytes their weights would take as f32. */
+  readonly #files = new Map<string, string | Uint8Array>();
+  readonly #opts: MemoryStorageOptions;
+  /** Model directories saved so far, with the bytes of the weights kept for them (0 when not kept). */
   readonly models = new Map<string, number>();
+
+  constructor(opts: MemoryStorageOptions = {}) {
+    this.#opts = opts;
+  }
 
   /** The text of `path`, or undefined. */
   readText(path: string): Promise<string | undefined> {
-    return Promise.resolve(this.#files.get(path));
+    const v = this.#files.get(path);
+    return Promise.resolve(typeof v === "string" ? v : undefined);
   }
 
   /** Replace `path`. */
@@ -27,34 +43,50 @@ export class MemoryStorage implements RunStorage {
 
   /** Append to `path` (created when missing). */
   appendText(path: string, text: string): Promise<void> {
-    this.#files.set(path, (this.#files.get(path) ?? "") + text);
+    const old = this.#files.get(path);
+    this.#files.set(path, (typeof old === "string" ? old : "") + text);
+    this.#opts.onAppend?.(path, text);
     return Promise.resolve();
   }
 
-  /** Keep the directory's config.json and text extras; count the weights' bytes. */
+  /** The directory's config.json and extras; its weights as model.safetensors when they are kept. */
   saveModel(
     path: string,
     config: GPT2Config,
     weights: Map<string, Float32Array>,
     extra: Record<string, string | Uint8Array>,
   ): Promise<void> {
-    this.#files.set(`${path}/config.json`, JSON.stringify(hfConfigJson(config), null, 2) + "\n");
+    for (const k of [...this.#files.keys()]) if (k.startsWith(`${path}/`)) this.#files.delete(k);
+    this.#files.set(`${path}/${CONFIG_FILE}`, JSON.stringify(hfConfigJson(config), null, 2) + "\n");
+    let bytes = 0;
     for (const [name, data] of Object.entries(extra)) {
       if (typeof data === "string") this.#files.set(`${path}/${name}`, data);
+      else if (this.#opts.keepWeights) {
+        this.#files.set(`${path}/${name}`, data);
+        bytes += data.byteLength;
+      }
     }
-    let bytes = 0;
-    for (const w of weights.values()) bytes += w.byteLength;
+    if (this.#opts.keepWeights) {
+      const st = safetensorsFromWeights(weights, config);
+      this.#files.set(`${path}/${WEIGHTS_FILE}`, st);
+      bytes += st.byteLength;
+    }
     this.models.set(path, bytes);
     return Promise.resolve();
   }
 
-  /** Binary files are not kept (see the module note); always undefined. */
-  readBytes(_path: string): Promise<Uint8Array | undefined> {
-    return Promise.resolve(undefined);
+  /** A kept binary file (weights, optimizer state), or undefined. */
+  readBytes(path: string): Promise<Uint8Array | undefined> {
+    const v = this.#files.get(path);
+    return Promise.resolve(v instanceof Uint8Array ? v : undefined);
   }
 
-  /** A copy of every text file, by path. */
-  snapshot(): Record<string, string> {
-    return Object.fromEntries(this.#files);
+  /**
+   * The run folder as `deno task train` writes it: every file, except model directories whose weights
+   * were not kept.
+   */
+  runFiles(): Map<string, string | Uint8Array> {
+    const partial = [...this.models].filter(([, bytes]) => bytes === 0).map(([dir]) => `${dir}/`);
+    return new Map([...this.#files].filter(([k]) => !partial.some((dir) => k.startsWith(dir))));
   }
 }

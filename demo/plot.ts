@@ -1,7 +1,9 @@
 /**
- * Small SVG line plots drawn by hand (no chart library): one or more series against the optimiser
- * step, "nice" axis ticks, dashed lines where a new round starts, and the latest values in the legend.
- * Points are added as they come; drawing is batched to one redraw per animation frame.
+ * Small SVG line plots drawn by hand (no chart library): one or more series against an x axis (steps or
+ * words seen), axis titles with units, "nice" ticks whose labels fit at any range, dashed lines where a
+ * new round starts (labelled only where the labels do not collide), the latest values in the legend and
+ * the values under the pointer on hover. Points are added as they come; drawing is batched to one
+ * redraw per animation frame.
  * @module
  */
 /// <reference lib="dom" />
@@ -11,7 +13,7 @@ import { el, fmt, replace, svg } from "./dom.ts";
 export interface SeriesSpec {
   key: string;
   label: string;
-  /** A CSS colour (the stylesheet's series colours are var(--c1) ... var(--c4)). */
+  /** A CSS colour (the stylesheet's series colours are var(--c1) ... var(--c5)). */
   color: string;
 }
 
@@ -21,20 +23,31 @@ export interface PlotOptions {
   yRange?: [number, number];
   /** Text shown while there are no points. */
   empty?: string;
+  /** The y axis title, with its unit. */
+  yLabel: string;
+  /** The x axis title, with its unit (can be changed with {@link LinePlot.setXLabel}). */
+  xLabel: string;
+  /** Show y values as percentages (values are fractions). */
+  percent?: boolean;
 }
 
 // Drawing area in SVG user units; the SVG scales to its container keeping this aspect.
-const W = 360, H = 170;
-const M = { left: 46, right: 10, top: 8, bottom: 20 };
+const W = 360, H = 210;
+const TICK_FONT = 11;
+/** Width of one character of tick text, in user units (a conservative estimate for the page's sans). */
+const CHAR_W = 6.6;
 /** Above this many points, consecutive points are averaged in buckets before drawing. */
 const MAX_DRAWN = 600;
+/** Least room between two round labels' left edges, in user units. */
+const ROUND_LABEL_GAP = 26;
 
 /**
  * Ticks for [lo, hi]: about `n` round values (1, 2 or 5 times a power of ten apart) inside the range.
  */
 export function niceTicks(lo: number, hi: number, n = 4): number[] {
   if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / n;
+  // Divided before subtracting: hi - lo overflows for ranges near the largest doubles.
+  const raw = hi / n - lo / n;
   const p = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw) ?? 10 * p;
   const out: number[] = [];
@@ -44,14 +57,31 @@ export function niceTicks(lo: number, hi: number, n = 4): number[] {
   return out;
 }
 
-/** Tick labels with just enough decimals to tell neighbouring ticks apart (exponents when tiny or huge). */
+/** `v` in the shortest exponent form: 2e-5, 1.5e+308 -> "1.5e308". */
+function shortExp(v: number, digits: number): string {
+  return v.toExponential(digits).replace(/\.?0+e/, "e").replace("e+", "e");
+}
+
+/**
+ * Tick labels with just enough digits to tell neighbouring ticks apart: plain decimals for moderate
+ * values, k/M/G suffixes for large ones, short exponents for tiny or huge ones.
+ */
 export function tickLabels(ticks: number[]): string[] {
-  if (ticks.length < 2) return ticks.map((t) => fmt(t));
+  if (ticks.length < 2) {
+    return ticks.map((
+      t,
+    ) => (Math.abs(t) >= 1e4 || (t !== 0 && Math.abs(t) < 1e-3) ? shortExp(t, 2) : fmt(t)));
+  }
   const step = Math.abs(ticks[1] - ticks[0]);
   const big = Math.max(...ticks.map(Math.abs));
-  if (big >= 1e6 || big < 1e-3) {
-    const digits = Math.max(0, Math.ceil(Math.log10(big / step)));
-    return ticks.map((t) => (t === 0 ? "0" : t.toExponential(digits)));
+  if (big >= 1e13 || big < 1e-3) {
+    const digits = Math.max(0, Math.min(6, Math.ceil(Math.log10(big / step))));
+    return ticks.map((t) => (t === 0 ? "0" : shortExp(t, digits)));
+  }
+  if (big >= 1e4) {
+    const [div, suffix] = big >= 1e9 ? [1e9, "G"] : big >= 1e6 ? [1e6, "M"] : [1e3, "k"];
+    const decimals = Math.max(0, -Math.floor(Math.log10(step / div) + 1e-9));
+    return ticks.map((t) => (t === 0 ? "0" : `${(t / div).toFixed(decimals)}${suffix}`));
   }
   const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
   return ticks.map((t) => t.toFixed(decimals));
@@ -78,6 +108,25 @@ export function downsample(xs: number[], ys: number[], max: number): [number[], 
   return [ox, oy];
 }
 
+/**
+ * The rounds to label, from [x position, round] boundaries: every k-th round (k = 1, 2, 5, 10, ...)
+ * so that labels stand at least `gap` apart at their positions `px`.
+ */
+export function roundLabelStep(px: number[], gap: number): number {
+  for (const k of [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]) {
+    let last = -Infinity, ok = true;
+    for (let i = 0; i < px.length; i += k) {
+      if (px[i] - last < gap) {
+        ok = false;
+        break;
+      }
+      last = px[i];
+    }
+    if (ok) return k;
+  }
+  return Math.max(1, px.length);
+}
+
 /** A titled plot with a legend; `root` is the element to put on the page. */
 export class LinePlot {
   readonly root: HTMLElement;
@@ -89,14 +138,18 @@ export class LinePlot {
   #rounds: Array<[number, number]> = [];
   #svg: SVGSVGElement;
   #legend: HTMLElement;
+  #hover: SVGGElement;
   #pending = false;
+  /** The last drawing's scales, for hover. */
+  #view: { sx: (x: number) => number; sy: (y: number) => number; x0: number; x1: number } | undefined;
 
-  constructor(title: string, series: SeriesSpec[], opts: PlotOptions = {}) {
+  constructor(title: string, series: SeriesSpec[], opts: PlotOptions) {
     this.#series = series;
     this.#opts = opts;
     for (const s of series) this.#ys.set(s.key, []);
     this.#legend = el("div", { class: "plot-legend" });
     this.#svg = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
+    this.#hover = svg("g", { class: "hover" });
     this.root = el(
       "figure",
       { class: "plot" },
@@ -104,12 +157,20 @@ export class LinePlot {
       this.#legend,
       this.#svg,
     );
+    this.#svg.addEventListener("pointermove", (e) => this.#showHover(e));
+    this.#svg.addEventListener("pointerleave", () => replace(this.#hover));
     this.#draw();
   }
 
   /** Number of x positions added. */
   get length(): number {
     return this.#xs.length;
+  }
+
+  /** Change the x axis title (e.g. when the x values change from steps to words seen). */
+  setXLabel(label: string): void {
+    this.#opts.xLabel = label;
+    this.#schedule();
   }
 
   /** Add one x position with a value per series key (missing or undefined: a gap). */
@@ -144,9 +205,18 @@ export class LinePlot {
     });
   }
 
+  #label(v: number): string {
+    return this.#opts.percent ? `${fmt(v * 100)}%` : fmt(v);
+  }
+
+  #text(cls: string, x: number, y: number, text: string, attrs: Record<string, string | number> = {}) {
+    const t = svg("text", { class: cls, x, y, ...attrs });
+    t.textContent = text;
+    return t;
+  }
+
   #draw(): void {
     const xs = this.#xs;
-    // Legend: every series with its latest value.
     replace(
       this.#legend,
       ...this.#series.map((s) => {
@@ -161,12 +231,16 @@ export class LinePlot {
         const swatch = el("span", { class: "swatch" });
         // Through the CSSOM: the page's CSP forbids style attributes.
         swatch.style.background = s.color;
-        return el("span", { class: "legend-item" }, swatch, `${s.label} `, el("b", {}, fmt(last)));
+        const value = last === undefined ? "–" : this.#label(last);
+        return el(
+          "span",
+          { class: "legend-item", "data-key": s.key },
+          swatch,
+          `${s.label} `,
+          el("b", {}, value),
+        );
       }),
     );
-    const nodes: SVGElement[] = [];
-    const x0 = M.left, x1 = W - M.right, y0 = H - M.bottom, y1 = M.top;
-    nodes.push(svg("rect", { class: "plot-bg", x: x0, y: y1, width: x1 - x0, height: y0 - y1 }));
     let lo = Infinity, hi = -Infinity;
     for (const ys of this.#ys.values()) {
       for (const v of ys) {
@@ -174,16 +248,19 @@ export class LinePlot {
         if (v > hi) hi = v;
       }
     }
+    const nodes: SVGElement[] = [];
     if (lo > hi) {
       nodes.push(
-        svg("text", { class: "plot-empty", x: (x0 + x1) / 2, y: (y0 + y1) / 2, "text-anchor": "middle" }),
+        this.#text("plot-empty", W / 2, H / 2, this.#opts.empty ?? "no data yet", {
+          "text-anchor": "middle",
+        }),
       );
-      nodes[nodes.length - 1].textContent = this.#opts.empty ?? "no data yet";
+      this.#view = undefined;
       this.#svg.replaceChildren(...nodes);
       return;
     }
     if (this.#opts.yRange) [lo, hi] = this.#opts.yRange;
-    if (hi - lo < 1e-12) {
+    if (hi - lo < 1e-12 * Math.max(1, Math.abs(hi))) {
       const pad = Math.max(Math.abs(hi) * 0.05, 1e-6);
       lo -= pad;
       hi += pad;
@@ -192,29 +269,51 @@ export class LinePlot {
       lo -= pad;
       hi += pad;
     }
+    const yTicks = niceTicks(lo, hi, 4).filter((t) => t >= lo && t <= hi);
+    const yText = tickLabels(yTicks.map((t) => (this.#opts.percent ? t * 100 : t)));
+    const longest = Math.max(1, ...yText.map((s) => s.length));
+    // Left margin: the y title, then the widest tick label.
+    const x0 = 18 + longest * CHAR_W + 6, x1 = W - 12, y1 = 10, y0 = H - 38;
     const xmin = xs[0], xmax = xs.length > 1 ? xs[xs.length - 1] : xs[0] + 1;
     const sx = (x: number) => x0 + ((x - xmin) / (xmax - xmin || 1)) * (x1 - x0);
     const sy = (y: number) => y0 - ((y - lo) / (hi - lo)) * (y0 - y1);
-    const yTicks = niceTicks(lo, hi, 4);
-    tickLabels(yTicks).forEach((text, i) => {
+    this.#view = { sx, sy, x0, x1 };
+    nodes.push(svg("rect", { class: "plot-bg", x: x0, y: y1, width: x1 - x0, height: y0 - y1 }));
+    yText.forEach((text, i) => {
       const y = sy(yTicks[i]);
       nodes.push(svg("line", { class: "grid", x1: x0, x2: x1, y1: y, y2: y }));
-      const label = svg("text", { class: "tick", x: x0 - 4, y: y + 3, "text-anchor": "end" });
-      label.textContent = text;
-      nodes.push(label);
+      nodes.push(this.#text("tick", x0 - 4, y + TICK_FONT / 3, text, { "text-anchor": "end" }));
     });
-    for (const t of niceTicks(xmin, xmax, 4)) {
-      if (!Number.isInteger(t)) continue;
-      const label = svg("text", { class: "tick", x: sx(t), y: y0 + 13, "text-anchor": "middle" });
-      label.textContent = fmt(t, 3);
-      nodes.push(label);
-    }
-    for (const [x, r] of this.#rounds.slice(1)) {
-      nodes.push(svg("line", { class: "round-line", x1: sx(x), x2: sx(x), y1: y1, y2: y0 }));
-      const label = svg("text", { class: "round-label", x: sx(x) + 2, y: y1 + 9 });
-      label.textContent = `r${r + 1}`;
-      nodes.push(label);
-    }
+    // x ticks: integers only while x is a step count; labels kept inside the drawing.
+    const intX = xs.every(Number.isInteger);
+    const xTicks = niceTicks(xmin, xmax, 4).filter((t) =>
+      t >= xmin && t <= xmax && (!intX || Number.isInteger(t))
+    );
+    const xText = tickLabels(xTicks);
+    xTicks.forEach((t, i) => {
+      const x = sx(t), half = (xText[i].length * CHAR_W) / 2;
+      const anchor = x + half > W - 2 ? "end" : x - half < 2 ? "start" : "middle";
+      nodes.push(svg("line", { class: "tick-mark", x1: x, x2: x, y1: y0, y2: y0 + 3 }));
+      nodes.push(this.#text("tick", x, y0 + 15, xText[i], { "text-anchor": anchor }));
+    });
+    nodes.push(
+      this.#text("axis-title", (x0 + x1) / 2, H - 6, this.#opts.xLabel, { "text-anchor": "middle" }),
+    );
+    nodes.push(
+      this.#text("axis-title", 11, (y0 + y1) / 2, this.#opts.yLabel, {
+        "text-anchor": "middle",
+        transform: `rotate(-90 11 ${(y0 + y1) / 2})`,
+      }),
+    );
+    const bounds = this.#rounds.slice(1);
+    const px = bounds.map(([x]) => sx(x));
+    const k = roundLabelStep(px, ROUND_LABEL_GAP);
+    bounds.forEach(([, r], i) => {
+      nodes.push(svg("line", { class: "round-line", x1: px[i], x2: px[i], y1: y1, y2: y0 }));
+      if (i % k === 0 && px[i] + 14 < x1) {
+        nodes.push(this.#text("round-label", px[i] + 2, y1 + 10, `r${r + 1}`));
+      }
+    });
     for (const s of this.#series) {
       const [dx, dy] = downsample(xs, this.#ys.get(s.key)!, MAX_DRAWN);
       let d = "", pen = false, count = 0, lastX = 0, lastY = 0;
@@ -230,11 +329,39 @@ export class LinePlot {
         lastX = Number(px);
         lastY = Number(py);
       }
-      if (d) nodes.push(svg("path", { class: "series", d, stroke: s.color }));
+      if (d) nodes.push(svg("path", { class: "series", d, stroke: s.color, "data-key": s.key }));
       // A lone point has no line: draw a dot so the first step is visible.
       if (count === 1) nodes.push(svg("circle", { cx: lastX, cy: lastY, r: 2.5, fill: s.color }));
     }
     nodes.push(svg("line", { class: "axis", x1: x0, x2: x1, y1: y0, y2: y0 }));
+    replace(this.#hover);
+    nodes.push(this.#hover);
     this.#svg.replaceChildren(...nodes);
+  }
+
+  /** The point nearest the pointer: a guide line and a box with x and every series' value there. */
+  #showHover(e: PointerEvent): void {
+    const v = this.#view;
+    if (!v || this.#xs.length === 0) return;
+    const box = this.#svg.getBoundingClientRect();
+    const ux = ((e.clientX - box.left) / box.width) * W;
+    let best = 0;
+    for (let i = 1; i < this.#xs.length; i++) {
+      if (Math.abs(v.sx(this.#xs[i]) - ux) < Math.abs(v.sx(this.#xs[best]) - ux)) best = i;
+    }
+    const x = v.sx(this.#xs[best]);
+    const lines = [`${this.#opts.xLabel.replace(/ \(.*\)$/, "")} ${fmt(this.#xs[best])}`];
+    for (const s of this.#series) {
+      const y = this.#ys.get(s.key)![best];
+      if (!Number.isNaN(y)) lines.push(`${s.label} ${this.#label(y)}`);
+    }
+    const width = Math.max(...lines.map((l) => l.length)) * CHAR_W + 10, height = lines.length * 13 + 6;
+    const bx = x + 8 + width > W ? x - 8 - width : x + 8;
+    const nodes: SVGElement[] = [
+      svg("line", { class: "hover-line", x1: x, x2: x, y1: 10, y2: H - 38 }),
+      svg("rect", { class: "hover-box", x: bx, y: 12, width, height, rx: 3 }),
+    ];
+    lines.forEach((l, i) => nodes.push(this.#text("hover-text", bx + 5, 12 + 14 + i * 13, l)));
+    this.#hover.replaceChildren(...nodes);
   }
 }

@@ -3,7 +3,7 @@
  * callbacks the page lends it, and the WebGPU check both sides use.
  * @module
  */
-import type { LoopEvents } from "../interaction/loop.ts";
+import type { LoopEvents, Phase } from "../interaction/loop.ts";
 import type { TrainConfig } from "../interaction/config.ts";
 
 /** What the page says when the browser refuses a request to the teacher (fetch threw a TypeError). */
@@ -20,18 +20,41 @@ export interface GpuProbe {
   problem?: string;
 }
 
+/** Where a run stands, as the worker counts it: what the page shows when a pause or stop lands. */
+export interface RunPosition {
+  round: number;
+  phase: Phase | "preparing";
+  /** Optimisation steps taken. */
+  steps: number;
+  wordsSeen: number;
+  /** Continuations the student has written in this round. */
+  sequences: number;
+}
+
 /** How a training run ended. */
 export interface RunResult {
   status: "done" | "stopped";
-  steps: number;
-  wordsSeen: number;
+  at: RunPosition;
+  /** Training time, pauses excluded. */
   seconds: number;
+  /** Time spent paused. */
+  pausedSeconds: number;
 }
 
 /** Everything the worker reports: the loop's events plus lines about what the worker itself does. */
 export interface WorkerCallbacks extends Required<LoopEvents> {
   /** A stage before the rounds start ("training the tokenizer", "starting WebGPU", ...). */
   onStatus(line: string): void;
+  /** The student stored a sampling batch: the round's continuations and their tokens so far. */
+  onStudentTokens(round: number, sequences: number, tokens: number): void;
+  /** A requested pause took effect: the run halted here and waits for resume (or stop). */
+  onHalted(at: RunPosition): void;
+}
+
+/** Options of a run that are not part of its config. */
+export interface StartOptions {
+  /** Keep every checkpoint's weights in the tab, so "Download run" includes them. */
+  keepWeights: boolean;
 }
 
 /** The worker's API (exposed with comlink; every method returns a promise on the page side). */
@@ -39,12 +62,14 @@ export interface TrainerApi {
   /** Look for a WebGPU adapter with the limits the kernels need. */
   probe(): Promise<GpuProbe>;
   /** Train `config` from scratch; resolves when the run ends or is stopped, rejects on an error. */
-  start(config: TrainConfig, callbacks: WorkerCallbacks): Promise<RunResult>;
+  start(config: TrainConfig, callbacks: WorkerCallbacks, options: StartOptions): Promise<RunResult>;
+  /** Halt before the next student batch or optimisation step (reported by onHalted). */
   pause(): void;
   resume(): void;
+  /** End the run before the next student batch or optimisation step. */
   stop(): void;
-  /** Text files the run has written so far (metrics.jsonl, interactions/...), for download. */
-  files(): Record<string, string>;
+  /** The run folder so far, as `deno task train` writes it (see MemoryStorage.runFiles). */
+  files(): Record<string, string | Uint8Array>;
 }
 
 /**

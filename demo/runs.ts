@@ -23,6 +23,8 @@ export interface RunSummary {
   updated?: string;
   /** Why the config could not be read, if it could not. */
   error?: string;
+  /** Whether `eval/learning_curve.json` (from `deno task eval --run`) is there to read. */
+  hasEvalCurve: boolean;
 }
 
 /** A run folder name: letters, digits, `.`, `_`, `-`, not starting with a dot. */
@@ -156,7 +158,7 @@ async function summarize(name: string, dir: string, realRoot: string): Promise<R
   const config = await regularFileInside(realRoot, `${dir}/config.json`);
   const metrics = await regularFileInside(realRoot, `${dir}/metrics.jsonl`);
   if (!config && !metrics) return undefined;
-  const s: RunSummary = { name, roundsDone: 0, interactionRounds: [], metricsLines: 0 };
+  const s: RunSummary = { name, roundsDone: 0, interactionRounds: [], metricsLines: 0, hasEvalCurve: false };
   let mtime = 0;
   const touch = (d: Date | null | undefined) => {
     if (d && d.getTime() > mtime) mtime = d.getTime();
@@ -209,6 +211,7 @@ async function summarize(name: string, dir: string, realRoot: string): Promise<R
       // A state file being replaced right now; the interaction count stands.
     }
   }
+  s.hasEvalCurve = (await regularFileInside(realRoot, `${dir}/eval/learning_curve.json`)) !== undefined;
   if (mtime > 0) s.updated = new Date(mtime).toISOString();
   return s;
 }

@@ -1,8 +1,9 @@
 /**
  * The demo's training worker (a module Web Worker): the project's own round loop
  * (`interaction/loop.ts`, `interaction/prepare.ts`) on the browser's WebGPU, behind comlink. The page
- * calls `start(config, callbacks)`, `pause()`, `resume()`, `stop()`; every loop event goes back through
- * the callbacks proxy the page lent.
+ * calls `start(config, callbacks, options)`, `pause()`, `resume()`, `stop()`; every loop event goes back
+ * through the callbacks proxy the page lent, plus the student's token counts and the moment a pause
+ * takes effect. Pause and stop act before the next student batch or optimisation step.
  * @module
  */
 import * as Comlink from "comlink";
@@ -15,7 +16,9 @@ import { MemoryStorage } from "./memory_storage.ts";
 import {
   FETCH_BLOCKED,
   probeWebGpu,
+  type RunPosition,
   type RunResult,
+  type StartOptions,
   type TrainerApi,
   type WorkerCallbacks,
 } from "./protocol.ts";
@@ -44,28 +47,65 @@ class TrainingWorker implements TrainerApi {
     return probeWebGpu(navigator.gpu);
   }
 
-  async start(config: TrainConfig, cb: WorkerCallbacks): Promise<RunResult> {
+  async start(config: TrainConfig, cb: WorkerCallbacks, options: StartOptions): Promise<RunResult> {
     if (this.#abort) throw new Error("a run is already going; stop it first");
     const abort = this.#abort = new AbortController();
     this.#gate = undefined;
-    const storage = this.#storage = new MemoryStorage();
-    const t0 = performance.now();
-    let steps = 0, wordsSeen = 0;
+    const at: RunPosition = { round: 0, phase: "preparing", steps: 0, wordsSeen: 0, sequences: 0 };
+    let studentTokens = 0;
     // Callbacks are remote calls: fire and forget, but never lose an error silently.
     const send = <A extends unknown[]>(f: (...a: A) => unknown) => (...a: A) => {
       Promise.resolve(f(...a)).catch((e) => console.error("demo worker: page callback failed:", e));
     };
+    // The student's batches are appended to round_N.student.jsonl one line per continuation: count
+    // their tokens there (the loop's events count sequences only).
+    const onAppend = (path: string, text: string) => {
+      if (!/^interactions\/round_\d+\.student\.jsonl$/.test(path)) return;
+      const lines = text.split("\n").filter((l) => l.trim() !== "");
+      for (const l of lines) studentTokens += (JSON.parse(l) as { tokens: number[] }).tokens.length;
+      send(cb.onStudentTokens)(at.round, at.sequences + lines.length, studentTokens);
+    };
+    const storage = this.#storage = new MemoryStorage({ keepWeights: options.keepWeights, onAppend });
+    const t0 = performance.now();
+    let pausedMs = 0;
+    const result = (status: RunResult["status"]): RunResult => ({
+      status,
+      at: { ...at },
+      seconds: (performance.now() - t0 - pausedMs) / 1000,
+      pausedSeconds: pausedMs / 1000,
+    });
     const events: LoopEvents = {
-      onRound: send((r, n) => cb.onRound(r, n)),
-      onPhase: send((p, r, d, t) => cb.onPhase(p, r, d, t)),
+      onRound: send((r, n) => {
+        at.round = r;
+        at.sequences = 0;
+        studentTokens = 0;
+        return cb.onRound(r, n);
+      }),
+      onPhase: send((p, r, d, t) => {
+        at.phase = p;
+        if (p === "student") at.sequences = d;
+        return cb.onPhase(p, r, d, t);
+      }),
       onInteraction: send((rec) => cb.onInteraction(rec)),
       onMetrics: send((m) => {
-        steps = m.step;
-        wordsSeen = m.wordsSeen;
+        at.steps = m.step;
+        at.wordsSeen = m.wordsSeen;
         return cb.onMetrics(m);
       }),
       onCheckpoint: send((name, words) => cb.onCheckpoint(name, words)),
-      onLog: send((line) => cb.onLog(line)),
+      // The page writes its own line per checkpoint (onCheckpoint), saying what this tab keeps of it.
+      onLog: send((line) => /^checkpoint \S+ at \d+ words$/.test(line) ? undefined : cb.onLog(line)),
+    };
+    // Between student batches and before every optimisation step: halt while paused, end when stopped.
+    const pause = async () => {
+      const gate = this.#gate;
+      if (gate) {
+        send(cb.onHalted)({ ...at });
+        const p0 = performance.now();
+        await gate.promise;
+        pausedMs += performance.now() - p0;
+      }
+      if (abort.signal.aborted) throw new DOMException("training stopped", "AbortError");
     };
     const status = send((line: string) => cb.onStatus(line));
     try {
@@ -94,18 +134,13 @@ class TrainingWorker implements TrainerApi {
         storage,
         events,
         signal: abort.signal,
-        pause: () => this.#gate?.promise ?? Promise.resolve(),
+        pause,
       });
-      return {
-        status: "done",
-        steps: state.step,
-        wordsSeen: state.wordsSeen,
-        seconds: (performance.now() - t0) / 1000,
-      };
+      at.steps = state.step;
+      at.wordsSeen = state.wordsSeen;
+      return result("done");
     } catch (e) {
-      if (abort.signal.aborted) {
-        return { status: "stopped", steps, wordsSeen, seconds: (performance.now() - t0) / 1000 };
-      }
+      if (abort.signal.aborted) return result("stopped");
       // comlink rebuilds Error objects on the page; give it a plain Error with the whole story.
       const err = e as Error;
       throw new Error(err?.message ?? String(e));
@@ -133,13 +168,8 @@ class TrainingWorker implements TrainerApi {
     this.resume();
   }
 
-  files(): Record<string, string> {
-    const all = this.#storage?.snapshot() ?? {};
-    return Object.fromEntries(
-      Object.entries(all).filter(([k]) =>
-        /^(config\.json|metrics\.jsonl|interactions\/round_\d+\.jsonl)$/.test(k)
-      ),
-    );
+  files(): Record<string, string | Uint8Array> {
+    return Object.fromEntries(this.#storage?.runFiles() ?? []);
   }
 }
 
