@@ -10,6 +10,7 @@ import {
   type Checkpoint,
   CONFIG_FILE,
   hfConfigJson,
+  isTemporaryName,
   parseHfConfig,
   safetensorsFromWeights,
   WEIGHTS_FILE,
@@ -213,4 +214,37 @@ export async function readJsonLinesFile<T = unknown>(path: string): Promise<Json
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/**
+ * Clear what killed writes left in run folder `dir` (itself, `checkpoints/`, `interactions/`): every
+ * temporary is removed (a `.tmp-` folder may be cut short; at 124M a state's is about 1.5 GB), except
+ * that a model folder whose replacement was cut between its two renames (`NAME` gone, `NAME.old-<id>`
+ * there, the last complete version) is renamed back. Returns a line per action, for the log.
+ */
+export async function clearKilledWrites(dir: string): Promise<string[]> {
+  const done: string[] = [];
+  for (const base of [dir, `${dir}/checkpoints`, `${dir}/interactions`].map(trimDir)) {
+    const names = new Set<string>();
+    try {
+      for await (const e of Deno.readDir(base)) names.add(e.name);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue;
+      throw e;
+    }
+    for (const name of [...names].sort()) {
+      const target = /^(.*)\.old-[0-9a-f]{8}$/.exec(name)?.[1];
+      if (target === undefined || names.has(target)) continue;
+      await Deno.rename(`${base}/${name}`, `${base}/${target}`);
+      names.delete(name);
+      names.add(target);
+      done.push(`restored ${base}/${target} from ${name} (a kill cut its replacement short)`);
+    }
+    for (const name of names) {
+      if (!isTemporaryName(name)) continue;
+      await Deno.remove(`${base}/${name}`, { recursive: true });
+      done.push(`removed ${base}/${name} (left by a killed write)`);
+    }
+  }
+  return done;
 }

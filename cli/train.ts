@@ -5,8 +5,14 @@
  * @module
  */
 import { Gpu } from "../shaders/gpu.ts";
-import { loadCheckpoint, loadPromptTemplate, loadTokenizer } from "./files.ts";
-import { type MetricsRecord, type Phase, runInteraction } from "../interaction/loop.ts";
+import { clearKilledWrites, loadCheckpoint, loadPromptTemplate, loadTokenizer } from "./files.ts";
+import {
+  checkResumeConfig,
+  type MetricsRecord,
+  parseRunState,
+  type Phase,
+  runInteraction,
+} from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
 import {
   drawSeed,
@@ -215,6 +221,18 @@ export async function main(args: string[]): Promise<void> {
       `${dir} is not empty (${existing.slice(0, 4).join(", ")}${existing.length > 4 ? ", ..." : ""}): ` +
         `continue that run with --resume ${dir}, or choose another --out`,
     );
+  }
+  if (opts.resume) {
+    for (const line of await clearKilledWrites(dir)) console.error(line);
+    // Checked before the corpus is tokenized (the loop checks again): a bad state stops the start at once.
+    const stateText = await storage.readText("state/state.json");
+    if (stateText !== undefined) {
+      try {
+        checkResumeConfig(parseRunState(stateText), config);
+      } catch (e) {
+        throw new UsageError(`${dir}/${(e as Error).message}`);
+      }
+    }
   }
   const t0 = performance.now();
   const savedTokenizerJson = opts.resume ? await storage.readText("tokenizer.json") : undefined;

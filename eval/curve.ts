@@ -4,6 +4,7 @@
  * holding the SVG and the table; no scripts, no external fonts or files).
  * @module
  */
+import { isTemporaryName } from "../model/checkpoint.ts";
 import { fmt, formatWords } from "./report.ts";
 
 /** A model directory of a run and the words its model had seen. */
@@ -62,7 +63,8 @@ export async function findCheckpoints(
       continue;
     }
     for (const e of entries) {
-      if (!e.isDirectory) continue;
+      // A checkpoint folder a kill left half-written (or half-replaced) is not a checkpoint.
+      if (!e.isDirectory || isTemporaryName(e.name)) continue;
       const dir = `${base}/${e.name}`;
       if (!(await isFile(`${dir}/config.json`))) continue;
       let words: number | undefined;

@@ -41,7 +41,7 @@ import {
   zeroTally,
 } from "./budget.ts";
 import { deriveSeed } from "../model/random.ts";
-import { adamwOf, scheduleOf, type TrainConfig } from "./config.ts";
+import { adamwOf, changedConfigKeys, RESUME_MAY_CHANGE, scheduleOf, type TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
 import { epochOrder, scheduledStep } from "./step.ts";
 import {
@@ -132,6 +132,11 @@ export interface RunState {
   /** Index into the word-checkpoint schedule of the next checkpoint. */
   nextCheckpoint: number;
   done: boolean;
+  /**
+   * The config the run trains with, less `outDir` (the folder may move); a resume compares the run's
+   * config.json with it (see {@link checkResumeConfig}). Absent in states saved before it was recorded.
+   */
+  config?: Omit<TrainConfig, "outDir">;
   /** Word counts of the finished rounds (budget.ts); absent in states written before they were kept. */
   words?: WordTally;
 }
@@ -306,9 +311,11 @@ export async function runInteraction(
     maxEpochs: config.maxEpochs,
   };
   const passes = { sft: config.nSftEpochs, po: config.nPoEpochs };
+  // An empty state file is a damaged state, not a missing one: parseRunState refuses it.
   const saved = await storage.readText("state/state.json");
-  if (saved) {
+  if (saved !== undefined) {
     state = parseRunState(saved);
+    checkResumeConfig(state, config);
     if (state.words === undefined) {
       log("note: state/state.json has no word counts (an older run): counting from this round on");
       state.words = zeroTally();
@@ -317,6 +324,8 @@ export async function runInteraction(
       log(`the run is complete (${state.step} steps, ${state.wordsSeen} words seen): nothing to resume`);
       return state;
     }
+    // Everything the resume reads is checked before it writes anything: a bad file stops it unchanged.
+    await checkRunFiles(storage, config, corpus, state.round);
     await restoreState(storage, model, trainer, state);
     // Steps after the saved state will be replayed: drop their metrics lines (and a line cut by a kill).
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
@@ -335,6 +344,7 @@ export async function runInteraction(
     log(`resumed at ${at}, step ${state.step} (${redo} logged steps after it will be redone)`);
   } else {
     // A fresh start: steps logged by an earlier start that never saved a state are redone.
+    await checkRunFiles(storage, config, corpus, 0);
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
     if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
     if (await storage.readText("budget.jsonl")) await storage.writeText("budget.jsonl", "");
@@ -364,7 +374,7 @@ export async function runInteraction(
     await storage.saveModel("state", modelConfig, weights, {
       "tokenizer.json": tokenizerJson,
       "optimizer.safetensors": optim,
-      "state.json": JSON.stringify(state, null, 2) + "\n",
+      "state.json": JSON.stringify({ ...state, config: { ...config, outDir: undefined } }, null, 2) + "\n",
     });
   };
   /** A checkpoint of the current weights; `at` says what training it follows. */
@@ -519,23 +529,129 @@ export async function runInteraction(
   return state;
 }
 
-/** Parse `state/state.json`, checking the fields resume relies on. */
-function parseRunState(text: string): RunState {
+/**
+ * Parse `state/state.json`, checking the fields resume relies on. An empty or damaged file is refused,
+ * never taken for a missing one: that would train the run over from step 0.
+ */
+export function parseRunState(text: string): RunState {
+  const damaged = "the saved state is damaged, so the run cannot continue from it; restore the file " +
+    "(the weights of the last checkpoints are in checkpoints/) or start a new run";
   let s: RunState;
   try {
     s = JSON.parse(text) as RunState;
   } catch (e) {
-    throw new Error(`state/state.json: not valid JSON (${(e as Error).message})`);
+    throw new Error(
+      `state/state.json: ${text.trim() === "" ? "empty" : `not valid JSON (${(e as Error).message})`}: ` +
+        damaged,
+    );
   }
   const ints = ["round", "epoch", "batch", "step", "wordsSeen", "nextCheckpoint"] as const;
   const bad = ints.find((k) => !Number.isInteger(s?.[k]) || s[k] < 0);
   if (s?.version !== 1 || bad !== undefined || !PHASES.includes(s.phase) || typeof s.done !== "boolean") {
     throw new Error(
       `state/state.json: expected version 1 with round, epoch, batch, step, wordsSeen, nextCheckpoint ` +
-        `(integers >= 0), phase (${PHASES.join("/")}) and done; found ${text.slice(0, 200)}`,
+        `(integers >= 0), phase (${PHASES.join("/")}) and done; found ${text.slice(0, 200)}: ${damaged}`,
     );
   }
+  if (s.config !== undefined && (s.config === null || typeof s.config !== "object")) {
+    throw new Error(`state/state.json: "config" must be the run's config, found ${JSON.stringify(s.config)}`);
+  }
   return s;
+}
+
+/**
+ * Refuse to resume `state` with `config` when config.json changed since the state was saved, naming the
+ * changed keys; only {@link RESUME_MAY_CHANGE} may (a state without a recorded config is not checked).
+ */
+export function checkResumeConfig(state: RunState, config: TrainConfig): void {
+  if (!state.config) return;
+  const now = { ...config, outDir: undefined };
+  const allowed = (k: string) => RESUME_MAY_CHANGE.some((m) => k === m || k.startsWith(m + "."));
+  const changed = changedConfigKeys(state.config, JSON.parse(JSON.stringify(now))).filter((k) => !allowed(k));
+  if (changed.length === 0) return;
+  const at = (c: unknown, key: string) =>
+    JSON.stringify(key.split(".").reduce((v, k) => (v as Record<string, unknown> | undefined)?.[k], c));
+  throw new Error(
+    `config.json was changed since the run started: ${
+      changed.map((k) => `${k} ${at(state.config, k)} -> ${at(now, k)}`).join(", ")
+    }. A resumed run trains as it began: put the values back, or start a new run (only ${
+      RESUME_MAY_CHANGE.join(", ")
+    } may change)`,
+  );
+}
+
+/**
+ * Check, reading only, the files a start at round `from` will read: metrics.jsonl and, for every round
+ * from `from` on, its complete interactions or the student and teacher turns stored so far.
+ */
+async function checkRunFiles(
+  storage: RunStorage,
+  config: TrainConfig,
+  corpus: Corpus,
+  from: number,
+): Promise<void> {
+  logLines(await storage.readText("metrics.jsonl"), "metrics.jsonl");
+  for (let r = from; r < config.numRounds; r++) {
+    const [done, student, teacher] = await Promise.all(
+      [roundFile(r), roundFile(r, "student"), roundFile(r, "teacher")].map((p) => storage.readText(p)),
+    );
+    if (done === undefined && student === undefined && teacher === undefined) continue;
+    const n = corpus.roundDatapoints(r, { max: config.maxDatapointsPerRound }).length;
+    if (done !== undefined) roundRecords(done, r, n);
+    else {
+      studentTurn(logLines<StudentLine>(student, roundFile(r, "student")).lines, r, n);
+      teacherAnswers(logLines<TeacherLine>(teacher, roundFile(r, "teacher")).lines, r, n);
+    }
+  }
+}
+
+/** `interactions/round_N.jsonl`, or the file of one turn of it. */
+function roundFile(round: number, turn?: "student" | "teacher"): string {
+  return `interactions/round_${round}${turn ? `.${turn}` : ""}.jsonl`;
+}
+
+/** A complete round's records, checked: one per datapoint of the round's `n`. */
+function roundRecords(text: string, round: number, n: number): InteractionRecord[] {
+  const path = roundFile(round);
+  const records = parseJsonLines<InteractionRecord>(text, path).map((l) => l.value);
+  if (records.length !== n) {
+    throw new Error(`${path}: expected ${n} interactions (one per datapoint), found ${records.length}`);
+  }
+  return records;
+}
+
+/** A student turn stored so far, checked: at most `n` continuations, each a token list. */
+function studentTurn(lines: JsonLine<StudentLine>[], round: number, n: number): StudentLine[] {
+  const path = roundFile(round, "student");
+  if (lines.length > n) throw new Error(`${path}: ${lines.length} continuations for ${n} datapoints`);
+  const bad = lines.find((l) => !Array.isArray(l.value?.tokens) || !l.value.tokens.every(Number.isInteger));
+  if (bad) throw new Error(`${path}:${bad.line}: expected {"tokens": [integers], "finish": ...}`);
+  return lines.map((l) => l.value);
+}
+
+/** The teacher answers stored so far, checked, by datapoint index (in [0, n)). */
+function teacherAnswers(lines: JsonLine<TeacherLine>[], round: number, n: number): Map<number, string> {
+  const answers = new Map<number, string>();
+  for (const { line, value } of lines) {
+    const i = value?.index;
+    if (!Number.isInteger(i) || i < 0 || i >= n || typeof value.text !== "string") {
+      throw new Error(
+        `${roundFile(round, "teacher")}:${line}: expected {"index": datapoint in [0, ${n}), "text": string}`,
+      );
+    }
+    answers.set(i, value.text);
+  }
+  return answers;
+}
+
+/** A line of `round_N.student.jsonl` and one of `round_N.teacher.jsonl`. */
+interface StudentLine {
+  tokens: number[];
+  finish: "length" | "stop";
+}
+interface TeacherLine {
+  index: number;
+  text: string;
 }
 
 /** Load the weights and optimizer moments saved with `state` into the model and trainer. */
@@ -585,26 +701,14 @@ async function interactions(
   },
 ): Promise<InteractionRecord[]> {
   const { model, tokenizer, teacher, storage, events, signal } = ctx;
-  const roundPath = `interactions/round_${round}.jsonl`;
+  const roundPath = roundFile(round);
   const done = await storage.readText(roundPath);
-  if (done) {
-    const records = parseJsonLines<InteractionRecord>(done, roundPath).map((l) => l.value);
-    if (records.length !== points.length) {
-      throw new Error(
-        `${roundPath}: expected ${points.length} interactions (one per datapoint), found ${records.length}`,
-      );
-    }
-    return records;
-  }
+  if (done !== undefined) return roundRecords(done, round, points.length);
 
   // Student turn, in batches, each stored before the next starts. Sequence i's random stream depends on
   // (seed, round, i) only, so continuations stored before a kill are the ones a rerun would make.
-  const studentPath = `interactions/round_${round}.student.jsonl`;
-  const student = (await readLog<{ tokens: number[]; finish: "length" | "stop" }>(storage, studentPath))
-    .map((l) => l.value);
-  if (student.length > points.length) {
-    throw new Error(`${studentPath}: ${student.length} continuations for ${points.length} datapoints`);
-  }
+  const studentPath = roundFile(round, "student");
+  const student = studentTurn(await readLog<StudentLine>(storage, studentPath), round, points.length);
   const s = config.student;
   const seed = deriveSeed(config.seed, "student", round);
   events.onPhase?.("student", round, student.length, points.length);
@@ -628,11 +732,8 @@ async function interactions(
   }
 
   // Teacher turn: ask only for what is not stored yet.
-  const teacherPath = `interactions/round_${round}.teacher.jsonl`;
-  const answers = new Map<number, string>();
-  for (const { value: a } of await readLog<{ index: number; text: string }>(storage, teacherPath)) {
-    answers.set(a.index, a.text);
-  }
+  const teacherPath = roundFile(round, "teacher");
+  const answers = teacherAnswers(await readLog<TeacherLine>(storage, teacherPath), round, points.length);
   const contexts = points.map((p) => tokenizer.decode(Array.from(p.context)));
   const studentTexts = student.map((g) => tokenizer.decode(g.tokens));
   const missing = points.map((_, i) => i).filter((i) => !answers.has(i));
@@ -644,8 +745,8 @@ async function interactions(
     const store = (index: number, text: string) => {
       if (typeof text !== "string" || text.trim() === "") {
         throw new Error(
-          `teacher (${teacher.name}), round ${round + 1} item ${index}: expected a non-empty text answer, ` +
-            `got ${JSON.stringify(text)}`,
+          `teacher (${teacher.name}), round ${round + 1} datapoint ${index}: expected a non-empty text ` +
+            `answer, got ${JSON.stringify(text)}`,
         );
       }
       answers.set(index, text);
@@ -654,6 +755,8 @@ async function interactions(
     };
     const texts = await teacher.correct(
       missing.map((i) => ({
+        // Errors name the datapoint, not its place among the answers still missing.
+        label: `round ${round + 1} datapoint ${i}`,
         context: contexts[i],
         student: studentTexts[i],
         reference: tokenizer.decode(Array.from(points[i].continuation)),
@@ -701,9 +804,14 @@ async function interactions(
  */
 export async function readLog<T>(storage: RunStorage, path: string): Promise<JsonLine<T>[]> {
   const text = await storage.readText(path);
-  if (!text) return [];
+  const { lines, end } = logLines<T>(text, path);
+  if (text !== undefined && end < text.length) await storage.writeText(path, text.slice(0, end));
+  return lines;
+}
+
+/** {@link readLog} without the repair: the parsed complete lines and where they end. */
+function logLines<T>(text: string | undefined, path: string): { lines: JsonLine<T>[]; end: number } {
+  if (!text) return { lines: [], end: 0 };
   const end = text.lastIndexOf("\n") + 1;
-  const out = parseJsonLines<T>(text.slice(0, end), path);
-  if (end < text.length) await storage.writeText(path, text.slice(0, end));
-  return out;
+  return { lines: parseJsonLines<T>(text.slice(0, end), path), end };
 }

@@ -36,6 +36,8 @@ import {
 
 /** One exchange to correct. */
 export interface TeacherItem {
+  /** What errors and logs call this item (the round loop: "round 2 datapoint 17"); default "item I". */
+  label?: string;
   context: string;
   student: string;
   /** The corpus continuation of the context (needed by the corpus teacher only). */
@@ -67,7 +69,8 @@ export class CorpusTeacher implements Teacher {
     for (const [i, item] of items.entries()) {
       signal?.throwIfAborted();
       if (typeof item.reference !== "string") {
-        throw new Error(`corpus teacher: item ${i} has no reference continuation (the loop must pass it)`);
+        const name = item.label ?? `item ${i}`;
+        throw new Error(`corpus teacher: ${name} has no reference continuation (the loop must pass it)`);
       }
       out.push(item.reference);
       await onAnswer?.(i, item.reference);
@@ -436,6 +439,7 @@ export class OpenAITeacher implements Teacher {
 
   /** Ask for one item until an answer comes or the attempts are spent. */
   async #one(index: number, item: TeacherItem, signal: AbortSignal): Promise<string> {
+    const name = item.label ?? `item ${index}`;
     let last: Server | undefined;
     for (let attempt = 1;; attempt++) {
       const server = await this.#acquire(signal, last);
@@ -448,7 +452,7 @@ export class OpenAITeacher implements Teacher {
       } catch (e) {
         if (signal.aborted) throw signal.reason;
         if (!(e instanceof TeacherError)) throw e;
-        if (!e.retryable) throw new TeacherError(`teacher, item ${index}: ${e.message}`, false, e.status);
+        if (!e.retryable) throw new TeacherError(`teacher, ${name}: ${e.message}`, false, e.status);
         error = e;
         server.failures++;
         if (server.failures >= this.#o.failoverAfter) {
@@ -461,7 +465,7 @@ export class OpenAITeacher implements Teacher {
       last = server;
       if (attempt >= this.#o.maxAttempts) {
         throw new TeacherError(
-          `no teacher answered item ${index} after ${attempt} attempts (servers: ` +
+          `no teacher answered ${name} after ${attempt} attempts (servers: ` +
             `${this.#servers.map((s) => s.base).join(", ")}); last error: ${error.message}`,
           false,
         );
@@ -473,9 +477,7 @@ export class OpenAITeacher implements Teacher {
         Math.min(error.retryAfterMs ?? 0, this.#o.maxBackoffMs),
       );
       this.#o.log?.(
-        `teacher: item ${index} attempt ${attempt} failed (${error.message}); retrying in ${
-          Math.round(delay)
-        } ms`,
+        `teacher: ${name} attempt ${attempt} failed (${error.message}); retrying in ${Math.round(delay)} ms`,
       );
       await sleep(delay, signal);
     }

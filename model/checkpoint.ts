@@ -227,3 +227,12 @@ export interface Checkpoint {
   config: GPT2Config;
   weights: Map<string, Float32Array>;
 }
+
+/**
+ * Whether `name` is a temporary of the atomic writers in `cli/files.ts` (a file's `NAME.<id>.tmp`, a
+ * checkpoint folder's `NAME.tmp-<id>` and `NAME.old-<id>`): what a write cut by a kill leaves, never a
+ * checkpoint or a file of a run.
+ */
+export function isTemporaryName(name: string): boolean {
+  return /\.[0-9a-f]{8}\.tmp$|\.(tmp|old)-[0-9a-f]{8}$/.test(name);
+}

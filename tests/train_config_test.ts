@@ -273,7 +273,10 @@ Deno.test("a teacher that never answers with text stops the run with the reason;
     }).output();
     const stderr = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 1, stderr);
-    assert.match(stderr, /error: no teacher answered item \d+ after 2 attempts .*(answer is empty|not JSON)/);
+    assert.match(
+      stderr,
+      /error: no teacher answered round 1 datapoint \d+ after 2 attempts .*(answer is empty|not JSON)/,
+    );
     const student = (await Deno.readTextFile(`${dir}/run/interactions/round_0.student.jsonl`)).trim().split(
       "\n",
     );
