@@ -3,7 +3,7 @@ import { computeMain, Plan, storage, uniformLayout } from "../shaders/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Trainer } from "../model/trainer.ts";
 import { Generator } from "../model/generate.ts";
-import { Scorer } from "../model/score.ts";
+import { BatchScorer } from "../model/score.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { randint, testGpu } from "./util.ts";
 
@@ -55,7 +55,7 @@ Deno.test("destroying a trainer, a generator and a scorer frees everything they 
     await generator.generate([[1, 2, 3], [4]], { maxTokens: 3, temperature: 0 });
     await generator.generate([[5, 6, 7, 8, 9, 10, 11, 12, 13]], { maxTokens: 2, temperature: 0 });
     generator.destroy();
-    const scorer = new Scorer(model);
+    const scorer = new BatchScorer(model);
     await scorer.tokenLogprobs([[1, 2, 3, 4], [5, 6]]);
     scorer.destroy();
   };
