@@ -378,7 +378,10 @@ export class PairBrowser {
           interactionCard(e.pair, {
             query: this.#query.q,
             stats: e.stats,
-            onCompare: () => this.#change({ pair: { round: e.pair.round, index: e.pair.index } }, true),
+            onCompare: () => {
+              this.#change({ pair: { round: e.pair.round, index: e.pair.index } }, true);
+              this.#compare.scrollIntoView({ block: "nearest" });
+            },
           })
         ),
       );

@@ -655,6 +655,9 @@ Deno.test({
           console.log(log.split("\n").map((l) => `    ${l}`).join("\n"));
           assert(log.includes("checkpoint round1_sft at") && log.includes("weights kept in this tab"), log);
           await page.click(".log-panel summary");
+          // The sticky header and settings would be drawn mid-page in a full-page shot taken scrolled down.
+          await page.mouse.wheel(0, -100_000);
+          await page.waitForTimeout(200);
           await page.screenshot({ path: `${OUT}demo_live_1280.png`, fullPage: true });
           await page.setViewportSize(WIDTHS[1]);
           await assertNoOverflow(page, "live 390 after a run");
