@@ -18,8 +18,13 @@ import { median, numberOption, parseCommand, required, runMain } from "./common.
 import { writeFileAtomic } from "./files.ts";
 import { computeMain, Gpu, grid, Plan, storage, type TensorView, uniformLayout } from "../shaders/gpu.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
-import { activationFloats, activationTable, logitsChunk } from "../model/activations.ts";
-import { Trainer } from "../model/trainer.ts";
+import {
+  activationFloats,
+  activationTable,
+  DEFAULT_LOGITS_BUDGET_BYTES,
+  logitsChunk,
+} from "../model/activations.ts";
+import { BASELINE_ADAMW, Trainer } from "../model/trainer.ts";
 import { GPT2_124M, type GPT2Config, parameterCount } from "../model/config.ts";
 import { generate } from "../model/generate.ts";
 import { matmul } from "../shaders/matmul.ts";
@@ -270,8 +275,8 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       accumulate: true,
     }),
   );
-  // The LM head as training runs it: a chunk of logits rows (64 MiB of logits) against one wte chunk.
-  const R = Math.max(1, Math.min(N, Math.floor((64 * 1024 * 1024) / (V * 4))));
+  // The LM head as training runs it: a chunk of logits rows (the workspace's budget) against one wte chunk.
+  const R = Math.max(1, Math.min(N, Math.floor(DEFAULT_LOGITS_BUDGET_BYTES / (V * 4))));
   const Vc = splitRows(V, C, gpu.limits.maxStorageBufferBindingSize)[0];
   log(await matmulKernel(gpu, iters, "LM head chunk (x·wte^T)", { M: R, N: Vc, K: C, transB: true }));
   // Causal attention: QK^T and PV over the lower triangle; backward recomputes P and does 4 products.
@@ -405,7 +410,7 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       const step = gpu.tensor(STEP_PARAMS_LENGTH, "step");
       gpu.write(
         step,
-        packStepParams({ lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 }),
+        packStepParams({ ...BASELINE_ADAMW, lr: 1e-4, step: 1 }),
       );
       const norm = gpu.tensor(NORM_LENGTH, "norm");
       gpu.write(norm, Float32Array.of(1, 1));
