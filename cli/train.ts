@@ -19,6 +19,7 @@ import {
   mergeConfig,
   PRESETS,
   RANDOM_SEED,
+  RESUME_MAY_CHANGE,
   type TrainConfig,
   validateTrainConfig,
 } from "../interaction/config.ts";
@@ -42,7 +43,11 @@ const SPEC = {
   preset: { type: "string", help: `a preset: ${Object.keys(PRESETS).join(", ")}`, default: "tiny" },
   config: { type: "string", help: "a JSON file overriding any config key" },
   out: { type: "string", help: "run directory (default: the preset's outDir)" },
-  resume: { type: "string", help: "continue the run in this directory from its last saved state" },
+  resume: {
+    type: "string",
+    help: "continue the run in this directory from its last saved state; its config.json may change only " +
+      `in ${RESUME_MAY_CHANGE.join(", ")}`,
+  },
   seed: { type: "string", help: `random seed, an integer in [0, 2^32); ${RANDOM_SEED}: draw one (recorded)` },
   rounds: { type: "string", help: "number of interaction rounds" },
   corpus: {

@@ -223,6 +223,14 @@ Deno.test("resume: config.json edited since the start is refused naming the keys
     await finishedRun(run);
     const original = await Deno.readTextFile(`${run}/config.json`);
     const c = JSON.parse(original) as TrainConfig;
+    // -1 asks for a seed to be drawn: a run that has started has its drawn seed recorded.
+    await Deno.writeTextFile(`${run}/config.json`, JSON.stringify({ ...c, seed: -1 }));
+    const random = await train(["--resume", run]);
+    assert.equal(random.code, 1, random.out);
+    assert.match(
+      random.out,
+      /run\/config\.json: "seed" must be an integer in \[0, 2\^32\) \(a run's seed is drawn/,
+    );
     await Deno.writeTextFile(
       `${run}/config.json`,
       JSON.stringify({ ...c, seed: 6, student: { ...c.student, topP: 0.5 } }, null, 2),
