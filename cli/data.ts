@@ -6,6 +6,7 @@
  */
 import { parseOptions, runMain, UsageError } from "./common.ts";
 import { BABYLM_SOURCES, findCorpusFiles } from "./corpus_dir.ts";
+import { writeFileAtomic } from "./files.ts";
 import { extractEntry, listZip } from "../eval/zip.ts";
 
 /** The BabyLM OSF project (https://osf.io/ryjfm/) holds the 2025 data; these are its training archives. */
@@ -17,7 +18,7 @@ export const CORPUS_URLS: Record<string, string> = {
 /** Where users download by hand when this command cannot. */
 export const OSF_PROJECT = "https://osf.io/ryjfm/";
 
-/** Download `url` to `path` (via a `.part` file renamed at the end), with a progress line on stderr. */
+/** Download `url` to `path` (a durable atomic write: nothing at `path` until it is whole), with progress on stderr. */
 export async function download(url: string, path: string, signal?: AbortSignal): Promise<number> {
   let res: Response;
   try {
@@ -35,25 +36,24 @@ export async function download(url: string, path: string, signal?: AbortSignal):
     );
   }
   const total = Number(res.headers.get("content-length") ?? 0);
-  const part = `${path}.part`;
-  const file = await Deno.open(part, { write: true, create: true, truncate: true });
   let done = 0, last = 0;
-  try {
-    for await (const chunk of res.body) {
-      await file.write(chunk);
+  const body = res.body;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of body) {
       done += chunk.length;
       if (performance.now() - last > 2000) {
         last = performance.now();
         const pct = total > 0 ? ` (${((100 * done) / total).toFixed(1)}%)` : "";
         console.error(`downloaded ${(done / 1e6).toFixed(1)} MB${pct}`);
       }
+      yield chunk;
     }
+  }
+  try {
+    await writeFileAtomic(path, counted());
   } catch (e) {
     throw new UsageError(`download of ${url} broke off after ${done} bytes: ${(e as Error).message}`);
-  } finally {
-    file.close();
   }
-  await Deno.rename(part, path);
   return done;
 }
 

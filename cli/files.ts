@@ -41,19 +41,24 @@ async function syncDir(dir: string): Promise<void> {
   await d.sync();
 }
 
-/** Write `data` to a new file at `path` and flush it to disk before returning. */
-async function writeSynced(path: string, data: Uint8Array): Promise<void> {
+/** Write `data` (bytes, or chunks as they come) to a new file at `path`, flushed to disk before returning. */
+async function writeSynced(path: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<void> {
   using file = await Deno.open(path, { write: true, createNew: true });
-  for (let at = 0; at < data.length;) at += await file.write(data.subarray(at));
+  for await (const chunk of data instanceof Uint8Array ? [data] : data) {
+    for (let at = 0; at < chunk.length;) at += await file.write(chunk.subarray(at));
+  }
   await file.sync();
 }
 
 /**
  * Replace the file at `path` durably: write a temporary sibling, flush it, rename it over `path`, flush
  * the folder. Readers see the old file or the new one, never half of one, and after a crash the new one
- * is either wholly there or not at all.
+ * is either wholly there or not at all. `data` may be a stream of chunks (a download).
  */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array | AsyncIterable<Uint8Array>,
+): Promise<void> {
   const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   try {
     await writeSynced(tmp, typeof data === "string" ? new TextEncoder().encode(data) : data);
