@@ -276,14 +276,16 @@ export async function serveDemo({ assetsDir, runsDir, host, port }: ServeOptions
   }, demoHandler({ assetsDir, runsDir, hosts }));
   let graceOver: () => void = () => {};
   const grace = new Promise<void>((resolve) => graceOver = resolve);
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const stop = () => {
     ac.abort();
     // A response streaming to a stalled client would hold the graceful shutdown forever.
-    setTimeout(graceOver, STOP_GRACE_MS);
+    timer ??= setTimeout(graceOver, STOP_GRACE_MS);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await Promise.race([server.finished, grace]);
+  clearTimeout(timer);
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
 }
