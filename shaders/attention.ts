@@ -110,6 +110,20 @@ fn rowOf(blk: u32, li: u32) -> Row {
 `;
 }
 
+/**
+ * The padding mask's declaration and this thread's sequence start `ks` (keyStart[b]), or nothing without
+ * a mask. Key j of sequence b is visible to query i iff j ≤ i and (j ≥ ks or i < ks): real queries skip the
+ * left padding, and padding queries attend among themselves (causally), so every row stays finite and no
+ * padding row reaches a real one.
+ */
+function maskOf(masked: boolean, binding: number): { decl: string; start: string } {
+  if (!masked) return { decl: "", start: "" };
+  return {
+    decl: `@group(0) @binding(${binding}) var<storage, read> keyStart: array<u32>;\n`,
+    start: "let ks = keyStart[r.b];\n  ",
+  };
+}
+
 /** A joiner of `f(rr)` over a thread's R rows. */
 function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string {
   return (f, sep = "\n  ") => Array.from({ length: R }, (_, rr) => f(rr)).join(sep);
@@ -124,19 +138,20 @@ function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string 
  * those of the whole softmax, as transformers drops after the softmax. The mask of (query i, key j) is
  * keyed by row (b*H + h)*T + i and column j. Bindings: params, y, lse, qkv (then the key).
  */
-function forwardSource(HD: number, R: number, drop = false): string {
+function forwardSource(HD: number, R: number, drop = false, masked = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
+  const mask = maskOf(masked, drop ? 5 : 4);
   const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`;
   const kv = (n: number, c: number) => `qkv[r${n} + ${c}u]`;
   // The weights of the values: the probabilities, or with dropout the kept ones, scaled.
   const w = (rr: number) => drop ? `pd${rr}` : `pr${rr}`;
   return header(drop, 4) + rowOf(V, R) + /* wgsl */ `
-${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })}${
-    computeMain(WG)
-  }  let r = rowOf(wgIndex, li);
+${
+    storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })
+  }${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
-  let C4 = p.C4;
+  ${mask.start}let C4 = p.C4;
   let S = 3u * C4;
   let base = r.base;
   ${
@@ -156,7 +171,8 @@ ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "re
   var l${rr}: f32 = 0.0;`
     )
   }
-  for (var j = 0u; j <= r.last; j += 4u) {
+  // With the padding mask, a thread whose rows are all real starts at the 4-key group holding ks.
+  for (var j = ${masked ? "select(0u, ks & ~3u, r.t >= ks)" : "0u"}; j <= r.last; j += 4u) {
     // k rows of keys j .. j+3 (clamped to the last row to stay in the sequence; the extra ones are masked).
     ${each(4, key, "\n    ")}
     ${each(4, (n) => each(V, (c) => `let k${n}_${c} = ${kv(n, c)};`, " "), "\n    ")}
@@ -168,10 +184,20 @@ ${storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "re
       ${dots(1)},
       ${dots(2)},
       ${dots(3)});
-    sc${rr} = select(vec4f(${NEG}), sc${rr}, jj <= vec4u(r.t + ${rr}u));
+    ${
+        masked
+          ? `let ok${rr} = (jj <= vec4u(r.t + ${rr}u)) & ((jj >= vec4u(ks)) | vec4<bool>(r.t + ${rr}u < ks));`
+          : `let ok${rr} = jj <= vec4u(r.t + ${rr}u);`
+      }
+    sc${rr} = select(vec4f(${NEG}), sc${rr}, ok${rr});
     let mt${rr} = max(m${rr}, max(max(sc${rr}.x, sc${rr}.y), max(sc${rr}.z, sc${rr}.w)));
     let corr${rr} = exp(m${rr} - mt${rr});
-    let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));
+    ${
+        // A masked group may come before the row's first visible key, while m is still -inf: its
+        // probabilities must be 0, not exp(-inf - -inf).
+        masked
+          ? `let pr${rr} = select(vec4f(0.0), exp(sc${rr} - vec4f(mt${rr})), ok${rr});`
+          : `let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));`}
     l${rr} = l${rr} * corr${rr} + (pr${rr}.x + pr${rr}.y + pr${rr}.z + pr${rr}.w);
     m${rr} = mt${rr};${
         drop
@@ -253,13 +279,17 @@ const GRAD_BINDINGS = storage({
  * dP_ij = M_ij dy_i·v_j and dv_j = Σ_i M_ij P_ij dy_i, and D_i = dy_i·y_i still. Bindings: params, dqkv,
  * dy, qkv, lse (then the key).
  */
-function keySource(HD: number, R: number, drop = false): string {
+function keySource(HD: number, R: number, drop = false, masked = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
+  const mask = maskOf(masked, drop ? 6 : 5);
+  // Query i sees key j = r.t + rr (see maskOf).
+  const sees = (rr: number) =>
+    masked ? `i >= r.t + ${rr}u && (r.t + ${rr}u >= ks || i < ks)` : `i >= r.t + ${rr}u`;
   return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
-${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
+${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
-  let C4 = p.C4;
+  ${mask.start}let C4 = p.C4;
   let S = 3u * C4;
   ${rows((rr) => `let rk${rr} = r.base + min(r.t + ${rr}u, r.last) * S + C4;`)}
   // k is pre-multiplied by the scale so a score is one dot product.
@@ -269,7 +299,8 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
   let gBase = r.b * p.T * C4 + r.h * V;
   ${drop ? "let stream = dropStream(p.site);" : ""}
-  for (var i = r.t; i < p.T; i++) {
+  // With the padding mask, padding keys are seen by padding queries only.
+  for (var i = r.t; i < ${masked ? "select(p.T, ks, r.last < ks)" : "p.T"}; i++) {
     let rq = r.base + i * S;
     let rg = gBase + i * C4;
     ${drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : ""}
@@ -280,9 +311,7 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
     ${
     rows((rr) =>
       `{
-      let pr = select(0.0, exp((${
-        each(V, (c) => `dot(k${rr}_${c}, q${c})`, " + ")
-      }) - li_), i >= r.t + ${rr}u);
+      let pr = select(0.0, exp((${each(V, (c) => `dot(k${rr}_${c}, q${c})`, " + ")}) - li_), ${sees(rr)});
       ${drop ? `let md = dropScale(dri, r.t + ${rr}u);` : ""}
       let dsc = pr * (${drop ? "md * " : ""}(${each(V, (c) => `dot(v${rr}_${c}, g${c})`, " + ")}) - di);
       ${drop ? "let pv = pr * md;" : "let pv = pr;"}
@@ -309,13 +338,17 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
  * from its own dq slot, then overwrites it (no other thread touches it). With dropout, dS_ij =
  * P_ij (M_ij dy_i·v_j - D_i). Bindings: params, dqkv, dy, qkv, lse (then the key).
  */
-function querySource(HD: number, R: number, drop = false): string {
+function querySource(HD: number, R: number, drop = false, masked = false): string {
   const V = HD / 4;
   const rows = rowsOf(R);
+  const mask = maskOf(masked, drop ? 6 : 5);
+  // Query r.t + rr sees key j (see maskOf).
+  const sees = (rr: number) =>
+    masked ? `j <= r.t + ${rr}u && (j >= ks || r.t + ${rr}u < ks)` : `j <= r.t + ${rr}u`;
   return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
-${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
+${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   if (!r.ok) { return; }
-  let C4 = p.C4;
+  ${mask.start}let C4 = p.C4;
   let S = 3u * C4;
   ${rows((rr) => `let rq${rr} = r.base + min(r.t + ${rr}u, r.last) * S;`)}
   ${rows((rr) => `let rg${rr} = (r.b * p.T + min(r.t + ${rr}u, r.last)) * C4 + r.h * V;`)}
@@ -330,7 +363,7 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   ${rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + min(r.t + ${rr}u, r.last));`)}`
       : ""
   }
-  for (var j = 0u; j <= r.last; j++) {
+  for (var j = ${masked ? "select(0u, ks, r.t >= ks)" : "0u"}; j <= r.last; j++) {
     let rk = r.base + j * S + C4;
     ${each(V, (c) => `let k${c} = qkv[rk + ${c}u];`, " ")}
     ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`, " ")}
@@ -341,7 +374,7 @@ ${GRAD_BINDINGS}${computeMain(WG)}  let r = rowOf(wgIndex, li);
       let dp = ${each(V, (c) => `dot(g${rr}_${c}, v${c})`, " + ")};
       let dsc = select(0.0, exp(sc - lrow${rr}) * (${
         drop ? `dropScale(dr${rr}, j) * ` : ""
-      }dp - drow${rr}), j <= r.t + ${rr}u);
+      }dp - drow${rr}), ${sees(rr)});
       ${each(V, (c) => `dq${rr}_${c} += dsc * k${c};`, " ")}
     }`, "\n    ")
   }
@@ -463,6 +496,12 @@ export interface AttentionDropout {
   rate: number;
 }
 
+/** The views bound after a training kernel's storage buffers: the dropout key, then the padding mask. */
+function extraViews(where: string, args: AttentionForwardArgs, drop?: AttentionDropout): TensorView[] {
+  if (args.keyStart) checkLengths(where, args.B, { keyStart: args.keyStart });
+  return [...(drop ? [drop.key.view] : []), ...(args.keyStart ? [args.keyStart] : [])];
+}
+
 /** The dropout to generate, if any: none at rate 0. */
 function dropoutOf(args: { dropout?: AttentionDropout }): AttentionDropout | undefined {
   return args.dropout && args.dropout.rate > 0 ? args.dropout : undefined;
@@ -485,6 +524,12 @@ export interface AttentionForwardArgs extends AttentionShape {
   qkv: TensorView;
   /** Training mode: drop probabilities (backward must get the same, to regenerate the mask). */
   dropout?: AttentionDropout;
+  /**
+   * Left padding (u32 [B]): sequence b's first real position. Real queries do not see the keys before it;
+   * the padding queries attend among themselves, so their rows stay finite and never reach a real row.
+   * Backward must get the same view. Absent: plain causal attention.
+   */
+  keyStart?: TensorView;
 }
 
 /**
@@ -503,8 +548,13 @@ export function attentionForward(plan: Plan, args: AttentionForwardArgs): void {
   const blocks = B * H * Math.ceil(T / (WG * R));
   const drop = dropoutOf(args);
   const u = params(plan, args, blocks, drop);
-  const key = drop ? [drop.key.view] : [];
-  plan.add(forwardSource(HD, R, !!drop), [u, y, lse, qkv, ...key], blocks, "attention_forward");
+  const extra = extraViews("attentionForward", args, drop);
+  plan.add(
+    forwardSource(HD, R, !!drop, !!args.keyStart),
+    [u, y, lse, qkv, ...extra],
+    blocks,
+    "attention_forward",
+  );
 }
 
 /** The tensors of {@link attentionBackward}: the forward's qkv, y and lse, dy [B*T, C]; dqkv [B*T, 3C] out. */
@@ -532,11 +582,13 @@ export function attentionBackward(plan: Plan, args: AttentionBackwardArgs): void
   const blocks = B * H * Math.ceil(T / (WG * R));
   const drop = dropoutOf(args);
   const u = params(plan, args, blocks, drop);
-  const key = drop ? [drop.key.view] : [];
+  const extra = extraViews("attentionBackward", args, drop);
+  const masked = !!args.keyStart;
   // D = dy·y needs no mask: y already holds the dropped sum. (A dropout Params block starts with PARAMS.)
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
-  plan.add(keySource(HD, R, !!drop), [u, dqkv, dy, qkv, lse, ...key], blocks, "attention_backward_dkdv");
-  plan.add(querySource(HD, R, !!drop), [u, dqkv, dy, qkv, lse, ...key], blocks, "attention_backward_dq");
+  const views = [u, dqkv, dy, qkv, lse, ...extra];
+  plan.add(keySource(HD, R, !!drop, masked), views, blocks, "attention_backward_dkdv");
+  plan.add(querySource(HD, R, !!drop, masked), views, blocks, "attention_backward_dq");
 }
 
 /** The tensors of {@link attentionDecode}. */
