@@ -86,6 +86,10 @@ export class Gpu {
    * row per thread instead of one row per workgroup with tree reductions.
    */
   readonly cpuLike: boolean;
+  /** The device has `shader-f16`: WGSL may `enable f16;` (mixed precision, model/precision.ts). */
+  get shaderF16(): boolean {
+    return this.device.features.has("shader-f16");
+  }
   /** Bytes of all live buffers made through this object. */
   allocatedBytes = 0;
   #pipelines = new Map<string, GPUComputePipeline>();
@@ -140,7 +144,9 @@ export class Gpu {
           `the kernels need ${STORAGE_BINDINGS_USED}`,
       );
     }
-    const device = await adapter.requestDevice({ requiredLimits });
+    // f16 kernels (mixed precision) need the feature on the device; ask for it wherever the adapter has it.
+    const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     const info = adapter.info;
     const name = [info?.vendor, info?.architecture, info?.device, info?.description]
       .filter((s) => s && s !== "0").join(" ") || "unknown adapter";
