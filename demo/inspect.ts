@@ -167,6 +167,9 @@ export class InspectMode {
   async open(name: string, query: PairQuery): Promise<void> {
     const token = ++this.#openToken;
     this.hide();
+    // A run made since the list was read (a download unpacked, a new training) is found by reading it again.
+    if (!this.#runs?.some((r) => r.name === name)) await this.#refreshList();
+    if (token !== this.#openToken) return;
     const run = this.#runs?.find((r) => r.name === name);
     const missing = byId("run-missing");
     if (!run) {

@@ -157,7 +157,7 @@ export class LiveMode {
   #roundStart = 0;
   #steps = 0;
   /** Where the run stood when Pause or Stop was clicked. */
-  #clickedAt: { what: "pause" | "stop"; steps: number; sequences: number } | undefined;
+  #clickedAt: RunPosition | undefined;
 
   constructor(api: Comlink.Remote<TrainerApi>) {
     this.#api = api;
@@ -305,14 +305,16 @@ export class LiveMode {
     this.#drawPhases();
   }
 
-  #where(at: { steps: number; sequences: number }, phase: RunPosition["phase"] | undefined): string {
-    if (phase === "student" || phase === "teacher" || phase === undefined || phase === "preparing") {
+  /** Where a run stood, in words: the turn and count, or the step and phase. */
+  #where(at: Pick<RunPosition, "round" | "phase" | "steps" | "sequences">): string {
+    const round = `round ${at.round + 1}`;
+    if (at.phase === "preparing") return "preparation";
+    if (at.phase === "student") {
       const total = this.#phases.get("student")?.total;
-      return `round ${this.#round + 1}, the student's turn at ${at.sequences}${
-        total ? `/${total}` : ""
-      } continuations`;
+      return `${round}, the student's turn at ${at.sequences}${total ? `/${total}` : ""} continuations`;
     }
-    return `round ${this.#round + 1}, step ${at.steps} (${PHASE_NAMES[phase]})`;
+    if (at.phase === "teacher") return `${round}, the teacher's turn`;
+    return `${round}, step ${at.steps} (${PHASE_NAMES[at.phase]})`;
   }
 
   #currentPhase(): Phase | undefined {
@@ -321,8 +323,14 @@ export class LiveMode {
     return cur;
   }
 
-  #position(): { steps: number; sequences: number } {
-    return { steps: this.#steps, sequences: this.#phases.get("student")?.done ?? 0 };
+  #position(): RunPosition {
+    return {
+      round: this.#round,
+      phase: this.#currentPhase() ?? "preparing",
+      steps: this.#steps,
+      wordsSeen: 0,
+      sequences: this.#phases.get("student")?.done ?? 0,
+    };
   }
 
   #finish(r: RunResult): void {
@@ -342,9 +350,9 @@ export class LiveMode {
       this.#addLog(`training finished (${r.at.steps} steps, ${r.at.wordsSeen} words)`);
     } else {
       const c = this.#clickedAt;
-      const clicked = c ? ` Stop was clicked at ${this.#where(c, r.at.phase)}.` : "";
-      this.#status(`Training stopped at ${this.#where(r.at, r.at.phase)}: ${summary}.${clicked}`);
-      this.#addLog(`stopped at ${this.#where(r.at, r.at.phase)}`);
+      const clicked = c ? ` Stop was clicked at ${this.#where(c)}.` : "";
+      this.#status(`Training stopped at ${this.#where(r.at)}: ${summary}.${clicked}`);
+      this.#addLog(`stopped at ${this.#where(r.at)}`);
     }
     this.#addLog(this.#keptLine());
   }
@@ -441,10 +449,10 @@ export class LiveMode {
         progress.dataset.haltSequences = String(at.sequences);
         const c = this.#clickedAt;
         this.#status(
-          `Paused at ${this.#where(at, at.phase)}` +
-            (c ? ` (clicked at ${this.#where(c, at.phase)})` : "") + ". Resume to go on.",
+          `Paused at ${this.#where(at)}` +
+            (c ? ` (clicked at ${this.#where(c)})` : "") + ". Resume to go on.",
         );
-        this.#addLog(`paused at ${this.#where(at, at.phase)}`);
+        this.#addLog(`paused at ${this.#where(at)}`);
       },
     };
   }
@@ -508,14 +516,14 @@ export class LiveMode {
 
   #togglePause(): void {
     if (this.#state === "running") {
-      this.#clickedAt = { what: "pause", ...this.#position() };
+      this.#clickedAt = this.#position();
       const progress = byId("live-progress");
       progress.dataset.pauseSteps = String(this.#clickedAt.steps);
       progress.dataset.pauseSequences = String(this.#clickedAt.sequences);
       void this.#api.pause();
       this.#setState("pausing");
       this.#status("Pausing: the run halts before its next student batch or optimisation step…");
-      this.#addLog(`pause requested at ${this.#where(this.#clickedAt, this.#currentPhase())}`);
+      this.#addLog(`pause requested at ${this.#where(this.#clickedAt)}`);
     } else if (this.#state === "pausing" || this.#state === "paused") {
       void this.#api.resume();
       if (this.#pausedAt !== undefined) this.#pausedMs += performance.now() - this.#pausedAt;
@@ -543,7 +551,7 @@ export class LiveMode {
   }
 
   #stop(): void {
-    this.#clickedAt = { what: "stop", ...this.#position() };
+    this.#clickedAt = this.#position();
     const progress = byId("live-progress");
     progress.dataset.stopSteps = String(this.#clickedAt.steps);
     progress.dataset.stopSequences = String(this.#clickedAt.sequences);
@@ -552,6 +560,6 @@ export class LiveMode {
     this.#pausedAt = undefined;
     this.#setState("stopping");
     this.#status("Stopping: the run ends before its next student batch or optimisation step…");
-    this.#addLog(`stop requested at ${this.#where(this.#clickedAt, this.#currentPhase())}`);
+    this.#addLog(`stop requested at ${this.#where(this.#clickedAt)}`);
   }
 }
