@@ -158,7 +158,10 @@ export interface RunOptions {
   storage: RunStorage;
   events?: LoopEvents;
   signal?: AbortSignal;
-  /** Awaited between steps: resolves when the run may go on (the demo's pause button). */
+  /**
+   * Awaited before every optimisation step and every student sampling batch: resolves when the run may
+   * go on (the demo's pause button; it may throw to stop the run there).
+   */
   pause?: () => Promise<void>;
 }
 
@@ -420,6 +423,7 @@ export async function runInteraction(
       storage,
       events,
       signal,
+      pause: opts.pause,
     });
     const data = roundData(records, minT, measure);
     const roundWords = roundTally(
@@ -698,6 +702,7 @@ async function interactions(
     storage: RunStorage;
     events: LoopEvents;
     signal?: AbortSignal;
+    pause?: () => Promise<void>;
   },
 ): Promise<InteractionRecord[]> {
   const { model, tokenizer, teacher, storage, events, signal } = ctx;
@@ -714,6 +719,7 @@ async function interactions(
   events.onPhase?.("student", round, student.length, points.length);
   for (let at = student.length; at < points.length; at += s.batchSize) {
     if (signal?.aborted) throw new DOMException("training stopped", "AbortError");
+    await ctx.pause?.();
     const chunk = points.slice(at, at + s.batchSize);
     const gens = await generate(model, chunk.map((p) => [tokenizer.bosId, ...p.context]), {
       maxTokens: s.maxTokens,
