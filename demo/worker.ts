@@ -12,6 +12,7 @@ import { prepareRun } from "../interaction/prepare.ts";
 import { type LoopEvents, runInteraction } from "../interaction/loop.ts";
 import { type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
+import { parseJsonLines } from "../model/jsonl.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import {
   FETCH_BLOCKED,
@@ -61,8 +62,8 @@ class TrainingWorker implements TrainerApi {
     // their tokens there (the loop's events count sequences only).
     const onAppend = (path: string, text: string) => {
       if (!/^interactions\/round_\d+\.student\.jsonl$/.test(path)) return;
-      const lines = text.split("\n").filter((l) => l.trim() !== "");
-      for (const l of lines) studentTokens += (JSON.parse(l) as { tokens: number[] }).tokens.length;
+      const lines = parseJsonLines<{ tokens: number[] }>(text, path);
+      for (const l of lines) studentTokens += l.value.tokens.length;
       send(cb.onStudentTokens)(at.round, at.sequences + lines.length, studentTokens);
     };
     const storage = this.#storage = new MemoryStorage({ keepWeights: options.keepWeights, onAppend });
