@@ -8,7 +8,8 @@
 /// <reference lib="dom" />
 import { type DiffPiece, wordDiff } from "./diff.ts";
 import { type Child, el, untrustedText } from "./dom.ts";
-import { countWords, type PairStats, type ShownInteraction } from "./records.ts";
+import { countWords } from "../interaction/words.ts";
+import type { PairStats, ShownInteraction } from "./records.ts";
 
 export type { ShownInteraction } from "./records.ts";
 

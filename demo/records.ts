@@ -7,6 +7,8 @@
  * @module
  */
 import type { MetricsRecord } from "../interaction/loop.ts";
+import { countWords } from "../interaction/words.ts";
+import { parseJsonLines } from "../model/jsonl.ts";
 import { wordDiff } from "./diff.ts";
 
 /** The fields of an interaction the page shows (the records' token arrays are dropped on load). */
@@ -34,22 +36,19 @@ const MAX_PROBLEMS = 5;
 
 /** Parse JSON lines with `check`; blank lines are skipped, unreadable or failing lines counted. */
 export function parseRecords<T>(text: string, check: Check<T>, where: string): Parsed<T> {
-  const out: Parsed<T> = { rows: [], bad: 0, problems: [] };
-  text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    let v: unknown, r: T | string;
-    try {
-      v = JSON.parse(line);
-      r = check(v);
-    } catch (e) {
-      r = `not valid JSON (${(e as Error).message})`;
-    }
-    if (typeof r === "string") {
-      out.bad++;
-      if (out.problems.length < MAX_PROBLEMS) out.problems.push(`${where}:${i + 1}: ${r}`);
-    } else out.rows.push(r);
+  const rows: T[] = [];
+  const bad: Array<[number, string]> = [];
+  const lines = parseJsonLines(text, where, {
+    onBadLine: (line, e) => bad.push([line, `not valid JSON (${e.message})`]),
   });
-  return out;
+  for (const { line, value } of lines) {
+    const r = check(value);
+    if (typeof r === "string") bad.push([line, r]);
+    else rows.push(r);
+  }
+  bad.sort((a, b) => a[0] - b[0]);
+  const problems = bad.slice(0, MAX_PROBLEMS).map(([line, why]) => `${where}:${line}: ${why}`);
+  return { rows, bad: bad.length, problems };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -114,11 +113,6 @@ export const checkMetrics: Check<MetricsRecord> = (v) => {
   }
   return out as unknown as MetricsRecord;
 };
-
-/** Words of a text (whitespace-separated). */
-export function countWords(s: string): number {
-  return s.split(/\s+/).filter((w) => w).length;
-}
 
 /** What the page knows of one pair beyond its text. */
 export interface PairStats {
