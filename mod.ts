@@ -1,8 +1,8 @@
 /**
  * The public API: the WebGPU engine, generation, tokenizers, checkpoints, the interaction round loop
  * and the evaluations. Everything here runs in Deno and in the browser except the file helpers of
- * `cli/files.ts` (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`, `writeFileAtomic`), which use
- * Deno's file system.
+ * `cli/files.ts` (`loadCheckpoint`, `saveCheckpoint`, `loadTokenizer`, `loadPromptTemplate`,
+ * `writeFileAtomic`) and `evaluateModel` (reads the evaluation data), which use Deno's file system.
  * @module
  */
 export { Gpu, GpuCapacityError, Plan, type TensorView } from "./shaders/gpu.ts";
@@ -21,7 +21,13 @@ export { generate, type GenerateOptions, type Generation, Generator } from "./mo
 export { BatchScorer } from "./model/score.ts";
 export { Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
 export { trainBpe, trainedBpeJson } from "./model/bpe_train.ts";
-export { loadCheckpoint, loadTokenizer, saveCheckpoint, writeFileAtomic } from "./cli/files.ts";
+export {
+  loadCheckpoint,
+  loadPromptTemplate,
+  loadTokenizer,
+  saveCheckpoint,
+  writeFileAtomic,
+} from "./cli/files.ts";
 export { parseSafetensors, serializeSafetensors } from "./model/safetensors.ts";
 export {
   BABYLM_INTERACTION,
@@ -35,6 +41,10 @@ export {
 export { type LoopEvents, runInteraction, type RunStorage } from "./interaction/loop.ts";
 export { prepareRun } from "./interaction/prepare.ts";
 export { CorpusTeacher, OpenAITeacher, type Teacher } from "./interaction/teacher.ts";
+export { createTeacher, probeTeachers, type TeacherHost } from "./interaction/teacher_setup.ts";
+export { learningRate, type ScheduleConfig } from "./interaction/schedule.ts";
+export { parseJsonLines } from "./model/jsonl.ts";
+export { deriveSeed, Rng } from "./model/random.ts";
 export { CHAT_TEMPLATES, chatTemplateForModel, renderChat } from "./interaction/chat_template.ts";
 export { BudgetStop, type BudgetSummary, type WordTally } from "./interaction/budget.ts";
 export { revisionName, type Track, TRACKS } from "./interaction/tracks.ts";
