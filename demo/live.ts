@@ -436,7 +436,7 @@ export class LiveMode {
         this.#addLog(
           this.#keepWeights
             ? `checkpoint ${name} at ${words} words: weights kept in this tab`
-            : `checkpoint ${name} at ${words} words: recorded, weights not kept (see "Keep weights")`,
+            : `checkpoint ${name} at ${words} words: weights not kept (tick "Keep checkpoint weights" to keep them)`,
         );
       },
       onLog: (line) => this.#addLog(line),

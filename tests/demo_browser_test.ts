@@ -498,6 +498,19 @@ Deno.test({
         await context.close();
       }
 
+      await t.step("360 px, the narrowest width: no horizontal overflow on any view", async () => {
+        const page = await browser.newPage({ viewport: { width: 360, height: 740 } });
+        for (const hash of ["#live", "#inspect", "#inspect/test-run?round=2&pair=2.0", "#inspect/hostile"]) {
+          await page.goto(`${url}${hash}`);
+          await page.waitForSelector(
+            hash === "#live" || hash === "#inspect" ? "#gpu-status.ok" : "#run-list .interaction",
+          );
+          await assertNoOverflow(page, `360 px ${hash}`);
+        }
+        await page.screenshot({ path: `${OUT}demo_inspect_360.png`, fullPage: true });
+        await page.close();
+      });
+
       await t.step("a run still training refreshes: new steps and rounds appear", async () => {
         const dir = `${runs}/growing`;
         await writeRun(dir, [pairs[0]], metrics.filter((m) => m.round === 0));
