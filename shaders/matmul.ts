@@ -6,8 +6,9 @@
  * Row strides and element offsets are uniform parameters, so the same kernels serve a chunk of the tied
  * LM head inside the [R, V] logits (`ldc = V`, `cOffset = v0`) and its backward passes.
  *
- * Two kernel families, one WGSL source per variant (transA, transB, bias, accumulate, layout), generated
- * from templates; the pipeline cache of {@link Plan} keys on the source, so each variant compiles once:
+ * Two kernel families, one WGSL source per variant (transA, transB, bias, accumulate, f16 operands,
+ * layout), generated from templates; the pipeline cache of {@link Plan} keys on the source, so each
+ * variant compiles once:
  *
  * - vec4: operands bound as `array<vec4f>`, every thread loads 16-byte vectors along the contiguous
  *   dimension of each operand and keeps a register tile of `out` (16 x 16 on CPU adapters, 8 x 16 there
@@ -82,6 +83,8 @@ export interface MatmulVariant {
   transB: boolean;
   bias: boolean;
   accumulate: boolean;
+  /** A and B are f16 tensors (shaders/f16.ts), loaded as f16 and multiplied and summed in f32. */
+  half?: boolean;
 }
 
 /** Arguments of {@link matmul}. Strides and offsets count f32 elements. */
@@ -113,6 +116,11 @@ export interface MatmulArgs {
   kernel?: "auto" | "scalar";
   /** Register tiles of the vec4 kernel; default by adapter ({@link Gpu.cpuLike}). */
   tiles?: "cpu" | "gpu";
+  /**
+   * A and B are f16 tensors (shaders/f16.ts; needs `shader-f16`): strides and offsets of A and B count
+   * halves; products, sums, bias and out stay f32.
+   */
+  half?: boolean;
 }
 
 /**
@@ -136,10 +144,11 @@ const PARAMS = uniformLayout({
 
 /** The bindings and the store of one output element, shared by both kernels. */
 function header(v: MatmulVariant, operand: "f32" | "vec4f"): string {
-  return PARAMS.wgsl + storage({
+  const type = v.half ? (operand === "f32" ? "f16" : "vec4<f16>") : operand;
+  return (v.half ? "enable f16;\n" : "") + PARAMS.wgsl + storage({
     out: "read_write array<f32>",
-    a: `read array<${operand}>`,
-    b: `read array<${operand}>`,
+    a: `read array<${type}>`,
+    b: `read array<${type}>`,
     ...(v.bias ? { bias: "read array<f32>" as const } : {}),
   }) + /* wgsl */ `
 fn store(m: u32, n: u32, s: f32) {
@@ -166,6 +175,7 @@ export function matmulSource(v: MatmulVariant): string {
   const bStep = v.transB ? "1u" : "p.ldb";
   const rows = Array.from({ length: TM }, (_, i) => i);
   const cols = Array.from({ length: TN }, (_, j) => j);
+  const ld = (x: string) => v.half ? `f32(${x})` : x;
   return header(v, "f32") + computeMain(WG) + /* wgsl */ `
   let tile = wgIndex;
   if (tile >= p.tiles) { return; }
@@ -178,8 +188,8 @@ export function matmulSource(v: MatmulVariant): string {
   ${cols.map((j) => `var bi${j} = p.bOff + ${bBase(j)};`).join("\n  ")}
   ${rows.map((i) => `var acc${i} = vec4f(0.0);`).join("\n  ")}
   for (var k = 0u; k < p.K; k++) {
-    let bv = vec4f(${cols.map((j) => `b[bi${j}]`).join(", ")});
-    ${rows.map((i) => `acc${i} = fma(vec4f(a[ai${i}]), bv, acc${i});`).join("\n    ")}
+    let bv = vec4f(${cols.map((j) => ld(`b[bi${j}]`)).join(", ")});
+    ${rows.map((i) => `acc${i} = fma(vec4f(${ld(`a[ai${i}]`)}), bv, acc${i});`).join("\n    ")}
     ${rows.map((i) => `ai${i} += ${aStep};`).join(" ")}
     ${cols.map((j) => `bi${j} += ${bStep};`).join(" ")}
   }
@@ -202,6 +212,8 @@ export function matmulSource(v: MatmulVariant): string {
 export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU): string {
   const { WX, WY, TM: tm, TN: tn } = layout;
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
+  // f16 operands are widened to f32 as they are loaded (8-byte vector loads).
+  const ld = (x: string) => v.half ? `vec4f(${x})` : x;
   const pre: string[] = [];
   const body: string[] = [];
   const aRef: string[][] = R(tm).map(() => []); // aRef[i][kk]: element (m0 + i, k + kk) of op(A)
@@ -209,14 +221,14 @@ export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU
   if (!v.transA) {
     for (const i of R(tm)) {
       pre.push(`let ar${i} = (p.aOff + min(m0 + ${i}u, p.M - 1u) * p.lda) / 4u;`);
-      body.push(`let A${i} = a[ar${i} + kq];`);
+      body.push(`let A${i} = ${ld(`a[ar${i} + kq]`)};`);
       for (const kk of R(4)) aRef[i][kk] = `A${i}[${kk}]`;
     }
   } else {
     for (const h of R(tm / 4)) pre.push(`let ac${h} = (p.aOff + min(m0 + ${h * 4}u, p.M - 4u)) / 4u;`);
     for (const kk of R(4)) {
       for (const h of R(tm / 4)) {
-        body.push(`let A${kk}_${h} = a[ac${h} + (k + ${kk}u) * lda4];`);
+        body.push(`let A${kk}_${h} = ${ld(`a[ac${h} + (k + ${kk}u) * lda4]`)};`);
         for (const q of R(4)) aRef[h * 4 + q][kk] = `A${kk}_${h}[${q}]`;
       }
     }
@@ -224,14 +236,14 @@ export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU
   if (v.transB) {
     for (const j of R(tn)) {
       pre.push(`let br${j} = (p.bOff + min(n0 + ${j}u, p.N - 1u) * p.ldb) / 4u;`);
-      body.push(`let B${j} = b[br${j} + kq];`);
+      body.push(`let B${j} = ${ld(`b[br${j} + kq]`)};`);
       for (const kk of R(4)) bRef[kk][j] = `B${j}[${kk}]`;
     }
   } else {
     for (const h of R(tn / 4)) pre.push(`let bc${h} = (p.bOff + min(n0 + ${h * 4}u, p.N - 4u)) / 4u;`);
     for (const kk of R(4)) {
       for (const h of R(tn / 4)) {
-        body.push(`let B${kk}_${h} = b[bc${h} + (k + ${kk}u) * ldb4];`);
+        body.push(`let B${kk}_${h} = ${ld(`b[bc${h} + (k + ${kk}u) * ldb4]`)};`);
         for (const q of R(4)) bRef[kk][h * 4 + q] = `B${kk}_${h}[${q}]`;
       }
     }
@@ -263,7 +275,7 @@ const sources = new Map<string, string>();
 
 /** The cached source of a variant (the same string object each time, so pipelines are shared). */
 function sourceFor(v: MatmulVariant, layout?: Vec4Layout): string {
-  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${layout?.name ?? "scalar"}`;
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${layout?.name ?? "scalar"}`;
   let s = sources.get(key);
   if (!s) {
     s = layout ? matmulVec4Source(v, layout) : matmulSource(v);
@@ -318,9 +330,11 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
         `(A ${aRows}x${aCols}, B ${bRows}x${bCols}, out ${M}x${N})`,
     );
   }
+  // f16 operands hold two halves per 32-bit element.
+  const words = (halves: number) => args.half ? Math.ceil(halves / 2) : halves;
   if (K > 0) {
-    checkLengths("matmul", aOff + (aRows - 1) * lda + aCols, { A: a });
-    checkLengths("matmul", bOff + (bRows - 1) * ldb + bCols, { B: b });
+    checkLengths("matmul", words(aOff + (aRows - 1) * lda + aCols), { A: a });
+    checkLengths("matmul", words(bOff + (bRows - 1) * ldb + bCols), { B: b });
   }
   checkLengths("matmul", cOff + (M - 1) * ldc + N, { out });
   if (bias) checkLengths("matmul", N, { bias });
@@ -346,7 +360,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   const views = bias ? [out, a, b, bias] : [out, a, b];
   const tile = (args.tiles ?? (plan.gpu.cpuLike ? "cpu" : "gpu")) === "cpu" ? TILE_CPU : TILE_GPU;
   const record = (blk: Block, vec4: boolean) =>
-    recordBlock(plan, views, transA, transB, blk, vec4 ? tile : undefined);
+    recordBlock(plan, views, { transA, transB, half: !!args.half }, blk, vec4 ? tile : undefined);
 
   // The vec4 core: K, and M or N where vectors run along them, rounded down to multiples of 4.
   const Mv = transA ? M & ~3 : M, Nv = transB ? N : N & ~3, Kv = K & ~3;
@@ -393,8 +407,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
 function recordBlock(
   plan: Plan,
   views: TensorView[],
-  transA: boolean,
-  transB: boolean,
+  { transA, transB, half }: { transA: boolean; transB: boolean; half: boolean },
   blk: Block,
   tile: Vec4Layout | undefined,
 ): void {
@@ -408,10 +421,11 @@ function recordBlock(
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
   const u = plan.params(PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
-  const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate };
+  const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
   const code = sourceFor(variant, layout);
   const bound = blk.bias ? views : views.slice(0, 3);
-  const label = `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}${layout ? "_v4" : ""}`;
+  const kind = `${layout ? "_v4" : ""}${half ? "_f16" : ""}`;
+  const label = `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}${kind}`;
   plan.add(code, [u, ...bound], grid(plan.gpu, tiles), label);
 }
 

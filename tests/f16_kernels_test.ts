@@ -1,0 +1,189 @@
+/**
+ * The f16 kernels against float64: the cast (bits as round-to-nearest-even gives them, overflow to inf,
+ * NaN kept), the f16-operand matmul (every variant, shapes that are not tile multiples, strides and
+ * offsets in halves) and the loss-scale multiply. Needs `shader-f16` (lavapipe, GPUs); skipped with a
+ * note where the adapter lacks it (llvmpipe on GL).
+ */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
+import { Plan } from "../shaders/gpu.ts";
+import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
+import { matmul } from "../shaders/matmul.ts";
+import { matmulRef } from "./reference/matmul.ts";
+import { assertClose, randn, testGpu } from "./util.ts";
+import { packHalves } from "./reference/f16.ts";
+
+const gpu = await testGpu();
+const ignore = !gpu.shaderF16;
+if (ignore) console.log(`f16 kernel tests skipped: adapter ${gpu.adapterName} has no shader-f16`);
+
+Deno.test({
+  name: "castToHalf gives the round-to-nearest-even f16 bits, +-inf past 65504, NaN kept",
+  ignore,
+  fn: async () => {
+    const specials = [0, -0, 1, -1, 65504, -65504, 65519, 65520, -65520, 1e6, -1e9, Infinity, -Infinity, NaN];
+    const smallest = [6.103515625e-5, 1e-3, 3.14159, 2049, 2051, 0.1];
+    for (const n of [1, 7, 14, 1001, 1024]) {
+      const base = randn(n, n, 8);
+      base.set([...specials, ...smallest].slice(0, n));
+      const inp = gpu.tensor(n), out = gpu.tensor(halfWords(n));
+      gpu.write(inp, base);
+      const plan = new Plan(gpu);
+      castToHalf(plan, { out, inp, n });
+      plan.run();
+      const got = new Uint16Array((await gpu.readU32(out)).buffer);
+      const want = new Uint16Array(packHalves(base).buffer);
+      // NaN: any quiet NaN pattern of the right sign is fine; compare classes there, bits elsewhere.
+      const isNan = (b: number) => (b & 0x7c00) === 0x7c00 && (b & 0x3ff) !== 0;
+      for (let i = 0; i < want.length; i++) {
+        if (i < n && Number.isNaN(base[i])) {
+          if (!isNan(got[i])) throw new Error(`n=${n}: NaN at ${i} cast to bits ${got[i].toString(16)}`);
+        } else if (got[i] !== want[i]) {
+          throw new Error(
+            `n=${n}: element ${i} (${base[i]}) cast to 0x${got[i].toString(16)}, expected 0x${
+              want[i].toString(16)
+            } (${i >= n ? "padding must be zero" : "round to nearest even"})`,
+          );
+        }
+      }
+      console.log(`  cast n=${n}: ${n} halves bit-exact, padding zero`);
+      gpu.free(inp);
+      gpu.free(out);
+    }
+  },
+});
+
+/** A matmul case; lengths count halves for A and B. */
+interface Case {
+  name: string;
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  bias?: boolean;
+  accumulate?: boolean;
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
+  aOffset?: number;
+  bOffset?: number;
+  cOffset?: number;
+  tiles?: "cpu" | "gpu";
+  aLen: number;
+  bLen: number;
+  outLen: number;
+}
+
+const dense = (name: string, M: number, N: number, K: number, o: Partial<Case> = {}): Case => ({
+  name,
+  M,
+  N,
+  K,
+  aLen: M * K,
+  bLen: K * N,
+  outLen: M * N,
+  ...o,
+});
+
+Deno.test({
+  name: "f16-operand matmul matches float64 at stated f16 tolerances, shapes not tile multiples",
+  ignore,
+  fn: async () => {
+    const cases: Case[] = [];
+    for (
+      const [M, N, K] of [[37, 53, 29], [1, 53, 29], [37, 53, 1], [130, 70, 200], [19, 530, 41], [8, 12, 16]]
+    ) {
+      const s = `${M}x${N}x${K}`;
+      cases.push(
+        dense(`NN ${s}`, M, N, K),
+        dense(`NN+bias ${s}`, M, N, K, { bias: true }),
+        dense(`NT+bias+acc ${s}`, M, N, K, { transB: true, bias: true, accumulate: true }),
+        dense(`TN+acc ${s}`, M, N, K, { transA: true, accumulate: true }),
+        dense(`TT+bias ${s}`, M, N, K, { transA: true, transB: true, bias: true }),
+      );
+    }
+    // The GPU register tiles on every adapter too (the default follows the adapter).
+    for (const c of cases.filter((c) => c.name.endsWith(" 37x53x29") || c.name.endsWith(" 130x70x200"))) {
+      cases.push({ ...c, name: `${c.name} gpu-tiles`, tiles: "gpu" });
+    }
+    // The LM head's strided chunk (offsets and strides in halves, some not multiples of 4).
+    cases.push({
+      name: "head dx strided",
+      M: 37,
+      N: 28,
+      K: 33,
+      lda: 64,
+      aOffset: 16,
+      cOffset: 6 * 28,
+      accumulate: true,
+      aLen: 37 * 64,
+      bLen: 33 * 28,
+      outLen: 45 * 28,
+    }, {
+      name: "strided odd",
+      M: 70,
+      N: 66,
+      K: 75,
+      lda: 81,
+      ldb: 70,
+      ldc: 69,
+      aOffset: 3,
+      bOffset: 5,
+      cOffset: 7,
+      bias: true,
+      aLen: 3 + 70 * 81,
+      bLen: 5 + 75 * 70,
+      outLen: 7 + 70 * 69,
+    });
+    const plan = new Plan(gpu);
+    const pending = cases.map((c, i) => {
+      const seed = 300 + 10 * i;
+      const a = randn(c.aLen, seed), b = randn(c.bLen, seed + 1), out0 = randn(c.outLen, seed + 2);
+      const bias = c.bias ? randn(c.N, seed + 3) : undefined;
+      const ta = gpu.tensor(halfWords(c.aLen)),
+        tb = gpu.tensor(halfWords(c.bLen)),
+        tout = gpu.tensor(c.outLen);
+      gpu.write(ta, packHalves(a));
+      gpu.write(tb, packHalves(b));
+      gpu.write(tout, out0);
+      const tbias = bias ? gpu.tensor(c.N) : undefined;
+      if (tbias) gpu.write(tbias, bias!);
+      matmul(plan, { ...c, out: tout, a: ta, b: tb, bias: tbias, half: true });
+      const ref = { ...c, out: out0, bias };
+      return {
+        c,
+        tout,
+        // Products of two halves are exact in f32, so against the rounded operands only the f32 sum rounds.
+        rounded: matmulRef({ ...ref, a: Float16Array.from(a), b: Float16Array.from(b) }),
+        exact: matmulRef({ ...ref, a, b }),
+      };
+    });
+    plan.run();
+    for (const { c, tout, rounded, exact } of pending) {
+      const got = await gpu.read(tout);
+      const sqrtK = Math.sqrt(Math.max(1, c.K));
+      assertClose(`${c.name} (f16 operands)`, got, rounded, { rtol: 1e-4, atol: 1e-5 * sqrtK });
+      // The f16 tolerance against the f32 operands: each operand rounds by at most 2^-11 relative, so a
+      // K-term sum of unit-variance products errs by about 2^-10 * sqrt(K); 4x that bound is stated.
+      assertClose(`${c.name} (vs f32 operands)`, got, exact, { rtol: 4e-3, atol: 4e-3 * sqrtK });
+    }
+  },
+});
+
+Deno.test({
+  name: "scaleBy multiplies by the factor buffer, rewritten without re-recording",
+  ignore,
+  fn: async () => {
+    const n = 1001, x0 = randn(n, 9);
+    const x = gpu.tensor(n), factor = gpu.tensor(1);
+    const plan = new Plan(gpu);
+    scaleBy(plan, { x, factor, n });
+    gpu.write(x, x0);
+    gpu.write(factor, Float32Array.of(65536));
+    plan.run();
+    assertEquals(await gpu.read(x), x0.map((v) => v * 65536));
+    gpu.write(factor, Float32Array.of(0.5));
+    plan.run();
+    assertEquals(await gpu.read(x), x0.map((v) => v * 65536 * 0.5));
+  },
+});
