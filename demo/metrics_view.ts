@@ -110,16 +110,6 @@ export class MetricsView {
     );
   }
 
-  /** Records added so far. */
-  get count(): number {
-    return this.#records.length;
-  }
-
-  /** Every record added so far (for summaries). */
-  get records(): readonly MetricsRecord[] {
-    return this.#records;
-  }
-
   /** Plot against steps or words seen. */
   setAxis(axis: XAxis): void {
     this.#axis = axis;

@@ -162,11 +162,6 @@ export class LinePlot {
     this.#draw();
   }
 
-  /** Number of x positions added. */
-  get length(): number {
-    return this.#xs.length;
-  }
-
   /** Change the x axis title (e.g. when the x values change from steps to words seen). */
   setXLabel(label: string): void {
     this.#opts.xLabel = label;
