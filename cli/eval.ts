@@ -132,7 +132,8 @@ const SPEC = {
   },
   limit: {
     type: "string",
-    help: "score only the first N items of each choice and WUG task (with --profile: a quick speed figure)",
+    help: "score only the first N items of each choice and WUG task and the first N reading rows (their " +
+      "regressions then fit those rows only); with --profile, a quick speed figure",
   },
   force: {
     type: "boolean",

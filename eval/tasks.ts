@@ -195,7 +195,7 @@ export interface EvalOptions {
   layout?: Layout;
   /** `cdi_childes.json` for the aoa task (default `<dataDir>/aoa/cdi_childes.json`). */
   aoaFile?: string;
-  /** Keep only the first `limit` items of each choice and WUG task (for profiling). */
+  /** Keep only the first `limit` items of each choice and WUG task and rows of reading (for profiling). */
   limit?: number;
   /** Called when a task has been scored, with its sizes and times (for `--profile`). */
   onTaskTiming?: (timing: TaskTiming) => void;
@@ -503,7 +503,8 @@ export async function prepareTask(name: string, enc: TextCodec, opts: EvalOption
       } catch {
         throw new Error(`task reading: expected the file ${file}, found none`);
       }
-      const rows = parseReadingCsv(text, file);
+      const all = parseReadingCsv(text, file);
+      const rows = opts.limit === undefined ? all : all.slice(0, opts.limit);
       const { spans, finish } = readingSpans(enc, rows, file);
       return {
         name,
