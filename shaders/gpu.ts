@@ -46,8 +46,40 @@ export interface GpuOptions {
   /** Use this adapter instead of requesting one. */
   adapter?: GPUAdapter;
   powerPreference?: GPUPowerPreference;
-  /** Treat the adapter as a CPU rasteriser (see {@link Gpu.cpuLike}); default: detected from its name. */
-  cpuLike?: boolean;
+  /**
+   * Which kernel family to run where the two differ (see {@link Gpu.kernels}): "cpu" or "gpu" forces one
+   * on any adapter (the tests check both everywhere); "auto" (the default) detects it from the adapter.
+   */
+  kernels?: "auto" | KernelFamily;
+}
+
+/** The two kernel families: written for CPU implementations of WebGPU, or for GPUs. */
+export type KernelFamily = "cpu" | "gpu";
+
+/** What a run records about its device: {@link Gpu.describe}. */
+export interface GpuDescription {
+  /** The wgpu backend Deno was asked for (DENO_WEBGPU_BACKEND; "default" = wgpu's choice), or "browser". */
+  backend: string;
+  /** The adapter's GPUAdapterInfo. */
+  adapter: { vendor: string; architecture: string; device: string; description: string; fallback: boolean };
+  /** The kernel family in use. */
+  kernels: KernelFamily;
+  /** Features enabled on the device, sorted. */
+  features: string[];
+}
+
+/**
+ * The wgpu backend asked of Deno through DENO_WEBGPU_BACKEND (Deno does not report the one it picked:
+ * on Linux with a Vulkan driver installed, the default is Vulkan), "browser" outside Deno.
+ */
+function requestedBackend(): string {
+  const deno = (globalThis as { Deno?: { env: { get(name: string): string | undefined } } }).Deno;
+  if (!deno) return "browser";
+  try {
+    return deno.env.get("DENO_WEBGPU_BACKEND") || "default";
+  } catch {
+    return "unknown (no permission to read DENO_WEBGPU_BACKEND)";
+  }
 }
 
 /**
@@ -81,11 +113,18 @@ export class Gpu {
   readonly limits: GpuLimits;
   readonly adapterName: string;
   /**
-   * The adapter runs shaders on the CPU (llvmpipe, SwiftShader): a workgroup barrier there is a
-   * coroutine switch and lanes are SIMD lanes of one core, so row-wise kernels (LayerNorm) keep one
-   * row per thread instead of one row per workgroup with tree reductions.
+   * The kernel family: "cpu" when the adapter runs shaders on the CPU (llvmpipe, lavapipe, SwiftShader)
+   * or {@link GpuOptions.kernels} forces it. A workgroup barrier there is a coroutine switch and lanes are
+   * SIMD lanes of one core, so row-wise kernels (LayerNorm) keep one row per thread instead of one row
+   * per workgroup with tree reductions, and the matmul keeps large register tiles straight from storage
+   * instead of the workgroup-memory kernels of `matmul_tiled.ts`.
    */
-  readonly cpuLike: boolean;
+  readonly kernels: KernelFamily;
+  /** {@link kernels} is "cpu". */
+  get cpuLike(): boolean {
+    return this.kernels === "cpu";
+  }
+  readonly #description: Omit<GpuDescription, "features">;
   /** The device has `shader-f16`: WGSL may `enable f16;` (mixed precision, model/precision.ts). */
   get shaderF16(): boolean {
     return this.device.features.has("shader-f16");
@@ -96,10 +135,11 @@ export class Gpu {
   #modules = new Map<string, GPUShaderModule>();
   #errors: string[] = [];
 
-  private constructor(device: GPUDevice, adapterName: string, cpuLike: boolean) {
+  private constructor(device: GPUDevice, adapterName: string, description: Omit<GpuDescription, "features">) {
     this.device = device;
     this.adapterName = adapterName;
-    this.cpuLike = cpuLike;
+    this.kernels = description.kernels;
+    this.#description = description;
     // WebGPU reports invalid shaders and bindings asynchronously and otherwise silently skips the work;
     // collect them so the next read or sync fails loudly instead of returning stale numbers.
     device.addEventListener("uncapturederror", (e) => {
@@ -152,7 +192,34 @@ export class Gpu {
       .filter((s) => s && s !== "0").join(" ") || "unknown adapter";
     const fallback = (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
       (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter === true;
-    return new Gpu(device, name, options.cpuLike ?? (fallback || CPU_ADAPTER.test(name)));
+    const detected: KernelFamily = fallback || CPU_ADAPTER.test(name) ? "cpu" : "gpu";
+    const kernels = !options.kernels || options.kernels === "auto" ? detected : options.kernels;
+    if (kernels !== "cpu" && kernels !== "gpu") {
+      throw new RangeError(
+        `Gpu.create: kernels must be "auto", "cpu" or "gpu", got ${JSON.stringify(kernels)}`,
+      );
+    }
+    const text = (s: string | undefined) => s ?? "";
+    return new Gpu(device, name, {
+      backend: requestedBackend(),
+      adapter: {
+        vendor: text(info?.vendor),
+        architecture: text(info?.architecture),
+        device: text(info?.device),
+        description: text(info?.description),
+        fallback,
+      },
+      kernels,
+    });
+  }
+
+  /** The backend, adapter, kernel family and device features: what every run's log and files record. */
+  describe(): GpuDescription {
+    return {
+      ...this.#description,
+      adapter: { ...this.#description.adapter },
+      features: [...this.device.features].sort(),
+    };
   }
 
   /** A compute pipeline for `code`, compiled once and cached by its source. */
