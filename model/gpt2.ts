@@ -190,7 +190,11 @@ export type BlockWeights = BlockOf<
   { weight: TensorView; bias: TensorView },
   { W: TensorView; b: TensorView }
 >;
-type BlockGrads = BlockOf<{ dweight: TensorView; dbias: TensorView }, { dW: TensorView; db: TensorView }>;
+/** A block's parameter gradients, boxed as {@link BlockWeights}. */
+export type BlockGrads = BlockOf<
+  { dweight: TensorView; dbias: TensorView },
+  { dW: TensorView; db: TensorView }
+>;
 
 /** Block l's boxes from a parameter-shaped set, each box's (weight, bias) views named by `ln` or `linear`. */
 function blockOf<LN, Linear>(
@@ -216,7 +220,7 @@ export function blockWeights(model: GPT2, l: number): BlockWeights {
 }
 
 /** Block l's parameter gradients in `grads`. */
-function blockGrads(grads: Map<string, DeviceParam>, l: number): BlockGrads {
+export function blockGrads(grads: Map<string, DeviceParam>, l: number): BlockGrads {
   const view = (name: string) => grads.get(name)!.parts[0].view;
   return blockOf(view, l, (dweight, dbias) => ({ dweight, dbias }), (dW, db) => ({ dW, db }));
 }
@@ -258,7 +262,7 @@ function dropSpec(d: ModelDropout | undefined, rate: number, site: number, N: nu
 }
 
 /** The attention-probability dropout of block `layer`, or none. */
-function attentionDropout(d: ModelDropout | undefined, layer: number) {
+export function attentionDropout(d: ModelDropout | undefined, layer: number) {
   return d && d.rates.attnPdrop > 0
     ? { key: d.key, site: DROPOUT_SITE.attn(layer), rate: d.rates.attnPdrop }
     : undefined;
@@ -723,9 +727,9 @@ export class Workspace {
  * LayerNorms add theirs). gelu (scratch) is recomputed from fch. With `dropout`, each branch gets the
  * residual gradient masked as its forward output was (the mask regenerated, never stored).
  */
-function blockBackward(
+export function blockBackward(
   plan: Plan,
-  { w, g, x, a, attLse, d, B, T, C, H, dropout, layer }: {
+  { w, g, x, a, attLse, d, B, T, C, H, dropout, layer, keyStart }: {
     w: BlockWeights;
     g: BlockGrads;
     x: TensorView;
@@ -744,6 +748,8 @@ function blockBackward(
     H: number;
     dropout?: ModelDropout;
     layer: number;
+    /** The forward attention's padding mask (shaders/attention.ts), if it had one. */
+    keyStart?: TensorView;
   },
 ): void {
   const N = B * T;
@@ -805,6 +811,7 @@ function blockBackward(
     C,
     H,
     dropout: attentionDropout(dropout, layer),
+    keyStart,
   });
   linearBackward(plan, {
     dx: dln1,

@@ -221,13 +221,14 @@ export function embeddingForward(
 /**
  * Record the embedding backward for dout [B*T, C]. Accumulates: dwpe[t] += sum over b of dout[b*T + t];
  * dwte[tok] += sum of dout over the positions holding tok, using the groups last uploaded to `groups`
- * (uploaded before the plan runs; the same recorded plan serves every batch).
+ * (uploaded before the plan runs; the same recorded plan serves every batch). Without `dwpe` only dwte:
+ * for callers whose rows do not sit at position t (left-padded classification batches).
  */
 export function embeddingBackward(
   plan: Plan,
   args: EmbeddingShape & {
     dwte: EmbeddingChunk[];
-    dwpe: TensorView;
+    dwpe?: TensorView;
     dout: TensorView;
     groups: EmbeddingGroups;
   },
@@ -236,13 +237,15 @@ export function embeddingBackward(
   const fn = "embeddingBackward";
   const N = B * T;
   checkLengths(fn, N * C, { dout });
-  checkLengths(fn, T * C, { dwpe });
+  if (dwpe) checkLengths(fn, T * C, { dwpe });
   checkChunks(fn, dwte, C);
   if (groups.capacity < N) {
     throw new RangeError(`${fn}: B*T=${N} positions exceed the groups' capacity ${groups.capacity}`);
   }
-  const u = plan.params(WPE_PARAMS, { B, T, C }, "embedding.params");
-  plan.add(EMBEDDING_BACKWARD_WPE, [u, dwpe, dout], Math.ceil((T * C) / WG), "embedding_backward_wpe");
+  if (dwpe) {
+    const u = plan.params(WPE_PARAMS, { B, T, C }, "embedding.params");
+    plan.add(EMBEDDING_BACKWARD_WPE, [u, dwpe, dout], Math.ceil((T * C) / WG), "embedding_backward_wpe");
+  }
   for (const { view, v0, v1 } of dwte) {
     const uc = plan.params(WTE_PARAMS, { C, v0, v1 }, "embedding.params");
     const { ids, offsets, positions, count } = groups;

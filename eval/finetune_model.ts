@@ -1,0 +1,752 @@
+/**
+ * GPT-2 with the BabyLM pipeline's classification head, trained end to end on the GPU
+ * (evaluation_pipeline/finetune/classifier_model.py): the transformer's final hidden states (after
+ * ln_f), one row per sequence (the first token, or the last of a left-padded batch), then
+ * LayerNorm (no affine) -> Linear(C, C) -> GELU (erf) -> LayerNorm (no affine) -> dropout -> Linear(C, L).
+ *
+ * Left padding: sequence b's text starts at keyStart[b]; attention hides the padding from it
+ * (shaders/attention.ts `keyStart`), and its positions count from there (`positions: "sequence"`), or, as
+ * transformers 4.51's GPT-2 does when given no position ids, run 0..T-1 whatever the padding
+ * (`"absolute"`), so an example's logits then depend on how much it was padded in its batch.
+ *
+ * In train mode the transformer drops at its config's rates (transformers' `model.train()`) and the head
+ * at its own rate; masks are keyed by (seed, step) as the engine's (shaders/dropout.ts). AdamW has one
+ * parameter group: every tensor decays, biases and LayerNorms included, and nothing is clipped.
+ * @module
+ */
+import { Plan, type TensorView } from "../shaders/gpu.ts";
+import {
+  allocParams,
+  attentionDropout,
+  blockBackward,
+  blockForward,
+  blockGrads,
+  blockWeights,
+  type DeviceParam,
+  type GPT2,
+  type ModelDropout,
+  readAll,
+} from "../model/gpt2.ts";
+import { activationTable } from "../model/activations.ts";
+import { numel } from "../model/params.ts";
+import type { DropoutRates } from "../model/config.ts";
+import { Rng } from "../model/random.ts";
+import { linearBackward, linearForward } from "../shaders/matmul.ts";
+import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
+import { attentionForward } from "../shaders/attention.ts";
+import { DROPOUT_SITE, dropoutInPlace, DropoutKey } from "../shaders/dropout.ts";
+import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders/embedding.ts";
+import { embedAt, gatherRows } from "../shaders/kvcache.ts";
+import { adamwStep, packStepParams } from "../shaders/adamw.ts";
+import { GradNorm } from "../shaders/reduce.ts";
+import {
+  classificationLoss,
+  classifierDropoutSite,
+  geluErfBackward,
+  geluErfForward,
+  positionBackward,
+  scatterRows,
+} from "../shaders/classifier.ts";
+
+/** Which row of each sequence the head reads. */
+export type Pooling = "first" | "last";
+/** Position ids under left padding: from each text's first token, or 0..T-1 (transformers 4.51). */
+export type Positions = "sequence" | "absolute";
+
+/** The head's tensors, in the pipeline's state-dict names; linear weights in PyTorch's [out, in] layout. */
+export const HEAD_TENSORS = {
+  denseWeight: "classifier.nonlinearity.1.weight",
+  denseBias: "classifier.nonlinearity.1.bias",
+  outWeight: "classifier.nonlinearity.5.weight",
+  outBias: "classifier.nonlinearity.5.bias",
+} as const;
+
+/** The head's weights, linear layers in the engine's [in, out] layout (y = x W + b). */
+export interface HeadWeights {
+  denseW: Float32Array;
+  denseB: Float32Array;
+  outW: Float32Array;
+  outB: Float32Array;
+}
+
+/**
+ * A fresh head as PyTorch initialises `nn.Linear` (weight and bias uniform in ±1/sqrt(in)), from a seed
+ * (the project's generator, not torch's, so the draws differ from the pipeline's).
+ */
+export function initHead(C: number, L: number, seed: number): HeadWeights {
+  const r = new Rng(seed);
+  const u = (n: number) => {
+    const a = new Float32Array(n), bound = 1 / Math.sqrt(C);
+    for (let i = 0; i < n; i++) a[i] = (2 * r.float() - 1) * bound;
+    return a;
+  };
+  return { denseW: u(C * C), denseB: u(C), outW: u(C * L), outB: u(L) };
+}
+
+/** Transpose a row-major [rows, cols] matrix. */
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
+  return out;
+}
+
+/** The head as the pipeline's state dict names it ([out, in] weights). */
+export function headStateDict(h: HeadWeights, C: number, L: number): Map<string, Float32Array> {
+  return new Map([
+    [HEAD_TENSORS.denseWeight, transpose(h.denseW, C, C)],
+    [HEAD_TENSORS.denseBias, h.denseB],
+    [HEAD_TENSORS.outWeight, transpose(h.outW, C, L)],
+    [HEAD_TENSORS.outBias, h.outB],
+  ]);
+}
+
+/** AdamW of the fine-tuning (PyTorch semantics; no clipping). */
+export interface FinetuneAdamW {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/** Options of a {@link Classifier}. */
+export interface ClassifierOptions {
+  numLabels: number;
+  /** The head's dropout rate (the pipeline's `classifier_dropout`, 0.1). */
+  classifierDropout: number;
+  /** The head's LayerNorm epsilon (`classifier_layer_norm_eps`, 1e-5). */
+  headEps: number;
+  /** The transformer's train-mode dropout rates (its config's). */
+  transformerDropout: DropoutRates;
+  /** Seed of the dropout masks. */
+  seed: number;
+  adamw: FinetuneAdamW;
+  pooling: Pooling;
+  positions: Positions;
+  /** Largest batch (sequences) and sequence length the workspace holds. */
+  maxB: number;
+  maxT: number;
+  head: HeadWeights;
+}
+
+/** One batch: B sequences padded to T (rows b*T + t); left padding when pooling the last token. */
+export interface ClassifierBatch {
+  B: number;
+  T: number;
+  tokens: Uint32Array;
+  /** First real position of each sequence (0 for right padding). */
+  keyStart: Uint32Array;
+  /** Labels (training only). */
+  labels?: Uint32Array;
+}
+
+/** Most recorded plans kept (one per batch shape and mode); shapes vary with each batch's longest text. */
+const MAX_PLANS = 48;
+
+/** The head's parameter tensors in optimiser order, as (name, shape) of the device tensors. */
+function headSpecs(C: number, L: number) {
+  return [
+    { name: "denseW", n: C * C },
+    { name: "denseB", n: C },
+    { name: "outW", n: C * L },
+    { name: "outB", n: L },
+  ] as const;
+}
+
+/** The GPU classifier: the model's parameters, the head, their gradients and AdamW moments, a workspace. */
+export class Classifier {
+  readonly model: GPT2;
+  readonly options: ClassifierOptions;
+  /** AdamW steps taken. */
+  step = 0;
+  readonly grads: DeviceParam[];
+  #m: DeviceParam[];
+  #v: DeviceParam[];
+  #head: Record<string, TensorView> = {};
+  #headGrad: Record<string, TensorView> = {};
+  #headM: TensorView[] = [];
+  #headV: TensorView[] = [];
+  #owned: TensorView[] = [];
+  #t = new Map<string, TensorView>();
+  #layers: Record<string, TensorView>[] = [];
+  #groups: EmbeddingGroups;
+  #key: DropoutKey;
+  #stepParams: TensorView;
+  #norm: GradNorm;
+  #optimizer: Plan;
+  #plans = new Map<string, Plan>();
+  /** Buffers backward accumulates into, cleared before each step. */
+  #accumulated: TensorView[];
+
+  constructor(model: GPT2, options: ClassifierOptions) {
+    const { gpu, config } = model;
+    const { nEmbd: C } = config;
+    const L = options.numLabels;
+    if (!(Number.isInteger(L) && L >= 2)) throw new Error(`numLabels must be an integer >= 2, got ${L}`);
+    if (options.maxT > config.nPositions) {
+      throw new Error(`sequence length ${options.maxT} exceeds the model's ${config.nPositions} positions`);
+    }
+    this.model = model;
+    this.options = options;
+    const { maxB: B, maxT: T } = options;
+    const N = B * T;
+    const alloc = (n: number, label: string) => {
+      const v = gpu.tensor(n, label);
+      this.#owned.push(v);
+      return v;
+    };
+    const table = activationTable(config, B, T, {
+      training: true,
+      prefill: false,
+      logits: { rows: 0, stride: 4 },
+    });
+    const wanted = new Set([
+      "tokens",
+      "encoded",
+      "lnf",
+      "lnfMean",
+      "lnfRstd",
+      "proj",
+      "gelu",
+      "dresidual",
+      "dlnf",
+      "dlinearIn",
+      "dqkv",
+      "dgelu",
+      "dfch",
+    ]);
+    for (const s of table.model) if (wanted.has(s.name)) this.#t.set(s.name, alloc(numel(s.shape), s.name));
+    for (let l = 0; l < table.nLayer; l++) {
+      this.#layers.push(
+        Object.fromEntries(table.layer.map((s) => [s.name, alloc(numel(s.shape), `l${l}.${s.name}`)])),
+      );
+    }
+    // The classification batch and the head's activations.
+    for (
+      const [name, n] of [
+        ["positions", N],
+        ["keyStart", B],
+        ["poolIndex", B],
+        ["labels", B],
+        ["pooled", B * C],
+        ["h1", B * C],
+        ["h1Mean", B],
+        ["h1Rstd", B],
+        ["z1", B * C],
+        ["g1", B * C],
+        ["h2", B * C],
+        ["h2Mean", B],
+        ["h2Rstd", B],
+        ["logits", B * L],
+        ["rowLoss", B],
+        ["dlogits", B * L],
+        ["dh2", B * C],
+        ["dg1", B * C],
+        ["dz1", B * C],
+        ["dh1", B * C],
+        ["dpooled", B * C],
+        ["ones", C],
+        ["zeros", C],
+        ["lnScratchW", C],
+        ["lnScratchB", C],
+      ] as const
+    ) this.#t.set(name, alloc(n, name));
+    gpu.write(this.#t.get("ones")!, new Float32Array(C).fill(1));
+    gpu.write(this.#t.get("zeros")!, new Float32Array(C));
+    this.#groups = new EmbeddingGroups(gpu, N);
+    this.#key = new DropoutKey(gpu, options.seed);
+
+    this.grads = allocParams(gpu, config, "ft.grad");
+    this.#m = allocParams(gpu, config, "ft.adam.m");
+    this.#v = allocParams(gpu, config, "ft.adam.v");
+    for (const { name, n } of headSpecs(C, L)) {
+      this.#head[name] = alloc(n, `head.${name}`);
+      this.#headGrad[name] = alloc(n, `head.d${name}`);
+      this.#headM.push(alloc(n, `head.m.${name}`));
+      this.#headV.push(alloc(n, `head.v.${name}`));
+    }
+    this.setHead(options.head);
+    this.#stepParams = alloc(16, "ft.adamw.step");
+    const gradViews = [
+      ...this.grads.flatMap((p) => p.parts.map((part) => part.view)),
+      ...Object.values(this.#headGrad),
+    ];
+    this.#optimizer = new Plan(gpu);
+    this.#norm = new GradNorm(this.#optimizer, gradViews, 0);
+    model.params.forEach((p, i) => {
+      p.parts.forEach((part, j) => {
+        adamwStep(this.#optimizer, {
+          param: part.view,
+          grad: this.grads[i].parts[j].view,
+          m: this.#m[i].parts[j].view,
+          v: this.#v[i].parts[j].view,
+          stepParams: this.#stepParams,
+          norm: this.#norm.output,
+          decay: true,
+        });
+      });
+    });
+    headSpecs(C, L).forEach(({ name }, i) => {
+      adamwStep(this.#optimizer, {
+        param: this.#head[name],
+        grad: this.#headGrad[name],
+        m: this.#headM[i],
+        v: this.#headV[i],
+        stepParams: this.#stepParams,
+        norm: this.#norm.output,
+        decay: true,
+      });
+    });
+    const t = (name: string) => this.#t.get(name)!;
+    this.#accumulated = [t("dresidual"), t("dg1"), t("dpooled")];
+  }
+
+  /** Upload head weights. */
+  setHead(h: HeadWeights): void {
+    const { nEmbd: C } = this.model.config;
+    const L = this.options.numLabels;
+    const want = { denseW: C * C, denseB: C, outW: C * L, outB: L };
+    for (const [name, n] of Object.entries(want)) {
+      const data = h[name as keyof HeadWeights];
+      if (data.length !== n) throw new Error(`head tensor ${name} has ${data.length} values, expected ${n}`);
+      this.model.gpu.write(this.#head[name], data);
+    }
+  }
+
+  /** Download the head's weights. */
+  async getHead(): Promise<HeadWeights> {
+    const gpu = this.model.gpu;
+    return {
+      denseW: await gpu.read(this.#head.denseW),
+      denseB: await gpu.read(this.#head.denseB),
+      outW: await gpu.read(this.#head.outW),
+      outB: await gpu.read(this.#head.outB),
+    };
+  }
+
+  /** The gradients of the last {@link computeGradients} (transformer by name, then the head's). */
+  async getGradients(): Promise<{ model: Map<string, Float32Array>; head: HeadWeights }> {
+    const gpu = this.model.gpu;
+    return {
+      model: await readAll(gpu, this.grads),
+      head: {
+        denseW: await gpu.read(this.#headGrad.denseW),
+        denseB: await gpu.read(this.#headGrad.denseB),
+        outW: await gpu.read(this.#headGrad.outW),
+        outB: await gpu.read(this.#headGrad.outB),
+      },
+    };
+  }
+
+  /** Free everything this classifier allocated (not the model's weights). */
+  destroy(): void {
+    const gpu = this.model.gpu;
+    for (const set of [this.grads, this.#m, this.#v]) {
+      for (const p of set) for (const part of p.parts) gpu.free(part.view);
+    }
+    for (const v of this.#owned) gpu.free(v);
+    this.#owned = [];
+    for (const plan of this.#plans.values()) plan.destroy();
+    this.#plans.clear();
+    this.#optimizer.destroy();
+    gpu.free(this.#norm.partials);
+    gpu.free(this.#norm.output);
+    this.#groups.destroy();
+    this.#key.destroy();
+  }
+
+  #upload(batch: ClassifierBatch): void {
+    const { B, T, tokens, keyStart } = batch;
+    const { maxB, maxT, pooling } = this.options;
+    if (!(B >= 1 && B <= maxB && T >= 1 && T <= maxT)) {
+      throw new Error(`batch ${B}x${T} is outside the classifier's workspace ${maxB}x${maxT}`);
+    }
+    if (tokens.length !== B * T || keyStart.length !== B) {
+      throw new Error(`batch ${B}x${T}: ${tokens.length} tokens and ${keyStart.length} starts`);
+    }
+    const V = this.model.config.vocabSize;
+    for (let i = 0; i < tokens.length; i++) {
+      if (tokens[i] >= V) {
+        throw new Error(`token id ${tokens[i]} at position ${i} is outside the vocabulary (${V})`);
+      }
+    }
+    const positions = new Uint32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      if (!(keyStart[b] < T)) {
+        throw new Error(`sequence ${b} has no tokens (starts at ${keyStart[b]} of ${T})`);
+      }
+      for (let t = 0; t < T; t++) positions[b * T + t] = Math.max(0, t - keyStart[b]);
+    }
+    const gpu = this.model.gpu;
+    const t = (name: string) => this.#t.get(name)!;
+    gpu.write(t("tokens"), tokens);
+    gpu.write(t("keyStart"), keyStart);
+    gpu.write(t("positions"), positions);
+    gpu.write(t("poolIndex"), new Uint32Array(B).fill(pooling === "last" ? T - 1 : 0));
+    if (batch.labels) {
+      for (const y of batch.labels) {
+        if (!(y < this.options.numLabels)) {
+          throw new Error(`label ${y} is outside 0..${this.options.numLabels - 1}`);
+        }
+      }
+      gpu.write(t("labels"), batch.labels);
+    }
+    this.#groups.upload(tokens);
+  }
+
+  #plan(B: number, T: number, train: boolean): Plan {
+    const key = `${B}x${T}:${train ? "train" : "eval"}`;
+    let plan = this.#plans.get(key);
+    if (plan) {
+      this.#plans.delete(key);
+      this.#plans.set(key, plan);
+      return plan;
+    }
+    while (this.#plans.size >= MAX_PLANS) {
+      const [old, p] = this.#plans.entries().next().value!;
+      p.destroy();
+      this.#plans.delete(old);
+    }
+    plan = new Plan(this.model.gpu);
+    const dropout = train ? this.#modelDropout() : undefined;
+    this.#recordForward(plan, B, T, dropout, train);
+    if (train) {
+      const t = (name: string) => this.#t.get(name)!;
+      classificationLoss(plan, {
+        loss: t("rowLoss"),
+        dlogits: t("dlogits"),
+        logits: t("logits"),
+        labels: t("labels"),
+        B,
+        L: this.options.numLabels,
+      });
+      this.#recordBackward(plan, B, T, dropout);
+    }
+    this.#plans.set(key, plan);
+    return plan;
+  }
+
+  #modelDropout(): ModelDropout | undefined {
+    const r = this.options.transformerDropout;
+    return r.embdPdrop > 0 || r.attnPdrop > 0 || r.residPdrop > 0 ? { key: this.#key, rates: r } : undefined;
+  }
+
+  /** Whether attention needs the padding mask: only left-padded batches have padding before the text. */
+  get #masked(): boolean {
+    return this.options.pooling === "last";
+  }
+
+  #headDropout(B: number) {
+    const rate = this.options.classifierDropout;
+    const site = classifierDropoutSite(this.model.config.nLayer);
+    return rate > 0 ? { key: this.#key, site, rate, rows: B, cols: this.model.config.nEmbd } : undefined;
+  }
+
+  #recordForward(plan: Plan, B: number, T: number, dropout: ModelDropout | undefined, train: boolean): void {
+    const m = this.model;
+    const { nEmbd: C, nHead: H, nLayer: L, layerNormEpsilon: eps } = m.config;
+    const N = B * T;
+    const t = (name: string) => this.#t.get(name)!;
+    const wte = m.byName.get("wte.weight")!.parts;
+    if (this.options.positions === "sequence" && this.#masked) {
+      embedAt(plan, {
+        out: t("encoded"),
+        tokens: t("tokens"),
+        pos: t("positions"),
+        wte,
+        wpe: m.view("wpe.weight"),
+        nSeq: N,
+        C,
+      });
+    } else {
+      embeddingForward(plan, {
+        out: t("encoded"),
+        tokens: t("tokens"),
+        wte,
+        wpe: m.view("wpe.weight"),
+        B,
+        T,
+        C,
+      });
+    }
+    if (dropout && dropout.rates.embdPdrop > 0) {
+      dropoutInPlace(plan, t("encoded"), {
+        key: dropout.key,
+        site: DROPOUT_SITE.embd,
+        rate: dropout.rates.embdPdrop,
+        rows: N,
+        cols: C,
+      });
+    }
+    const keyStart = this.#masked ? t("keyStart") : undefined;
+    for (let l = 0; l < L; l++) {
+      const a = this.#blockActs(l);
+      blockForward(plan, {
+        w: blockWeights(m, l),
+        x: this.#blockInput(l),
+        a,
+        N,
+        C,
+        eps,
+        attention: () =>
+          attentionForward(plan, {
+            y: a.atty,
+            lse: this.#layers[l].attLse,
+            qkv: a.qkv,
+            B,
+            T,
+            C,
+            H,
+            dropout: attentionDropout(dropout, l),
+            keyStart,
+          }),
+        dropout,
+        layer: l,
+      });
+    }
+    layernormForward(plan, {
+      out: t("lnf"),
+      mean: t("lnfMean"),
+      rstd: t("lnfRstd"),
+      inp: this.#blockInput(L),
+      weight: m.view("ln_f.weight"),
+      bias: m.view("ln_f.bias"),
+      N,
+      C,
+      eps,
+    });
+    gatherRows(plan, { out: t("pooled"), x: t("lnf"), idx: t("poolIndex"), nSeq: B, T, C });
+    const hd = this.#head, heps = this.options.headEps, noAffine = { weight: t("ones"), bias: t("zeros") };
+    layernormForward(plan, {
+      out: t("h1"),
+      mean: t("h1Mean"),
+      rstd: t("h1Rstd"),
+      inp: t("pooled"),
+      ...noAffine,
+      N: B,
+      C,
+      eps: heps,
+    });
+    linearForward(plan, { y: t("z1"), x: t("h1"), W: hd.denseW, b: hd.denseB, rows: B, inC: C, outC: C });
+    geluErfForward(plan, { out: t("g1"), inp: t("z1"), n: B * C });
+    layernormForward(plan, {
+      out: t("h2"),
+      mean: t("h2Mean"),
+      rstd: t("h2Rstd"),
+      inp: t("g1"),
+      ...noAffine,
+      N: B,
+      C,
+      eps: heps,
+    });
+    const drop = train ? this.#headDropout(B) : undefined;
+    if (drop) dropoutInPlace(plan, t("h2"), drop);
+    linearForward(plan, {
+      y: t("logits"),
+      x: t("h2"),
+      W: hd.outW,
+      b: hd.outB,
+      rows: B,
+      inC: C,
+      outC: this.options.numLabels,
+    });
+  }
+
+  #recordBackward(plan: Plan, B: number, T: number, dropout: ModelDropout | undefined): void {
+    const m = this.model;
+    const { nEmbd: C, nHead: H, nLayer: L } = m.config;
+    const N = B * T;
+    const t = (name: string) => this.#t.get(name)!;
+    const hd = this.#head, hg = this.#headGrad;
+    const scratch = { dweight: t("lnScratchW"), dbias: t("lnScratchB"), weight: t("ones") };
+    linearBackward(plan, {
+      dx: t("dh2"),
+      dW: hg.outW,
+      db: hg.outB,
+      dy: t("dlogits"),
+      x: t("h2"),
+      W: hd.outW,
+      rows: B,
+      inC: C,
+      outC: this.options.numLabels,
+    });
+    const drop = this.#headDropout(B);
+    if (drop) dropoutInPlace(plan, t("dh2"), drop);
+    layernormBackward(plan, {
+      dinp: t("dg1"),
+      ...scratch,
+      dout: t("dh2"),
+      inp: t("g1"),
+      mean: t("h2Mean"),
+      rstd: t("h2Rstd"),
+      N: B,
+      C,
+    });
+    geluErfBackward(plan, { dinp: t("dz1"), inp: t("z1"), dout: t("dg1"), n: B * C });
+    linearBackward(plan, {
+      dx: t("dh1"),
+      dW: hg.denseW,
+      db: hg.denseB,
+      dy: t("dz1"),
+      x: t("h1"),
+      W: hd.denseW,
+      rows: B,
+      inC: C,
+      outC: C,
+    });
+    layernormBackward(plan, {
+      dinp: t("dpooled"),
+      ...scratch,
+      dout: t("dh1"),
+      inp: t("pooled"),
+      mean: t("h1Mean"),
+      rstd: t("h1Rstd"),
+      N: B,
+      C,
+    });
+    scatterRows(plan, { out: t("dlnf"), x: t("dpooled"), idx: t("poolIndex"), B, T, C });
+    const grads = new Map(this.grads.map((p) => [p.spec.name, p]));
+    const G = (name: string) => grads.get(name)!.parts[0].view;
+    const dresidual = t("dresidual");
+    layernormBackward(plan, {
+      dinp: dresidual,
+      dweight: G("ln_f.weight"),
+      dbias: G("ln_f.bias"),
+      dout: t("dlnf"),
+      inp: this.#blockInput(L),
+      weight: m.view("ln_f.weight"),
+      mean: t("lnfMean"),
+      rstd: t("lnfRstd"),
+      N,
+      C,
+    });
+    const keyStart = this.#masked ? t("keyStart") : undefined;
+    for (let l = L - 1; l >= 0; l--) {
+      blockBackward(plan, {
+        w: blockWeights(m, l),
+        g: blockGrads(grads, l),
+        x: this.#blockInput(l),
+        a: this.#blockActs(l),
+        attLse: this.#layers[l].attLse,
+        d: { dresidual, dlinearIn: t("dlinearIn"), dqkv: t("dqkv"), dgelu: t("dgelu"), dfch: t("dfch") },
+        B,
+        T,
+        C,
+        H,
+        dropout,
+        layer: l,
+        keyStart,
+      });
+    }
+    if (dropout && dropout.rates.embdPdrop > 0) {
+      dropoutInPlace(plan, dresidual, {
+        key: dropout.key,
+        site: DROPOUT_SITE.embd,
+        rate: dropout.rates.embdPdrop,
+        rows: N,
+        cols: C,
+      });
+    }
+    const shifted = this.options.positions === "sequence" && this.#masked;
+    embeddingBackward(plan, {
+      dwte: grads.get("wte.weight")!.parts,
+      dwpe: shifted ? undefined : G("wpe.weight"),
+      dout: dresidual,
+      groups: this.#groups,
+      B,
+      T,
+      C,
+    });
+    if (shifted) {
+      positionBackward(plan, { dwpe: G("wpe.weight"), dout: dresidual, start: t("keyStart"), B, T, C });
+    }
+  }
+
+  #blockActs(l: number) {
+    const a = this.#layers[l];
+    const proj = this.#t.get("proj")!;
+    return {
+      ln1: a.ln1,
+      ln1Mean: a.ln1Mean,
+      ln1Rstd: a.ln1Rstd,
+      qkv: a.qkv,
+      atty: a.atty,
+      attproj: proj,
+      res2: a.res2,
+      ln2: a.ln2,
+      ln2Mean: a.ln2Mean,
+      ln2Rstd: a.ln2Rstd,
+      fch: a.fch,
+      gelu: this.#t.get("gelu")!,
+      fcproj: proj,
+      out: a.out,
+    };
+  }
+
+  #blockInput(l: number): TensorView {
+    return l > 0 ? this.#layers[l - 1].out : this.#t.get("encoded")!;
+  }
+
+  /** Encode clearing the gradients and the accumulated activation gradients. */
+  #encodeClear(enc: GPUCommandEncoder): void {
+    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
+    for (const v of [...Object.values(this.#headGrad), ...this.#accumulated]) enc.clearBuffer(v.buffer);
+  }
+
+  async #readOut(B: number, withLoss: boolean): Promise<{ loss: number; logits: Float32Array }> {
+    const gpu = this.model.gpu;
+    const logits = await gpu.read(this.#t.get("logits")!, 0, B * this.options.numLabels);
+    if (!withLoss) return { loss: NaN, logits };
+    const rows = await gpu.read(this.#t.get("rowLoss")!, 0, B);
+    let s = 0;
+    for (const x of rows) s += x;
+    return { loss: s / B, logits };
+  }
+
+  /** Forward, loss and backward at the masks of the next step, without updating (for gradient checks). */
+  async computeGradients(batch: ClassifierBatch): Promise<{ loss: number; logits: Float32Array }> {
+    if (!batch.labels) throw new Error("computeGradients needs labels");
+    this.#upload(batch);
+    this.#key.setStep(this.step + 1);
+    const enc = this.model.gpu.device.createCommandEncoder();
+    this.#encodeClear(enc);
+    this.#plan(batch.B, batch.T, true).encode(enc);
+    this.model.gpu.device.queue.submit([enc.finish()]);
+    return await this.#readOut(batch.B, true);
+  }
+
+  /** One AdamW step on a labelled batch at learning rate `lr`: the mean loss and the train-mode logits. */
+  async trainStep(batch: ClassifierBatch, lr: number): Promise<{ loss: number; logits: Float32Array }> {
+    if (!batch.labels) throw new Error("trainStep needs labels");
+    this.#upload(batch);
+    this.step++;
+    this.#key.setStep(this.step);
+    const a = this.options.adamw;
+    const gpu = this.model.gpu;
+    gpu.write(
+      this.#stepParams,
+      packStepParams({
+        lr,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        weightDecay: a.weightDecay,
+        step: this.step,
+      }),
+    );
+    const enc = gpu.device.createCommandEncoder();
+    this.#encodeClear(enc);
+    this.#plan(batch.B, batch.T, true).encode(enc);
+    this.#optimizer.encode(enc);
+    gpu.device.queue.submit([enc.finish()]);
+    return await this.#readOut(batch.B, true);
+  }
+
+  /** Eval-mode logits [B, L] of a batch (no dropout, no update). */
+  async predict(batch: ClassifierBatch): Promise<Float32Array> {
+    this.#upload(batch);
+    const enc = this.model.gpu.device.createCommandEncoder();
+    this.#plan(batch.B, batch.T, false).encode(enc);
+    this.model.gpu.device.queue.submit([enc.finish()]);
+    return (await this.#readOut(batch.B, false)).logits;
+  }
+}
