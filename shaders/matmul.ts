@@ -37,6 +37,7 @@ import {
   uniformLayout,
 } from "./gpu.ts";
 
+import { chooseTiled } from "./tune.ts";
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
 const BM = TM, BN = WG * TN;
@@ -63,8 +64,9 @@ const TILE_CPU: Vec4Layout = { name: "tile16x16", WX: 8, WY: 8, TM: 16, TN: 16 }
 /** CPU adapters, products of 17-64 rows: 8 x 16 per thread, so a 64-row block wastes no lanes. */
 const TILE_CPU_MID: Vec4Layout = { name: "tile8x16", WX: 8, WY: 8, TM: 8, TN: 16 };
 /**
- * GPUs: 8 x 8 per thread (64 accumulators), so a thread's tile and its loaded vectors stay in
- * registers. Not tuned on a GPU: none was available; correctness is tested on every run.
+ * GPUs, f16 operands: 8 x 8 per thread (64 accumulators), so a thread's tile and its loaded vectors stay
+ * in registers. GPU products in f32 of more than 16 rows run the workgroup-memory kernels of
+ * `matmul_tiled.ts` instead.
  */
 const TILE_GPU: Vec4Layout = { name: "tile8x8", WX: 16, WY: 8, TM: 8, TN: 8 };
 const WIDE: Vec4Layout = { name: "wide", WX: 16, WY: 1, TM: 4, TN: 16 };
@@ -114,8 +116,14 @@ export interface MatmulArgs {
   accumulate?: boolean;
   /** "scalar" forces the scalar kernel (a plain register-tiled matmul: the benchmark's reference). */
   kernel?: "auto" | "scalar";
-  /** Register tiles of the vec4 kernel; default by adapter ({@link Gpu.cpuLike}). */
+  /**
+   * Kernel family of the vec4 core; default the device's ({@link Gpu.kernels}). "gpu" runs f32 products of
+   * more than 16 rows on the workgroup-memory kernel of `matmul_tiled.ts`, its candidate chosen by the
+   * tuner (`tune.ts`).
+   */
   tiles?: "cpu" | "gpu";
+  /** Pin this tiled candidate (by name, `TILED_CANDIDATES`) instead of the tuner's choice: tests, bench. */
+  candidate?: string;
   /**
    * A and B are f16 tensors (shaders/f16.ts; needs `shader-f16`): strides and offsets of A and B count
    * halves; products, sums, bias and out stay f32.
@@ -358,9 +366,16 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   }
   const whole: Block = { M, N, K, lda, ldb, ldc, aOff, bOff, cOff, dOff: 0, accumulate, bias: !!bias };
   const views = bias ? [out, a, b, bias] : [out, a, b];
-  const tile = (args.tiles ?? (plan.gpu.cpuLike ? "cpu" : "gpu")) === "cpu" ? TILE_CPU : TILE_GPU;
+  const tile = (args.tiles ?? plan.gpu.kernels) === "cpu" ? TILE_CPU : TILE_GPU;
   const record = (blk: Block, vec4: boolean) =>
-    recordBlock(plan, views, { transA, transB, half: !!args.half }, blk, vec4 ? tile : undefined);
+    recordBlock(
+      plan,
+      views,
+      { transA, transB, half: !!args.half },
+      blk,
+      vec4 ? tile : undefined,
+      args.candidate,
+    );
 
   // The vec4 core: K, and M or N where vectors run along them, rounded down to multiples of 4.
   const Mv = transA ? M & ~3 : M, Nv = transB ? N : N & ~3, Kv = K & ~3;
@@ -403,13 +418,17 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   }
 }
 
-/** Record one kernel launch over `blk` (views: out, a, b, then bias); the vec4 kernel with `tile`. */
+/**
+ * Record one kernel launch over `blk` (views: out, a, b, then bias); the vec4 kernel with `tile`, except
+ * that GPU tiles of f32 products go to the tuned workgroup-memory kernel (`candidate` pins one).
+ */
 function recordBlock(
   plan: Plan,
   views: TensorView[],
   { transA, transB, half }: { transA: boolean; transB: boolean; half: boolean },
   blk: Block,
   tile: Vec4Layout | undefined,
+  candidate?: string,
 ): void {
   const layout = !tile
     ? undefined
@@ -418,12 +437,16 @@ function recordBlock(
     : tile === TILE_CPU && blk.M <= TILE_CPU_MID.WY * TILE_CPU_MID.TM
     ? TILE_CPU_MID
     : tile;
+  const bound = blk.bias ? views : views.slice(0, 3);
+  if (layout === TILE_GPU && !half) {
+    chooseTiled(plan, bound, { transA, transB, bias: blk.bias, accumulate: blk.accumulate }, blk, candidate);
+    return;
+  }
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
   const u = plan.params(PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
   const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
   const code = sourceFor(variant, layout);
-  const bound = blk.bias ? views : views.slice(0, 3);
   const kind = `${layout ? "_v4" : ""}${half ? "_f16" : ""}`;
   const label = `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}${kind}`;
   plan.add(code, [u, ...bound], grid(plan.gpu, tiles), label);
