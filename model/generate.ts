@@ -12,6 +12,7 @@
  * @module
  */
 import { GpuCapacityError, type GpuLimits, Plan, type TensorView } from "../shaders/gpu.ts";
+import { tune } from "../shaders/tune.ts";
 import type { GPT2Config } from "./config.ts";
 import { blockForward, blockWeights, type GPT2, lmHeadForward, Workspace } from "./gpt2.ts";
 import { activationFloats, activationTable } from "./activations.ts";
@@ -318,6 +319,7 @@ export class Generator {
     gpu.write(st.pos, last);
     gpu.write(st.lens, Uint32Array.from(contexts, (c) => c.length));
     gpu.write(st.ids, Uint32Array.from(seqIds, (v) => v >>> 0));
+    await tune(gpu);
 
     const device = gpu.device;
     const begin = () => {

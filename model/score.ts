@@ -6,6 +6,7 @@
  */
 import type { GPT2 } from "./gpt2.ts";
 import { Workspace } from "./gpt2.ts";
+import { tune } from "../shaders/tune.ts";
 
 /** Scoring settings. */
 export interface ScoreOptions {
@@ -57,6 +58,7 @@ export class BatchScorer {
       const B = Math.max(1, Math.min(maxB, Math.floor(maxTokens / T), order.length - at));
       const idx = order.slice(at, at + B);
       const ws = this.#workspace(B, T);
+      await tune(this.model.gpu);
       const inputs = new Uint32Array(B * T);
       const targets = new Uint32Array(B * T);
       idx.forEach((i, b) => {

@@ -4,6 +4,7 @@
  * @module
  */
 import { Plan, type TensorView } from "../shaders/gpu.ts";
+import { tune } from "../shaders/tune.ts";
 import {
   allocParams,
   type DeviceParam,
@@ -229,6 +230,7 @@ export class Trainer {
       );
     }
     const ws = this.workspace(batch.nSeq, batch.T);
+    await tune(this.model.gpu);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     this.step++;
     this.#dropout?.key.setStep(this.step);
@@ -278,6 +280,7 @@ export class Trainer {
    */
   async computeGradients(batch: Batch, loss: LossSpec): Promise<StepMetrics> {
     const ws = this.workspace(batch.nSeq, batch.T);
+    await tune(this.model.gpu);
     // The masks of the step trainStep would take next.
     this.#dropout?.key.setStep(this.step + 1);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
