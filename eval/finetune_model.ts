@@ -90,13 +90,17 @@ export function transpose(a: Float32Array, rows: number, cols: number): Float32A
   return out;
 }
 
-/** The head as the pipeline's state dict names it ([out, in] weights). */
-export function headStateDict(h: HeadWeights, C: number, L: number): Map<string, Float32Array> {
+/** The head as the pipeline's state dict names it, with shapes ([out, in] weights). */
+export function headStateDict(
+  h: HeadWeights,
+  C: number,
+  L: number,
+): Map<string, { shape: number[]; data: Float32Array }> {
   return new Map([
-    [HEAD_TENSORS.denseWeight, transpose(h.denseW, C, C)],
-    [HEAD_TENSORS.denseBias, h.denseB],
-    [HEAD_TENSORS.outWeight, transpose(h.outW, C, L)],
-    [HEAD_TENSORS.outBias, h.outB],
+    [HEAD_TENSORS.denseWeight, { shape: [C, C], data: transpose(h.denseW, C, C) }],
+    [HEAD_TENSORS.denseBias, { shape: [C], data: h.denseB }],
+    [HEAD_TENSORS.outWeight, { shape: [L, C], data: transpose(h.outW, C, L) }],
+    [HEAD_TENSORS.outBias, { shape: [L], data: h.outB }],
   ]);
 }
 
