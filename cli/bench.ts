@@ -16,7 +16,18 @@
  */
 import { median, numberOption, parseCommand, required, runMain } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
-import { computeMain, Gpu, grid, Plan, storage, type TensorView, uniformLayout } from "../shaders/gpu.ts";
+import {
+  computeMain,
+  type Gpu,
+  type GpuDescription,
+  grid,
+  Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "../shaders/gpu.ts";
+import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
+import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
 import {
   activationFloats,
@@ -60,6 +71,7 @@ const SPEC = {
   "mem-seq": { type: "string", help: "GPT-2 124M memory report: sequence length", default: "512" },
   "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
   quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
+  ...GPU_FLAGS,
 } as const;
 
 /** One kernel measurement. */
@@ -93,6 +105,8 @@ export interface TrainResult {
 /** Everything `bench` measures. */
 export interface BenchResults {
   adapter: string;
+  /** Backend, adapter info, kernel family and device features ({@link Gpu.describe}). */
+  device: GpuDescription;
   date: string;
   deno: string;
   quick: boolean;
@@ -207,6 +221,8 @@ function matmulKernel(
   a: { M: number; N: number; K: number; transA?: boolean; transB?: boolean; accumulate?: boolean } & {
     bias?: boolean;
     kernel?: "auto" | "scalar";
+    tiles?: "cpu" | "gpu";
+    candidate?: string;
   },
 ): Promise<KernelResult> {
   const { M, N, K } = a;
@@ -279,6 +295,20 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   const R = Math.max(1, Math.min(N, Math.floor(DEFAULT_LOGITS_BUDGET_BYTES / (V * 4))));
   const Vc = splitRows(V, C, gpu.limits.maxStorageBufferBindingSize)[0];
   log(await matmulKernel(gpu, iters, "LM head chunk (x·wte^T)", { M: R, N: Vc, K: C, transB: true }));
+  // The GPU family's workgroup-memory candidates (what the tuner picks from) at the x·W shape, on any
+  // adapter; on a CPU adapter they show what llvmpipe makes of GPU-style kernels.
+  for (const c of TILED_CANDIDATES) {
+    if (!tiledFits(c, gpu.limits)) continue;
+    log(
+      await matmulKernel(gpu, iters, `tiled ${c.name}`, {
+        M: N,
+        N: F,
+        K: C,
+        tiles: "gpu",
+        candidate: c.name,
+      }),
+    );
+  }
   // Causal attention: QK^T and PV over the lower triangle; backward recomputes P and does 4 products.
   const hd = C / H;
   const attFlops = 2 * 2 * B * H * ((T * (T + 1)) / 2) * hd;
@@ -687,7 +717,7 @@ async function compare(
 /** The results as a text table. */
 export function formatResults(r: BenchResults): string {
   const lines = [
-    `adapter: ${r.adapter}${r.quick ? " (quick shapes)" : ""}; load average ${
+    `${describeLine(r.device)}${r.quick ? " (quick shapes)" : ""}; load average ${
       r.loadavg.start.join(" ")
     } at the ` +
     `start, ${r.loadavg.end?.join(" ")} at the end`,
@@ -778,13 +808,14 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     ? { L: 1, C: 32, H: 2, T: 16, B: 2, V: 128 }
     : { L: int("layers"), C: int("width"), H: int("heads"), T: int("seq"), B: int("batch"), V: int("vocab") };
   const jsonPath = required(v.json, "json");
-  const device = gpu ?? await Gpu.create();
-  console.error(`bench on ${device.adapterName}`);
+  const device = gpu ?? await openGpu(v, { quiet: true });
+  console.error(`bench on ${describeLine(device.describe())}`);
   const shapes: KernelShapes = quick
     ? { N: 64, C: 64, H: 2, B: 2, T: 32, V: 1000, adamN: 1 << 14 }
     : { N: 1024, C: 768, H: 12, B: 2, T: 512, V: 50257, adamN: 1 << 23 };
   const results: BenchResults = {
     adapter: device.adapterName,
+    device: device.describe(),
     date: new Date().toISOString(),
     deno: Deno.version.deno,
     quick,

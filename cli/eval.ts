@@ -27,7 +27,8 @@ import { curveCsv, curveHtml, curveJson, curveSvg, findCheckpoints, wordsFromNam
 import { type AoaCheckpoint, aoaCurves, aoaScore, parseCdiHuman, surprisalJson } from "../eval/aoa.ts";
 import { EWOK_PASSWORD } from "../eval/zip.ts";
 import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
-import { Gpu } from "../shaders/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
+import { GPU_FLAGS, type GpuFlagValues, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { TOKENIZER_FILE } from "../model/tokenizer.ts";
 
@@ -41,6 +42,8 @@ export interface LoadedModel {
 
 /** One WebGPU device for every model this process loads (a run's checkpoints come one after another). */
 let device: Promise<Gpu> | undefined;
+/** The device flags of this process's command line (`--kernels`, `--tune`, `--tune-cache`). */
+let gpuFlags: GpuFlagValues = {};
 
 /**
  * Load the Hugging Face GPT-2 directory `modelDir` (config.json, model.safetensors, tokenizer.json) onto
@@ -55,7 +58,7 @@ export async function loadScorer(modelDir: string): Promise<LoadedModel> {
       `${modelDir}: tokenizer.json has ${tokenizer.vocabSize} ids but config.json's vocab_size is ${config.vocabSize}`,
     );
   }
-  device ??= Gpu.create();
+  device ??= openGpu(gpuFlags);
   const gpu = await device;
   const model = GPT2.create(gpu, config, weights);
   const scorer = new GpuEvalScorer(model);
@@ -140,6 +143,7 @@ const SPEC = {
     help: "--run: evaluate checkpoints again even when their report exists",
     default: false,
   },
+  ...GPU_FLAGS,
 } as const;
 
 async function isDir(path: string): Promise<boolean> {
@@ -210,6 +214,7 @@ const SUMMARY =
 export async function main(args: string[] = Deno.args, load: typeof loadScorer = loadScorer): Promise<void> {
   const o = parseCommand("eval", SUMMARY, SPEC, args);
   if (o === undefined) return;
+  gpuFlags = o;
   const model = o.model as string | undefined, run = o.run as string | undefined;
   if ((model === undefined) === (run === undefined)) {
     throw new UsageError("give exactly one of --model DIR or --run RUN_DIR");

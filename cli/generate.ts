@@ -11,7 +11,7 @@
  * @module
  */
 import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
-import { Gpu } from "../shaders/gpu.ts";
+import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { generate } from "../model/generate.ts";
 import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
@@ -35,6 +35,7 @@ const SPEC = {
   "top-k": { type: "string", help: "keep the k most likely tokens; 0 = off", default: "0" },
   seed: { type: "string", help: "random seed", default: "0" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "64" },
+  ...GPU_FLAGS,
 } as const;
 
 /** One input line, resolved to token ids. */
@@ -147,10 +148,10 @@ export async function runGenerate(args: string[]): Promise<void> {
   }
   const tok = hasTokenizer ? await getTokenizer() : undefined;
 
-  const gpu = await Gpu.create();
+  const gpu = await openGpu(o, { quiet: true });
   const model = GPT2.create(gpu, config, weights);
   console.error(
-    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each, on ${gpu.adapterName}`,
+    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each; ${describeLine(gpu.describe())}`,
   );
   const progress = new Progress("generate", contexts.length * maxTokens, "tok");
   const start = performance.now();

@@ -20,7 +20,8 @@ import type { Checkpoint } from "../model/checkpoint.ts";
 import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
 import { loadCheckpoint, loadTokenizer, readJsonLinesFile, saveCheckpoint } from "./files.ts";
 import type { JsonLine } from "../model/jsonl.ts";
-import { Gpu } from "../shaders/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
+import { GPU_FLAGS, type GpuFlagValues, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import {
   type AdamWConfig,
@@ -278,6 +279,7 @@ export const TRAIN_OPTIONS = {
     help: "shuffle each epoch (false: consecutive lines in file order)",
     default: "true",
   },
+  ...GPU_FLAGS,
 } satisfies Record<string, OptionSpec>;
 
 /** The parsed optimiser and loop settings. */
@@ -292,6 +294,8 @@ export interface TrainOptions {
   shuffle: boolean;
   /** `--dropout`: one rate for the four sites; absent: the model's config.json rates. */
   dropout?: number;
+  /** `--kernels`, `--tune`, `--tune-cache`. */
+  gpu: GpuFlagValues;
 }
 
 /** Parse {@link TRAIN_OPTIONS} values. */
@@ -324,6 +328,7 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",
     dropout: v.dropout === undefined ? undefined : dropoutOption(v.dropout),
+    gpu: { kernels: v.kernels as string, tune: v.tune as string, "tune-cache": v["tune-cache"] as string },
   };
 }
 
@@ -387,7 +392,7 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
   await checkOutDir(job.out);
   const steps = stepBatches(job.items.length, o);
   const schedule = { ...o.schedule, totalSteps: o.schedule.totalSteps || steps.length };
-  const gpu = job.gpu ?? await Gpu.create();
+  const gpu = job.gpu ?? await openGpu(o.gpu);
   // Train mode as transformers': the config.json rates unless --dropout sets them; the saved config says which.
   const rates = o.dropout === undefined
     ? model.checkpoint.config.dropout ?? GPT2_DROPOUT

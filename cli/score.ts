@@ -12,7 +12,8 @@
 import { numberOption, parseCommand, Progress, required, runMain } from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
 import { loadModelDir, readRecords, readSequences } from "./lm_data.ts";
-import { Gpu } from "../shaders/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
+import { GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { BatchScorer } from "../model/score.ts";
 
@@ -21,6 +22,7 @@ const SPEC = {
   input: { type: "string", help: 'JSON lines: {"tokens": [ids]} or {"text": "..."}' },
   output: { type: "string", help: "output JSON-lines file (default: stdout)" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "32" },
+  ...GPU_FLAGS,
 } as const;
 
 /** One output line. */
@@ -44,7 +46,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
   const batchSize = numberOption(v["batch-size"], "batch-size", { min: 1, integer: true });
   const model = await loadModelDir(modelDir);
   const seqs = readSequences(await readRecords(input), input, model, { bos: true, eos: false }, 0);
-  const device = gpu ?? await Gpu.create();
+  const device = gpu ?? await openGpu(v);
   const scorer = new BatchScorer(GPT2.create(device, model.checkpoint.config, model.checkpoint.weights));
   const progress = new Progress("score", seqs.length, "seq");
   const lps = await scorer.tokenLogprobs(seqs, {

@@ -4,7 +4,7 @@
  * and a teacher URL is the model card's run. `--resume RUN_DIR` continues a killed run.
  * @module
  */
-import { Gpu } from "../shaders/gpu.ts";
+import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { clearKilledWrites, loadCheckpoint, loadPromptTemplate, loadTokenizer } from "./files.ts";
 import {
   checkResumeConfig,
@@ -75,6 +75,7 @@ const SPEC = {
     help: "LM epochs per round (the card's 8; the baseline's config.yaml has 7)",
   },
   ...OPTIMIZER_FLAGS,
+  ...GPU_FLAGS,
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
 
@@ -265,9 +266,13 @@ export async function main(args: string[]): Promise<void> {
   // tokenizer.json is trained again, the same for the same config).
   if (!opts.resume) await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
   if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
-  const gpu = await Gpu.create();
+  const gpu = await openGpu(opts, { quiet: true });
+  // The device of this start (a resume may run on another): backend, adapter, kernel family, features.
+  await storage.writeText("device.json", JSON.stringify(gpu.describe(), null, 2) + "\n");
   console.error(
-    `adapter: ${gpu.adapterName}; student: ${inputs.modelConfig.nLayer} layers, width ${inputs.modelConfig.nEmbd}, ` +
+    `${
+      describeLine(gpu.describe())
+    }; student: ${inputs.modelConfig.nLayer} layers, width ${inputs.modelConfig.nEmbd}, ` +
       `vocabulary ${inputs.modelConfig.vocabSize}; teacher: ${inputs.teacher.name}; prepared in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,

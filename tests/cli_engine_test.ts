@@ -5,6 +5,7 @@
  * tokenizer.json, the schedule and clipping flags, and malformed input.
  */
 import assert from "node:assert/strict";
+import { TILED_CANDIDATES } from "../shaders/matmul_tiled.ts";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
@@ -302,7 +303,9 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
   const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
   assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
-  assert.equal(r.kernels.length, 14);
+  // 14 kernel families and references, then one row per tiled matmul candidate.
+  assert.equal(r.kernels.length, 14 + TILED_CANDIDATES.length);
+  assert.deepEqual(r.device, gpu.describe());
   for (const k of r.kernels) {
     assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && Number.isFinite(k.gbps), k.name);
     // Every kernel is judged against one of the two references measured first.

@@ -4,6 +4,7 @@
  * @module
  */
 import { Gpu } from "../shaders/gpu.ts";
+import { attachTuner } from "../shaders/tune.ts";
 import { Rng } from "../model/random.ts";
 
 /** `n` normal(0, std) samples from a seeded generator. */
@@ -23,9 +24,21 @@ export function randint(n: number, max: number, seed: number): Uint32Array {
 }
 
 let shared: Promise<Gpu> | undefined;
-/** One device for the whole test process. */
+/**
+ * One device for the whole test process. TEST_KERNELS=cpu|gpu forces that kernel family (`tests/run.ts`
+ * forces the GPU family on its Vulkan pass). Matmul tuning is off, so every run records the fixed default
+ * candidate (`tune_test.ts` attaches its own tuners).
+ */
 export function testGpu(): Promise<Gpu> {
-  shared ??= Gpu.create();
+  shared ??= (async () => {
+    const kernels = Deno.env.get("TEST_KERNELS") ?? "auto";
+    if (kernels !== "auto" && kernels !== "cpu" && kernels !== "gpu") {
+      throw new Error(`TEST_KERNELS must be auto, cpu or gpu, got "${kernels}"`);
+    }
+    const gpu = await Gpu.create({ kernels });
+    await attachTuner(gpu, { mode: "off" });
+    return gpu;
+  })();
   return shared;
 }
 
