@@ -9,6 +9,7 @@
 import type { GPT2Config } from "./config.ts";
 import { numel } from "./params.ts";
 import { EmbeddingGroups } from "../shaders/embedding.ts";
+import { halfWords } from "../shaders/f16.ts";
 
 /**
  * What a tensor is for: `batch` the per-row inputs and outputs (tokens, masks, lp); `kept` the forward's
@@ -65,6 +66,8 @@ export interface ActivationOptions {
   /** Prefill for generation: no logits chunk, and each sequence's last row `last` [B, C]. */
   prefill: boolean;
   logits: LogitsChunk;
+  /** Precision f16 (model/precision.ts): the f16 copies the matmuls read (two halves per element). */
+  half?: boolean;
 }
 
 /** Every tensor of a workspace for B x T, in allocation order. */
@@ -98,6 +101,15 @@ export function activationTable(
     a("logits", [Math.max(1, options.logits.rows * options.logits.stride)], "kept"),
   ];
   if (options.prefill) model.push(a("last", [B, C], "batch"));
+  /** f16 copy of a matmul's input: a linear's (at most [N, 4C]) or lnf for the LM head. */
+  if (options.half) model.push(a("x16", [halfWords(N * 4 * C)], "scratch"));
+  if (options.half && options.training) {
+    model.push(
+      /** f16 copy of a linear's output gradient (at most [N, 4C]) and of the dlogits chunk. */
+      a("dy16", [halfWords(N * 4 * C)], "grad"),
+      a("dlogits16", [halfWords(Math.max(1, options.logits.rows * options.logits.stride))], "grad"),
+    );
+  }
   if (options.training) {
     const groups = EmbeddingGroups.lengths(N);
     model.push(

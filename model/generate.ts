@@ -20,6 +20,7 @@ import { layernormForward } from "../shaders/layernorm.ts";
 import { attentionDecode } from "../shaders/attention.ts";
 import { advance, copyColumns, embedAt, increment, kvStore } from "../shaders/kvcache.ts";
 import { sample, type SamplingParams } from "../shaders/sampling.ts";
+import { castToHalf, halfWords } from "../shaders/f16.ts";
 
 /** Generation settings. */
 export interface GenerateOptions {
@@ -240,6 +241,8 @@ interface DecodeState {
   decodeStep: Plan;
   owned: TensorView[];
   prefill?: PrefillState;
+  /** Precision f16: the f16 copy of a linear's or the LM head's input rows (nSeq * 4C halves). */
+  x16?: TensorView;
 }
 
 /**
@@ -412,6 +415,7 @@ export class Generator {
       pick: new Plan(gpu),
       decodeStep: new Plan(gpu),
       owned,
+      x16: model.half ? t(halfWords(nSeq * 4 * C), "x16") : undefined,
     };
     const tok = t(nSeq, "tok");
     const x = t(nSeq * C, "x"),
@@ -441,11 +445,14 @@ export class Generator {
         copyColumns(d, { out: q, x: qkv, rows: nSeq, C, ld: 3 * C, offset: 0 });
         attentionDecode(d, { y, q, kCache: k, vCache: v, lengths: lens, nSeq, C, H, maxT });
       };
-      blockForward(d, { w: blockWeights(model, l), x, a: acts, N: nSeq, C, eps, attention });
+      const half = model.half && { W: model.half.blocks[l], x16: st.x16! };
+      blockForward(d, { w: blockWeights(model, l), x, a: acts, N: nSeq, C, eps, attention, half });
     }
     const lnf = { weight: model.view("ln_f.weight"), bias: model.view("ln_f.bias") };
     layernormForward(d, { out: ln, mean, rstd, inp: x, ...lnf, N: nSeq, C, eps });
-    lmHeadForward(d, { logits: st.logits, x: ln, wte, R: nSeq, C, ld: V });
+    const half = model.half && { wte: model.half.wte, x16: st.x16! };
+    if (half) castToHalf(d, { out: half.x16, inp: ln, n: nSeq * C });
+    lmHeadForward(d, { logits: st.logits, x: ln, wte, R: nSeq, C, ld: V, half });
     st.decodeStep.append(d);
     st.decodeStep.append(st.pick);
     this.#state = st;
@@ -462,7 +469,9 @@ export class Generator {
     const firstLogits = new Plan(gpu);
     const { nEmbd: C, vocabSize: V } = this.model.config;
     const wte = this.model.byName.get("wte.weight")!.parts;
-    lmHeadForward(firstLogits, { logits: st.logits, x: ws.last!, wte, R: st.nSeq, C, ld: V });
+    const half = this.model.half && { wte: this.model.half.wte, x16: st.x16! };
+    if (half) castToHalf(firstLogits, { out: half.x16, inp: ws.last!, n: st.nSeq * C });
+    lmHeadForward(firstLogits, { logits: st.logits, x: ws.last!, wte, R: st.nSeq, C, ld: V, half });
     const firstStep = new Plan(gpu);
     firstStep.append(firstLogits);
     firstStep.append(st.pick);

@@ -25,6 +25,8 @@ import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentro
 import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders/embedding.ts";
 import { gatherRows, kvStore } from "../shaders/kvcache.ts";
 import { Rng } from "./random.ts";
+import { type BlockHalfWeights, HalfWeights, type Precision } from "./precision.ts";
+import { castToHalf } from "../shaders/f16.ts";
 
 /** A slice of the token embedding: rows [v0, v1) of wte, small enough for one binding. */
 export interface WteChunk {
@@ -107,6 +109,8 @@ export class GPT2 {
   readonly config: GPT2Config;
   readonly params: DeviceParam[];
   readonly byName: Map<string, DeviceParam>;
+  /** The f16 copies of the matmul weights under precision f16 ({@link usePrecision}). */
+  half?: HalfWeights;
 
   private constructor(gpu: Gpu, config: GPT2Config) {
     this.gpu = gpu;
@@ -132,6 +136,29 @@ export class GPT2 {
       }
       writeParts(this.gpu, p, w);
     }
+    this.half?.cast.run();
+  }
+
+  /** The precision of the matmul operands (model/precision.ts). */
+  get precision(): Precision {
+    return this.half ? "f16" : "f32";
+  }
+
+  /**
+   * Run the matmuls in `precision` from now on: f16 makes the weights' f16 copies (throws naming the
+   * feature and the adapter without `shader-f16`). Call it before making workspaces, trainers, scorers
+   * or generators: they record their plans for the precision in force when they are made.
+   */
+  usePrecision(precision: Precision): this {
+    if (precision === this.precision) return this;
+    if (precision === "f32") {
+      this.half!.destroy();
+      this.half = undefined;
+      return this;
+    }
+    this.half = new HalfWeights(this);
+    this.half.cast.run();
+    return this;
   }
 
   /** Download all weights (for checkpoints). */
@@ -142,6 +169,7 @@ export class GPT2 {
   /** Free the parameter buffers; the model is unusable afterwards. */
   destroy(): void {
     for (const p of this.params) for (const part of p.parts) this.gpu.free(part.view);
+    this.half?.destroy();
   }
 
   /** The parameter's single view; throws for split tensors. */
@@ -247,6 +275,15 @@ export interface BlockActivations {
   out: TensorView;
 }
 
+/** Precision f16 for one block: its f16 weights and the f16 scratch its matmuls read. */
+export interface BlockHalf {
+  W: BlockHalfWeights;
+  /** A linear's input in f16, at least N * 4C halves. */
+  x16: TensorView;
+  /** Backward: a linear's output gradient in f16, at least N * 4C halves. */
+  dy16?: TensorView;
+}
+
 /**
  * Training-mode dropout (transformers' train mode): the per-step key, the rates, and the mask sites of
  * the embedding output and of each block (shaders/dropout.ts). Only a training workspace has one.
@@ -275,7 +312,7 @@ export function attentionDropout(d: ModelDropout | undefined, layer: number) {
  */
 export function blockForward(
   plan: Plan,
-  { w, x, a, N, C, eps, attention, dropout, layer = 0 }: {
+  { w, x, a, N, C, eps, attention, dropout, layer = 0, half }: {
     w: BlockWeights;
     x: TensorView;
     a: BlockActivations;
@@ -285,29 +322,51 @@ export function blockForward(
     attention: () => void;
     dropout?: ModelDropout;
     layer?: number;
+    /** Precision f16: the block's f16 weights and scratch for the linears' f16 inputs (N * 4C halves). */
+    half?: BlockHalf;
   },
 ): void {
+  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16 };
   const rate = dropout?.rates.residPdrop ?? 0;
   const attnDrop = dropSpec(dropout, rate, DROPOUT_SITE.attnResid(layer), N, C);
   const mlpDrop = dropSpec(dropout, rate, DROPOUT_SITE.mlpResid(layer), N, C);
   layernormForward(plan, { out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: x, ...w.ln1, N, C, eps });
-  linearForward(plan, { y: a.qkv, x: a.ln1, ...w.attn, rows: N, inC: C, outC: 3 * C });
+  linearForward(plan, { y: a.qkv, x: a.ln1, ...w.attn, rows: N, inC: C, outC: 3 * C, half: h(half?.W.attn) });
   attention();
-  linearForward(plan, { y: a.attproj, x: a.atty, ...w.attnProj, rows: N, inC: C, outC: C });
+  linearForward(plan, {
+    y: a.attproj,
+    x: a.atty,
+    ...w.attnProj,
+    rows: N,
+    inC: C,
+    outC: C,
+    half: h(half?.W.attnProj),
+  });
   if (attnDrop) dropoutResidual(plan, a.res2, x, a.attproj, attnDrop);
   else residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
   layernormForward(plan, { out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.res2, ...w.ln2, N, C, eps });
-  linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C });
+  linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C, half: h(half?.W.fc) });
   geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
-  linearForward(plan, { y: a.fcproj, x: a.gelu, ...w.fcProj, rows: N, inC: 4 * C, outC: C });
+  linearForward(plan, {
+    y: a.fcproj,
+    x: a.gelu,
+    ...w.fcProj,
+    rows: N,
+    inC: 4 * C,
+    outC: C,
+    half: h(half?.W.fcProj),
+  });
   if (mlpDrop) dropoutResidual(plan, a.out, a.res2, a.fcproj, mlpDrop);
   else residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
 }
 
-/** logits[0:R, :] = x[r0:r0+R] · wte^T (the tied LM head), one matmul per wte chunk; row stride `ld`. */
+/**
+ * logits[0:R, :] = x[r0:r0+R] · wte^T (the tied LM head), one matmul per wte chunk; row stride `ld`.
+ * With `half` the matmuls read x16 (x's f16 copy, cast by the caller) and wte's f16 chunks instead.
+ */
 export function lmHeadForward(
   plan: Plan,
-  { logits, x, wte, R, C, ld, r0 = 0 }: {
+  { logits, x, wte, R, C, ld, r0 = 0, half }: {
     logits: TensorView;
     x: TensorView;
     wte: WteChunk[];
@@ -315,13 +374,15 @@ export function lmHeadForward(
     C: number;
     ld: number;
     r0?: number;
+    half?: { wte: WteChunk[]; x16: TensorView };
   },
 ): void {
-  for (const chunk of wte) {
+  (half?.wte ?? wte).forEach((chunk) => {
     matmul(plan, {
       out: logits,
-      a: x,
+      a: half?.x16 ?? x,
       b: chunk.view,
+      half: !!half,
       M: R,
       N: chunk.v1 - chunk.v0,
       K: C,
@@ -330,7 +391,7 @@ export function lmHeadForward(
       ldc: ld,
       cOffset: chunk.v0,
     });
-  }
+  });
 }
 
 /**
@@ -339,7 +400,7 @@ export function lmHeadForward(
  */
 function lmHeadBackward(
   plan: Plan,
-  { dx, dwte, dlogits, x, wte, R, C, ld, r0 }: {
+  { dx, dwte, dlogits, x, wte, R, C, ld, r0, half }: {
     dx: TensorView;
     dwte: WteChunk[];
     dlogits: TensorView;
@@ -349,16 +410,19 @@ function lmHeadBackward(
     C: number;
     ld: number;
     r0: number;
+    /** Read f16 copies: wte's chunks, x16 (x's, cast by the caller), dlogits16 (cast here). */
+    half?: { wte: WteChunk[]; x16: TensorView; dlogits16: TensorView };
   },
 ): void {
-  wte.forEach((chunk, i) => {
+  if (half) castToHalf(plan, { out: half.dlogits16, inp: dlogits, n: R * ld });
+  (half?.wte ?? wte).forEach((chunk, i) => {
     const K = chunk.v1 - chunk.v0;
-    const a = { a: dlogits, lda: ld, aOffset: chunk.v0 };
+    const a = { a: half?.dlogits16 ?? dlogits, lda: ld, aOffset: chunk.v0, half: !!half };
     matmul(plan, { out: dx, ...a, b: chunk.view, M: R, N: C, K, cOffset: r0 * C, accumulate: i > 0 });
     matmul(plan, {
       out: dwte[i].view,
       ...a,
-      b: x,
+      b: half?.x16 ?? x,
       M: K,
       N: C,
       K: R,
@@ -456,6 +520,7 @@ export class Workspace {
       training: !!options.grads,
       prefill: !!options.prefill,
       logits,
+      half: !!model.half,
     });
     const alloc = (spec: ActivationSpec, label: string) => {
       const view = gpu.tensor(numel(spec.shape), label);
@@ -538,6 +603,18 @@ export class Workspace {
     };
   }
 
+  /** Block l's f16 weights and scratch under precision f16. */
+  #blockHalf(l: number): BlockHalf | undefined {
+    const half = this.model.half;
+    return half && { W: half.blocks[l], x16: this.#t.get("x16")!, dy16: this.#t.get("dy16") };
+  }
+
+  /** The LM head's f16 operands (lnf's copy in x16) under precision f16. */
+  #headHalf(): { wte: WteChunk[]; x16: TensorView } | undefined {
+    const half = this.model.half;
+    return half && { wte: half.wte, x16: this.#t.get("x16")! };
+  }
+
   /** Block l's input: the embeddings for the first block, else the previous block's output. */
   #blockInput(l: number): TensorView {
     return l > 0 ? this.#layers[l - 1].out : this.#t.get("encoded")!;
@@ -599,6 +676,7 @@ export class Workspace {
         attention,
         dropout: this.#dropout,
         layer: l,
+        half: this.#blockHalf(l),
       });
     }
     const lnf = { weight: m.view("ln_f.weight"), bias: m.view("ln_f.bias") };
@@ -623,9 +701,11 @@ export class Workspace {
       V,
       ld: this.logitsStride,
     };
+    const half = this.#headHalf();
+    if (half) castToHalf(plan, { out: half.x16, inp: t("lnf"), n: N * C });
     for (let r0 = 0; r0 < N; r0 += this.logitsRows) {
       const R = Math.min(this.logitsRows, N - r0);
-      lmHeadForward(plan, { logits: chunk.logits, x: t("lnf"), wte, R, C, ld: this.logitsStride, r0 });
+      lmHeadForward(plan, { logits: chunk.logits, x: t("lnf"), wte, R, C, ld: this.logitsStride, r0, half });
       crossEntropyForward(plan, { ...chunk, lp: this.lp, R, rowOffset: r0 });
     }
   }
@@ -647,10 +727,14 @@ export class Workspace {
     const ld = this.logitsStride;
     const wte = m.byName.get("wte.weight")!.parts;
     const dwte = grads.get("wte.weight")!.parts;
+    const half = this.#headHalf();
+    // lnf's f16 copy for the head's matmuls (the blocks' backward overwrites x16 later).
+    if (half) castToHalf(plan, { out: half.x16, inp: lnf, n: N * C });
+    const headHalf = half && { ...half, dlogits16: t("dlogits16") };
     for (let r0 = 0; r0 < N; r0 += this.logitsRows) {
       const R = Math.min(this.logitsRows, N - r0);
       // With one chunk the forward pass left the logits in place; otherwise recompute them.
-      if (this.logitsRows < N) lmHeadForward(plan, { logits, x: lnf, wte, R, C, ld, r0 });
+      if (this.logitsRows < N) lmHeadForward(plan, { logits, x: lnf, wte, R, C, ld, r0, half });
       crossEntropyBackward(plan, {
         logits,
         lse: this.logitsLse,
@@ -661,7 +745,7 @@ export class Workspace {
         rowOffset: r0,
         ld,
       });
-      lmHeadBackward(plan, { dx: dlnf, dwte, dlogits: logits, x: lnf, wte, R, C, ld, r0 });
+      lmHeadBackward(plan, { dx: dlnf, dwte, dlogits: logits, x: lnf, wte, R, C, ld, r0, half: headHalf });
     }
     layernormBackward(plan, {
       dinp: dresidual,
@@ -689,6 +773,7 @@ export class Workspace {
         H,
         dropout: this.#dropout,
         layer: l,
+        half: this.#blockHalf(l),
       });
     }
     // The embedding output was dropped in place: its gradient is masked the same way.
@@ -729,7 +814,7 @@ export class Workspace {
  */
 export function blockBackward(
   plan: Plan,
-  { w, g, x, a, attLse, d, B, T, C, H, dropout, layer, keyStart }: {
+  { w, g, x, a, attLse, d, B, T, C, H, dropout, layer, keyStart, half }: {
     w: BlockWeights;
     g: BlockGrads;
     x: TensorView;
@@ -750,9 +835,12 @@ export function blockBackward(
     layer: number;
     /** The forward attention's padding mask (shaders/attention.ts), if it had one. */
     keyStart?: TensorView;
+    /** Precision f16 (dy16 required): the linears' matmuls read f16 copies. */
+    half?: BlockHalf;
   },
 ): void {
   const N = B * T;
+  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16, dy16: half.dy16! };
   const { dresidual, dqkv, dgelu, dfch } = d;
   // The C-wide linear inputs' gradients, one buffer in turn.
   const dln2 = d.dlinearIn, datty = d.dlinearIn, dln1 = d.dlinearIn;
@@ -774,9 +862,20 @@ export function blockBackward(
     rows: N,
     inC: 4 * C,
     outC: C,
+    half: h(half?.W.fcProj),
   });
   geluBackward(plan, { dinp: dfch, inp: a.fch, dout: dgelu, n: N * 4 * C });
-  linearBackward(plan, { dx: dln2, ...g.fc, dy: dfch, x: a.ln2, W: w.fc.W, rows: N, inC: C, outC: 4 * C });
+  linearBackward(plan, {
+    dx: dln2,
+    ...g.fc,
+    dy: dfch,
+    x: a.ln2,
+    W: w.fc.W,
+    rows: N,
+    inC: C,
+    outC: 4 * C,
+    half: h(half?.W.fc),
+  });
   layernormBackward(plan, {
     dinp: dresidual,
     ...g.ln2,
@@ -799,6 +898,7 @@ export function blockBackward(
     rows: N,
     inC: C,
     outC: C,
+    half: h(half?.W.attnProj),
   });
   attentionBackward(plan, {
     dqkv,
@@ -822,6 +922,7 @@ export function blockBackward(
     rows: N,
     inC: C,
     outC: 3 * C,
+    half: h(half?.W.attn),
   });
   layernormBackward(plan, {
     dinp: dresidual,

@@ -19,6 +19,8 @@ import type { DropoutRates } from "./config.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
 import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss } from "../shaders/loss.ts";
+import { scaleBy } from "../shaders/f16.ts";
+import { LossScaler, type ScalerOptions, type ScalerState } from "./scaler.ts";
 
 /** AdamW settings (PyTorch `torch.optim.AdamW` semantics). */
 export interface AdamWConfig {
@@ -69,6 +71,18 @@ export interface StepMetrics {
   gradNorm: number;
   lr: number;
   step: number;
+  /** Precision f16: the loss scale this step multiplied the loss gradient by. */
+  lossScale?: number;
+  /** Precision f16: the gradients overflowed, so the step was skipped (weights and AdamW's t unchanged). */
+  skipped?: boolean;
+}
+
+/** Optimiser state: AdamW's step count and moments, and under precision f16 the loss scaler's state. */
+export interface TrainerState {
+  step: number;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+  scaler?: ScalerState;
 }
 
 /** Options of a {@link Trainer}. */
@@ -79,6 +93,8 @@ export interface TrainerOptions {
    * all rates 0: no dropout work is recorded.
    */
   dropout?: { seed: number; rates: DropoutRates };
+  /** Dynamic loss scaling under precision f16 (model/scaler.ts); GradScaler's defaults when absent. */
+  scaler?: ScalerOptions;
 }
 
 /** Optimiser state plus a cache of workspaces, one per batch shape. */
@@ -90,9 +106,16 @@ export class Trainer {
   readonly v: DeviceParam[];
   /** Number of optimiser steps taken (AdamW's t). */
   step = 0;
+  /** The loss scale under precision f16 (the model's precision when the trainer was made). */
+  readonly scaler?: LossScaler;
   #stepParams: TensorView;
   #norm: GradNorm;
+  #normPlan: Plan;
+  #adamwPlan: Plan;
+  /** The gradient norm then AdamW: what a step runs after backward. */
   #optimizer: Plan;
+  /** The loss scale as the loss plans read it (f16). */
+  #scaleFactor?: TensorView;
   #metrics: TensorView;
   #workspaces = new Map<string, Workspace>();
   #lossPlans = new Map<string, Plan>();
@@ -112,11 +135,16 @@ export class Trainer {
     this.#stepParams = gpu.tensor(16, "adamw.step");
     this.#metrics = gpu.tensor(METRICS_LENGTH, "metrics");
     const gradViews = this.grads.flatMap((p) => p.parts.map((part) => part.view));
-    this.#optimizer = new Plan(gpu);
-    this.#norm = new GradNorm(this.#optimizer, gradViews, adamw.clipNorm);
+    this.#normPlan = new Plan(gpu);
+    this.#adamwPlan = new Plan(gpu);
+    this.#norm = new GradNorm(this.#normPlan, gradViews, adamw.clipNorm);
+    if (model.half) {
+      this.scaler = new LossScaler(options.scaler);
+      this.#scaleFactor = gpu.tensor(1, "loss_scale");
+    }
     this.model.params.forEach((p, i) => {
       p.parts.forEach((part, j) => {
-        adamwStep(this.#optimizer, {
+        adamwStep(this.#adamwPlan, {
           param: part.view,
           grad: this.grads[i].parts[j].view,
           m: this.m[i].parts[j].view,
@@ -127,6 +155,9 @@ export class Trainer {
         });
       });
     });
+    this.#optimizer = new Plan(gpu);
+    this.#optimizer.append(this.#normPlan);
+    this.#optimizer.append(this.#adamwPlan);
   }
 
   /**
@@ -143,7 +174,10 @@ export class Trainer {
     for (const plan of this.#lossPlans.values()) plan.destroy();
     this.#lossPlans.clear();
     this.#optimizer.destroy();
+    this.#normPlan.destroy();
+    this.#adamwPlan.destroy();
     for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
+    if (this.#scaleFactor) gpu.free(this.#scaleFactor);
     this.#dropout?.key.destroy();
   }
 
@@ -203,6 +237,8 @@ export class Trainer {
           gamma: loss.gamma,
         });
       }
+      // f16: backward starts from the scaled loss gradient, so every gradient is scaled.
+      if (this.#scaleFactor) scaleBy(plan, { x: ws.g, factor: this.#scaleFactor, n: ws.B * ws.T });
       this.#lossPlans.set(key, plan);
     }
     return plan;
@@ -232,6 +268,7 @@ export class Trainer {
     const ws = this.workspace(batch.nSeq, batch.T);
     await tune(this.model.gpu);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
+    if (this.scaler) return this.#scaledStep(ws, loss, lr, this.scaler);
     this.step++;
     this.#dropout?.key.setStep(this.step);
     const a = this.adamw;
@@ -259,6 +296,56 @@ export class Trainer {
     return { ...(await this.#readMetrics(loss)), gradNorm: norm[0], lr, step: this.step };
   }
 
+  /**
+   * A step under dynamic loss scaling: forward, loss, backward from the scaled loss gradient and the
+   * (scaled) gradient norm in one submission; then, only if that norm is finite, AdamW with the clip
+   * coefficient divided by the scale (PyTorch: unscale, clip, step) and the recast of the f16 weights.
+   * An inf/NaN norm skips the update and leaves AdamW's t; the scaler backs off either way as GradScaler
+   * does.
+   */
+  async #scaledStep(ws: Workspace, loss: LossSpec, lr: number, scaler: LossScaler): Promise<StepMetrics> {
+    const gpu = this.model.gpu;
+    const scale = scaler.scale;
+    const step = this.step + 1;
+    this.#dropout?.key.setStep(step);
+    gpu.write(this.#scaleFactor!, Float32Array.of(scale));
+    const device = gpu.device;
+    const enc = device.createCommandEncoder();
+    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
+    ws.encodeClear(enc);
+    ws.forward.encode(enc);
+    this.#lossPlan(ws, loss).encode(enc);
+    ws.backward!.encode(enc);
+    this.#normPlan.encode(enc);
+    device.queue.submit([enc.finish()]);
+    const [scaledNorm] = await gpu.read(this.#norm.output, 0, 1);
+    const finite = Number.isFinite(scaledNorm);
+    const norm = scaledNorm / scale;
+    if (finite) {
+      this.step = step;
+      const a = this.adamw;
+      gpu.write(
+        this.#stepParams,
+        packStepParams({ lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay, step }),
+      );
+      const clip = a.clipNorm > 0 ? Math.min(1, a.clipNorm / (norm + 1e-6)) : 1;
+      gpu.write(this.#norm.output, Float32Array.of(norm, clip / scale));
+      const enc2 = device.createCommandEncoder();
+      this.#adamwPlan.encode(enc2);
+      this.model.half!.cast.encode(enc2);
+      device.queue.submit([enc2.finish()]);
+    }
+    scaler.update(finite);
+    return {
+      ...(await this.#readMetrics(loss)),
+      gradNorm: norm,
+      lr,
+      step: this.step,
+      lossScale: scale,
+      skipped: !finite,
+    };
+  }
+
   /** The loss metrics of the last forward pass; the total is simpo + lambda * LM in the preference phase. */
   async #readMetrics(loss: LossSpec): Promise<Omit<StepMetrics, "gradNorm" | "lr" | "step">> {
     const m = await this.model.gpu.read(this.#metrics);
@@ -283,6 +370,8 @@ export class Trainer {
     await tune(this.model.gpu);
     // The masks of the step trainStep would take next.
     this.#dropout?.key.setStep(this.step + 1);
+    // Unscaled: the gradients themselves (under f16, from f16 matmul operands).
+    if (this.#scaleFactor) this.model.gpu.write(this.#scaleFactor, Float32Array.of(1));
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();
@@ -300,18 +389,23 @@ export class Trainer {
     return readAll(this.model.gpu, this.grads);
   }
 
-  /** Optimiser state for checkpoints: step count and both moments. */
-  async getState(): Promise<{ step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }> {
+  /** Optimiser state for checkpoints: step count, both moments, and the loss scaler's state under f16. */
+  async getState(): Promise<TrainerState> {
     return {
       step: this.step,
       m: await readAll(this.model.gpu, this.m),
       v: await readAll(this.model.gpu, this.v),
+      ...(this.scaler ? { scaler: this.scaler.getState() } : {}),
     };
   }
 
-  /** Restore optimiser state saved by {@link getState}. */
-  setState(state: { step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }): void {
+  /**
+   * Restore optimiser state saved by {@link getState}. Under f16 a state without the scaler's (saved in
+   * f32) starts the scaler afresh.
+   */
+  setState(state: TrainerState): void {
     this.step = state.step;
+    if (this.scaler && state.scaler) this.scaler.setState(state.scaler);
     for (const [set, values] of [[this.m, state.m], [this.v, state.v]] as const) {
       for (const p of set) {
         const data = values.get(p.spec.name);

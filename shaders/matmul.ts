@@ -36,8 +36,9 @@ import {
   type TensorView,
   uniformLayout,
 } from "./gpu.ts";
-
+import { castToHalf } from "./f16.ts";
 import { chooseTiled } from "./tune.ts";
+
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
 const BM = TM, BN = WG * TN;
@@ -519,14 +520,24 @@ export interface LinearArgs {
   rows: number;
   inC: number;
   outC: number;
+  /**
+   * Mixed precision: W16, W's f16 copy (shaders/f16.ts), and x16, scratch for x's f16 copy (at least
+   * rows * inC halves). The matmul reads both in f16 and sums in f32; x, b, y and the gradients stay f32.
+   */
+  half?: { W16: TensorView; x16: TensorView };
 }
 
 /** Record y = x W + b (y overwritten). */
 export function linearForward(
   plan: Plan,
-  { y, x, W, b, rows, inC, outC }: LinearArgs & { y: TensorView },
+  { y, x, W, b, rows, inC, outC, half }: LinearArgs & { y: TensorView },
 ): void {
-  matmul(plan, { out: y, a: x, b: W, bias: b, M: rows, N: outC, K: inC });
+  if (!half) {
+    matmul(plan, { out: y, a: x, b: W, bias: b, M: rows, N: outC, K: inC });
+    return;
+  }
+  castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
+  matmul(plan, { out: y, a: half.x16, b: half.W16, bias: b, M: rows, N: outC, K: inC, half: true });
 }
 
 /** The gradients {@link linearBackward} writes: dx is overwritten, dW and db accumulate. */
@@ -538,12 +549,37 @@ export interface LinearGrads {
   dy: TensorView;
 }
 
-/** Record the backward of y = x W + b: dW += x^T dy, db += column sums of dy, dx = dy W^T. */
+/**
+ * Record the backward of y = x W + b: dW += x^T dy, db += column sums of dy, dx = dy W^T. With `half`
+ * (and dy16, scratch of rows * outC halves) both matmuls read f16 copies of x, dy and W; db sums dy in
+ * f32.
+ */
 export function linearBackward(
   plan: Plan,
-  { dx, dW, db, dy, x, W, rows, inC, outC }: Omit<LinearArgs, "b"> & LinearGrads,
+  { dx, dW, db, dy, x, W, rows, inC, outC, half }: Omit<LinearArgs, "b" | "half"> & LinearGrads & {
+    half?: LinearArgs["half"] & { dy16: TensorView };
+  },
 ): void {
-  matmul(plan, { out: dW, a: x, b: dy, M: inC, N: outC, K: rows, transA: true, accumulate: true });
+  if (!half) {
+    matmul(plan, { out: dW, a: x, b: dy, M: inC, N: outC, K: rows, transA: true, accumulate: true });
+    if (db) biasBackward(plan, { dbias: db, dout: dy, M: rows, N: outC });
+    matmul(plan, { out: dx, a: dy, b: W, M: rows, N: inC, K: outC, transB: true });
+    return;
+  }
   if (db) biasBackward(plan, { dbias: db, dout: dy, M: rows, N: outC });
-  matmul(plan, { out: dx, a: dy, b: W, M: rows, N: inC, K: outC, transB: true });
+  castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
+  castToHalf(plan, { out: half.dy16, inp: dy, n: rows * outC });
+  const [x16, dy16] = [half.x16, half.dy16];
+  matmul(plan, {
+    out: dW,
+    a: x16,
+    b: dy16,
+    M: inC,
+    N: outC,
+    K: rows,
+    transA: true,
+    accumulate: true,
+    half: true,
+  });
+  matmul(plan, { out: dx, a: dy16, b: half.W16, M: rows, N: inC, K: outC, transB: true, half: true });
 }

@@ -1,8 +1,8 @@
 /**
  * The f16 kernels against float64: the cast (bits as round-to-nearest-even gives them, overflow to inf,
  * NaN kept), the f16-operand matmul (every variant, shapes that are not tile multiples, strides and
- * offsets in halves) and the loss-scale multiply. Needs `shader-f16` (lavapipe, GPUs); skipped with a
- * note where the adapter lacks it (llvmpipe on GL).
+ * offsets in halves) and the loss-scale multiply. The f16 ones need `shader-f16` (lavapipe, GPUs) and are
+ * skipped with a note where the adapter lacks it (llvmpipe on GL).
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { Plan } from "../shaders/gpu.ts";
@@ -171,8 +171,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "scaleBy multiplies by the factor buffer, rewritten without re-recording",
-  ignore,
+  name: "scaleBy multiplies by the factor buffer, rewritten without re-recording (f32: every adapter)",
   fn: async () => {
     const n = 1001, x0 = randn(n, 9);
     const x = gpu.tensor(n), factor = gpu.tensor(1);

@@ -1,0 +1,105 @@
+/**
+ * Mixed precision (`--precision f16`): what is f16 and what stays f32.
+ *
+ * f16: the operands of every linear layer's and the tied LM head's matmuls. The weights' f16 copies
+ * ({@link HalfWeights}) are cast from the f32 master weights once per optimiser step (and whenever the
+ * weights are set); a matmul's activation input and, in backward, its output gradient are cast into f16
+ * scratch (`x16`, `dy16`, `dlogits16` of the activation table) right before the matmul reads them.
+ *
+ * f32: the master weights, AdamW and its moments, the gradients, every sum inside a matmul, LayerNorm
+ * (statistics included), attention, GELU, the logits, softmax / cross-entropy and the losses, the
+ * activations at rest, and checkpoints (always the f32 master weights).
+ *
+ * Gradients reach f16 scaled by the dynamic loss scale (model/scaler.ts) so that small ones do not
+ * flush to zero; the trainer unscales them in the clip coefficient and skips steps whose gradients
+ * overflowed.
+ * @module
+ */
+import { type Gpu, GpuCapacityError, Plan, type TensorView } from "../shaders/gpu.ts";
+import { castToHalf, halfWords } from "../shaders/f16.ts";
+import type { GPT2, WteChunk } from "./gpt2.ts";
+
+/** Numeric precision of the matmul operands. */
+export type Precision = "f32" | "f16";
+
+/** The accepted values of `--precision` and of the config key `precision`. */
+export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
+
+/** Throw unless `value` is a {@link Precision}, naming `where`. */
+export function parsePrecision(value: unknown, where: string): Precision {
+  if (value === "f32" || value === "f16") return value;
+  throw new Error(
+    `${where}: precision must be one of ${PRECISIONS.join(", ")}, got ${JSON.stringify(value)}`,
+  );
+}
+
+/**
+ * Throw a {@link GpuCapacityError} naming the feature and the adapter unless `gpu` can run f16 kernels
+ * (the device has `shader-f16`).
+ */
+export function checkHalfSupport(gpu: Pick<Gpu, "shaderF16" | "adapterName">): void {
+  if (gpu.shaderF16) return;
+  throw new GpuCapacityError(
+    `precision f16 needs the WebGPU feature "shader-f16", which the adapter "${gpu.adapterName}" does not ` +
+      `offer; use precision f32 (under Deno with Mesa, lavapipe on Vulkan has the feature and llvmpipe ` +
+      `on GL does not: unset DENO_WEBGPU_BACKEND or set it to vulkan)`,
+  );
+}
+
+/** The f16 copies of one block's linear weights. */
+export interface BlockHalfWeights {
+  attn: TensorView;
+  attnProj: TensorView;
+  fc: TensorView;
+  fcProj: TensorView;
+}
+
+/** f16 copies of every weight a matmul reads, and the plan that casts them from the f32 masters. */
+export class HalfWeights {
+  readonly blocks: BlockHalfWeights[];
+  /** wte's f16 copy, chunked like wte. */
+  readonly wte: WteChunk[];
+  /** Casts every copy from its master; run after the master weights change. */
+  readonly cast: Plan;
+  #owned: TensorView[] = [];
+  #gpu: Gpu;
+
+  constructor(model: GPT2) {
+    checkHalfSupport(model.gpu);
+    const gpu = model.gpu;
+    this.#gpu = gpu;
+    this.cast = new Plan(gpu);
+    const copy = (master: TensorView, label: string) => {
+      const view = gpu.tensor(halfWords(master.length), label);
+      this.#owned.push(view);
+      castToHalf(this.cast, { out: view, inp: master, n: master.length });
+      return view;
+    };
+    this.blocks = Array.from({ length: model.config.nLayer }, (_, l) => {
+      const w = (box: string) => copy(model.view(`h.${l}.${box}.weight`), `f16.h.${l}.${box}.weight`);
+      return {
+        attn: w("attn.c_attn"),
+        attnProj: w("attn.c_proj"),
+        fc: w("mlp.c_fc"),
+        fcProj: w("mlp.c_proj"),
+      };
+    });
+    this.wte = model.byName.get("wte.weight")!.parts.map((part, i) => ({
+      view: copy(part.view, `f16.wte.weight#${i}`),
+      v0: part.v0,
+      v1: part.v1,
+    }));
+  }
+
+  /** Bytes of the copies. */
+  get bytes(): number {
+    return this.#owned.reduce((n, v) => n + v.length * 4, 0);
+  }
+
+  /** Free the copies and the cast plan. */
+  destroy(): void {
+    for (const v of this.#owned) this.#gpu.free(v);
+    this.#owned = [];
+    this.cast.destroy();
+  }
+}
