@@ -23,7 +23,8 @@ import {
 } from "./common.ts";
 import { saveCheckpoint, writeFileAtomic } from "./files.ts";
 import { loadModelDir } from "./lm_data.ts";
-import { Gpu } from "../shaders/gpu.ts";
+import type { Gpu } from "../shaders/gpu.ts";
+import { GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { uniformDropout } from "../model/config.ts";
 import { serializeSafetensors } from "../model/safetensors.ts";
@@ -119,6 +120,7 @@ const SPEC = {
     help:
       "write each task's fine-tuned model (Hugging Face GPT-2 folder + classifier.safetensors) under DIR/<task>",
   },
+  ...GPU_FLAGS,
 } as const;
 
 /** One task's line of the summary. */
@@ -239,7 +241,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
   const output = typeof v.output === "string"
     ? v.output.replace(/\/+$/, "")
     : `results/${modelDir.split("/").pop()}/main/finetune`;
-  const device = gpu ?? await Gpu.create();
+  const device = gpu ?? await openGpu(v);
   const summary: TaskSummary[] = [];
   const encode = (text: string) => tok.encode(text);
   for (const task of tasks) {

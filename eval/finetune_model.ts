@@ -39,6 +39,7 @@ import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders
 import { embedAt, gatherRows } from "../shaders/kvcache.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
+import { tune } from "../shaders/tune.ts";
 import {
   classificationLoss,
   classifierDropoutSite,
@@ -711,9 +712,12 @@ export class Classifier {
     if (!batch.labels) throw new Error("computeGradients needs labels");
     this.#upload(batch);
     this.#key.setStep(this.step + 1);
+    const plan = this.#plan(batch.B, batch.T, true);
+    // A freshly recorded plan's matmuls take their tuned kernels (shaders/tune.ts) before it first runs.
+    await tune(this.model.gpu);
     const enc = this.model.gpu.device.createCommandEncoder();
     this.#encodeClear(enc);
-    this.#plan(batch.B, batch.T, true).encode(enc);
+    plan.encode(enc);
     this.model.gpu.device.queue.submit([enc.finish()]);
     return await this.#readOut(batch.B, true);
   }
@@ -737,9 +741,11 @@ export class Classifier {
         step: this.step,
       }),
     );
+    const plan = this.#plan(batch.B, batch.T, true);
+    await tune(gpu);
     const enc = gpu.device.createCommandEncoder();
     this.#encodeClear(enc);
-    this.#plan(batch.B, batch.T, true).encode(enc);
+    plan.encode(enc);
     this.#optimizer.encode(enc);
     gpu.device.queue.submit([enc.finish()]);
     return await this.#readOut(batch.B, true);
@@ -748,8 +754,10 @@ export class Classifier {
   /** Eval-mode logits [B, L] of a batch (no dropout, no update). */
   async predict(batch: ClassifierBatch): Promise<Float32Array> {
     this.#upload(batch);
+    const plan = this.#plan(batch.B, batch.T, false);
+    await tune(this.model.gpu);
     const enc = this.model.gpu.device.createCommandEncoder();
-    this.#plan(batch.B, batch.T, false).encode(enc);
+    plan.encode(enc);
     this.model.gpu.device.queue.submit([enc.finish()]);
     return (await this.#readOut(batch.B, false)).logits;
   }
