@@ -618,13 +618,16 @@ Deno.test({
           );
           assert(Number(d.haltSequences) - Number(d.pauseSequences) <= STUDENT_BATCH, JSON.stringify(d));
           assertEquals(await leaveAsks(), true, "a paused run asks before the page is left");
-          const held = await page.textContent("#phase-list [data-phase=student] .phase-detail");
+          // What the student has written: continuations and tokens (the rest of the line is rates).
+          const written = async () => {
+            const text = (await page.textContent("#phase-list [data-phase=student] .phase-detail"))!;
+            return { text, counts: text.match(/\d+\/\d+ continuations|[\d,]+ tokens(?!\/)/g) };
+          };
+          const held = await written();
           await page.waitForTimeout(2000);
-          assertEquals(
-            await page.textContent("#phase-list [data-phase=student] .phase-detail"),
-            held,
-            "wrote while paused",
-          );
+          const later = await written();
+          assertEquals(later.counts, held.counts, `wrote while paused: ${held.text} -> ${later.text}`);
+          assertEquals(Number(d.haltSequences), Number(/^(\d+)\//.exec(held.text)![1]));
           assertEquals(await num("#stat-steps"), 0, "a step ran while paused");
           await page.click("#btn-pause"); // Resume
           // Pause again once training has begun: it lands within one optimisation step.
