@@ -13,6 +13,8 @@ import {
   isTemporaryName,
   parseHfConfig,
   safetensorsFromWeights,
+  TOKENIZER_CONFIG_FILE,
+  tokenizerConfigFiles,
   WEIGHTS_FILE,
   weightsFromSafetensors,
 } from "../model/checkpoint.ts";
@@ -113,7 +115,9 @@ function checkExtraName(name: string): void {
  * temporary sibling directory, which is then renamed to `dir`. An existing `dir` is first renamed aside
  * and removed only after the new one is in place, so a crash leaves either the old checkpoint, or the
  * new one, or (in the instant between the two renames) the old one under `<dir>.old-<id>`; never a
- * half-written directory at `dir`.
+ * half-written directory at `dir`. With a `tokenizer.json` and no `tokenizer_config.json` among the extra
+ * files it adds `tokenizer_config.json` and `special_tokens_map.json` with a pad token
+ * (`tokenizerConfigFiles`), so transformers can pad batches of the checkpoint (the pipeline's fine-tuning).
  */
 export async function saveCheckpoint(
   dir: string,
@@ -130,6 +134,13 @@ export async function saveCheckpoint(
   ]);
   for (const [name, content] of Object.entries(extraFiles)) {
     files.set(name, typeof content === "string" ? new TextEncoder().encode(content) : content);
+  }
+  // transformers pads a batch only with a pad token, which tokenizer.json alone does not name.
+  const tokenizer = extraFiles[TOKENIZER_FILE];
+  if (tokenizer !== undefined && !(TOKENIZER_CONFIG_FILE in extraFiles)) {
+    for (const [name, content] of Object.entries(tokenizerConfigFiles(tokenizer, config))) {
+      files.set(name, new TextEncoder().encode(content));
+    }
   }
 
   const target = trimDir(dir);

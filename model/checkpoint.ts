@@ -236,3 +236,52 @@ export interface Checkpoint {
 export function isTemporaryName(name: string): boolean {
   return /\.[0-9a-f]{8}\.tmp$|\.(tmp|old)-[0-9a-f]{8}$/.test(name);
 }
+
+/** The tokenizer files transformers reads beside `tokenizer.json`. */
+export const TOKENIZER_CONFIG_FILE = "tokenizer_config.json";
+export const SPECIAL_TOKENS_FILE = "special_tokens_map.json";
+
+/** Pad-token spellings looked for before falling back to EOS (GPT-2 has none and pads with EOS). */
+const PAD_NAMES = ["<pad>", "<|padding|>", "[PAD]"];
+
+/**
+ * `tokenizer_config.json` and `special_tokens_map.json` for a checkpoint's `tokenizer.json`: BOS and EOS
+ * as config.json's ids spell them (UNK as EOS, as GPT-2's), and a pad token (a `<pad>`-like added token,
+ * else EOS), without which transformers refuses to pad a batch, so that the BabyLM pipeline's fine-tuning
+ * (`padding=True`) runs on the checkpoint unchanged. `PreTrainedTokenizerFast` loads `tokenizer.json` as
+ * it is.
+ */
+export function tokenizerConfigFiles(
+  tokenizerJson: string | Uint8Array,
+  config: GPT2Config,
+): Record<string, string> {
+  const text = typeof tokenizerJson === "string" ? tokenizerJson : new TextDecoder().decode(tokenizerJson);
+  const o = JSON.parse(text) as {
+    added_tokens?: { id: number; content: string }[];
+    model?: { vocab?: Record<string, number> };
+  };
+  const byId = new Map<number, string>();
+  for (const [token, id] of Object.entries(o.model?.vocab ?? {})) byId.set(id, token);
+  for (const t of o.added_tokens ?? []) byId.set(t.id, t.content);
+  const eos = byId.get(config.eosTokenId);
+  // An id the tokenizer does not have (a toy config) leaves its entry out rather than failing the save.
+  const specials = Object.fromEntries(
+    Object.entries({
+      bos_token: byId.get(config.bosTokenId),
+      eos_token: eos,
+      unk_token: eos,
+      pad_token: (o.added_tokens ?? []).find((t) => PAD_NAMES.includes(t.content))?.content ?? eos,
+    }).filter(([, v]) => v !== undefined),
+  );
+  const tokenizerConfig = {
+    ...specials,
+    add_prefix_space: false,
+    clean_up_tokenization_spaces: false,
+    model_max_length: config.nPositions,
+    tokenizer_class: "PreTrainedTokenizerFast",
+  };
+  return {
+    [TOKENIZER_CONFIG_FILE]: JSON.stringify(tokenizerConfig, null, 2) + "\n",
+    [SPECIAL_TOKENS_FILE]: JSON.stringify(specials, null, 2) + "\n",
+  };
+}

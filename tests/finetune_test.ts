@@ -233,6 +233,15 @@ Deno.test({
       assert.deepEqual(head.get(HEAD_TENSORS.outWeight)!.shape, [2, 32]);
       assert.deepEqual(head.get(HEAD_TENSORS.denseWeight)!.shape, [32, 32]);
     }
+    // Checkpoints carry the pad token transformers needs to pad a batch (GPT-2 pads with EOS).
+    for (const dir of [`${OUT}model`, `${OUT}saved/rte`]) {
+      const tc = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
+      assert.equal(tc.pad_token, "<|endoftext|>");
+      assert.equal(tc.eos_token, "<|endoftext|>");
+      assert.equal(tc.tokenizer_class, "PreTrainedTokenizerFast");
+      const map = JSON.parse(await Deno.readTextFile(`${dir}/special_tokens_map.json`));
+      assert.deepEqual(Object.keys(map).sort(), ["bos_token", "eos_token", "pad_token", "unk_token"]);
+    }
     const all = JSON.parse(await Deno.readTextFile(`${OUT}results/results.json`));
     assert.equal(all.tasks.length, 3);
   },
