@@ -440,6 +440,7 @@ export class LiveMode {
         );
       },
       onLog: (line) => this.#addLog(line),
+      flush: () => {},
       onHalted: (at) => {
         if (this.#state !== "pausing") return;
         this.#pausedAt = performance.now();

@@ -49,6 +49,11 @@ export interface WorkerCallbacks extends Required<LoopEvents> {
   onStudentTokens(round: number, sequences: number, tokens: number): void;
   /** A requested pause took effect: the run halted here and waits for resume (or stop). */
   onHalted(at: RunPosition): void;
+  /**
+   * Does nothing: the worker awaits it before `start` resolves, so every earlier callback (they share
+   * one channel, in order) has reached the page before the result, which comes on another.
+   */
+  flush(): void;
 }
 
 /** Options of a run that are not part of its config. */

@@ -139,9 +139,13 @@ class TrainingWorker implements TrainerApi {
       });
       at.steps = state.step;
       at.wordsSeen = state.wordsSeen;
+      await cb.flush();
       return result("done");
     } catch (e) {
-      if (abort.signal.aborted) return result("stopped");
+      if (abort.signal.aborted) {
+        await cb.flush();
+        return result("stopped");
+      }
       // comlink rebuilds Error objects on the page; give it a plain Error with the whole story.
       const err = e as Error;
       throw new Error(err?.message ?? String(e));
