@@ -14,7 +14,15 @@
  * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
  * @module
  */
-import { median, numberOption, parseCommand, required, runMain } from "./common.ts";
+import {
+  median,
+  numberOption,
+  parseCommand,
+  PRECISION_FLAG,
+  precisionFlag,
+  required,
+  runMain,
+} from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
 import {
   computeMain,
@@ -46,6 +54,8 @@ import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentro
 import { adamwStep, packStepParams, STEP_PARAMS_LENGTH } from "../shaders/adamw.ts";
 import { NORM_LENGTH } from "../shaders/reduce.ts";
 import { uniforms } from "../model/random.ts";
+import { halfWords } from "../shaders/f16.ts";
+import type { Precision } from "../model/precision.ts";
 
 const SPEC = {
   json: { type: "string", help: "write the results as JSON here", default: "bench-results/bench.json" },
@@ -71,6 +81,7 @@ const SPEC = {
   "mem-seq": { type: "string", help: "GPT-2 124M memory report: sequence length", default: "512" },
   "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
   quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -213,7 +224,10 @@ async function timePlan(gpu: Gpu, plan: Plan, iters: number): Promise<number> {
   return median(times);
 }
 
-/** A dense product `out[M,N] = op(A) op(B) (+ bias)` timed by {@link kernel}; shape printed as MxKxN. */
+/**
+ * A dense product `out[M,N] = op(A) op(B) (+ bias)` timed by {@link kernel}; shape printed as MxKxN.
+ * `half`: A and B are f16 tensors (mixed precision's matmul), filled with the same small values in f16.
+ */
 function matmulKernel(
   gpu: Gpu,
   iters: number,
@@ -223,22 +237,33 @@ function matmulKernel(
     kernel?: "auto" | "scalar";
     tiles?: "cpu" | "gpu";
     candidate?: string;
+    half?: boolean;
   },
 ): Promise<KernelResult> {
   const { M, N, K } = a;
+  const operandBytes = a.half ? 2 : 4;
+  const operand = (t: (n: number, label: string) => TensorView, n: number, label: string) => {
+    if (!a.half) return t(n, label);
+    const view = t(halfWords(n), label);
+    const r = uniforms(n);
+    const h = new Float16Array(2 * halfWords(n));
+    for (let i = 0; i < n; i++) h[i] = 0.1 * (r() - 0.5);
+    gpu.write(view, new Uint32Array(h.buffer));
+    return view;
+  };
   return kernel(
     gpu,
     iters,
     name,
     `${M}x${K}x${N}`,
     2 * M * N * K,
-    4 * (M * K + K * N + M * N),
+    operandBytes * (M * K + K * N) + 4 * M * N,
     (p, t) =>
       matmul(p, {
         ...a,
         out: t(M * N, "out"),
-        a: t(M * K, "a"),
-        b: t(K * N, "b"),
+        a: operand(t, M * K, "a"),
+        b: operand(t, K * N, "b"),
         bias: a.bias ? t(N, "bias") : undefined,
       }),
   );
@@ -295,6 +320,29 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   const R = Math.max(1, Math.min(N, Math.floor(DEFAULT_LOGITS_BUDGET_BYTES / (V * 4))));
   const Vc = splitRows(V, C, gpu.limits.maxStorageBufferBindingSize)[0];
   log(await matmulKernel(gpu, iters, "LM head chunk (x·wte^T)", { M: R, N: Vc, K: C, transB: true }));
+  // Mixed precision's f16-operand matmuls (f32 sums) at the same shapes, beside the f32 rows.
+  if (gpu.shaderF16) {
+    log(await matmulKernel(gpu, iters, "matmul fwd f16 (x·W)", { M: N, N: F, K: C, bias: true, half: true }));
+    log(
+      await matmulKernel(gpu, iters, "matmul dW f16 (x^T·dy)", {
+        M: C,
+        N: F,
+        K: N,
+        transA: true,
+        accumulate: true,
+        half: true,
+      }),
+    );
+    log(
+      await matmulKernel(gpu, iters, "LM head chunk f16 (x·wte^T)", {
+        M: R,
+        N: Vc,
+        K: C,
+        transB: true,
+        half: true,
+      }),
+    );
+  } else console.error(`  (no f16 matmul rows: adapter ${gpu.adapterName} has no shader-f16)`);
   // The GPU family's workgroup-memory candidates (what the tuner picks from) at the x·W shape, on any
   // adapter; on a CPU adapter they show what llvmpipe makes of GPU-style kernels.
   for (const c of TILED_CANDIDATES) {
@@ -482,8 +530,8 @@ function modelConfig(c: TrainResult["config"], nPositions = c.T): GPT2Config {
 }
 
 /** A trainer and a random LM batch for `c`; the caller times `step`. */
-function trainSetup(gpu: Gpu, c: TrainResult["config"], config: GPT2Config) {
-  const model = GPT2.create(gpu, config, undefined, 1);
+function trainSetup(gpu: Gpu, c: TrainResult["config"], config: GPT2Config, precision: Precision = "f32") {
+  const model = GPT2.create(gpu, config, undefined, 1).usePrecision(precision);
   const trainer = new Trainer(model);
   const r = uniforms(7);
   const n = c.B * c.T;
@@ -501,9 +549,10 @@ async function benchTrain(
   c: TrainResult["config"],
   config: GPT2Config,
   iters: number,
+  precision: Precision = "f32",
 ) {
   const before = gpu.allocatedBytes;
-  const { step, trainer, model } = trainSetup(gpu, c, config);
+  const { step, trainer, model } = trainSetup(gpu, c, config, precision);
   const s = await timeRuns(gpu, iters, step);
   const result: TrainResult = { name, config: c, msPerStep: s * 1000, tokensPerS: (c.B * c.T) / s };
   console.error(`  train ${name}: ${result.msPerStep.toFixed(0)} ms/step`);
@@ -522,9 +571,16 @@ async function benchTrain(
  * GPU bytes that GPT-2 training at B x T allocates (weights, gradients, moments, workspace), without
  * running a step; everything is freed again.
  */
-function allocatedForTraining(gpu: Gpu, config: GPT2Config, B: number, T: number): number {
+function allocatedForTraining(
+  gpu: Gpu,
+  config: GPT2Config,
+  B: number,
+  T: number,
+  precision: Precision = "f32",
+): number {
   const before = gpu.allocatedBytes;
-  const model = GPT2.create(gpu, { ...config, nPositions: Math.max(config.nPositions, T) }, undefined, 1);
+  const model = GPT2.create(gpu, { ...config, nPositions: Math.max(config.nPositions, T) }, undefined, 1)
+    .usePrecision(precision);
   const trainer = new Trainer(model);
   trainer.workspace(B, T);
   const allocated = gpu.allocatedBytes - before;
@@ -824,7 +880,10 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     train: [],
     generation: {} as BenchResults["generation"],
   };
-  const smallRun = await benchTrain(device, "small", small, modelConfig(small), steps);
+  // The training steps in --precision (named so in the table when f16).
+  const precision = precisionFlag(v.precision);
+  const tag = precision === "f32" ? "" : ` ${precision}`;
+  const smallRun = await benchTrain(device, `small${tag}`, small, modelConfig(small), steps, precision);
   results.train.push(smallRun.result);
   smallRun.destroy();
   // The memory report: 124M when it runs, else the small config.
@@ -837,7 +896,14 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   };
   if (!quick && v["skip-124m"] !== true) {
     const big = { L: 12, C: 768, H: 12, T: int("big-seq"), B: int("big-batch"), V: 50257 };
-    const bigRun = await benchTrain(device, "gpt2-124M", big, GPT2_124M, Math.max(1, steps - 1));
+    const bigRun = await benchTrain(
+      device,
+      `gpt2-124M${tag}`,
+      big,
+      GPT2_124M,
+      Math.max(1, steps - 1),
+      precision,
+    );
     results.train.push(bigRun.result);
     bigRun.destroy();
     const B = int("mem-batch"), T = int("mem-seq");
@@ -846,7 +912,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
       cfg: { ...GPT2_124M, nPositions: Math.max(GPT2_124M.nPositions, T) },
       B,
       T,
-      allocated: allocatedForTraining(device, GPT2_124M, B, T),
+      allocated: allocatedForTraining(device, GPT2_124M, B, T, precision),
     };
   }
   const params = parameterCount(mem.cfg);

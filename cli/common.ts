@@ -4,6 +4,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { parsePrecision, type Precision, PRECISIONS } from "../model/precision.ts";
 
 /** One command-line option. */
 export interface OptionSpec {
@@ -36,6 +37,28 @@ export function optimizerFlags(
   }
   if (v["clip-norm"] !== undefined) out.clipNorm = numberOption(v["clip-norm"], "clip-norm", { min: 0 });
   return out;
+}
+
+/**
+ * `--precision` of every command that runs the model (train, sft, simpo, score, generate, bench): the
+ * matmuls' precision (model/precision.ts). `train` takes the config's `precision` when it is absent.
+ */
+export const PRECISION_FLAG = {
+  precision: {
+    type: "string",
+    help: `matmul precision: ${PRECISIONS.join(" or ")} (f16: f16 operands, f32 sums, weights, optimiser ` +
+      "and losses, dynamic loss scaling; needs shader-f16)",
+  },
+} satisfies Record<string, OptionSpec>;
+
+/** The value of {@link PRECISION_FLAG}, or `fallback` when it is absent; a bad value is a usage error. */
+export function precisionFlag(value: unknown, fallback: Precision = "f32"): Precision {
+  if (value === undefined) return fallback;
+  try {
+    return parsePrecision(value, "--precision");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 /** A user-facing error: printed without a stack trace, exit code 1. */

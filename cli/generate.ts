@@ -10,7 +10,16 @@
  * stream (seed, i), so its output does not depend on the other lines or on --batch-size.
  * @module
  */
-import { numberOption, parseCommand, Progress, required, runMain, UsageError } from "./common.ts";
+import {
+  numberOption,
+  parseCommand,
+  PRECISION_FLAG,
+  precisionFlag,
+  Progress,
+  required,
+  runMain,
+  UsageError,
+} from "./common.ts";
 import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { generate } from "../model/generate.ts";
@@ -35,6 +44,7 @@ const SPEC = {
   "top-k": { type: "string", help: "keep the k most likely tokens; 0 = off", default: "0" },
   seed: { type: "string", help: "random seed", default: "0" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "64" },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -149,9 +159,11 @@ export async function runGenerate(args: string[]): Promise<void> {
   const tok = hasTokenizer ? await getTokenizer() : undefined;
 
   const gpu = await openGpu(o, { quiet: true });
-  const model = GPT2.create(gpu, config, weights);
+  const model = GPT2.create(gpu, config, weights).usePrecision(precisionFlag(o.precision));
   console.error(
-    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each; ${describeLine(gpu.describe())}`,
+    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each, ${model.precision}; ${
+      describeLine(gpu.describe())
+    }`,
   );
   const progress = new Progress("generate", contexts.length * maxTokens, "tok");
   const start = performance.now();

@@ -12,9 +12,12 @@ import {
   OPTIMIZER_FLAGS,
   optimizerFlags,
   type OptionSpec,
+  PRECISION_FLAG,
+  precisionFlag,
   Progress,
   UsageError,
 } from "./common.ts";
+import type { Precision } from "../model/precision.ts";
 import { GPT2_DROPOUT, uniformDropout } from "../model/config.ts";
 import type { Checkpoint } from "../model/checkpoint.ts";
 import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
@@ -279,6 +282,7 @@ export const TRAIN_OPTIONS = {
     help: "shuffle each epoch (false: consecutive lines in file order)",
     default: "true",
   },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } satisfies Record<string, OptionSpec>;
 
@@ -294,6 +298,8 @@ export interface TrainOptions {
   shuffle: boolean;
   /** `--dropout`: one rate for the four sites; absent: the model's config.json rates. */
   dropout?: number;
+  /** `--precision` of the matmuls (f16: dynamic loss scaling, skipped steps counted in metrics.jsonl). */
+  precision: Precision;
   /** `--kernels`, `--tune`, `--tune-cache`. */
   gpu: GpuFlagValues;
 }
@@ -328,6 +334,7 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",
     dropout: v.dropout === undefined ? undefined : dropoutOption(v.dropout),
+    precision: precisionFlag(v.precision),
     gpu: { kernels: v.kernels as string, tune: v.tune as string, "tune-cache": v["tune-cache"] as string },
   };
 }
@@ -398,7 +405,7 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
     ? model.checkpoint.config.dropout ?? GPT2_DROPOUT
     : uniformDropout(o.dropout);
   const config = { ...model.checkpoint.config, dropout: rates };
-  const gpt2 = GPT2.create(gpu, config, model.checkpoint.weights);
+  const gpt2 = GPT2.create(gpu, config, model.checkpoint.weights).usePrecision(o.precision);
   const trainer = new Trainer(gpt2, o.adamw, { dropout: { seed: o.seed, rates } });
   const rows: MetricsRow[] = [];
   const progress = new Progress(job.command, steps.length, "step");
@@ -413,6 +420,7 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
       lr,
       grad_norm: m.gradNorm,
       tokens_per_s: tokensPerSec,
+      ...(trainer.scaler ? { loss_scale: m.lossScale!, skipped_steps: trainer.scaler.skipped } : {}),
       ...job.extra?.(m),
     });
     progress.tick(1, `loss ${m.loss.toFixed(4)}`);

@@ -9,7 +9,15 @@
  * Without --output the lines go to stdout; with it the file is written atomically.
  * @module
  */
-import { numberOption, parseCommand, Progress, required, runMain } from "./common.ts";
+import {
+  numberOption,
+  parseCommand,
+  PRECISION_FLAG,
+  precisionFlag,
+  Progress,
+  required,
+  runMain,
+} from "./common.ts";
 import { writeFileAtomic } from "./files.ts";
 import { loadModelDir, readRecords, readSequences } from "./lm_data.ts";
 import type { Gpu } from "../shaders/gpu.ts";
@@ -22,6 +30,7 @@ const SPEC = {
   input: { type: "string", help: 'JSON lines: {"tokens": [ids]} or {"text": "..."}' },
   output: { type: "string", help: "output JSON-lines file (default: stdout)" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "32" },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -44,10 +53,13 @@ export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
   const modelDir = required(v.model, "model");
   const input = required(v.input, "input");
   const batchSize = numberOption(v["batch-size"], "batch-size", { min: 1, integer: true });
+  const precision = precisionFlag(v.precision);
   const model = await loadModelDir(modelDir);
   const seqs = readSequences(await readRecords(input), input, model, { bos: true, eos: false }, 0);
   const device = gpu ?? await openGpu(v);
-  const scorer = new BatchScorer(GPT2.create(device, model.checkpoint.config, model.checkpoint.weights));
+  const scorer = new BatchScorer(
+    GPT2.create(device, model.checkpoint.config, model.checkpoint.weights).usePrecision(precision),
+  );
   const progress = new Progress("score", seqs.length, "seq");
   const lps = await scorer.tokenLogprobs(seqs, {
     batchSize,

@@ -33,11 +33,14 @@ import {
   OPTIMIZER_FLAGS,
   optimizerFlags,
   parseOptions,
+  PRECISION_FLAG,
+  precisionFlag,
   Progress,
   runMain,
   UsageError,
 } from "./common.ts";
 import { uniformDropout } from "../model/config.ts";
+import { checkHalfSupport } from "../model/precision.ts";
 
 const SPEC = {
   preset: { type: "string", help: `a preset: ${Object.keys(PRESETS).join(", ")}`, default: "tiny" },
@@ -75,6 +78,7 @@ const SPEC = {
     help: "LM epochs per round (the card's 8; the baseline's config.yaml has 7)",
   },
   ...OPTIMIZER_FLAGS,
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
@@ -98,6 +102,7 @@ const CONFIG_OPTIONS = [
   "lr",
   "warmup-steps",
   "clip-norm",
+  "precision",
 ] as const;
 
 type Options = ReturnType<typeof parseOptions<typeof SPEC>>;
@@ -164,6 +169,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (opts.rounds !== undefined) c.numRounds = numberOption(opts.rounds, "rounds", { integer: true, min: 1 });
   if (opts.dropout !== undefined) c.dropout = uniformDropout(dropoutOption(opts.dropout));
   Object.assign(c, optimizerFlags(opts));
+  c.precision = precisionFlag(opts.precision, c.precision);
   if (opts["sft-epochs"] !== undefined) {
     c.nSftEpochs = numberOption(opts["sft-epochs"], "sft-epochs", { integer: true, min: 0 });
   }
@@ -261,12 +267,14 @@ export async function main(args: string[]): Promise<void> {
     onLog: (line) => console.error(line),
   });
   if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls, { log: host.log });
+  // The device before any write: f16 on an adapter without shader-f16 fails here, leaving nothing.
+  const gpu = await openGpu(opts, { quiet: true });
+  if (config.precision === "f16") checkHalfSupport(gpu);
   // Everything checked: the run directory is written from here on.
   // config.json first: with it, any later kill leaves a directory that --resume continues (a missing
   // tokenizer.json is trained again, the same for the same config).
   if (!opts.resume) await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
   if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
-  const gpu = await openGpu(opts, { quiet: true });
   // The device of this start (a resume may run on another): backend, adapter, kernel family, features.
   await storage.writeText("device.json", JSON.stringify(gpu.describe(), null, 2) + "\n");
   console.error(

@@ -6,6 +6,7 @@
  */
 import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts";
 import { type AdamWConfig, BASELINE_ADAMW } from "../model/trainer.ts";
+import type { Precision } from "../model/precision.ts";
 import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
 import { TEACHER_TIMEOUT_MS } from "./teacher.ts";
@@ -85,6 +86,12 @@ export interface TrainConfig {
    * student's sampling never drop. Written to the student's config.json.
    */
   dropout: DropoutRates;
+  /**
+   * Numeric precision of the matmuls (model/precision.ts): `f32`, or `f16` (f16 operands with f32 sums;
+   * master weights, AdamW, LayerNorm, softmax and the losses in f32; dynamic loss scaling). f16 needs
+   * an adapter with `shader-f16`.
+   */
+  precision: Precision;
   /** Pairs per optimisation step (SFT steps take this many winning sequences). */
   batchSize: number;
   simpoBeta: number;
@@ -151,6 +158,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
   nPoEpochs: 2,
   // A default GPT2Config trained after student.train(): 0.1 at all four sites, LM and SimPO phases alike.
   dropout: GPT2_DROPOUT,
+  precision: "f32",
   batchSize: 16,
   simpoBeta: 2,
   simpoGammaRatio: 0.5,
@@ -275,6 +283,9 @@ export const RESUME_MAY_CHANGE = [
   "wordBudget",
   "budgetCounts",
   "maxEpochs",
+  // The weights and optimiser state are f32 in either precision (only the loss scale restarts), so a
+  // run may continue in f32 on an adapter without shader-f16, or in f16 where it has it.
+  "precision",
   "teacher.urls",
   "teacher.apiKeyEnv",
   "teacher.timeoutMs",
@@ -437,6 +448,7 @@ export function validateTrainConfig(
   if (!(c.simpoBeta > 0)) fail("simpoBeta", "> 0", c.simpoBeta);
   if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
   if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
+  if (c.precision !== "f32" && c.precision !== "f16") fail("precision", `"f32" or "f16"`, c.precision);
   if (c.corpusJoin !== "baseline" && c.corpusJoin !== "raw") {
     fail("corpusJoin", `"baseline" or "raw"`, c.corpusJoin);
   }

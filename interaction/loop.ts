@@ -43,6 +43,7 @@ import {
 import { deriveSeed } from "../model/random.ts";
 import { adamwOf, changedConfigKeys, RESUME_MAY_CHANGE, scheduleOf, type TrainConfig } from "./config.ts";
 import type { Teacher } from "./teacher.ts";
+import type { ScalerState } from "../model/scaler.ts";
 import { epochOrder, scheduledStep } from "./step.ts";
 import {
   buildLmBatch,
@@ -80,6 +81,9 @@ export interface MetricsRecord {
   winRate?: number;
   lr: number;
   gradNorm: number;
+  /** Precision f16: the step's loss scale, and the steps skipped for overflowed gradients so far. */
+  lossScale?: number;
+  skippedSteps?: number;
   wordsSeen: number;
   /** The round's word counts (budget.ts) and the run's totals with it. */
   words?: { round: WordTally; total: WordTally };
@@ -139,6 +143,8 @@ export interface RunState {
   config?: Omit<TrainConfig, "outDir">;
   /** Word counts of the finished rounds (budget.ts); absent in states written before they were kept. */
   words?: WordTally;
+  /** Precision f16: the loss scaler's state (model/scaler.ts), so a resume continues with its scale. */
+  scaler?: ScalerState;
 }
 
 /** What a run needs besides its config: the tokenizer, the tokenized corpus and the teacher. */
@@ -290,7 +296,8 @@ export async function runInteraction(
   const checkpoints = checkpointSchedule(config.checkpointWords);
 
   // Model, optimizer and where to start.
-  const model = GPT2.create(gpu, modelConfig, inputs.initWeights ?? initWeights(modelConfig, config.seed));
+  const model = GPT2.create(gpu, modelConfig, inputs.initWeights ?? initWeights(modelConfig, config.seed))
+    .usePrecision(config.precision);
   // Train mode: the LM and SimPO steps drop at the config's rates; the student turn samples without.
   const trainer = new Trainer(model, adamwOf(config), {
     dropout: { seed: config.seed, rates: config.dropout },
@@ -331,8 +338,12 @@ export async function runInteraction(
     await checkRunFiles(storage, config, corpus, state.round);
     await restoreState(storage, model, trainer, state);
     // Steps after the saved state will be replayed: drop their metrics lines (and a line cut by a kill).
+    // A skipped f16 step keeps the step count, so steps taken plus skipped orders the lines.
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
-    const kept = metrics.filter((m) => m.value.step <= state.step);
+    const attempts = (step: number, skipped?: number) => step + (skipped ?? 0);
+    const kept = metrics.filter((m) =>
+      attempts(m.value.step, m.value.skippedSteps) <= attempts(state.step, state.scaler?.skipped)
+    );
     if (kept.length !== metrics.length) {
       await storage.writeText("metrics.jsonl", kept.map((m) => m.text + "\n").join(""));
     }
@@ -377,7 +388,11 @@ export async function runInteraction(
     await storage.saveModel("state", modelConfig, weights, {
       "tokenizer.json": tokenizerJson,
       "optimizer.safetensors": optim,
-      "state.json": JSON.stringify({ ...state, config: { ...config, outDir: undefined } }, null, 2) + "\n",
+      "state.json": JSON.stringify(
+        { ...state, scaler: trainer.scaler?.getState(), config: { ...config, outDir: undefined } },
+        null,
+        2,
+      ) + "\n",
     });
   };
   /** A checkpoint of the current weights; `at` says what training it follows. */
@@ -489,6 +504,7 @@ export async function runInteraction(
               : {}),
             lr,
             gradNorm: m.gradNorm,
+            ...(trainer.scaler ? { lossScale: m.lossScale, skippedSteps: trainer.scaler.skipped } : {}),
             wordsSeen: state.wordsSeen,
             words: { round: roundWords, total: addTally(totalWords(), roundWords) },
             tokensPerSec,
@@ -683,7 +699,7 @@ async function restoreState(
         [k, t],
       ) => [k.slice(prefix.length), t.data as Float32Array]),
     );
-  trainer.setState({ step: state.step, m: pick("m."), v: pick("v.") });
+  trainer.setState({ step: state.step, m: pick("m."), v: pick("v."), scaler: state.scaler });
 }
 
 /**
