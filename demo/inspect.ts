@@ -208,10 +208,12 @@ export class InspectMode {
     if (token !== this.#openToken) return;
     this.#drawRounds();
     // The summary's pair columns need every round's pairs: read them behind the view.
-    void this.#pairs.loadAll((done, total) => {
+    this.#pairs.loadAll((done, total) => {
       if (token !== this.#openToken) return;
       this.#drawRounds(done < total ? `pair columns: ${done} of ${total} rounds read` : undefined);
-    });
+    }).catch((e) =>
+      token === this.#openToken && this.#drawRounds(`pair columns incomplete: ${(e as Error).message}`)
+    );
     if (run.numRounds === undefined || run.roundsDone < run.numRounds) {
       this.#timer = setInterval(() => void this.#poll(token), REFRESH_MS);
     }
@@ -246,10 +248,9 @@ export class InspectMode {
     const newRounds = now.interactionRounds.filter((r) => !was.interactionRounds.includes(r));
     if (now.metricsLines !== was.metricsLines) await this.#loadMetrics(now);
     if (now.hasEvalCurve !== was.hasEvalCurve || now.updated !== was.updated) await this.#loadEval(now);
-    if (newRounds.length) {
-      this.#pairs.setAvailable(newRounds);
-      await this.#pairs.loadAll();
-    }
+    if (newRounds.length) this.#pairs.setAvailable(newRounds);
+    // Rounds not read yet (new, or unreadable at the last tick) are read now.
+    await this.#pairs.loadAll().catch(() => {});
     if (now.numRounds !== undefined && now.roundsDone >= now.numRounds) this.hide();
     if (token !== this.#openToken) return;
     this.#drawList(runs);

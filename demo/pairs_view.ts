@@ -80,6 +80,8 @@ export class PairBrowser {
   /** round -> its entries, or null while not loaded. */
   #rounds = new Map<number, Entry[] | null>();
   #loading = new Map<number, Promise<void>>();
+  /** Rounds whose file could not be read, with why. */
+  #failed = new Map<number, string>();
   #query: PairQuery = emptyQuery();
   #page = 0;
   #picker: HTMLElement;
@@ -209,6 +211,7 @@ export class PairBrowser {
   reset(): void {
     this.#rounds.clear();
     this.#loading.clear();
+    this.#failed.clear();
     this.#token++;
     this.#page = 0;
     this.#query = emptyQuery();
@@ -428,9 +431,14 @@ export class PairBrowser {
       this.#compare.hidden = true;
       return;
     }
-    for (const r of this.#rounds.keys()) {
-      void this.#ensure(r).then(() =>
-        this.#query.pair === p && this.#rounds.get(r) && this.#renderCompareNow(base)
+    for (const [r, entries] of this.#rounds) {
+      if (entries || !this.#opts.load) continue;
+      this.#ensure(r).then(
+        () => this.#query.pair === p && this.#renderCompareNow(base),
+        (e) => {
+          this.#failed.set(r, (e as Error).message);
+          if (this.#query.pair === p) this.#renderCompareNow(base);
+        },
       );
     }
     this.#renderCompareNow(base);
@@ -445,7 +453,9 @@ export class PairBrowser {
             "div",
             { class: "compare-col" },
             el("b", {}, `Round ${r + 1}`),
-            el("p", { class: "muted" }, "loading…"),
+            this.#failed.has(r)
+              ? el("p", { class: "form-error" }, this.#failed.get(r)!)
+              : el("p", { class: "muted loading" }, "loading…"),
           ),
         );
         continue;
