@@ -31,6 +31,7 @@ import type { Gpu } from "../shaders/gpu.ts";
 import { GPU_FLAGS, type GpuFlagValues, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { TOKENIZER_FILE } from "../model/tokenizer.ts";
+import { finetuneCheckpoint } from "./finetune.ts";
 
 /** A model ready to evaluate. */
 export interface LoadedModel {
@@ -142,6 +143,11 @@ const SPEC = {
     type: "boolean",
     help: "--run: evaluate checkpoints again even when their report exists",
     default: false,
+  },
+  finetune: {
+    type: "string",
+    help: "--run: also fine-tune every checkpoint on the (Super)GLUE tasks of this folder (deno task " +
+      "finetune's defaults and --protocol; RUN/eval/finetune/<checkpoint>), curves finetune/<task>",
   },
   ...GPU_FLAGS,
 } as const;
@@ -355,6 +361,19 @@ export async function main(args: string[] = Deno.args, load: typeof loadScorer =
     const headline = Object.fromEntries(
       Object.entries(report.headline).filter(([k]) => tasks.includes(k.split("/")[0])),
     );
+    if (typeof o.finetune === "string") {
+      device ??= openGpu(gpuFlags);
+      const ft = await finetuneCheckpoint(
+        c.dir,
+        o.finetune,
+        `${outDir}/finetune/${c.name}`,
+        protocol,
+        await device,
+        !!o.force,
+      );
+      Object.assign(headline, ft.headline);
+      failures.push(...ft.failed.map((f) => `${c.name} ${f}`));
+    }
     points.push({ name: c.name, words: c.words, headline });
   }
   const title = `Learning curves: ${runDir}`;

@@ -331,3 +331,39 @@ if (import.meta.main) {
     if (summary.some((t) => t.status === "failed")) Deno.exit(1);
   });
 }
+
+/**
+ * `eval --run`'s fine-tuning of one checkpoint: every task found in `dataDir` under `protocol`'s head,
+ * results in `outDir` (reused when its results.json has every task done, unless `force`). Returns the
+ * learning-curve entries `finetune/<task>` (the task's selection metric, x100, as the pipeline's tables)
+ * and the tasks that failed.
+ */
+export async function finetuneCheckpoint(
+  modelDir: string,
+  dataDir: string,
+  outDir: string,
+  protocol: "2025" | "2026",
+  gpu: Gpu,
+  force = false,
+): Promise<{ headline: Record<string, number>; failed: string[] }> {
+  let summary: TaskSummary[] | undefined;
+  if (!force) {
+    const old = await readIfPresent(`${outDir}/results.json`);
+    const tasks = old === undefined ? undefined : (JSON.parse(old) as { tasks?: TaskSummary[] }).tasks;
+    if (tasks && tasks.every((t) => t.status !== "failed")) summary = tasks;
+  }
+  summary ??= await main(
+    ["--model", modelDir, "--data", dataDir, "--protocol", protocol, "--output", outDir],
+    gpu,
+  );
+  const headline: Record<string, number> = {};
+  for (const t of summary) {
+    if (t.status === "done" && t.metrics) {
+      headline[`finetune/${t.task}`] = 100 * t.metrics[taskNamed(t.task).select];
+    }
+  }
+  return {
+    headline,
+    failed: summary.filter((t) => t.status === "failed").map((t) => `finetune ${t.task}: ${t.reason}`),
+  };
+}

@@ -20,6 +20,7 @@ import {
 import { classificationMetrics, FINETUNE_DEFAULTS, finetuneTask, lrFactor } from "../eval/finetune.ts";
 import { HEAD_TENSORS } from "../eval/finetune_model.ts";
 import { main } from "../cli/finetune.ts";
+import { main as evalMain } from "../cli/eval.ts";
 import { testGpu } from "./util.ts";
 
 const DATA = new URL("../../shared/data/", import.meta.url).pathname;
@@ -252,3 +253,67 @@ function labelsOf(task: string): number[] {
   return Deno.readTextFileSync(`${GLUE}/${task}.valid.jsonl`).split("\n").filter(Boolean).slice(0, 24)
     .map((l) => JSON.parse(l).label);
 }
+
+Deno.test({
+  name:
+    "eval --run --finetune adds each checkpoint's fine-tuning scores to the learning curves, reused on rerun",
+  ignore: !HAVE_DATA,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = `${OUT}evalrun`;
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    const config = {
+      vocabSize: 50257,
+      nPositions: 128,
+      nEmbd: 16,
+      nLayer: 1,
+      nHead: 2,
+      layerNormEpsilon: 1e-5,
+      bosTokenId: 50256,
+      eosTokenId: 50256,
+    };
+    const tokJson = tokenizerJsonFromGpt2Files(
+      await Deno.readTextFile(`${DATA}tokenizers/gpt2/vocab.json`),
+      await Deno.readTextFile(`${DATA}tokenizers/gpt2/merges.txt`),
+    );
+    for (const [i, name] of ["checkpoint_1M", "checkpoint_2M"].entries()) {
+      await saveCheckpoint(`${dir}/run/${name}`, config, initWeights(config, 10 + i), {
+        "tokenizer.json": tokJson,
+      });
+    }
+    // A folder of task files: 40 RTE training pairs (one batch of 32 per epoch) and 8 to validate.
+    const lines = (file: string, n: number) =>
+      Deno.readTextFileSync(`${GLUE}/${file}`).split("\n").filter(Boolean).slice(0, n).join("\n") + "\n";
+    await Deno.mkdir(`${dir}/glue`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/glue/rte.train.jsonl`, lines("rte.train.jsonl", 40));
+    await Deno.writeTextFile(`${dir}/glue/rte.valid.jsonl`, lines("rte.valid.jsonl", 8));
+    const wug = "wug_adj_nominalization/wug_adj_nominalization.jsonl";
+    await Deno.mkdir(`${dir}/data/wug_adj_nominalization`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/data/${wug}`, lines(`../${wug}`, 4));
+    const args = [
+      "--run",
+      `${dir}/run`,
+      "--data",
+      `${dir}/data`,
+      "--tasks",
+      "wug",
+      "--finetune",
+      `${dir}/glue`,
+    ];
+    await evalMain(args);
+    const curve = JSON.parse(await Deno.readTextFile(`${dir}/run/eval/learning_curve.json`));
+    assert.ok(curve.metrics.includes("finetune/rte"), `metrics ${curve.metrics}`);
+    for (const row of curve.rows) {
+      const rec = JSON.parse(
+        await Deno.readTextFile(`${dir}/run/eval/finetune/${row.checkpoint}/rte/results.json`),
+      );
+      assert.equal(rec.steps, 10);
+      assert.ok(Math.abs(row["finetune/rte"] - 100 * rec.metrics.accuracy) < 1e-9);
+    }
+    const before = (await Deno.stat(`${dir}/run/eval/finetune/checkpoint_1M/rte/results.json`)).mtime;
+    await evalMain(args);
+    const after = (await Deno.stat(`${dir}/run/eval/finetune/checkpoint_1M/rte/results.json`)).mtime;
+    assert.deepEqual(after, before, "a finished fine-tuning is reused");
+  },
+});
