@@ -5,7 +5,6 @@
  * tokenizer.json, the schedule and clipping flags, and malformed input.
  */
 import assert from "node:assert/strict";
-import { TILED_CANDIDATES } from "../shaders/matmul_tiled.ts";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
@@ -303,8 +302,9 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
   const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
   assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
-  // 14 kernel families and references, then one row per tiled matmul candidate.
-  assert.equal(r.kernels.length, 14 + TILED_CANDIDATES.length);
+  // 14 kernel families and references, and rows for the tiled matmul candidates.
+  assert.equal(r.kernels.filter((k) => !k.name.startsWith("tiled ")).length, 14);
+  assert.ok(r.kernels.some((k) => k.name.startsWith("tiled ")));
   assert.deepEqual(r.device, gpu.describe());
   for (const k of r.kernels) {
     assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && Number.isFinite(k.gbps), k.name);
