@@ -7,6 +7,7 @@
 import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts";
 import { type AdamWConfig, BASELINE_ADAMW } from "../model/trainer.ts";
 import type { Precision } from "../model/precision.ts";
+import { SCALER_DEFAULTS } from "../model/scaler.ts";
 import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
 import { TEACHER_TIMEOUT_MS } from "./teacher.ts";
@@ -92,6 +93,11 @@ export interface TrainConfig {
    * an adapter with `shader-f16`.
    */
   precision: Precision;
+  /**
+   * Dynamic loss scaling under f16 (model/scaler.ts), GradScaler's init_scale and growth_interval: the
+   * first scale, and the clean steps after which it doubles (it halves on every overflowed step).
+   */
+  lossScale: { initScale: number; growthInterval: number };
   /** Pairs per optimisation step (SFT steps take this many winning sequences). */
   batchSize: number;
   simpoBeta: number;
@@ -159,6 +165,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
   // A default GPT2Config trained after student.train(): 0.1 at all four sites, LM and SimPO phases alike.
   dropout: GPT2_DROPOUT,
   precision: "f32",
+  lossScale: { initScale: SCALER_DEFAULTS.initScale, growthInterval: SCALER_DEFAULTS.growthInterval },
   batchSize: 16,
   simpoBeta: 2,
   simpoGammaRatio: 0.5,
@@ -449,6 +456,10 @@ export function validateTrainConfig(
   if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
   if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
   if (c.precision !== "f32" && c.precision !== "f16") fail("precision", `"f32" or "f16"`, c.precision);
+  if (!(c.lossScale.initScale > 0 && Number.isFinite(c.lossScale.initScale))) {
+    fail("lossScale.initScale", "a positive number", c.lossScale.initScale);
+  }
+  posInt("lossScale.growthInterval", c.lossScale.growthInterval);
   if (c.corpusJoin !== "baseline" && c.corpusJoin !== "raw") {
     fail("corpusJoin", `"baseline" or "raw"`, c.corpusJoin);
   }

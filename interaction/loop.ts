@@ -301,6 +301,7 @@ export async function runInteraction(
   // Train mode: the LM and SimPO steps drop at the config's rates; the student turn samples without.
   const trainer = new Trainer(model, adamwOf(config), {
     dropout: { seed: config.seed, rates: config.dropout },
+    scaler: config.lossScale,
   });
   let state: RunState = {
     version: 1,
