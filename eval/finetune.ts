@@ -12,8 +12,7 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { DropoutRates } from "../model/config.ts";
-import { deriveSeed } from "../model/random.ts";
-import { epochOrder } from "../interaction/step.ts";
+import { deriveSeed, Rng } from "../model/random.ts";
 import { Classifier, type HeadWeights, initHead, type Pooling, type Positions } from "./finetune_model.ts";
 import {
   type EncodedExample,
@@ -262,7 +261,9 @@ export async function finetuneTask(
     let kept: TaskResult["best"];
     let step = 0;
     for (let epoch = 1; epoch <= epochs && step < total; epoch++) {
-      const order = epochOrder(s.seed, train.length, "finetune", task.name, epoch);
+      // The DataLoader's shuffle: a fresh permutation every epoch, from the seed.
+      const order = new Rng(deriveSeed(s.seed, "finetune", task.name, "epoch", epoch))
+        .shuffle(Array.from({ length: train.length }, (_, i) => i));
       let lossSum = 0, steps = 0;
       for (let k = 0; k < perEpoch && step < total; k++) {
         const items = order.slice(k * batchSize, (k + 1) * batchSize).map((i) => train[i]);
