@@ -1,0 +1,43 @@
+import { deepStrictEqual as assertEquals, rejects } from "node:assert/strict";
+import { defaultTuneCache, describeLine, fileStore, openGpu } from "../cli/gpu_options.ts";
+import { UsageError } from "../cli/common.ts";
+
+Deno.test("--kernels and --tune reject unknown values before any device is opened", async () => {
+  await rejects(
+    openGpu({ kernels: "fast" }),
+    (e) => e instanceof UsageError && /--kernels must be/.test(e.message),
+  );
+  await rejects(
+    openGpu({ tune: "always" }),
+    (e) => e instanceof UsageError && /--tune must be/.test(e.message),
+  );
+});
+
+Deno.test("the tuning cache file: absent reads as none, saves create the folder and replace the text", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tune_cache_" });
+  const store = fileStore(`${dir}/sub/cache.json`);
+  assertEquals(await store.load(), undefined);
+  await store.save('{"a": 1}\n');
+  await store.save('{"b": 2}\n');
+  assertEquals(await store.load(), '{"b": 2}\n');
+  assertEquals(store.where, `${dir}/sub/cache.json`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("the default cache lives under XDG_CACHE_HOME, and the log line names backend, adapter and family", () => {
+  const saved = Deno.env.get("XDG_CACHE_HOME");
+  try {
+    Deno.env.set("XDG_CACHE_HOME", "/x/cache");
+    assertEquals(defaultTuneCache(), "/x/cache/babylm-webgpu/matmul-tuning.json");
+  } finally {
+    if (saved === undefined) Deno.env.delete("XDG_CACHE_HOME");
+    else Deno.env.set("XDG_CACHE_HOME", saved);
+  }
+  const line = describeLine({
+    backend: "vulkan",
+    adapter: { vendor: "nvidia", architecture: "hopper", device: "0", description: "H100", fallback: false },
+    kernels: "gpu",
+    features: ["shader-f16", "timestamp-query"],
+  });
+  assertEquals(line, "backend vulkan, adapter nvidia hopper H100, gpu kernels, shader-f16");
+});
