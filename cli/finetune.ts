@@ -112,6 +112,11 @@ const SPEC = {
     help: "tokens per example after truncation",
     default: String(D.sequenceLength),
   },
+  "micro-batch": {
+    type: "string",
+    help: "most sequences per GPU pass; larger batches run in parts with the same gradients (default: as " +
+      "many as fit one storage binding)",
+  },
   "valid-batch-size": { type: "string", help: "evaluation batch size", default: String(D.validBatchSize) },
   "limit-train": { type: "string", help: "use only the first N training examples (smoke runs)" },
   "limit-valid": { type: "string", help: "use only the first N validation examples (smoke runs)" },
@@ -194,6 +199,9 @@ function settingsOf(v: Record<string, unknown>, nPositions: number): FinetuneSet
     sequenceLength: Math.min(length, nPositions),
     validBatchSize: num(v["valid-batch-size"], "valid-batch-size", { min: 1, integer: true }),
     transformerDropout: v.dropout === undefined ? undefined : uniformDropout(rate("dropout")),
+    microBatch: v["micro-batch"] === undefined
+      ? undefined
+      : num(v["micro-batch"], "micro-batch", { min: 1, integer: true }),
   };
 }
 

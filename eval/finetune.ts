@@ -49,6 +49,11 @@ export interface FinetuneSettings {
   validBatchSize: number;
   /** The transformer's train-mode dropout; absent: its config's rates. */
   transformerDropout?: DropoutRates;
+  /**
+   * Most sequences per GPU pass (a batch is split into micro-batches whose gradients add up to the
+   * batch's); absent: the whole batch, or as many as keep one [rows, 4C] activation within a binding.
+   */
+  microBatch?: number;
 }
 
 /** The pipeline's defaults (run.py and eval_finetuning.sh), with the 2026 scripts' last-token head. */
@@ -239,6 +244,9 @@ export async function finetuneTask(
   const warmup = Math.floor(s.warmupProportion * total);
   const L = task.numLabels;
   const maxT = Math.max(...train.map((x) => x.ids.length), ...valid.map((x) => x.ids.length));
+  const C = model.config.nEmbd;
+  const fit = Math.max(1, Math.floor(model.gpu.limits.maxStorageBufferBindingSize / (maxT * 4 * C * 4)));
+  const maxB = Math.min(batchSize, s.microBatch ?? fit);
   const classifier = new Classifier(model, {
     numLabels: L,
     classifierDropout: s.classifierDropout,
@@ -249,7 +257,7 @@ export async function finetuneTask(
     adamw: { beta1: s.beta1, beta2: s.beta2, eps: s.adamEps, weightDecay: s.weightDecay },
     pooling: s.pooling,
     positions: s.positions,
-    maxB: batchSize,
+    maxB,
     maxT,
     head: initHead(model.config.nEmbd, L, deriveSeed(s.seed, "finetune", task.name, "head")),
   });
@@ -277,7 +285,7 @@ export async function finetuneTask(
         lossSum += loss;
         options.onStep?.({ task: task.name, epoch, step, totalSteps: total, loss, lr });
       }
-      const logits = await evaluate(classifier, valid, s.validBatchSize, batchSize, padId, s.paddingSide);
+      const logits = await evaluate(classifier, valid, s.validBatchSize, maxB, padId, s.paddingSide);
       const all = classificationMetrics(argmaxRows(logits, L), valid.map((x) => x.label), L);
       const metrics = Object.fromEntries(task.metrics.map((m) => [m, all[m]]));
       const record = { epoch, steps, trainLoss: lossSum / Math.max(1, steps), valid: metrics };

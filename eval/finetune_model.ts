@@ -127,7 +127,10 @@ export interface ClassifierOptions {
   adamw: FinetuneAdamW;
   pooling: Pooling;
   positions: Positions;
-  /** Largest batch (sequences) and sequence length the workspace holds. */
+  /**
+   * Largest micro-batch (sequences) and sequence length the workspace holds; a larger training batch runs
+   * in parts whose gradients add up to the whole batch's.
+   */
   maxB: number;
   maxT: number;
   head: HeadWeights;
@@ -398,8 +401,9 @@ export class Classifier {
     this.#groups.upload(tokens);
   }
 
-  #plan(B: number, T: number, train: boolean): Plan {
-    const key = `${B}x${T}:${train ? "train" : "eval"}`;
+  /** The plan of a B x T part: eval mode, or train mode for a batch of `total` examples. */
+  #plan(B: number, T: number, train: boolean, total = B): Plan {
+    const key = `${B}x${T}:${train ? `train/${total}` : "eval"}`;
     let plan = this.#plans.get(key);
     if (plan) {
       this.#plans.delete(key);
@@ -423,6 +427,7 @@ export class Classifier {
         labels: t("labels"),
         B,
         L: this.options.numLabels,
+        total,
       });
       this.#recordBackward(plan, B, T, dropout);
     }
@@ -697,40 +702,68 @@ export class Classifier {
     for (const v of [...Object.values(this.#headGrad), ...this.#accumulated]) enc.clearBuffer(v.buffer);
   }
 
-  async #readOut(B: number, withLoss: boolean): Promise<{ loss: number; logits: Float32Array }> {
+  async #readOut(B: number, withLoss: boolean): Promise<{ lossSum: number; logits: Float32Array }> {
     const gpu = this.model.gpu;
     const logits = await gpu.read(this.#t.get("logits")!, 0, B * this.options.numLabels);
-    if (!withLoss) return { loss: NaN, logits };
-    const rows = await gpu.read(this.#t.get("rowLoss")!, 0, B);
-    let s = 0;
-    for (const x of rows) s += x;
-    return { loss: s / B, logits };
+    if (!withLoss) return { lossSum: NaN, logits };
+    let lossSum = 0;
+    for (const x of await gpu.read(this.#t.get("rowLoss")!, 0, B)) lossSum += x;
+    return { lossSum, logits };
+  }
+
+  /**
+   * Forward, loss and backward of a labelled batch into the cleared gradients, in micro-batches of at most
+   * `maxB` examples when it is larger (each part's loss a share of the whole batch's mean, so the
+   * gradients are the batch's). Dropout masks are keyed by `step`, part m of a split batch by
+   * step + m * 2^24 so that parts never share masks. Then `after` (the optimiser) in the last submission.
+   */
+  async #accumulate(
+    batch: ClassifierBatch,
+    step: number,
+    after?: Plan,
+  ): Promise<{ loss: number; logits: Float32Array }> {
+    if (!batch.labels) throw new Error("a training batch needs labels");
+    const { B, T } = batch;
+    const { maxB, numLabels: L } = this.options;
+    const gpu = this.model.gpu;
+    const logits = new Float32Array(B * L);
+    let lossSum = 0;
+    for (let b0 = 0, m = 0; b0 < B; b0 += maxB, m++) {
+      const n = Math.min(maxB, B - b0);
+      this.#upload({
+        B: n,
+        T,
+        tokens: batch.tokens.subarray(b0 * T, (b0 + n) * T),
+        keyStart: batch.keyStart.subarray(b0, b0 + n),
+        labels: batch.labels.subarray(b0, b0 + n),
+      });
+      this.#key.setStep((step + m * 2 ** 24) >>> 0);
+      const plan = this.#plan(n, T, true, B);
+      // A freshly recorded plan's matmuls take their tuned kernels (shaders/tune.ts) before it first runs.
+      await tune(gpu);
+      const enc = gpu.device.createCommandEncoder();
+      if (m === 0) this.#encodeClear(enc);
+      else for (const v of this.#accumulated) enc.clearBuffer(v.buffer);
+      plan.encode(enc);
+      if (after && b0 + n >= B) after.encode(enc);
+      gpu.device.queue.submit([enc.finish()]);
+      const out = await this.#readOut(n, true);
+      lossSum += out.lossSum;
+      logits.set(out.logits, b0 * L);
+    }
+    return { loss: lossSum / B, logits };
   }
 
   /** Forward, loss and backward at the masks of the next step, without updating (for gradient checks). */
   async computeGradients(batch: ClassifierBatch): Promise<{ loss: number; logits: Float32Array }> {
-    if (!batch.labels) throw new Error("computeGradients needs labels");
-    this.#upload(batch);
-    this.#key.setStep(this.step + 1);
-    const plan = this.#plan(batch.B, batch.T, true);
-    // A freshly recorded plan's matmuls take their tuned kernels (shaders/tune.ts) before it first runs.
-    await tune(this.model.gpu);
-    const enc = this.model.gpu.device.createCommandEncoder();
-    this.#encodeClear(enc);
-    plan.encode(enc);
-    this.model.gpu.device.queue.submit([enc.finish()]);
-    return await this.#readOut(batch.B, true);
+    return await this.#accumulate(batch, this.step + 1);
   }
 
   /** One AdamW step on a labelled batch at learning rate `lr`: the mean loss and the train-mode logits. */
   async trainStep(batch: ClassifierBatch, lr: number): Promise<{ loss: number; logits: Float32Array }> {
-    if (!batch.labels) throw new Error("trainStep needs labels");
-    this.#upload(batch);
     this.step++;
-    this.#key.setStep(this.step);
     const a = this.options.adamw;
-    const gpu = this.model.gpu;
-    gpu.write(
+    this.model.gpu.write(
       this.#stepParams,
       packStepParams({
         lr,
@@ -741,14 +774,7 @@ export class Classifier {
         step: this.step,
       }),
     );
-    const plan = this.#plan(batch.B, batch.T, true);
-    await tune(gpu);
-    const enc = gpu.device.createCommandEncoder();
-    this.#encodeClear(enc);
-    plan.encode(enc);
-    this.#optimizer.encode(enc);
-    gpu.device.queue.submit([enc.finish()]);
-    return await this.#readOut(batch.B, true);
+    return await this.#accumulate(batch, this.step, this.#optimizer);
   }
 
   /** Eval-mode logits [B, L] of a batch (no dropout, no update). */

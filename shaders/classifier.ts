@@ -173,20 +173,24 @@ export const CLASSIFICATION_LOSS = LOSS_PARAMS.wgsl + storage({
 }
 `;
 
-/** Record the mean cross-entropy's per-example losses [B] and gradient dlogits [B, L] (overwritten). */
+/**
+ * Record the mean cross-entropy's per-example losses [B] and gradient dlogits [B, L] (overwritten). The
+ * mean is over `total` examples (default B): a part of a batch split into micro-batches.
+ */
 export function classificationLoss(
   plan: Plan,
-  { loss, dlogits, logits, labels, B, L }: {
+  { loss, dlogits, logits, labels, B, L, total = B }: {
     loss: TensorView;
     dlogits: TensorView;
     logits: TensorView;
     labels: TensorView;
     B: number;
     L: number;
+    total?: number;
   },
 ): void {
   checkLengths("classificationLoss", B, { loss, labels });
   checkLengths("classificationLoss", B * L, { dlogits, logits });
-  const u = plan.params(LOSS_PARAMS, { B, L, scale: 1 / B }, "classification_loss.params");
+  const u = plan.params(LOSS_PARAMS, { B, L, scale: 1 / total }, "classification_loss.params");
   plan.add(CLASSIFICATION_LOSS, [u, loss, dlogits, logits, labels], Math.ceil(B / 64), "classification_loss");
 }

@@ -47,7 +47,7 @@ async function load() {
 const f32 = (a: TensorData) => Float32Array.from(a);
 const u32 = (a: TensorData) => Uint32Array.from(a);
 
-async function setup(pooling: Pooling, positions: Positions, train: boolean) {
+async function setup(pooling: Pooling, positions: Positions, train: boolean, maxB = 4) {
   const gpu = await testGpu();
   const { get, settings } = await load();
   const ckpt = await loadCheckpoint(FIXTURE);
@@ -76,7 +76,7 @@ async function setup(pooling: Pooling, positions: Positions, train: boolean) {
     },
     pooling,
     positions,
-    maxB: 4,
+    maxB,
     maxT: 12,
     head,
   };
@@ -165,6 +165,25 @@ Deno.test("three AdamW steps (lr 0 first, decay on every tensor) match PyTorch",
   assertClose("after 3 out bias", h.outB, get(`left.adamw3.${HEAD_TENSORS.outBias}`).data, TOL);
   classifier.destroy();
   model.destroy();
+});
+
+Deno.test("a batch split into micro-batches gets the whole batch's loss and gradients", async () => {
+  const whole = await setup("last", "sequence", false, 3);
+  const batch = batchOf(whole.get, "left.ids", true);
+  const a = await whole.classifier.computeGradients(batch);
+  const ga = await whole.classifier.getGradients();
+  whole.classifier.destroy();
+  whole.model.destroy();
+  const parts = await setup("last", "sequence", false, 1);
+  const b = await parts.classifier.computeGradients(batch);
+  const gb = await parts.classifier.getGradients();
+  parts.classifier.destroy();
+  parts.model.destroy();
+  assertClose("micro-batched loss", [b.loss], [a.loss], { rtol: 1e-6, atol: 0 });
+  assertClose("micro-batched logits", b.logits, a.logits, { rtol: 1e-5, atol: 1e-6 });
+  for (const [name, g] of ga.model) assertClose(`micro-batched ${name}`, gb.model.get(name)!, g, TOL);
+  assertClose("micro-batched head dense", gb.head.denseW, ga.head.denseW, TOL);
+  assertClose("micro-batched head out", gb.head.outW, ga.head.outW, TOL);
 });
 
 Deno.test("exact GELU (erf) forward and backward match float64", async () => {

@@ -188,6 +188,8 @@ Deno.test({
       "24",
       "--batch-size",
       "8",
+      "--micro-batch",
+      "3",
       "--epochs",
       "2",
       "--valid-batch-size",
