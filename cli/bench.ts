@@ -345,17 +345,21 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   } else console.error(`  (no f16 matmul rows: adapter ${gpu.adapterName} has no shader-f16)`);
   // The GPU family's workgroup-memory candidates (what the tuner picks from) at the x·W shape, on any
   // adapter; on a CPU adapter they show what llvmpipe makes of GPU-style kernels.
-  for (const c of TILED_CANDIDATES) {
-    if (!tiledFits(c, gpu.limits)) continue;
-    log(
-      await matmulKernel(gpu, iters, `tiled ${c.name}`, {
-        M: N,
-        N: F,
-        K: C,
-        tiles: "gpu",
-        candidate: c.name,
-      }),
-    );
+  // With shader-f16 each candidate's f16 variant too (mixed precision's matmul on GPUs).
+  for (const half of gpu.shaderF16 ? [false, true] : [false]) {
+    for (const c of TILED_CANDIDATES) {
+      if (!tiledFits(c, gpu.limits)) continue;
+      log(
+        await matmulKernel(gpu, iters, `tiled ${c.name}${half ? " f16" : ""}`, {
+          M: N,
+          N: F,
+          K: C,
+          tiles: "gpu",
+          candidate: c.name,
+          half,
+        }),
+      );
+    }
   }
   // Causal attention: QK^T and PV over the lower triangle; backward recomputes P and does 4 products.
   const hd = C / H;

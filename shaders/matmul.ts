@@ -65,9 +65,8 @@ const TILE_CPU: Vec4Layout = { name: "tile16x16", WX: 8, WY: 8, TM: 16, TN: 16 }
 /** CPU adapters, products of 17-64 rows: 8 x 16 per thread, so a 64-row block wastes no lanes. */
 const TILE_CPU_MID: Vec4Layout = { name: "tile8x16", WX: 8, WY: 8, TM: 8, TN: 16 };
 /**
- * GPUs, f16 operands: 8 x 8 per thread (64 accumulators), so a thread's tile and its loaded vectors stay
- * in registers. GPU products in f32 of more than 16 rows run the workgroup-memory kernels of
- * `matmul_tiled.ts` instead.
+ * GPUs: the family whose products of more than 16 rows (f32 or f16 operands) run the workgroup-memory
+ * kernels of `matmul_tiled.ts`; those of at most 16 rows take {@link WIDE}.
  */
 const TILE_GPU: Vec4Layout = { name: "tile8x8", WX: 16, WY: 8, TM: 8, TN: 8 };
 const WIDE: Vec4Layout = { name: "wide", WX: 16, WY: 1, TM: 4, TN: 16 };
@@ -118,9 +117,9 @@ export interface MatmulArgs {
   /** "scalar" forces the scalar kernel (a plain register-tiled matmul: the benchmark's reference). */
   kernel?: "auto" | "scalar";
   /**
-   * Kernel family of the vec4 core; default the device's ({@link Gpu.kernels}). "gpu" runs f32 products of
-   * more than 16 rows on the workgroup-memory kernel of `matmul_tiled.ts`, its candidate chosen by the
-   * tuner (`tune.ts`).
+   * Kernel family of the vec4 core; default the device's ({@link Gpu.kernels}). "gpu" runs products of
+   * more than 16 rows (f32 or f16 operands) on the workgroup-memory kernel of `matmul_tiled.ts`, its
+   * candidate chosen by the tuner (`tune.ts`).
    */
   tiles?: "cpu" | "gpu";
   /** Pin this tiled candidate (by name, `TILED_CANDIDATES`) instead of the tuner's choice: tests, bench. */
@@ -421,7 +420,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
 
 /**
  * Record one kernel launch over `blk` (views: out, a, b, then bias); the vec4 kernel with `tile`, except
- * that GPU tiles of f32 products go to the tuned workgroup-memory kernel (`candidate` pins one).
+ * that GPU tiles go to the tuned workgroup-memory kernel (`candidate` pins one).
  */
 function recordBlock(
   plan: Plan,
@@ -439,8 +438,9 @@ function recordBlock(
     ? TILE_CPU_MID
     : tile;
   const bound = blk.bias ? views : views.slice(0, 3);
-  if (layout === TILE_GPU && !half) {
-    chooseTiled(plan, bound, { transA, transB, bias: blk.bias, accumulate: blk.accumulate }, blk, candidate);
+  if (layout === TILE_GPU) {
+    const tiled = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
+    chooseTiled(plan, bound, tiled, blk, candidate);
     return;
   }
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;

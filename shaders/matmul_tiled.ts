@@ -7,8 +7,9 @@
  *
  * One WGSL template ({@link TILED_TEMPLATE}) with named `{{PLACEHOLDERS}}`, filled by
  * {@link tiledMatmulSource}, which asserts the candidate's preconditions (thread counts, load shares,
- * workgroup memory) before any source exists. Operand and tile element types are placeholders too, so
- * f16 candidates are rows of the same table with another element type.
+ * workgroup memory) before any source exists. Operand and tile element types are placeholders too: the
+ * f16 variant of every candidate (`TiledVariant.half`: f16 operands and workgroup tiles, f32 products
+ * and sums, mixed precision's matmul) comes from the same template and is tuned separately.
  *
  * Preconditions on a product (checked by {@link matmulTiled}; `matmul.ts` hands over only its vec4 core):
  * the row strides and element offsets of A and B are multiples of 4, K is a multiple of 4, M is when
@@ -32,6 +33,8 @@ export interface TiledVariant {
   transB: boolean;
   bias: boolean;
   accumulate: boolean;
+  /** A and B are f16 tensors (shaders/f16.ts): f16 loads and workgroup tiles, f32 products and sums. */
+  half?: boolean;
 }
 
 /** One tile configuration: a row of the candidate table. */
@@ -49,8 +52,6 @@ export interface TiledCandidate {
   TN: number;
   /** Workgroup-memory tiles: 1 = two barriers per K step, 2 = one (the next tile lands in the other). */
   buffers: 1 | 2;
-  /** Element type of the operands as loaded; only f32 rows exist so far. */
-  precision: "f32";
 }
 
 /**
@@ -67,7 +68,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 4,
     TN: 4,
     buffers: 1,
-    precision: "f32",
   },
   {
     name: "wg64x64k8-t8x8-b1",
@@ -78,7 +78,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 8,
     TN: 8,
     buffers: 1,
-    precision: "f32",
   },
   {
     name: "wg64x64k8-t8x8-b2",
@@ -89,7 +88,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 8,
     TN: 8,
     buffers: 2,
-    precision: "f32",
   },
   {
     name: "wg128x64k8-t8x8-b2",
@@ -100,7 +98,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 8,
     TN: 8,
     buffers: 2,
-    precision: "f32",
   },
   {
     name: "wg64x128k8-t8x8-b2",
@@ -111,7 +108,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 8,
     TN: 8,
     buffers: 2,
-    precision: "f32",
   },
   {
     name: "wg128x128k8-t8x8-b2",
@@ -122,7 +118,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 8,
     TN: 8,
     buffers: 2,
-    precision: "f32",
   },
   {
     name: "wg64x64k16-t4x8-b2",
@@ -133,7 +128,6 @@ export const TILED_CANDIDATES: readonly TiledCandidate[] = [
     TM: 4,
     TN: 8,
     buffers: 2,
-    precision: "f32",
   },
 ];
 
@@ -151,7 +145,7 @@ export function tiledCandidate(name: string): TiledCandidate {
   return c;
 }
 
-/** Threads per workgroup and workgroup-memory bytes of a candidate. */
+/** Threads per workgroup and workgroup-memory bytes of a candidate (f32 tiles; the f16 variant's are half). */
 export function tiledFootprint(c: TiledCandidate): { threads: number; sharedBytes: number } {
   const threads = (c.BM / c.TM) * (c.BN / c.TN);
   return { threads, sharedBytes: c.buffers * c.BK * (c.BM + c.BN) * 4 };
@@ -268,6 +262,7 @@ function operandStatements(
   name: "a" | "b",
   alongK: boolean,
   threads: number,
+  T: "f32" | "f16",
 ): { decl: string[]; load: string[]; store: (buf: string) => string[] } {
   const rows = name === "a" ? c.BM : c.BN;
   const tileName = name === "a" ? "As" : "Bs";
@@ -275,7 +270,6 @@ function operandStatements(
   const r0 = name === "a" ? "m0" : "n0";
   const ld4 = name === "a" ? "lda4" : "ldb4";
   const off = name === "a" ? "p.aOff" : "p.bOff";
-  const T = TILE_TYPE[c.precision];
   const tileVecs = (c.BK * rows) / 4;
   // Units of work: vectors, or groups of 4 vectors when transposing.
   const units = alongK ? tileVecs / 4 : tileVecs;
@@ -327,9 +321,6 @@ function operandStatements(
   return { decl, load, store: (buf) => stores.map((s) => s(buf)) };
 }
 
-/** WGSL element types of the workgroup tiles per precision (f16 rows will add theirs). */
-const TILE_TYPE = { f32: "f32" } as const;
-
 /**
  * The WGSL source of `variant` with candidate `c`. Bindings: params, out, a, b, then bias when
  * `variant.bias`. Throws a RangeError if the candidate's shape is inconsistent (register tile not a
@@ -341,8 +332,9 @@ export function tiledMatmulSource(variant: TiledVariant, c: TiledCandidate): str
   need(c, c.BK % 4 === 0, "BK must be a multiple of 4");
   const { threads } = tiledFootprint(c);
   need(c, threads >= 1, "no threads");
-  const A = operandStatements(c, "a", !variant.transA, threads);
-  const B = operandStatements(c, "b", variant.transB, threads);
+  const T = variant.half ? "f16" : "f32";
+  const A = operandStatements(c, "a", !variant.transA, threads, T);
+  const B = operandStatements(c, "b", variant.transB, threads, T);
   const tm4 = c.TM / 4, tn4 = c.TN / 4;
   const acc = (i: number, j: number) => `c${i}_${j}`;
   const compute: string[] = [];
@@ -370,16 +362,16 @@ export function tiledMatmulSource(variant: TiledVariant, c: TiledCandidate): str
   );
   const store = variant.accumulate ? "out[c] += s" : "out[c] = s";
   return fillTemplate(TILED_TEMPLATE, {
-    ENABLE: "",
+    ENABLE: variant.half ? "enable f16;" : "",
     PARAMS: TILED_PARAMS.wgsl,
     BINDINGS: storage({
       out: "read_write array<f32>",
-      a: "read array<vec4f>",
-      b: "read array<vec4f>",
+      a: `read array<vec4<${T}>>`,
+      b: `read array<vec4<${T}>>`,
       ...(variant.bias ? { bias: "read array<f32>" } as const : {}),
     }),
     MAIN: computeMain(threads),
-    TILE: TILE_TYPE[c.precision],
+    TILE: T,
     STORE: `${store}${variant.bias ? " + bias[p.dOff + n]" : ""};`,
     A_TILE_VECS: (c.buffers * c.BK * c.BM) / 4,
     B_TILE_VECS: (c.buffers * c.BK * c.BN) / 4,
@@ -404,7 +396,8 @@ const sources = new Map<string, string>();
 
 /** The cached source of a variant and candidate (the same string each time, so pipelines are shared). */
 export function tiledSourceFor(variant: TiledVariant, c: TiledCandidate): string {
-  const key = `${+variant.transA}${+variant.transB}${+variant.bias}${+variant.accumulate}${c.name}`;
+  const v = variant;
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${c.name}`;
   let s = sources.get(key);
   if (!s) {
     s = tiledMatmulSource(variant, c);
@@ -466,7 +459,9 @@ export function recordTiled(
   checkTiledBlock(blk, variant);
   const { params, tiles } = tiledLaunch(blk, c);
   const u = plan.params(TILED_PARAMS, params, "matmul.params");
-  const label = `matmul_${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"}_tiled`;
+  const label = `matmul_${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"}_tiled${
+    variant.half ? "_f16" : ""
+  }`;
   const before = plan.dispatches.length;
   plan.add(tiledSourceFor(variant, c), [u, ...views], grid(plan.gpu, tiles), label);
   return { index: plan.dispatches.length > before ? before : -1, params: u };

@@ -210,11 +210,11 @@ function bucket(n: number): number {
   return Math.min(16384, Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(1, n)))));
 }
 
-/** The shape class of a product: transposes and the power-of-two buckets of M, N and K. */
+/** The shape class of a product: transposes, the power-of-two buckets of M, N and K, and f16 operands. */
 export function shapeClass(variant: TiledVariant, M: number, N: number, K: number): string {
   return `${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"} m${bucket(M)} n${bucket(N)} k${
     bucket(K)
-  }`;
+  }${variant.half ? " f16" : ""}`;
 }
 
 /**

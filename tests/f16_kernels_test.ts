@@ -8,6 +8,7 @@ import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { Plan } from "../shaders/gpu.ts";
 import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
 import { matmul } from "../shaders/matmul.ts";
+import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
 import { matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 import { packHalves } from "./reference/f16.ts";
@@ -167,6 +168,70 @@ Deno.test({
       // K-term sum of unit-variance products errs by about 2^-10 * sqrt(K); 4x that bound is stated.
       assertClose(`${c.name} (vs f32 operands)`, got, exact, { rtol: 4e-3, atol: 4e-3 * sqrtK });
     }
+  },
+});
+
+Deno.test({
+  name: "every tiled candidate's f16 variant matches float64 and the other candidates bit for bit",
+  ignore,
+  fn: async () => {
+    const candidates = TILED_CANDIDATES.filter((c) => tiledFits(c, gpu.limits));
+    const variants = [
+      { transA: false, transB: false, bias: true },
+      { transA: false, transB: true, accumulate: true },
+      { transA: true, transB: false, accumulate: true },
+      { transA: true, transB: true, bias: true },
+    ];
+    // Not block multiples (K not a multiple of the K tiles either); row strides multiples of 4.
+    for (const [M, N, K] of [[68, 132, 44], [200, 36, 132]]) {
+      for (const v of variants) {
+        const c0: Case = { name: "", M, N, K, ...v, aLen: M * K, bLen: K * N, outLen: M * N };
+        const seed = M + N + K + (v.transA ? 1 : 0) + (v.transB ? 2 : 0);
+        const a = randn(c0.aLen, seed), b = randn(c0.bLen, seed + 1), out0 = randn(c0.outLen, seed + 2);
+        const bias = v.bias ? randn(N, seed + 3) : undefined;
+        const ta = gpu.tensor(halfWords(c0.aLen)), tb = gpu.tensor(halfWords(c0.bLen));
+        gpu.write(ta, packHalves(a));
+        gpu.write(tb, packHalves(b));
+        const tbias = bias ? gpu.tensor(N) : undefined;
+        if (tbias) gpu.write(tbias, bias!);
+        const plan = new Plan(gpu);
+        const outs = candidates.map((c) => {
+          const tout = gpu.tensor(c0.outLen);
+          gpu.write(tout, out0);
+          matmul(plan, {
+            ...c0,
+            out: tout,
+            a: ta,
+            b: tb,
+            bias: tbias,
+            half: true,
+            tiles: "gpu",
+            candidate: c.name,
+          });
+          return tout;
+        });
+        const tiled = plan.dispatches.filter((d) => d.label?.endsWith("_tiled_f16")).length;
+        assertEquals(tiled, candidates.length, "one f16 tiled launch per candidate");
+        plan.run();
+        const want = matmulRef({ ...c0, out: out0, a: Float16Array.from(a), b: Float16Array.from(b), bias });
+        const first = await gpu.read(outs[0]);
+        const tag = `${v.transA ? "T" : "N"}${v.transB ? "T" : "N"} ${M}x${N}x${K}`;
+        assertClose(`tiled f16 ${candidates[0].name} ${tag}`, first, want, {
+          rtol: 1e-4,
+          atol: 1e-5 * Math.sqrt(K),
+        });
+        for (const [i, t] of outs.entries()) {
+          const got = await gpu.read(t);
+          if (!got.every((x, j) => Object.is(x, first[j]))) {
+            throw new Error(`tiled f16 ${candidates[i].name} ${tag} differs from ${candidates[0].name}`);
+          }
+          gpu.free(t);
+        }
+        plan.destroy();
+        for (const t of [ta, tb, tbias]) if (t) gpu.free(t);
+      }
+    }
+    console.log(`  ${candidates.length} candidates x 4 variants x 2 shapes: equal bit for bit`);
   },
 });
 
