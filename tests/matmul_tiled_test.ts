@@ -34,9 +34,14 @@ Deno.test("every tiled matmul candidate matches the float64 reference at shapes 
   const pending = [];
   const candidates = TILED_CANDIDATES.filter((c) => tiledFits(c, gpu.limits));
   assertEquals(candidates.length, TILED_CANDIDATES.length, "every candidate fits WebGPU's default limits");
+  // On wgpu's GL backend a pipeline with workgroup memory compiles in seconds to tens of seconds (Mesa's
+  // GLSL compiler on naga's zero-initialisation of the tiles grows about quadratically with their size),
+  // so there each candidate takes one of the four variants in turn; every pair runs on Vulkan.
+  const gl = gpu.describe().backend === "gl";
+  if (gl) console.log("  GL backend: each candidate checked on one variant (all pairs on Vulkan)");
   let seed = 1;
   for (const [M0, N0, K] of SHAPES) {
-    for (const v of VARIANTS) {
+    for (const [vi, v] of VARIANTS.entries()) {
       const M = v.transA ? up4(M0) : M0, N = v.transB ? N0 : up4(N0);
       const [aRows, aCols] = v.transA ? [K, M] : [M, K];
       const [bRows, bCols] = v.transB ? [N, K] : [K, N];
@@ -65,7 +70,8 @@ Deno.test("every tiled matmul candidate matches the float64 reference at shapes 
       gpu.write(ta, a);
       gpu.write(tb, b);
       gpu.write(tbias, bias);
-      for (const c of candidates) {
+      for (const [ci, c] of candidates.entries()) {
+        if (gl && ci % VARIANTS.length !== vi) continue;
         const tout = gpu.tensor(out0.length);
         gpu.write(tout, out0);
         const views = v.bias ? [tout, ta, tb, tbias] : [tout, ta, tb];
@@ -100,7 +106,7 @@ Deno.test("the tiled template filler rejects missing or unused placeholders and 
   );
   throws(
     () => tiledMatmulSource(v, { ...base, name: "split", BM: 32, BK: 4, TM: 4, TN: 4, BN: 128 }),
-    /split: a tile/,
+    /split: b tile of 128 load units does not split over 256 threads/,
   );
 });
 
