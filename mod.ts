@@ -5,7 +5,23 @@
  * `writeFileAtomic`) and `evaluateModel` (reads the evaluation data), which use Deno's file system.
  * @module
  */
-export { Gpu, GpuCapacityError, Plan, type TensorView } from "./shaders/gpu.ts";
+export {
+  Gpu,
+  GpuCapacityError,
+  type GpuDescription,
+  type GpuOptions,
+  type KernelFamily,
+  Plan,
+  type TensorView,
+} from "./shaders/gpu.ts";
+export {
+  attachTuner,
+  memoryStore,
+  tune,
+  type TuneMode,
+  type TuneOptions,
+  type TuneStore,
+} from "./shaders/tune.ts";
 export { GPT2_124M, type GPT2Config, parameterCount, validateConfig } from "./model/config.ts";
 export { type ParamSpec, paramTable } from "./model/params.ts";
 export { GPT2, initWeights, Workspace } from "./model/gpt2.ts";
