@@ -41,6 +41,15 @@ export const METRIC = {
 /** Elements a `metrics` buffer needs. */
 export const METRICS_LENGTH = 6;
 
+/**
+ * Elements a `metrics` buffer needs for SimPO over P pairs: the slots of {@link METRIC}, then every
+ * sequence's reward r_s (chosen i at METRICS_LENGTH + i, rejected i at METRICS_LENGTH + P + i), so the
+ * per-pair rewards come back with the same read as the batch means.
+ */
+export function simpoMetricsLength(P: number): number {
+  return METRICS_LENGTH + 2 * P;
+}
+
 const SUMS_PARAMS = uniformLayout({ nSeq: "u32", T: "u32" });
 /** The first nWinning sequences count; `weight` scales g. */
 const LM_PARAMS = uniformLayout({ nSeq: "u32", T: "u32", nWinning: "u32", weight: "f32" });
@@ -102,7 +111,8 @@ export const LM_LOSS = TREE_SUM + LM_PARAMS.wgsl + LOSS_BINDINGS + computeMain(W
  * SimPO over P pairs (sequence i wins, sequence P+i loses). r_s = beta * (sum mask*lp) / (sum mask),
  * z_i = r_win - r_lose - gamma, loss = -mean_i log sigmoid(z_i). dLoss/dz_i = -sigmoid(-z_i) / P, so
  * g[row of win_i] += dz_i * beta * mask / count_win and g[row of lose_i] -= dz_i * beta * mask / count_lose.
- * One workgroup; pairs in order, so the metric sums are deterministic. Bindings: params, metrics, g, lp, mask.
+ * One workgroup; pairs in order, so the metric sums are deterministic. Bindings: params, metrics (the
+ * rewards r_s after the METRIC slots), g, lp, mask.
  */
 export const SIMPO_LOSS = TREE_SUM + SIMPO_PARAMS.wgsl + LOSS_BINDINGS + /* wgsl */ `
 // log(1 + e) for e in [0, 1]; the series keeps precision where 1 + e rounds to 1.
@@ -144,6 +154,10 @@ ${computeMain(WG)}  var loss = 0.0;
     chosen += rw;
     rejected += rl;
     wins += select(0.0, 1.0, rw > rl);
+    if (li == 0u) {
+      metrics[${METRICS_LENGTH}u + i] = rw;
+      metrics[${METRICS_LENGTH}u + p.P + i] = rl;
+    }
     let dz = -sigmoid(-z) * invP;
     let kw = dz * p.beta / cw;
     let kl = -dz * p.beta / cl;
@@ -218,8 +232,9 @@ export function lmLoss(
 /**
  * Record the SimPO loss over P pairs (sequences 0..P-1 chosen, P..2P-1 rejected, pair i = (i, P+i)):
  * r_s = beta * (sum completionMask * lp) / (sum completionMask), loss = -mean_i log sigmoid(r_i - r_{P+i} - gamma).
- * Writes metrics slots simpo, chosenReward, rejectedReward, margin, winRate and **adds** dLoss/dlp to g
- * (rows [0, 2P*T)), so call {@link lmLoss} first.
+ * Writes metrics slots simpo, chosenReward, rejectedReward, margin, winRate, then each sequence's reward
+ * r_s at METRICS_LENGTH + s (so `metrics` holds {@link simpoMetricsLength}(P)), and **adds** dLoss/dlp to
+ * g (rows [0, 2P*T)), so call {@link lmLoss} first.
  */
 export function simpoLoss(
   plan: Plan,
@@ -232,7 +247,7 @@ export function simpoLoss(
   if (!Number.isFinite(beta) || !Number.isFinite(gamma)) {
     throw new Error(`${where}: beta and gamma must be finite, got beta=${beta} gamma=${gamma}`);
   }
-  checkLengths(where, METRICS_LENGTH, { metrics });
+  checkLengths(where, simpoMetricsLength(P), { metrics });
   checkLengths(where, 2 * P * T, { g, lp, completionMask });
   const u = plan.params(SIMPO_PARAMS, { P, T, beta, gamma }, "loss.simpo.params");
   plan.add(SIMPO_LOSS, [u, metrics, g, lp, completionMask], 1, "simpo_loss");

@@ -1,6 +1,13 @@
 import { Plan, type TensorView } from "../shaders/gpu.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
-import { lmLoss, METRIC, METRICS_LENGTH, sequenceSums, simpoLoss } from "../shaders/loss.ts";
+import {
+  lmLoss,
+  METRIC,
+  METRICS_LENGTH,
+  sequenceSums,
+  simpoLoss,
+  simpoMetricsLength,
+} from "../shaders/loss.ts";
 import { crossEntropyForwardRef } from "./reference/crossentropy.ts";
 import { lmGradRef, lmLossRef, sequenceSumsRef, simpoGradRef, simpoRef } from "./reference/loss.ts";
 import { assertClose, randint, randn, testGpu } from "./util.ts";
@@ -50,9 +57,10 @@ function upload(gpu: Awaited<ReturnType<typeof testGpu>>, data: Float32Array | U
   return t;
 }
 
-/** The metrics a run of lmLoss + simpoLoss should leave, in slot order. */
+/** The metrics a run of lmLoss + simpoLoss should leave, in slot order, then every sequence's reward. */
 function expectedMetrics(lm: number, s: ReturnType<typeof simpoRef>): Float64Array {
-  const m = new Float64Array(METRICS_LENGTH);
+  const m = new Float64Array(METRICS_LENGTH + s.rewards.length);
+  m.set(s.rewards, METRICS_LENGTH);
   m[METRIC.lm] = lm;
   m[METRIC.simpo] = s.loss;
   m[METRIC.chosenReward] = s.chosen;
@@ -78,7 +86,7 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
   const tLp = upload(gpu, lp), tLm = upload(gpu, lmMask), tComp = upload(gpu, completionMask);
   const garbage = new Float32Array(n).fill(7); // lmLoss must overwrite every row of g
   const tG = upload(gpu, garbage), tGLm = upload(gpu, garbage);
-  const tMetrics = gpu.tensor(METRICS_LENGTH), tMetricsLm = gpu.tensor(METRICS_LENGTH);
+  const tMetrics = gpu.tensor(simpoMetricsLength(P)), tMetricsLm = gpu.tensor(METRICS_LENGTH);
   const tSums = gpu.tensor(nSeq), tCounts = gpu.tensor(nSeq);
   const plan = new Plan(gpu);
   sequenceSums(plan, { sums: tSums, counts: tCounts, lp: tLp, mask: tComp, nSeq, T });
@@ -103,7 +111,7 @@ Deno.test("sequence sums, LM loss and SimPO: values, metrics and g against float
 
   const lm = lmLossRef(lp, lmMask, T, P);
   assertClose(
-    "metrics (lm, simpo, rewards, margin, win rate)",
+    "metrics (lm, simpo, mean rewards, margin, win rate, per-sequence rewards)",
     await gpu.read(tMetrics),
     expectedMetrics(lm, simpo),
     {
@@ -142,7 +150,7 @@ Deno.test("SimPO stays finite and exact for extreme margins", async () => {
   });
   const completionMask = new Float32Array(2 * P * T).fill(1);
   const tLp = upload(gpu, lp), tMask = upload(gpu, completionMask), tG = gpu.tensor(2 * P * T);
-  const tMetrics = gpu.tensor(METRICS_LENGTH);
+  const tMetrics = gpu.tensor(simpoMetricsLength(P));
   const plan = new Plan(gpu);
   // weight 0: only clears g
   lmLoss(plan, { metrics: tMetrics, g: tG, lp: tLp, lmMask: tMask, nSeq: 2 * P, T, nWinning: P, weight: 0 });
@@ -187,7 +195,7 @@ Deno.test("simpo + 0.2 LM from logits: d(loss)/d(logits) through g and crossEntr
   const chunks = [0, chunk].map((r0) => upload(gpu, logits.slice(r0 * V, (r0 + chunk) * V)));
   const tTargets = upload(gpu, targets), tLm = upload(gpu, lmMask), tComp = upload(gpu, completionMask);
   const [tLp, tLse, tG] = [N, N, N].map((len) => gpu.tensor(len));
-  const tMetrics = gpu.tensor(METRICS_LENGTH);
+  const tMetrics = gpu.tensor(simpoMetricsLength(P));
   const plan = new Plan(gpu);
   chunks.forEach((c, k) =>
     crossEntropyForward(plan, {
