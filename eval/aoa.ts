@@ -8,7 +8,8 @@
  * included), in nats, at every word checkpoint of a run. A context the model cannot hold gives NaN, as
  * the pipeline's failed calls do.
  *
- * Model AoA of a word. Its surprisals are averaged over contexts per checkpoint. With at least 3
+ * Model AoA of a word. Its surprisals are averaged over contexts per checkpoint (NaN if any context is
+ * NaN, as numpy's mean; such a checkpoint is left out of the fit). With at least 3
  * checkpoints, a 4-parameter sigmoid f(x) = a / (1 + exp(−b (x − c))) + d is fitted by bounded least
  * squares to −surprisal against x = log10(words + 1), from a = range, b = 1, c = mean x, d = min, with
  * bounds a ∈ [0, 10·range + 1], b ∈ [0, 100], c ∈ [min x − 1, max x + 1], d ∈ [min − 2·range − 1, max + 1]
@@ -386,7 +387,10 @@ export interface AoaCheckpoint {
   result: AoaSurprisalResult;
 }
 
-/** Per-word curves over checkpoints (ascending, distinct words seen): context means, NaN dropped. */
+/**
+ * Per-word curves over checkpoints (ascending, distinct words seen): the mean over contexts, NaN when any
+ * context is NaN (numpy's mean, as in the pipeline; the fit then drops that checkpoint).
+ */
 export function aoaCurves(points: AoaCheckpoint[]): WordCurve[] {
   for (let k = 1; k < points.length; k++) {
     if (!(points[k].words > points[k - 1].words)) {
@@ -403,7 +407,8 @@ export function aoaCurves(points: AoaCheckpoint[]): WordCurve[] {
     word,
     subwordTokens: first.subwordTokens[w],
     meanSurprisal: points.map(({ result }) => {
-      const xs = (result.surprisal[w] ?? []).filter((v) => v !== null && Number.isFinite(v));
+      // Reused reports hold NaN as null (JSON).
+      const xs = (result.surprisal[w] ?? []).map((v) => v ?? NaN);
       return xs.length === 0 ? NaN : xs.reduce((s, v) => s + v, 0) / xs.length;
     }),
   }));

@@ -283,6 +283,16 @@ Deno.test("deno task eval --run with aoa: the real CDI contexts, surprisal.json 
     const report = JSON.parse(await Deno.readTextFile(`${dir}/run/eval/aoa/aoa_report.json`));
     console.log(`  AoA score ${score.aoa.toFixed(4)} over ${report.words.length} words`);
     assert.ok(score.aoa > 0.95 && report.words.length > 300, `score ${score.aoa}`);
+    // Without the children's data (none beside the CDI file here) the surprisals are written and no score.
+    await Deno.remove(`${dir}/run/eval/aoa`, { recursive: true });
+    await main(["--run", `${dir}/run`, "--tasks", "aoa", "--aoa-data", CDI_CHILDES], load);
+    assert.equal(loaded.length, names.length, "the checkpoints' reports are reused");
+    assert.ok((await Deno.stat(`${dir}/run/eval/aoa/surprisal.json`)).isFile);
+    await assert.rejects(() => Deno.stat(`${dir}/run/eval/aoa/aoa_score.json`), Deno.errors.NotFound);
+    await assert.rejects(
+      () => main(["--model", `${dir}/run/checkpoint_1M`, "--tasks", "aoa", "--aoa-data", CDI_CHILDES], load),
+      /task aoa needs --run RUN_DIR/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
