@@ -18,7 +18,7 @@ import { DropoutKey } from "../shaders/dropout.ts";
 import type { DropoutRates } from "./config.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
 import { GradNorm } from "../shaders/reduce.ts";
-import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss } from "../shaders/loss.ts";
+import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss, simpoMetricsLength } from "../shaders/loss.ts";
 import { scaleBy } from "../shaders/f16.ts";
 import { LossScaler, type ScalerOptions, type ScalerState } from "./scaler.ts";
 
@@ -67,6 +67,9 @@ export interface StepMetrics {
   rejectedReward?: number;
   margin?: number;
   winRate?: number;
+  /** SimPO: each pair's reward r = beta * mean completion log-prob, as the loss computed it (f32). */
+  chosenRewards?: number[];
+  rejectedRewards?: number[];
   /** Global gradient norm before clipping. */
   gradNorm: number;
   lr: number;
@@ -116,7 +119,8 @@ export class Trainer {
   #optimizer: Plan;
   /** The loss scale as the loss plans read it (f16). */
   #scaleFactor?: TensorView;
-  #metrics: TensorView;
+  /** The loss metrics of each workspace's batch shape (SimPO's per-sequence rewards need nSeq slots). */
+  #metrics = new Map<string, TensorView>();
   #workspaces = new Map<string, Workspace>();
   #lossPlans = new Map<string, Plan>();
   #dropout?: ModelDropout;
@@ -133,7 +137,6 @@ export class Trainer {
     this.m = allocParams(gpu, model.config, "adam.m");
     this.v = allocParams(gpu, model.config, "adam.v");
     this.#stepParams = gpu.tensor(16, "adamw.step");
-    this.#metrics = gpu.tensor(METRICS_LENGTH, "metrics");
     const gradViews = this.grads.flatMap((p) => p.parts.map((part) => part.view));
     this.#normPlan = new Plan(gpu);
     this.#adamwPlan = new Plan(gpu);
@@ -171,12 +174,14 @@ export class Trainer {
     }
     for (const ws of this.#workspaces.values()) ws.destroy();
     this.#workspaces.clear();
+    for (const m of this.#metrics.values()) gpu.free(m);
+    this.#metrics.clear();
     for (const plan of this.#lossPlans.values()) plan.destroy();
     this.#lossPlans.clear();
     this.#optimizer.destroy();
     this.#normPlan.destroy();
     this.#adamwPlan.destroy();
-    for (const v of [this.#stepParams, this.#metrics, this.#norm.partials, this.#norm.output]) gpu.free(v);
+    for (const v of [this.#stepParams, this.#norm.partials, this.#norm.output]) gpu.free(v);
     if (this.#scaleFactor) gpu.free(this.#scaleFactor);
     this.#dropout?.key.destroy();
   }
@@ -199,6 +204,8 @@ export class Trainer {
       const [oldKey, old] = this.#workspaces.entries().next().value!;
       old.destroy();
       this.#workspaces.delete(oldKey);
+      this.model.gpu.free(this.#metrics.get(oldKey)!);
+      this.#metrics.delete(oldKey);
       for (const [k, plan] of [...this.#lossPlans]) {
         if (!k.startsWith(`${oldKey}:`)) continue;
         plan.destroy();
@@ -207,6 +214,7 @@ export class Trainer {
     }
     ws = new Workspace(this.model, B, T, { grads: this.grads, dropout: this.#dropout });
     this.#workspaces.set(key, ws);
+    this.#metrics.set(key, this.model.gpu.tensor(simpoMetricsLength(Math.ceil(B / 2)), `metrics ${key}`));
     return ws;
   }
 
@@ -223,7 +231,7 @@ export class Trainer {
     let plan = this.#lossPlans.get(key);
     if (!plan) {
       plan = new Plan(this.model.gpu);
-      const buffers = { metrics: this.#metrics, g: ws.g, lp: ws.lp, T: ws.T };
+      const buffers = { metrics: this.#metricsOf(ws), g: ws.g, lp: ws.lp, T: ws.T };
       const lm = { ...buffers, lmMask: ws.lmMask, nSeq: ws.B };
       if (loss.kind === "lm") lmLoss(plan, { ...lm, nWinning: ws.B, weight: 1 });
       else {
@@ -293,7 +301,7 @@ export class Trainer {
     this.#optimizer.encode(enc);
     device.queue.submit([enc.finish()]);
     const norm = await this.model.gpu.read(this.#norm.output, 0, 1);
-    return { ...(await this.#readMetrics(loss)), gradNorm: norm[0], lr, step: this.step };
+    return { ...(await this.#readMetrics(ws, loss)), gradNorm: norm[0], lr, step: this.step };
   }
 
   /**
@@ -337,7 +345,7 @@ export class Trainer {
     }
     scaler.update(finite);
     return {
-      ...(await this.#readMetrics(loss)),
+      ...(await this.#readMetrics(ws, loss)),
       gradNorm: norm,
       lr,
       step: this.step,
@@ -346,10 +354,20 @@ export class Trainer {
     };
   }
 
-  /** The loss metrics of the last forward pass; the total is simpo + lambda * LM in the preference phase. */
-  async #readMetrics(loss: LossSpec): Promise<Omit<StepMetrics, "gradNorm" | "lr" | "step">> {
-    const m = await this.model.gpu.read(this.#metrics);
+  #metricsOf(ws: Workspace): TensorView {
+    return this.#metrics.get(`${ws.B}x${ws.T}`)!;
+  }
+
+  /**
+   * The loss metrics of the last forward pass on `ws` (one read: under SimPO the batch means and every
+   * pair's rewards); the total is simpo + lambda * LM in the preference phase.
+   */
+  async #readMetrics(ws: Workspace, loss: LossSpec): Promise<Omit<StepMetrics, "gradNorm" | "lr" | "step">> {
+    const P = ws.B / 2;
+    const length = loss.kind === "lm" ? METRICS_LENGTH : simpoMetricsLength(P);
+    const m = await this.model.gpu.read(this.#metricsOf(ws), 0, length);
     if (loss.kind === "lm") return { loss: m[METRIC.lm], lmLoss: m[METRIC.lm] };
+    const rewards = Array.from(m.subarray(METRICS_LENGTH));
     return {
       loss: m[METRIC.simpo] + loss.lmWeight * m[METRIC.lm],
       lmLoss: m[METRIC.lm],
@@ -358,6 +376,8 @@ export class Trainer {
       rejectedReward: m[METRIC.rejectedReward],
       margin: m[METRIC.margin],
       winRate: m[METRIC.winRate],
+      chosenRewards: rewards.slice(0, P),
+      rejectedRewards: rewards.slice(P),
     };
   }
 
@@ -381,7 +401,7 @@ export class Trainer {
     this.#lossPlan(ws, loss).encode(enc);
     ws.backward!.encode(enc);
     device.queue.submit([enc.finish()]);
-    return { ...(await this.#readMetrics(loss)), gradNorm: NaN, lr: 0, step: this.step };
+    return { ...(await this.#readMetrics(ws, loss)), gradNorm: NaN, lr: 0, step: this.step };
   }
 
   /** Download the gradients (names as the parameter table). */

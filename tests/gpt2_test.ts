@@ -125,6 +125,12 @@ Deno.test("SimPO + 0.2 * LM loss and gradients match PyTorch", async () => {
     rtol: 1e-4,
     atol: 1e-6,
   });
+  // Every pair's rewards as the loss used them: chosen then rejected, the sequences' order.
+  const rewards = [...m.chosenRewards!, ...m.rejectedRewards!];
+  assertClose("simpo per-sequence rewards", rewards, ref.get("simpo.rewards")!.data, {
+    rtol: 1e-4,
+    atol: 1e-6,
+  });
   for (const [name, g] of await trainer.getGradients()) {
     assertClose(`simpo grad ${name}`, g, ref.get("simpo.grad." + name)!.data, { rtol: 1e-3, atol: 1e-6 });
   }
