@@ -7,10 +7,10 @@
 import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { clearKilledWrites, loadCheckpoint, loadPromptTemplate, loadTokenizer } from "./files.ts";
 import {
-  checkResumeConfig,
+  checkResume,
   type MetricsRecord,
-  parseRunState,
   type Phase,
+  recordStartConfig,
   runInteraction,
 } from "../interaction/loop.ts";
 import { prepareRun } from "../interaction/prepare.ts";
@@ -237,13 +237,10 @@ export async function main(args: string[]): Promise<void> {
   if (opts.resume) {
     for (const line of await clearKilledWrites(dir)) console.error(line);
     // Checked before the corpus is tokenized (the loop checks again): a bad state stops the start at once.
-    const stateText = await storage.readText("state/state.json");
-    if (stateText !== undefined) {
-      try {
-        checkResumeConfig(parseRunState(stateText), config);
-      } catch (e) {
-        throw new UsageError(`${dir}/${(e as Error).message}`);
-      }
+    try {
+      await checkResume(storage, config);
+    } catch (e) {
+      throw new UsageError(`${dir}/${(e as Error).message}`);
     }
   }
   const t0 = performance.now();
@@ -273,7 +270,11 @@ export async function main(args: string[]): Promise<void> {
   // Everything checked: the run directory is written from here on.
   // config.json first: with it, any later kill leaves a directory that --resume continues (a missing
   // tokenizer.json is trained again, the same for the same config).
-  if (!opts.resume) await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
+  if (!opts.resume) {
+    await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
+    // What a resume compares config.json with, recorded before anything is made under the config.
+    await recordStartConfig(storage, config);
+  }
   if (!savedTokenizerJson) await storage.writeText("tokenizer.json", inputs.tokenizer.toJSON());
   // The device of this start (a resume may run on another): backend, adapter, kernel family, features.
   await storage.writeText("device.json", JSON.stringify(gpu.describe(), null, 2) + "\n");

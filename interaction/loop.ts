@@ -322,11 +322,9 @@ export async function runInteraction(
     maxEpochs: config.maxEpochs,
   };
   const passes = { sft: config.nSftEpochs, po: config.nPoEpochs };
-  // An empty state file is a damaged state, not a missing one: parseRunState refuses it.
-  const saved = await storage.readText("state/state.json");
+  const saved = await checkResume(storage, config);
   if (saved !== undefined) {
-    state = parseRunState(saved);
-    checkResumeConfig(state, config);
+    state = saved;
     if (state.words === undefined) {
       log("note: state/state.json has no word counts (an older run): counting from this round on");
       state.words = zeroTally();
@@ -360,6 +358,7 @@ export async function runInteraction(
   } else {
     // A fresh start: steps logged by an earlier start that never saved a state are redone.
     await checkRunFiles(storage, config, corpus, 0);
+    await recordStartConfig(storage, config);
     const metrics = await readLog<MetricsRecord>(storage, "metrics.jsonl");
     if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
     if (await storage.readText("budget.jsonl")) await storage.writeText("budget.jsonl", "");
@@ -390,7 +389,7 @@ export async function runInteraction(
       "tokenizer.json": tokenizerJson,
       "optimizer.safetensors": optim,
       "state.json": JSON.stringify(
-        { ...state, scaler: trainer.scaler?.getState(), config: { ...config, outDir: undefined } },
+        { ...state, scaler: trainer.scaler?.getState(), config: recorded(config) },
         null,
         2,
       ) + "\n",
@@ -581,20 +580,68 @@ export function parseRunState(text: string): RunState {
 }
 
 /**
- * Refuse to resume `state` with `config` when config.json changed since the state was saved, naming the
- * changed keys; only {@link RESUME_MAY_CHANGE} may (a state without a recorded config is not checked).
+ * The config a run started with, less `outDir`, as `start_config.json` records it: the comparison a resume
+ * makes before the first saved state records the config (round 1's turns are made under it already).
  */
-export function checkResumeConfig(state: RunState, config: TrainConfig): void {
-  if (!state.config) return;
-  const now = { ...config, outDir: undefined };
+const START_CONFIG = "start_config.json";
+
+/** A config as the run records it: without `outDir` (the folder may move), as JSON holds it. */
+function recorded(config: TrainConfig): Omit<TrainConfig, "outDir"> {
+  return JSON.parse(JSON.stringify({ ...config, outDir: undefined }));
+}
+
+/**
+ * Write `start_config.json` unless the run has one: the host calls this right after writing a new run's
+ * config.json, and the loop again before its first round (for hosts that do not), so from then on every
+ * start of the run is compared with it.
+ */
+export async function recordStartConfig(storage: RunStorage, config: TrainConfig): Promise<void> {
+  if (await storage.readText(START_CONFIG) !== undefined) return;
+  await storage.writeText(START_CONFIG, JSON.stringify(recorded(config), null, 2) + "\n");
+}
+
+/**
+ * Check, reading only, that the run in `storage` may continue with `config`: its saved state, if any, is
+ * valid (an empty state file is a damaged state, not a missing one) and config.json changed no key since
+ * the run started but {@link RESUME_MAY_CHANGE} ({@link checkResumeConfig}). The config compared with is the
+ * saved state's, else `start_config.json`'s; a run that recorded neither (older runs) is not checked.
+ * Returns the saved state, or undefined when the run has none yet.
+ */
+export async function checkResume(storage: RunStorage, config: TrainConfig): Promise<RunState | undefined> {
+  const saved = await storage.readText("state/state.json");
+  const state = saved === undefined ? undefined : parseRunState(saved);
+  let started: unknown = state?.config;
+  if (started === undefined) {
+    const text = await storage.readText(START_CONFIG);
+    if (text !== undefined) {
+      try {
+        started = JSON.parse(text);
+      } catch (e) {
+        throw new Error(
+          `${START_CONFIG}: not valid JSON (${(e as Error).message}): it records the config the run ` +
+            `started with; restore it, or delete it to resume without comparing config.json`,
+        );
+      }
+    }
+  }
+  if (started !== undefined) checkResumeConfig(started, config);
+  return state;
+}
+
+/**
+ * Refuse to continue a run that started with `started` (a recorded config, without `outDir`) with `config`
+ * when config.json changed since, naming the changed keys; only {@link RESUME_MAY_CHANGE} may.
+ */
+export function checkResumeConfig(started: unknown, config: TrainConfig): void {
+  const now = recorded(config);
   const allowed = (k: string) => RESUME_MAY_CHANGE.some((m) => k === m || k.startsWith(m + "."));
-  const changed = changedConfigKeys(state.config, JSON.parse(JSON.stringify(now))).filter((k) => !allowed(k));
+  const changed = changedConfigKeys(started, now).filter((k) => !allowed(k));
   if (changed.length === 0) return;
   const at = (c: unknown, key: string) =>
     JSON.stringify(key.split(".").reduce((v, k) => (v as Record<string, unknown> | undefined)?.[k], c));
   throw new Error(
     `config.json was changed since the run started: ${
-      changed.map((k) => `${k} ${at(state.config, k)} -> ${at(now, k)}`).join(", ")
+      changed.map((k) => `${k} ${at(started, k)} -> ${at(now, k)}`).join(", ")
     }. A resumed run trains as it began: put the values back, or start a new run (only ${
       RESUME_MAY_CHANGE.join(", ")
     } may change)`,

@@ -255,6 +255,57 @@ Deno.test("resume: config.json edited since the start is refused naming the keys
   }
 });
 
+Deno.test("resume before the first saved state: config.json is compared with start_config.json", async () => {
+  const { dir, path } = await withConfig({
+    ...CONFIG,
+    numRounds: 1,
+    student: { ...CONFIG.student, batchSize: 4 },
+    teacher: { ...TINY.teacher, kind: "openai", urls: [], maxAttempts: 1, maxInFlightPerServer: 1 },
+  });
+  const teacher = startTeacherServer({ faults: ["401"] });
+  const run = `${dir}/run`;
+  try {
+    const r = await train(["--config", path, "--teacher-url", teacher.url, "--out", run]);
+    assert.equal(r.code, 1, r.out);
+    const c = JSON.parse(await Deno.readTextFile(`${run}/config.json`)) as TrainConfig;
+    const { outDir: _, ...started } = c;
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(`${run}/start_config.json`)), started);
+    assert.equal(await Deno.stat(`${run}/state`).then(() => true, () => false), false, "no state saved yet");
+    // What a kill after the first of two student batches leaves: 4 continuations made under the config.
+    const student = `${run}/interactions/round_0.student.jsonl`;
+    await Deno.writeTextFile(
+      student,
+      (await Deno.readTextFile(student)).split("\n").slice(0, 4).join("\n") + "\n",
+    );
+    await Deno.remove(`${run}/interactions/round_0.teacher.jsonl`).catch(() => {});
+    await Deno.writeTextFile(
+      `${run}/config.json`,
+      JSON.stringify({ ...c, student: { ...c.student, topP: 0.5 } }, null, 2),
+    );
+    const before = await snapshot(run);
+    const edited = await train(["--resume", run]);
+    assert.equal(edited.code, 1, edited.out);
+    assert.match(
+      edited.out,
+      /run\/config\.json was changed since the run started: student\.topP 0\.8 -> 0\.5/,
+    );
+    assert.deepEqual(await snapshot(run), before, "nothing written");
+    await Deno.writeTextFile(`${run}/start_config.json`, "{");
+    const damaged = await train(["--resume", run]);
+    assert.equal(damaged.code, 1, damaged.out);
+    assert.match(damaged.out, /run\/start_config\.json: not valid JSON/);
+    // The config put back (the teacher's URL may change): the run goes on from the stored continuations.
+    await Deno.writeTextFile(`${run}/start_config.json`, before.get("start_config.json")!);
+    await Deno.writeTextFile(`${run}/config.json`, JSON.stringify(c, null, 2));
+    const ok = await train(["--resume", run]);
+    assert.equal(ok.code, 0, ok.out);
+    assert.equal((await Deno.readTextFile(student)).trim().split("\n").length, 8);
+  } finally {
+    await teacher.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("resume: round files are checked before metrics.jsonl is rewritten", async () => {
   const dir = await Deno.makeTempDir({ prefix: "defects_" });
   const run = `${dir}/run`;
