@@ -43,6 +43,7 @@ import {
   type TaskResult,
 } from "../eval/finetune.ts";
 import { headStateDict } from "../eval/finetune_model.ts";
+import { specialWrap } from "../eval/model.ts";
 
 const D = FINETUNE_DEFAULTS;
 const SPEC = {
@@ -240,6 +241,15 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
   const tok = model.tokenizer;
   if (!tok) {
     throw new UsageError(`--model ${modelDir}: no tokenizer.json (fine-tuning tokenizes the task texts)`);
+  }
+  // A pair is A's ids then B's only when the tokenizer adds no special tokens (GPT-2's); a template that
+  // adds some would put them around and between the two, which this command does not model.
+  const wrap = specialWrap(tok.toJSON(), tok.where);
+  if (wrap.prefix.length > 0 || wrap.suffix.length > 0) {
+    throw new UsageError(
+      `${tok.where}: its post-processor adds special tokens ([${wrap.prefix}] text [${wrap.suffix}]); ` +
+        `fine-tuning supports tokenizers that add none, as GPT-2's`,
+    );
   }
   const { config, weights } = model.checkpoint;
   const s = settingsOf(v, config.nPositions);

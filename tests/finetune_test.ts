@@ -319,3 +319,49 @@ Deno.test({
     assert.deepEqual(after, before, "a finished fine-tuning is reused");
   },
 });
+
+Deno.test({
+  name: "finetune refuses a tokenizer whose post-processor adds special tokens, and mismatched padding flags",
+  ignore: !HAVE_DATA,
+  async fn() {
+    const dir = `${OUT}bos_model`;
+    const config = {
+      vocabSize: 50257,
+      nPositions: 64,
+      nEmbd: 16,
+      nLayer: 1,
+      nHead: 2,
+      layerNormEpsilon: 1e-5,
+      bosTokenId: 50256,
+      eosTokenId: 50256,
+    };
+    const tok = JSON.parse(tokenizerJsonFromGpt2Files(
+      await Deno.readTextFile(`${DATA}tokenizers/gpt2/vocab.json`),
+      await Deno.readTextFile(`${DATA}tokenizers/gpt2/merges.txt`),
+    ));
+    const bos = { SpecialToken: { id: "<|endoftext|>", type_id: 0 } };
+    tok.post_processor = {
+      type: "TemplateProcessing",
+      single: [bos, { Sequence: { id: "A", type_id: 0 } }],
+      pair: [bos, { Sequence: { id: "A", type_id: 0 } }, { Sequence: { id: "B", type_id: 1 } }],
+      special_tokens: { "<|endoftext|>": { id: "<|endoftext|>", ids: [50256], tokens: ["<|endoftext|>"] } },
+    };
+    await saveCheckpoint(dir, config, initWeights(config, 1), { "tokenizer.json": JSON.stringify(tok) });
+    await assert.rejects(
+      () => main(["--model", dir, "--data", GLUE, "--tasks", "rte"]),
+      /post-processor adds special tokens \(\[50256\] text \[\]\)/,
+    );
+    delete tok.post_processor;
+    await saveCheckpoint(`${dir}_plain`, config, initWeights(config, 1), {
+      "tokenizer.json": JSON.stringify(tok),
+    });
+    await assert.rejects(
+      () => main(["--model", `${dir}_plain`, "--data", GLUE, "--padding-side", "left"]),
+      /--padding-side left needs --take-final/,
+    );
+    await assert.rejects(
+      () => main(["--model", `${dir}_plain`, "--data", GLUE, "--take-final"]),
+      /--take-final requires --padding-side left/,
+    );
+  },
+});
