@@ -18,13 +18,12 @@ import {
   Progress,
   required,
   runMain,
-  UsageError,
 } from "./common.ts";
 import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { generate } from "../model/generate.ts";
-import { type Tokenizer, TOKENIZER_FILE } from "../model/tokenizer.ts";
-import { loadCheckpoint, loadTokenizer, readJsonLinesFile, writeFileAtomic } from "./files.ts";
+import { writeFileAtomic } from "./files.ts";
+import { loadModelDir, readRecords, readSequences } from "./lm_data.ts";
 
 const SUMMARY = "Continue each context of a JSON-lines file with a model (KV-cached, sampled on the GPU).\n" +
   'Input lines: {"tokens": [...]} or {"text": "..."} (tokenized with the model\'s tokenizer.json, BOS\n' +
@@ -48,81 +47,11 @@ const SPEC = {
   ...GPU_FLAGS,
 } as const;
 
-/** One input line, resolved to token ids. */
-interface Context {
-  tokens: number[];
-  /** 1-based line number in the input file, for errors. */
-  line: number;
-}
-
-/**
- * Parse the input file: every non-empty line must be an object with a `tokens` array of ids in
- * [0, vocabSize) or a `text` string. Text needs `tokenizer` (a thunk, so token-only files need none).
- * Errors name the file and line.
- */
-export async function readContexts(
-  path: string,
-  vocabSize: number,
-  tokenizer: () => Promise<Tokenizer>,
-): Promise<Context[]> {
-  const out: Context[] = [];
-  for (const { line, text, value } of await readJsonLinesFile(path)) {
-    const where = `${path}:${line}`;
-    const rec = value as { tokens?: unknown; text?: unknown };
-    if (value === null || typeof value !== "object" || Array.isArray(value)) {
-      throw new UsageError(
-        `${where}: expected an object with "tokens" or "text", found ${text.slice(0, 60)}`,
-      );
-    }
-    if (("tokens" in rec) === ("text" in rec)) {
-      throw new UsageError(`${where}: expected exactly one of "tokens" and "text"`);
-    }
-    let tokens: number[];
-    if ("tokens" in rec) {
-      const t = rec.tokens;
-      if (!Array.isArray(t) || t.length === 0) {
-        throw new UsageError(`${where}: "tokens" must be a non-empty array of token ids`);
-      }
-      const bad = t.findIndex((v) => !(Number.isInteger(v) && v >= 0 && v < vocabSize));
-      if (bad >= 0) {
-        throw new UsageError(
-          `${where}: tokens[${bad}] is ${JSON.stringify(t[bad])}, expected an id in [0, ${vocabSize})`,
-        );
-      }
-      tokens = t as number[];
-    } else {
-      if (typeof rec.text !== "string") throw new UsageError(`${where}: "text" must be a string`);
-      let tok: Tokenizer;
-      try {
-        tok = await tokenizer();
-      } catch (e) {
-        throw new UsageError(`${where}: ${(e as Error).message}`);
-      }
-      tokens = [tok.bosId, ...tok.encode(rec.text)];
-      const bad = tokens.find((v) => v >= vocabSize);
-      if (bad !== undefined) {
-        throw new UsageError(`${where}: the tokenizer gave id ${bad}, past the model's ${vocabSize} ids`);
-      }
-    }
-    out.push({ tokens, line });
-  }
-  return out;
-}
-
-/** Does `path` exist as a file? */
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
-}
-
 /** The command, on `args`; throws UsageError for user mistakes. Writes output lines to `--output` or stdout. */
 export async function runGenerate(args: string[]): Promise<void> {
   const o = parseCommand("generate", SUMMARY, SPEC, args);
   if (!o) return;
-  const modelDir = required(o.model, "model").replace(/\/+$/, "");
+  const modelPath = required(o.model, "model").replace(/\/+$/, "");
   const input = required(o.input, "input");
   const maxTokens = numberOption(o["max-tokens"], "max-tokens", { min: 1, integer: true });
   const minTokens = numberOption(o["min-tokens"], "min-tokens", { min: 0, max: maxTokens, integer: true });
@@ -132,31 +61,24 @@ export async function runGenerate(args: string[]): Promise<void> {
   const seed = numberOption(o.seed, "seed", { min: 0, max: 2 ** 32 - 1, integer: true });
   const batchSize = numberOption(o["batch-size"], "batch-size", { min: 1, integer: true });
 
-  let isDir = false;
-  try {
-    isDir = (await Deno.stat(modelDir)).isDirectory;
-  } catch { /* reported below */ }
-  if (!isDir) throw new UsageError(`--model ${modelDir}: no such directory`);
-  const { config, weights } = await loadCheckpoint(modelDir);
-  const tokPath = `${modelDir}/${TOKENIZER_FILE}`;
-  const hasTokenizer = await isFile(tokPath);
-  let tokenizer: Promise<Tokenizer> | undefined;
-  const getTokenizer = () => {
-    if (!hasTokenizer) {
-      throw new UsageError(`text input needs ${tokPath}, which does not exist; give "tokens" instead`);
-    }
-    return tokenizer ??= loadTokenizer(tokPath);
+  const modelDir = await loadModelDir(modelPath);
+  const { config, weights } = modelDir.checkpoint;
+  // A context and its new tokens share the model's positions.
+  const limit = {
+    max: config.nPositions - maxTokens,
+    reason: `with --max-tokens ${maxTokens} the model's ${config.nPositions} positions allow at most ${
+      config.nPositions - maxTokens
+    }`,
   };
-  const contexts = await readContexts(input, config.vocabSize, getTokenizer);
-  for (const c of contexts) {
-    if (c.tokens.length + maxTokens > config.nPositions) {
-      throw new UsageError(
-        `${input}:${c.line}: ${c.tokens.length} context tokens + --max-tokens ${maxTokens} exceed the ` +
-          `model's ${config.nPositions} positions`,
-      );
-    }
-  }
-  const tok = hasTokenizer ? await getTokenizer() : undefined;
+  const contexts = readSequences(
+    await readRecords(input),
+    input,
+    modelDir,
+    { bos: true, eos: false },
+    1,
+    limit,
+  );
+  const tok = modelDir.tokenizer;
 
   const gpu = await openGpu(o, { quiet: true });
   const model = GPT2.create(gpu, config, weights).usePrecision(precisionFlag(o.precision));
@@ -167,7 +89,7 @@ export async function runGenerate(args: string[]): Promise<void> {
   );
   const progress = new Progress("generate", contexts.length * maxTokens, "tok");
   const start = performance.now();
-  const results = await generate(model, contexts.map((c) => c.tokens), {
+  const results = await generate(model, contexts, {
     maxTokens,
     minTokens,
     temperature,

@@ -145,9 +145,23 @@ export function asObject(record: JsonLine, path: string, expected: string): Reco
   return v as Record<string, unknown>;
 }
 
+/** The most tokens a sequence may have, and what the refusal of a longer one says. */
+export interface LengthLimit {
+  max: number;
+  reason: string;
+}
+
+/** Training and scoring: inputs are tokens[:-1], so a sequence has at most n_positions + 1 tokens. */
+export function positionsLimit(nPositions: number): LengthLimit {
+  return {
+    max: nPositions + 1,
+    reason: `the model's n_positions ${nPositions} allows at most ${nPositions + 1}`,
+  };
+}
+
 /**
- * One sequence per record from `"tokens"` (ids as given) or `"text"` (tokenized per `rule`). Each must
- * have between `minLength` tokens and n_positions + 1 (inputs are tokens[:-1]).
+ * One sequence per record: exactly one of `"tokens"` (ids as given) and `"text"` (tokenized per `rule`).
+ * Each must have at least `minLength` tokens and at most `limit` (default {@link positionsLimit}).
  */
 export function readSequences(
   records: JsonLine[],
@@ -155,42 +169,37 @@ export function readSequences(
   model: ModelDir,
   rule: TextRule,
   minLength: number,
+  limit = positionsLimit(model.checkpoint.config.nPositions),
 ): number[][] {
-  const { vocabSize, nPositions } = model.checkpoint.config;
+  const { vocabSize } = model.checkpoint.config;
   return records.map((r) => {
     const o = asObject(r, path, `an object with "tokens" (array of ids) or "text" (string)`);
     const where = at(path, r.line);
-    const key = "tokens" in o ? "tokens" : "text" in o ? "text" : "";
-    if (key === "") {
+    if (("tokens" in o) === ("text" in o)) {
       throw new UsageError(
-        `${where}: expected a "tokens" (array of ids) or "text" (string) field, found keys ` +
+        `${where}: expected a "tokens" (array of ids) or "text" (string) field, exactly one, found keys ` +
           `${JSON.stringify(Object.keys(o))}`,
       );
     }
+    const key = "tokens" in o ? "tokens" : "text";
     const seq = fieldTokens(o, key, where, vocabSize, rule, model);
-    checkLength(seq.length, where, key, minLength, nPositions);
+    checkLength(seq.length, where, key, minLength, limit);
     return seq;
   });
 }
 
-/** A sequence of n tokens needs n >= minLength and n - 1 <= n_positions. */
+/** A sequence of n tokens needs n >= minLength and n <= limit.max. */
 export function checkLength(
   n: number,
   where: string,
   what: string,
   minLength: number,
-  nPositions: number,
+  limit: LengthLimit,
 ): void {
   if (n < minLength) {
     throw new UsageError(`${where}: "${what}" has ${n} tokens; at least ${minLength} are needed`);
   }
-  if (n - 1 > nPositions) {
-    throw new UsageError(
-      `${where}: "${what}" has ${n} tokens; the model's n_positions ${nPositions} allows at most ${
-        nPositions + 1
-      }`,
-    );
-  }
+  if (n > limit.max) throw new UsageError(`${where}: "${what}" has ${n} tokens; ${limit.reason}`);
 }
 
 /** A preference pair: both sequences share the prompt; completions are as given. */
@@ -215,7 +224,7 @@ export function readPairs(records: JsonLine[], path: string, model: ModelDir): P
     for (const key of ["chosen", "rejected"] as const) {
       const c = fieldTokens(o, key, where, vocabSize, { bos: false, eos: true }, model);
       if (c.length === 0) throw new UsageError(`${where}: "${key}" is empty; it needs at least 1 token`);
-      checkLength(prompt.length + c.length, where, `prompt + ${key}`, 2, nPositions);
+      checkLength(prompt.length + c.length, where, `prompt + ${key}`, 2, positionsLimit(nPositions));
       pair[key] = c;
     }
     return pair;

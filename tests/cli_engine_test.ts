@@ -268,6 +268,11 @@ Deno.test("malformed input: errors name the file, line and field", async () => {
     ["text.jsonl", '{"text":"hello"}\n', /text\.jsonl:1: "text" is text, but .* has no tokenizer\.json/],
     ["keys.jsonl", '{"tokns":[1,2]}\n', /keys\.jsonl:1: expected a "tokens" .* or "text" .* field/],
     [
+      "both.jsonl",
+      '{"tokens":[1,2],"text":"a"}\n',
+      /both\.jsonl:1: expected a "tokens" .* field, exactly one/,
+    ],
+    [
       "long.jsonl",
       `{"tokens":[${Array(18).fill(1)}]}\n`,
       /long\.jsonl:1: "tokens" has 18 tokens; .* at most 17/,
