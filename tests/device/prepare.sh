@@ -20,6 +20,11 @@ tar -cJf .device/node_modules.tar.xz --exclude='node_modules/@deno' --exclude='n
   --exclude='node_modules/playwright*' node_modules
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists='"$lists"
 apt-get $o update -qq >/dev/null 2>&1
-(cd .device/debs && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null 2>&1)
+# One package at a time, with the machine's own lists as a fallback, and none may be missing (a run once
+# came back without libvulkan1 when all seven were asked for at once).
+for p in libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2; do
+  (cd .device/debs && { apt-get $o download "$p" >/dev/null 2>&1 || apt-get download "$p" >/dev/null 2>&1; })
+  ls .device/debs/"$p"_*.deb >/dev/null 2>&1 || { echo "could not download $p" >&2; exit 1; }
+done
 cp "$here/gpu-check.sh" "$here/check_hf.py" "$peer" .device/
 du -sh .device | cut -f1 | sed 's/^/.device: /'
