@@ -8,7 +8,7 @@
 import { parseOptions, required, runMain, UsageError } from "./common.ts";
 import { DEFAULT_PROMPT, fillMessages } from "../interaction/prompt.ts";
 import { loadPromptTemplate } from "./files.ts";
-import { health, normalizeBaseUrl, OpenAITeacher, TEACHER_TIMEOUT_MS } from "../interaction/teacher.ts";
+import { health, normalizeBaseUrl, OpenAITeacher, TEACHER_DEFAULTS } from "../interaction/teacher.ts";
 
 const SAMPLE = {
   context:
@@ -41,15 +41,15 @@ async function main(): Promise<void> {
         type: "string",
         help: "completion mode's chat template: auto (from --model), llama3, chatml-qwen2.5, qwen3, " +
           "qwen3-instruct-2507 or qwen3.5",
-        default: "auto",
+        default: TEACHER_DEFAULTS.chatTemplate,
       },
       "teacher-prompt": { type: "string", help: "prompt template JSON (default: the project's own prompt)" },
       "api-key-env": {
         type: "string",
         help: "environment variable holding the API key",
-        default: "OPENAI_API_KEY",
+        default: TEACHER_DEFAULTS.apiKeyEnv,
       },
-      "timeout-ms": { type: "string", help: "request timeout", default: String(TEACHER_TIMEOUT_MS) },
+      "timeout-ms": { type: "string", help: "request timeout", default: String(TEACHER_DEFAULTS.timeoutMs) },
       context: { type: "string", help: "the context text to send", default: SAMPLE.context },
       student: { type: "string", help: "the student continuation to send", default: SAMPLE.student },
     },

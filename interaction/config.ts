@@ -10,7 +10,7 @@ import type { Precision } from "../model/precision.ts";
 import { SCALER_DEFAULTS } from "../model/scaler.ts";
 import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
-import { TEACHER_TIMEOUT_MS } from "./teacher.ts";
+import { TEACHER_DEFAULTS } from "./teacher.ts";
 import { resolveChatTemplate } from "./chat_template.ts";
 import { type BudgetCount, validateBudget } from "./budget.ts";
 import { TRACKS } from "./tracks.ts";
@@ -151,12 +151,8 @@ export const BABYLM_INTERACTION: TrainConfig = {
     urls: ["http://127.0.0.1:8000"],
     mode: "chat",
     model: "meta-llama/Llama-3.1-8B-Instruct",
-    chatTemplate: "auto",
+    ...TEACHER_DEFAULTS,
     promptFile: "",
-    apiKeyEnv: "OPENAI_API_KEY",
-    timeoutMs: TEACHER_TIMEOUT_MS,
-    maxInFlightPerServer: 64,
-    maxAttempts: 8,
   },
   // The model card's 8 LM epochs per round; the baseline's config.yaml (commit 5bc3303) says 7
   // (`deno task train --sft-epochs 7`).

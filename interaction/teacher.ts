@@ -105,13 +105,13 @@ export interface OpenAITeacherOptions {
   prompt?: PromptTemplate;
   /** API key; if absent, read from the environment variable `apiKeyEnv` under Deno. Never logged. */
   apiKey?: string;
-  /** Environment variable holding the API key (default `OPENAI_API_KEY`). */
+  /** Environment variable holding the API key (default: {@link TEACHER_DEFAULTS}, as the next three). */
   apiKeyEnv?: string;
-  /** Per-request timeout (default {@link TEACHER_TIMEOUT_MS}). */
+  /** Per-request timeout. */
   timeoutMs?: number;
-  /** Concurrent requests per server (default 64). */
+  /** Concurrent requests per server. */
   maxInFlightPerServer?: number;
-  /** Attempts per item before giving up (default 8). */
+  /** Attempts per item before giving up. */
   maxAttempts?: number;
   /** First retry delay; doubles per attempt up to `maxBackoffMs` (defaults 500 and 30000 ms). */
   backoffMs?: number;
@@ -133,6 +133,18 @@ export interface OpenAITeacherOptions {
 
 /** How long one correction request may take: 255-256 new tokens from a busy server (5 minutes). */
 export const TEACHER_TIMEOUT_MS = 300_000;
+
+/**
+ * Defaults of the teacher settings a run's config also holds (`teacher` in interaction/config.ts spreads
+ * them): the one place they are written.
+ */
+export const TEACHER_DEFAULTS = {
+  chatTemplate: "auto",
+  apiKeyEnv: "OPENAI_API_KEY",
+  timeoutMs: TEACHER_TIMEOUT_MS,
+  maxInFlightPerServer: 64,
+  maxAttempts: 8,
+};
 
 /** How long a server has to answer a probe ({@link probe}, {@link health}). */
 export const PROBE_TIMEOUT_MS = 10_000;
@@ -206,15 +218,11 @@ export class OpenAITeacher implements Teacher {
       );
     }
     this.#o = {
+      ...TEACHER_DEFAULTS,
       completionApi: "llamacpp",
-      apiKeyEnv: "OPENAI_API_KEY",
-      timeoutMs: TEACHER_TIMEOUT_MS,
-      maxInFlightPerServer: 64,
-      maxAttempts: 8,
       backoffMs: 500,
       maxBackoffMs: 30_000,
       failoverAfter: 3,
-      chatTemplate: "auto",
       date: LLAMA3_DEFAULT_DATE,
       fetch: globalThis.fetch.bind(globalThis),
       ...options,
