@@ -19,7 +19,7 @@
  */
 import type { Gpu } from "../shaders/gpu.ts";
 import { GPT2, initWeights } from "../model/gpt2.ts";
-import { type Batch, Trainer } from "../model/trainer.ts";
+import { type Batch, type StepMetrics, Trainer } from "../model/trainer.ts";
 import { generate } from "../model/generate.ts";
 import type { GPT2Config } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
@@ -65,6 +65,25 @@ export interface InteractionRecord {
   studentTokens: number[];
   teacherTokens: number[];
   studentFinish: "length" | "stop";
+}
+
+/**
+ * One pair's SimPO rewards at the step that trained on it in the last SimPO epoch of its round, as stored
+ * in `interactions/round_N.rewards.jsonl`: r = beta * (mean log-prob of the completion), as the loss
+ * computed them (f32), for the winning (teacher) and the losing (student) sequence.
+ */
+export interface PairRewardRecord {
+  round: number;
+  /** The datapoint (as in `round_N.jsonl`). */
+  index: number;
+  chosen: number;
+  rejected: number;
+  /** chosen - rejected (without gamma). */
+  margin: number;
+  /** Where the step was: the epoch, its batch and the optimizer steps taken with it. */
+  epoch: number;
+  batch: number;
+  step: number;
 }
 
 /** One optimisation step, as stored in `metrics.jsonl`. */
@@ -363,6 +382,7 @@ export async function runInteraction(
     if (metrics.length > 0) await storage.writeText("metrics.jsonl", "");
     if (await storage.readText("budget.jsonl")) await storage.writeText("budget.jsonl", "");
   }
+  await keepRewardsBefore(storage, config.numRounds, state);
   const totalWords = () => state.words ?? zeroTally();
   /** Stop before round `r` trains, when it would pass a limit: nothing of it is trained on or saved. */
   const checkBudget = (r: number, round: WordTally, what: "projected" | "exact") => {
@@ -512,6 +532,12 @@ export async function runInteraction(
           };
           await storage.appendText("metrics.jsonl", JSON.stringify(rec) + "\n");
           events.onMetrics?.(rec);
+          // Each pair's rewards as the round's last SimPO epoch left them, for sorting pairs by them.
+          if (phase === "po" && state.epoch === epochs - 1) {
+            const at = { epoch: state.epoch, batch: state.batch, step: state.step };
+            const lines = pairRewards(r, idx, m, at).map((l) => JSON.stringify(l) + "\n");
+            await storage.appendText(roundFile(r, "rewards"), lines.join(""));
+          }
           events.onPhase?.(phase, r, state.epoch * nBatches + state.batch + 1, epochs * nBatches);
           // Word checkpoints; the state saved with them points at the next batch.
           const crossed = crossedCheckpoint(checkpoints, state.nextCheckpoint, state.wordsSeen);
@@ -663,6 +689,8 @@ async function checkRunFiles(
     const [done, student, teacher] = await Promise.all(
       [roundFile(r), roundFile(r, "student"), roundFile(r, "teacher")].map((p) => storage.readText(p)),
     );
+    const rewards = roundFile(r, "rewards");
+    rewardLines(logLines<PairRewardRecord>(await storage.readText(rewards), rewards).lines, r);
     if (done === undefined && student === undefined && teacher === undefined) continue;
     const n = corpus.roundDatapoints(r, { max: config.maxDatapointsPerRound }).length;
     if (done !== undefined) roundRecords(done, r, n);
@@ -674,7 +702,7 @@ async function checkRunFiles(
 }
 
 /** `interactions/round_N.jsonl`, or the file of one turn of it. */
-function roundFile(round: number, turn?: "student" | "teacher"): string {
+function roundFile(round: number, turn?: "student" | "teacher" | "rewards"): string {
   return `interactions/round_${round}${turn ? `.${turn}` : ""}.jsonl`;
 }
 
@@ -710,6 +738,57 @@ function teacherAnswers(lines: JsonLine<TeacherLine>[], round: number, n: number
     answers.set(i, value.text);
   }
   return answers;
+}
+
+/** Pair rewards stored so far, checked: datapoint and step position integers, rewards numbers. */
+function rewardLines(lines: JsonLine<PairRewardRecord>[], round: number): void {
+  const bad = lines.find(({ value: v }) =>
+    !(["index", "epoch", "batch", "step"] as const).every((k) => Number.isInteger(v?.[k])) ||
+    !(["chosen", "rejected", "margin"] as const).every((k) => typeof v[k] === "number")
+  );
+  if (bad) {
+    throw new Error(
+      `${roundFile(round, "rewards")}:${bad.line}: expected {"index", "epoch", "batch", "step": integers, ` +
+        `"chosen", "rejected", "margin": numbers}`,
+    );
+  }
+}
+
+/** The rewards lines of one SimPO step of round `round`: the batch's pair k is datapoint `idx[k]`. */
+function pairRewards(
+  round: number,
+  idx: readonly number[],
+  m: StepMetrics,
+  at: { epoch: number; batch: number; step: number },
+): PairRewardRecord[] {
+  const { chosenRewards: chosen, rejectedRewards: rejected } = m;
+  if (chosen?.length !== idx.length || rejected?.length !== idx.length) {
+    throw new Error(`round ${round + 1} po batch ${at.batch}: the step returned no reward for every pair`);
+  }
+  return idx.map((index, k) => ({
+    round,
+    index,
+    chosen: chosen[k],
+    rejected: rejected[k],
+    margin: chosen[k] - rejected[k],
+    ...at,
+  }));
+}
+
+/**
+ * Keep in the rewards file of every round from the saved state's on only the lines of steps before that
+ * state (on a fresh start: none): the steps after it are trained again and append theirs.
+ */
+async function keepRewardsBefore(storage: RunStorage, numRounds: number, state: RunState): Promise<void> {
+  for (let r = state.round; r < numRounds; r++) {
+    const path = roundFile(r, "rewards");
+    const lines = await readLog<PairRewardRecord>(storage, path);
+    const before = (l: PairRewardRecord) =>
+      r === state.round && state.phase === "po" &&
+      (l.epoch < state.epoch || (l.epoch === state.epoch && l.batch < state.batch));
+    const kept = lines.filter((l) => before(l.value));
+    if (kept.length !== lines.length) await storage.writeText(path, kept.map((l) => l.text + "\n").join(""));
+  }
 }
 
 /** A line of `round_N.student.jsonl` and one of `round_N.teacher.jsonl`. */

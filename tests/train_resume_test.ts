@@ -1,9 +1,11 @@
 /**
  * `--resume` reaches the same weights as an uninterrupted run: the same small config is trained once
- * straight through and once killed twice with SIGKILL in round 2, resuming after each: in the student turn
+ * straight through and once killed three times with SIGKILL in round 2, resuming after each: in the student turn
  * (continuations partly stored, the last line cut in half as a kill during an append leaves it) and after
- * a word checkpoint saved the state mid-epoch and one more step was logged (a metrics line cut in half). Weights, optimizer moments, state, every checkpoint,
- * interactions and metrics must match bit for bit (metrics: all but wall-clock fields).
+ * a word checkpoint saved the state mid-epoch and one more step was logged (a metrics line cut in half),
+ * then once more in round 2's SimPO epoch after a step past the saved state appended its pair rewards (a
+ * rewards line cut in half). Weights, optimizer moments, state, every checkpoint, interactions, pair
+ * rewards and metrics must match bit for bit (metrics: all but wall-clock fields).
  */
 import assert from "node:assert/strict";
 import type { MetricsRecord, RunState } from "../interaction/loop.ts";
@@ -69,6 +71,8 @@ interface Seen {
   /** Lines in round 2's student file, and whether round 2's interaction file is complete. */
   studentLines: number;
   roundDone: boolean;
+  /** Lines in round 2's pair-rewards file. */
+  rewardLines: number;
 }
 
 async function look(dir: string): Promise<Seen> {
@@ -80,6 +84,7 @@ async function look(dir: string): Promise<Seen> {
     logged: await lines("metrics.jsonl"),
     studentLines: await lines("interactions/round_1.student.jsonl"),
     roundDone: (await readText(`${dir}/interactions/round_1.jsonl`)) !== undefined,
+    rewardLines: await lines("interactions/round_1.rewards.jsonl"),
   };
 }
 
@@ -177,6 +182,19 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     );
     await cutLine(`${b}/metrics.jsonl`, '{"phase":"sft","rou');
 
+    // Kill 3: resumed, then killed in round 2's SimPO epoch after a state saved mid-epoch and a later step's
+    // pair rewards (4 pairs a step) were appended, with a rewards line cut in half.
+    const k3 = await runAndKill(
+      ["--resume", b],
+      b,
+      (s) => s.state?.round === 1 && s.state.phase === "po" && s.rewardLines > 4 * s.state.batch,
+    );
+    console.log(
+      `  kill 3: ${k3.rewardLines} pair rewards stored; state at round 2 po batch ${k3.state!.batch}, ` +
+        `step ${k3.state!.step}`,
+    );
+    await cutLine(`${b}/interactions/round_1.rewards.jsonl`, '{"round":1,"ind');
+
     // A second start without --resume refuses and leaves the run as it is.
     const before = await Deno.readFile(`${b}/state/model.safetensors`);
     const refused = await command(["--config", configPath, "--out", b]).output();
@@ -187,8 +205,13 @@ Deno.test("train --resume after SIGKILL mid-round reaches the uninterrupted run'
     const log = await run(["--resume", b]);
     assert.match(log, /resumed at round 2, phase (sft|po)/);
 
-    // Same files, same bytes (the metrics' wall-clock fields aside).
+    // Same files, same bytes (the metrics' wall-clock fields aside); every pair's rewards in each round.
     assert.deepEqual(files(b), files(a));
+    for (const r of [0, 1]) {
+      const text = await Deno.readTextFile(`${a}/interactions/round_${r}.rewards.jsonl`);
+      const indices = text.trim().split("\n").map((l) => JSON.parse(l).index).sort((x, y) => x - y);
+      assert.deepEqual(indices, [...Array(16).keys()], `round ${r}: one reward line per pair`);
+    }
     let compared = 0;
     for (const f of files(a)) {
       if (f === "metrics.jsonl") continue;
