@@ -69,5 +69,10 @@ export { Corpus } from "./interaction/corpus.ts";
 export { embeddedSources, minimalPairs } from "./interaction/grammar.ts";
 export { evaluateModel } from "./eval/tasks.ts";
 export { Classifier, type ClassifierOptions, initHead } from "./eval/finetune_model.ts";
-export { FINETUNE_DEFAULTS, type FinetuneSettings, finetuneTask, type TaskResult } from "./eval/finetune.ts";
+export {
+  FINETUNE_DEFAULTS,
+  type FinetuneResult,
+  type FinetuneSettings,
+  finetuneTask,
+} from "./eval/finetune.ts";
 export { encodeExamples, FINETUNE_TASKS, padBatch, readTaskFile } from "./eval/finetune_data.ts";

@@ -28,19 +28,14 @@ import { GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { uniformDropout } from "../model/config.ts";
 import { serializeSafetensors } from "../model/safetensors.ts";
-import {
-  encodeExamples,
-  FINETUNE_TASKS,
-  finetuneTask as taskNamed,
-  readTaskFile,
-} from "../eval/finetune_data.ts";
+import { encodeExamples, FINETUNE_TASKS, readTaskFile, taskByName } from "../eval/finetune_data.ts";
 import {
   FINETUNE_DEFAULTS,
+  type FinetuneResult,
   type FinetuneSettings,
   finetuneTask,
   predictionsJson,
   resultsText,
-  type TaskResult,
 } from "../eval/finetune.ts";
 import { headStateDict } from "../eval/finetune_model.ts";
 import { specialWrap } from "../eval/model.ts";
@@ -232,7 +227,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
       : FINETUNE_TASKS.map((t) => t.name))
       .map((name) => {
         try {
-          return taskNamed(name);
+          return taskByName(name);
         } catch (e) {
           throw new UsageError(`--tasks: ${(e as Error).message}`);
         }
@@ -285,7 +280,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
     const gpt2 = GPT2.create(device, config, weights);
     const t0 = performance.now();
     let progress: Progress | undefined;
-    let result: TaskResult;
+    let result: FinetuneResult;
     try {
       result = await finetuneTask(gpt2, task, train, valid, tok.padId, s, {
         keepBest: typeof v.save === "string",
@@ -377,7 +372,7 @@ export async function finetuneCheckpoint(
   const headline: Record<string, number> = {};
   for (const t of summary) {
     if (t.status === "done" && t.metrics) {
-      headline[`finetune/${t.task}`] = 100 * t.metrics[taskNamed(t.task).select];
+      headline[`finetune/${t.task}`] = 100 * t.metrics[taskByName(t.task).select];
     }
   }
   return {

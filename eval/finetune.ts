@@ -149,7 +149,7 @@ export interface EpochRecord {
 }
 
 /** What fine-tuning one task produced. */
-export interface TaskResult {
+export interface FinetuneResult {
   task: string;
   /** The best epoch's validation metrics (the task's listed metrics). */
   metrics: Record<string, number>;
@@ -226,7 +226,7 @@ export async function finetuneTask(
   padId: number,
   s: FinetuneSettings,
   options: FinetuneRunOptions = {},
-): Promise<TaskResult> {
+): Promise<FinetuneResult> {
   if ((s.pooling === "last") !== (s.paddingSide === "left")) {
     throw new Error(
       `pooling "${s.pooling}" needs padding on the ${s.pooling === "last" ? "left" : "right"} ` +
@@ -266,7 +266,7 @@ export async function finetuneTask(
     let best:
       | { score: number; epoch: number; logits: Float32Array; metrics: Record<string, number> }
       | undefined;
-    let kept: TaskResult["best"];
+    let kept: FinetuneResult["best"];
     let step = 0;
     for (let epoch = 1; epoch <= epochs && step < total; epoch++) {
       // The DataLoader's shuffle: a fresh permutation every epoch, from the seed.
@@ -317,7 +317,7 @@ export async function finetuneTask(
 }
 
 /** The pipeline's predictions.json for a task, each prediction with its per-class logits added. */
-export function predictionsJson(result: TaskResult, numLabels: number): unknown {
+export function predictionsJson(result: FinetuneResult, numLabels: number): unknown {
   const preds = argmaxRows(result.logits, numLabels);
   return {
     [result.task]: {
@@ -331,6 +331,6 @@ export function predictionsJson(result: TaskResult, numLabels: number): unknown 
 }
 
 /** The pipeline's results.txt: one `metric: value` line per metric. */
-export function resultsText(result: TaskResult): string {
+export function resultsText(result: FinetuneResult): string {
   return Object.entries(result.metrics).map(([k, v]) => `${k}: ${v}`).join("\n");
 }

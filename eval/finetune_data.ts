@@ -107,7 +107,7 @@ export const FINETUNE_TASKS: readonly FinetuneTask[] = [
 ];
 
 /** The task named `name`; the error lists the known ones. */
-export function finetuneTask(name: string): FinetuneTask {
+export function taskByName(name: string): FinetuneTask {
   const t = FINETUNE_TASKS.find((x) => x.name === name);
   if (!t) {
     throw new Error(

@@ -12,10 +12,10 @@ import { Rng } from "../model/random.ts";
 import {
   type EncodedExample,
   encodeExamples,
-  finetuneTask as taskNamed,
   longestFirst,
   padBatch,
   readTaskFile,
+  taskByName,
 } from "../eval/finetune_data.ts";
 import { classificationMetrics, FINETUNE_DEFAULTS, finetuneTask, lrFactor } from "../eval/finetune.ts";
 import { HEAD_TENSORS } from "../eval/finetune_model.ts";
@@ -60,13 +60,13 @@ Deno.test("task formats: pairs joined with nothing; MultiRC's and WSC's template
   const multirc = readTaskFile(
     '{"paragraph": "P.", "question": "Q?", "answer": "A", "label": 1, "idx": 0}\n',
     "m.jsonl",
-    taskNamed("multirc"),
+    taskByName("multirc"),
   );
   assert.deepEqual(multirc, [{ a: "Question: Q? Answer: A", b: "P.", label: 1 }]);
   const wsc = readTaskFile(
     '{"text": "T", "span1_index": 0, "span2_index": 3, "span1_text": "Mark", "span2_text": "He", "label": 0}\n',
     "w.jsonl",
-    taskNamed("wsc"),
+    taskByName("wsc"),
   );
   assert.deepEqual(wsc, [{ a: 'Does "He" refer to "Mark" in this passage?', b: "T", label: 0 }]);
   const chars = (s: string) => Array.from(s, (c) => c.charCodeAt(0));
@@ -77,12 +77,12 @@ Deno.test("task formats: pairs joined with nothing; MultiRC's and WSC's template
       readTaskFile(
         '{"sentence1": "a", "sentence2": "b", "label": 0}\n{"sentence1": "a", "label": 1}\n',
         "r.jsonl",
-        taskNamed("rte"),
+        taskByName("rte"),
       ),
     /r\.jsonl:2: field "sentence2" must be a string/,
   );
   assert.throws(
-    () => readTaskFile('{"premise": "a", "hypothesis": "b", "label": 3}\n', "n.jsonl", taskNamed("mnli")),
+    () => readTaskFile('{"premise": "a", "hypothesis": "b", "label": 3}\n', "n.jsonl", taskByName("mnli")),
     /n\.jsonl:1: "label" must be an integer in 0\.\.2/,
   );
   const left = padBatch([{ ids: [5, 6, 7], label: 1 }, { ids: [8], label: 0 }], 0, "left");
@@ -134,7 +134,7 @@ Deno.test("fine-tuning learns a separable task (label: does token 7 occur) from 
     pooling: "last" as const,
     paddingSide: "left" as const,
   };
-  const result = await finetuneTask(model, taskNamed("rte"), train, valid, 60, s);
+  const result = await finetuneTask(model, taskByName("rte"), train, valid, 60, s);
   model.destroy();
   console.log(
     `  epochs: ${
