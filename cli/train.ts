@@ -250,6 +250,7 @@ export async function main(args: string[]): Promise<void> {
     loadPrompt: loadPromptTemplate,
     env: (name) => Deno.env.get(name),
     log: (line) => console.error(line),
+    urlSetting: "--teacher-url / teacher.urls",
   };
   const inputs = await prepareRun(config, (c) => createTeacher(c.teacher, host), {
     savedTokenizerJson,
@@ -263,7 +264,7 @@ export async function main(args: string[]): Promise<void> {
     loadModel: (path) => loadCheckpoint(path),
     onLog: (line) => console.error(line),
   });
-  if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls, { log: host.log });
+  if (config.teacher.kind === "openai") await probeTeachers(config.teacher.urls, host);
   // The device before any write: f16 on an adapter without shader-f16 fails here, leaving nothing.
   const gpu = await openGpu(opts, { quiet: true });
   if (config.precision === "f16") checkHalfSupport(gpu);

@@ -34,7 +34,7 @@ function explainedFetch(input: RequestInfo | URL, init?: RequestInit): Promise<R
 
 /** What the browser offers the teacher: no files, no environment, a fetch that explains refusals. */
 function browserHost(log: (line: string) => void): TeacherHost {
-  return { name: "the browser demo", fetch: explainedFetch, log };
+  return { name: "the browser demo", fetch: explainedFetch, log, urlSetting: "the teacher's Server URL" };
 }
 
 /** The worker's state between calls. */
@@ -115,7 +115,7 @@ class TrainingWorker implements TrainerApi {
       if (!probe.ok) throw new Error(probe.problem);
       if (config.teacher.kind === "openai") {
         status(`checking the teacher at ${config.teacher.urls.join(", ")}`);
-        await probeTeachers(config.teacher.urls, { fetch: explainedFetch, log: events.onLog });
+        await probeTeachers(config.teacher.urls, browserHost(events.onLog!));
       }
       await storage.writeText("config.json", JSON.stringify(config, null, 2) + "\n");
       status(config.tokenizer === "train" ? "generating the corpus and training the tokenizer" : "preparing");

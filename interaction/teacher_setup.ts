@@ -28,6 +28,8 @@ export interface TeacherHost {
   fetch?: typeof fetch;
   /** Retry notices and notes (default: nowhere). */
   log?: (line: string) => void;
+  /** Where the user sets the teacher's URL, for messages (default `teacher.urls`). */
+  urlSetting?: string;
 }
 
 /**
@@ -85,15 +87,13 @@ export async function createTeacher(config: TeacherConfig, host: TeacherHost): P
 /**
  * Check that at least one teacher server answers HTTP before the long student turn: any status counts
  * (a server that is up but has no `/health` still answers). Unreachable ones are logged; when none
- * answers, throws with every URL and its error.
+ * answers, throws with every URL and its error, and says to fix the host's `urlSetting`.
  */
 export async function probeTeachers(
   urls: string[],
-  { timeoutMs = PROBE_TIMEOUT_MS, fetch, log }: {
-    timeoutMs?: number;
-    fetch?: typeof globalThis.fetch;
-    log?: (line: string) => void;
-  } = {},
+  { timeoutMs = PROBE_TIMEOUT_MS, fetch, log, urlSetting = "teacher.urls" }:
+    & Pick<TeacherHost, "fetch" | "log" | "urlSetting">
+    & { timeoutMs?: number } = {},
 ): Promise<void> {
   const failures: string[] = [];
   await Promise.all(urls.map(async (url) => {
@@ -104,7 +104,7 @@ export async function probeTeachers(
   if (failures.length === urls.length) {
     throw new Error(
       `no teacher server answers (${failures.join("; ")}); start the server or fix the teacher URL ` +
-        "(--teacher-url / teacher.urls)",
+        `(${urlSetting})`,
     );
   }
   for (const f of failures) log?.(`warning: teacher server unreachable, the others take its work: ${f}`);

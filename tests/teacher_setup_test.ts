@@ -78,8 +78,14 @@ Deno.test("probeTeachers: one answering server is enough (any status); none name
     await assert.rejects(probeTeachers([dead, dead2], { timeoutMs: 2000 }), (e: Error) => {
       assert.match(e.message, /^no teacher server answers/);
       for (const u of [dead, dead2]) assert.ok(e.message.includes(`${u}/health`), e.message);
+      assert.match(e.message, /fix the teacher URL \(teacher\.urls\)$/);
       return true;
     });
+    // The host says where its user sets the URL (the CLI's flag, the demo's field).
+    await assert.rejects(
+      probeTeachers([dead], { timeoutMs: 2000, urlSetting: "the teacher's Server URL" }),
+      /fix the teacher URL \(the teacher's Server URL\)$/,
+    );
   } finally {
     await up.close();
   }
