@@ -311,7 +311,12 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
     await writeFileAtomic(
       `${dir}/results.json`,
       JSON.stringify(
-        { ...record, model: modelDir, settings: { ...s, batchSize: result.batchSize } },
+        {
+          ...record,
+          model: modelDir,
+          // The flags as resolved; the record above has the per-task values used (batch size, dropout).
+          settings: s,
+        },
         null,
         2,
       ) + "\n",

@@ -11,7 +11,7 @@
  * @module
  */
 import type { GPT2 } from "../model/gpt2.ts";
-import type { DropoutRates } from "../model/config.ts";
+import { type DropoutRates, GPT2_DROPOUT } from "../model/config.ts";
 import { deriveSeed, Rng } from "../model/random.ts";
 import { Classifier, type HeadWeights, initHead, type Pooling, type Positions } from "./finetune_model.ts";
 import {
@@ -162,7 +162,11 @@ export interface FinetuneResult {
   validExamples: number;
   steps: number;
   batchSize: number;
+  /** Sequences per GPU pass. */
+  microBatch: number;
   warmupSteps: number;
+  /** The transformer's train-mode dropout rates used. */
+  transformerDropout: DropoutRates;
   /** The fine-tuned transformer and head of the best epoch (when asked to keep them). */
   best?: { weights: Map<string, Float32Array>; head: HeadWeights };
 }
@@ -247,12 +251,13 @@ export async function finetuneTask(
   const C = model.config.nEmbd;
   const fit = Math.max(1, Math.floor(model.gpu.limits.maxStorageBufferBindingSize / (maxT * 4 * C * 4)));
   const maxB = Math.min(batchSize, s.microBatch ?? fit);
+  // transformers' defaults where config.json states no rates.
+  const rates = s.transformerDropout ?? model.config.dropout ?? GPT2_DROPOUT;
   const classifier = new Classifier(model, {
     numLabels: L,
     classifierDropout: s.classifierDropout,
     headEps: s.headEps,
-    transformerDropout: s.transformerDropout ?? model.config.dropout ??
-      { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 },
+    transformerDropout: rates,
     seed: deriveSeed(s.seed, "finetune", task.name, "dropout"),
     adamw: { beta1: s.beta1, beta2: s.beta2, eps: s.adamEps, weightDecay: s.weightDecay },
     pooling: s.pooling,
@@ -308,7 +313,9 @@ export async function finetuneTask(
       validExamples: valid.length,
       steps: step,
       batchSize,
+      microBatch: maxB,
       warmupSteps: warmup,
+      transformerDropout: rates,
       best: kept,
     };
   } finally {

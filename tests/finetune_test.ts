@@ -223,6 +223,8 @@ Deno.test({
       assert.equal(rec.steps, 2 * 5);
       assert.equal(rec.settings.pooling, "last");
       assert.equal(rec.settings.paddingSide, "left");
+      assert.deepEqual([rec.batchSize, rec.microBatch], [8, 3]);
+      assert.deepEqual(rec.transformerDropout, { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 });
       assert.deepEqual(rec.metrics, rec.epochs[rec.bestEpoch - 1].valid);
       const acc = preds.filter((p: { pred: number }, i: number) => p.pred === labelsOf(task)[i]).length / 24;
       assert.ok(
