@@ -167,6 +167,34 @@ Deno.test("three AdamW steps (lr 0 first, decay on every tensor) match PyTorch",
   model.destroy();
 });
 
+Deno.test("left padding changes nothing with per-sequence positions, and shifts absolute ones", async () => {
+  for (const positions of ["sequence", "absolute"] as const) {
+    const { model, classifier } = await setup("last", positions, false);
+    const text = [5, 17, 33, 8, 41];
+    // Alone, then left-padded to 9 beside a longer text (pad id 60).
+    const alone = await classifier.predict({
+      B: 1,
+      T: 5,
+      tokens: Uint32Array.from(text),
+      keyStart: Uint32Array.of(0),
+    });
+    const padded = await classifier.predict({
+      B: 2,
+      T: 9,
+      tokens: Uint32Array.from([60, 60, 60, 60, ...text, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+      keyStart: Uint32Array.of(4, 0),
+    });
+    const first = padded.subarray(0, alone.length);
+    if (positions === "sequence") assertClose("padded = alone (sequence positions)", first, alone, TOL);
+    else {
+      const gap = Math.max(...Array.from(first, (v, i) => Math.abs(v - alone[i])));
+      assert.ok(gap > 1e-3, `absolute positions: padding must move the logits (gap ${gap})`);
+    }
+    classifier.destroy();
+    model.destroy();
+  }
+});
+
 Deno.test("a batch split into micro-batches gets the whole batch's loss and gradients", async () => {
   const whole = await setup("last", "sequence", false, 3);
   const batch = batchOf(whole.get, "left.ids", true);
