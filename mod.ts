@@ -32,7 +32,10 @@ export {
   type LossSpec,
   type StepMetrics,
   Trainer,
+  type TrainerState,
 } from "./model/trainer.ts";
+export { checkHalfSupport, type Precision, PRECISIONS } from "./model/precision.ts";
+export { LossScaler, SCALER_DEFAULTS, type ScalerOptions, type ScalerState } from "./model/scaler.ts";
 export { generate, type GenerateOptions, type Generation, Generator } from "./model/generate.ts";
 export { BatchScorer } from "./model/score.ts";
 export { Tokenizer, tokenizerJsonFromGpt2Files } from "./model/tokenizer.ts";
