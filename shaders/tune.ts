@@ -17,7 +17,7 @@
  * rewritten.
  * @module
  */
-import { type Gpu, grid, Plan, type TensorView } from "./gpu.ts";
+import { type Dispatch, type Gpu, grid, Plan, type TensorView } from "./gpu.ts";
 import {
   recordTiled,
   TILED_CANDIDATES,
@@ -95,6 +95,8 @@ export interface TuneCache {
 interface Pending {
   plan: Plan;
   index: number;
+  /** The recorded dispatch: gone from `plan` once the plan was destroyed, and then left alone. */
+  dispatch: Dispatch;
   params: TensorView;
   views: TensorView[];
   variant: TiledVariant;
@@ -239,7 +241,7 @@ export function chooseTiled(
   const { index, params } = recordTiled(plan, views, variant, blk, tiledCandidate(winner ?? TILED_DEFAULT));
   if (winner || index < 0) return;
   const list = t.pending.get(cls) ?? [];
-  list.push({ plan, index, params, views, variant, blk });
+  list.push({ plan, index, dispatch: plan.dispatches[index], params, views, variant, blk });
   t.pending.set(cls, list);
 }
 
@@ -263,6 +265,8 @@ export async function tune(gpu: Gpu): Promise<void> {
   if (!t || t.pending.size === 0) return;
   const work = [...t.pending];
   t.pending.clear();
+  // Errors of earlier work surface here, not in the first candidate's timing.
+  await gpu.sync();
   let changed = false;
   for (const [cls, list] of work) {
     let winner = t.resolved.get(cls);
@@ -284,6 +288,7 @@ export async function tune(gpu: Gpu): Promise<void> {
 /** Point a recorded dispatch at candidate `c`: pipeline, bind group, workgroups and its uniform block. */
 function retarget(gpu: Gpu, p: Pending, c: TiledCandidate): void {
   const d = p.plan.dispatches[p.index];
+  if (d !== p.dispatch) return;
   const { params, tiles } = tiledLaunch(p.blk, c);
   const pipeline = gpu.pipeline(tiledSourceFor(p.variant, c));
   // Rewritten in place: a plan that appended this dispatch shares the same object and uniform block.
