@@ -762,18 +762,7 @@ export class Classifier {
   /** One AdamW step on a labelled batch at learning rate `lr`: the mean loss and the train-mode logits. */
   async trainStep(batch: ClassifierBatch, lr: number): Promise<{ loss: number; logits: Float32Array }> {
     this.step++;
-    const a = this.options.adamw;
-    this.model.gpu.write(
-      this.#stepParams,
-      packStepParams({
-        lr,
-        beta1: a.beta1,
-        beta2: a.beta2,
-        eps: a.eps,
-        weightDecay: a.weightDecay,
-        step: this.step,
-      }),
-    );
+    this.model.gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step: this.step }));
     return await this.#accumulate(batch, this.step, this.#optimizer);
   }
 

@@ -226,6 +226,15 @@ export class Trainer {
     return [...this.#workspaces.keys()];
   }
 
+  /** Clear the gradients and the workspace, then forward, the loss and backward: a step's gradients. */
+  #encodeGradients(enc: GPUCommandEncoder, ws: Workspace, loss: LossSpec): void {
+    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
+    ws.encodeClear(enc);
+    ws.forward.encode(enc);
+    this.#lossPlan(ws, loss).encode(enc);
+    ws.backward!.encode(enc);
+  }
+
   #lossPlan(ws: Workspace, loss: LossSpec): Plan {
     const key = `${ws.B}x${ws.T}:${JSON.stringify(loss)}`;
     let plan = this.#lossPlans.get(key);
@@ -279,25 +288,10 @@ export class Trainer {
     if (this.scaler) return this.#scaledStep(ws, loss, lr, this.scaler);
     this.step++;
     this.#dropout?.key.setStep(this.step);
-    const a = this.adamw;
-    this.model.gpu.write(
-      this.#stepParams,
-      packStepParams({
-        lr,
-        beta1: a.beta1,
-        beta2: a.beta2,
-        eps: a.eps,
-        weightDecay: a.weightDecay,
-        step: this.step,
-      }),
-    );
+    this.model.gpu.write(this.#stepParams, packStepParams({ ...this.adamw, lr, step: this.step }));
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();
-    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
-    ws.encodeClear(enc);
-    ws.forward.encode(enc);
-    this.#lossPlan(ws, loss).encode(enc);
-    ws.backward!.encode(enc);
+    this.#encodeGradients(enc, ws, loss);
     this.#optimizer.encode(enc);
     device.queue.submit([enc.finish()]);
     const norm = await this.model.gpu.read(this.#norm.output, 0, 1);
@@ -319,11 +313,7 @@ export class Trainer {
     gpu.write(this.#scaleFactor!, Float32Array.of(scale));
     const device = gpu.device;
     const enc = device.createCommandEncoder();
-    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
-    ws.encodeClear(enc);
-    ws.forward.encode(enc);
-    this.#lossPlan(ws, loss).encode(enc);
-    ws.backward!.encode(enc);
+    this.#encodeGradients(enc, ws, loss);
     this.#normPlan.encode(enc);
     device.queue.submit([enc.finish()]);
     const [scaledNorm] = await gpu.read(this.#norm.output, 0, 1);
@@ -332,10 +322,7 @@ export class Trainer {
     if (finite) {
       this.step = step;
       const a = this.adamw;
-      gpu.write(
-        this.#stepParams,
-        packStepParams({ lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay, step }),
-      );
+      gpu.write(this.#stepParams, packStepParams({ ...a, lr, step }));
       const clip = a.clipNorm > 0 ? Math.min(1, a.clipNorm / (norm + 1e-6)) : 1;
       gpu.write(this.#norm.output, Float32Array.of(norm, clip / scale));
       const enc2 = device.createCommandEncoder();
@@ -395,11 +382,7 @@ export class Trainer {
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();
-    for (const p of this.grads) for (const part of p.parts) enc.clearBuffer(part.view.buffer);
-    ws.encodeClear(enc);
-    ws.forward.encode(enc);
-    this.#lossPlan(ws, loss).encode(enc);
-    ws.backward!.encode(enc);
+    this.#encodeGradients(enc, ws, loss);
     device.queue.submit([enc.finish()]);
     return { ...(await this.#readMetrics(ws, loss)), gradNorm: NaN, lr: 0, step: this.step };
   }
