@@ -38,6 +38,7 @@ import {
 } from "./gpu.ts";
 import { castToHalf } from "./f16.ts";
 import { chooseTiled } from "./tune.ts";
+import { TILED_PARAMS, type TiledBlock } from "./matmul_tiled.ts";
 
 /** Threads per workgroup, rows per workgroup and thread, columns per thread of the scalar kernel. */
 const WG = 64, TM = 8, TN = 4, LANE = 8;
@@ -131,29 +132,11 @@ export interface MatmulArgs {
   half?: boolean;
 }
 
-/**
- * Offsets count f32 elements in both kernels; dOff is the bias element of column 0. `tiles` workgroups
- * run, `tilesN` of them per block row.
- */
-const PARAMS = uniformLayout({
-  M: "u32",
-  N: "u32",
-  K: "u32",
-  lda: "u32",
-  ldb: "u32",
-  ldc: "u32",
-  aOff: "u32",
-  bOff: "u32",
-  cOff: "u32",
-  dOff: "u32",
-  tilesN: "u32",
-  tiles: "u32",
-});
-
 /** The bindings and the store of one output element, shared by both kernels. */
 function header(v: MatmulVariant, operand: "f32" | "vec4f"): string {
   const type = v.half ? (operand === "f32" ? "f16" : "vec4<f16>") : operand;
-  return (v.half ? "enable f16;\n" : "") + PARAMS.wgsl + storage({
+  // The workgroup-memory kernel's uniform block: one product is described the same way to both.
+  return (v.half ? "enable f16;\n" : "") + TILED_PARAMS.wgsl + storage({
     out: "read_write array<f32>",
     a: `read array<${type}>`,
     b: `read array<${type}>`,
@@ -293,17 +276,7 @@ function sourceFor(v: MatmulVariant, layout?: Vec4Layout): string {
 }
 
 /** One launch over a block of the product: resolved strides and offsets, bias offset included. */
-interface Block {
-  M: number;
-  N: number;
-  K: number;
-  lda: number;
-  ldb: number;
-  ldc: number;
-  aOff: number;
-  bOff: number;
-  cOff: number;
-  dOff: number;
+interface Block extends TiledBlock {
   accumulate: boolean;
   bias: boolean;
 }
@@ -445,7 +418,7 @@ function recordBlock(
   }
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
-  const u = plan.params(PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
+  const u = plan.params(TILED_PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
   const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
   const code = sourceFor(variant, layout);
   const kind = `${layout ? "_v4" : ""}${half ? "_f16" : ""}`;
