@@ -16,11 +16,13 @@ import { LinePlot } from "./plot.ts";
 import {
   checkInteraction,
   checkMetrics,
+  checkPairReward,
   type PairStats,
   parseRecords,
   type RoundSummary,
   type ShownInteraction,
   summarizeRounds,
+  withRewards,
 } from "./records.ts";
 import { metricUnit } from "../eval/curve.ts";
 import { inspectHash, type PairQuery, type Route } from "./url_state.ts";
@@ -66,6 +68,9 @@ export class InspectMode {
     this.#pairs = new PairBrowser({
       id: "run",
       empty: "This run has no interaction files yet.",
+      noRewards:
+        "this run has no per-pair rewards (interactions/round_N.rewards.jsonl: training writes them " +
+        "in each round's last SimPO epoch; older runs have none).",
       exportName: () => `${this.#run?.name ?? "run"}-pairs`,
       load: (round) => this.#loadRound(round),
       onQuery: (q, push) => this.#setAddress(q, push),
@@ -249,8 +254,12 @@ export class InspectMode {
     if (now.metricsLines !== was.metricsLines) await this.#loadMetrics(now);
     if (now.hasEvalCurve !== was.hasEvalCurve || now.updated !== was.updated) await this.#loadEval(now);
     if (newRounds.length) this.#pairs.setAvailable(newRounds);
-    // Rounds not read yet (new, or unreadable at the last tick) are read now.
+    // Rounds not read yet (new, or unreadable at the last tick) are read now, and rounds whose rewards
+    // were still being written are read again.
     await this.#pairs.loadAll().catch(() => {});
+    if (now.metricsLines !== was.metricsLines) {
+      await this.#pairs.refreshRewards(now.rewardRounds).catch(() => {});
+    }
     if (now.numRounds !== undefined && now.roundsDone >= now.numRounds) this.hide();
     if (token !== this.#openToken) return;
     this.#drawList(runs);
@@ -328,16 +337,32 @@ export class InspectMode {
     }
   }
 
+  /** A round's pairs, with their SimPO rewards when the run has the round's rewards file. */
   async #loadRound(round: number): Promise<ShownInteraction[]> {
     const run = this.#run!;
     const file = `interactions/round_${round}.jsonl`;
-    const { rows, bad, problems } = parseRecords(
-      await getText(runUrl(run.name, file)),
-      checkInteraction,
-      file,
-    );
-    if (bad > 0) {
-      this.#notes.set(file, `${bad} unreadable pairs skipped in round ${round + 1} (${problems[0]})`);
+    const rewardsFile = `interactions/round_${round}.rewards.jsonl`;
+    const [pairsText, rewardsText] = await Promise.all([
+      getText(runUrl(run.name, file)),
+      run.rewardRounds.includes(round) ? getText(runUrl(run.name, rewardsFile)) : undefined,
+    ]);
+    const pairs = parseRecords(pairsText, checkInteraction, file);
+    if (pairs.bad > 0) {
+      this.#notes.set(
+        file,
+        `${pairs.bad} unreadable pairs skipped in round ${round + 1} (${pairs.problems[0]})`,
+      );
+    }
+    let rows = pairs.rows;
+    if (rewardsText !== undefined) {
+      const rewards = parseRecords(rewardsText, checkPairReward, rewardsFile);
+      if (rewards.bad > 0) {
+        this.#notes.set(
+          rewardsFile,
+          `${rewards.bad} unreadable pair rewards skipped in round ${round + 1} (${rewards.problems[0]})`,
+        );
+      }
+      rows = withRewards(rows, rewards.rows);
     }
     this.#drawRunSummary();
     return rows;

@@ -7,7 +7,7 @@
  */
 /// <reference lib="dom" />
 import { type DiffPiece, wordDiff } from "./diff.ts";
-import { type Child, el, untrustedText } from "./dom.ts";
+import { type Child, el, fmt, untrustedText } from "./dom.ts";
 import { countWords } from "../interaction/words.ts";
 import type { PairStats, ShownInteraction } from "./records.ts";
 
@@ -96,6 +96,18 @@ export function interactionCard(r: ShownInteraction, opts: CardOptions = {}): HT
       },
       `${d.common} shared words (${overlap}%) · student ${nStudent} · teacher ${nTeacher}`,
     ),
+    r.reward
+      ? el(
+        "span",
+        {
+          class: "card-stat card-reward",
+          title: "SimPO rewards (beta × mean log-prob of the continuation) in the round's last SimPO epoch",
+        },
+        `reward chosen ${fmt(r.reward.chosen)} · rejected ${fmt(r.reward.rejected)} · margin ${
+          fmt(r.reward.margin)
+        }`,
+      )
+      : null,
     compare,
   );
   return el(

@@ -167,6 +167,7 @@ export class LiveMode {
       id: "live",
       empty: "The student's continuations and the teacher's corrections appear here, round by round.",
       exportName: () => "browser-run-pairs",
+      noRewards: "the page does not show live rewards; Download run and open it in Inspect to sort by them.",
     });
     byId("live-pairs").appendChild(this.#pairs.root);
     replace(

@@ -1,7 +1,7 @@
 /**
  * The student/teacher pairs of a run, round by round, as both modes show them: a round picker (one
  * round or all), text search with the matches marked, sorting and a range filter on the pair
- * statistics, pages of cards, the filtered pairs exported as JSONL or CSV, and one datapoint position
+ * statistics and, where the run recorded them, the pairs' SimPO rewards, pages of cards, the filtered pairs exported as JSONL or CSV, and one datapoint position
  * compared across rounds. Rounds may be known before they are loaded (Inspect fetches them on demand).
  * @module
  */
@@ -9,7 +9,15 @@
 import { el, fmt, replace, untrustedText } from "./dom.ts";
 import { interactionCard, matches } from "./interaction_view.ts";
 import { pairsCsv, pairsJsonl, type PairStats, pairStats, type ShownInteraction } from "./records.ts";
-import { emptyQuery, type FilterKey, FILTERS, type PairQuery, type SortKey, SORTS } from "./url_state.ts";
+import {
+  emptyQuery,
+  type FilterKey,
+  FILTERS,
+  type PairQuery,
+  REWARD_KEYS,
+  type SortKey,
+  SORTS,
+} from "./url_state.ts";
 
 /** Cards per page. */
 export const PAGE_SIZE = 20;
@@ -32,11 +40,31 @@ export interface PairBrowserOptions {
   exportName: () => string;
   /** What to say before any round exists. */
   empty: string;
+  /** Why no pair has rewards, where the reward orders and filters say so. */
+  noRewards: string;
 }
 
-function statValue(e: Entry, key: FilterKey): number {
-  if (key === "overlap") return e.stats.overlap * 100;
-  return key === "student-words" ? e.stats.studentWords : e.stats.teacherWords;
+/** The value a filter bounds; undefined for a reward the pair does not have. */
+function statValue(e: Entry, key: FilterKey): number | undefined {
+  switch (key) {
+    case "overlap":
+      return e.stats.overlap * 100;
+    case "student-words":
+      return e.stats.studentWords;
+    case "teacher-words":
+      return e.stats.teacherWords;
+    default:
+      return e.pair.reward?.[key];
+  }
+}
+
+/** An order on one reward, pairs without rewards last. */
+function byReward(key: "chosen" | "rejected" | "margin", dir: 1 | -1): (a: Entry, b: Entry) => number {
+  return (a, b) => {
+    const x = a.pair.reward?.[key], y = b.pair.reward?.[key];
+    if (x === undefined || y === undefined) return (x === undefined ? 1 : 0) - (y === undefined ? 1 : 0);
+    return dir * (x - y);
+  };
 }
 
 const SORTERS: Record<SortKey, (a: Entry, b: Entry) => number> = {
@@ -48,9 +76,16 @@ const SORTERS: Record<SortKey, (a: Entry, b: Entry) => number> = {
   "len-diff": (a, b) =>
     Math.abs(b.stats.studentWords - b.stats.teacherWords) -
     Math.abs(a.stats.studentWords - a.stats.teacherWords),
+  "margin-asc": byReward("margin", 1),
+  "margin-desc": byReward("margin", -1),
+  "chosen-desc": byReward("chosen", -1),
+  "rejected-desc": byReward("rejected", -1),
 };
 
-/** Pairs that pass `q` (round, text, range), sorted (ties in round, then datapoint order). */
+/**
+ * Pairs that pass `q` (round, text, range; a reward range leaves out pairs without rewards), sorted (ties
+ * in round, then datapoint order; pairs without rewards last in a reward order).
+ */
 export function selectPairs(
   rounds: ReadonlyMap<number, Entry[] | null>,
   q: PairQuery,
@@ -64,7 +99,9 @@ export function selectPairs(
       const f = q.filter;
       if (f) {
         const v = statValue(e, f.key);
-        if ((f.min !== undefined && v < f.min) || (f.max !== undefined && v > f.max)) continue;
+        if (v === undefined || (f.min !== undefined && v < f.min) || (f.max !== undefined && v > f.max)) {
+          continue;
+        }
       }
       out.push(e);
     }
@@ -91,6 +128,8 @@ export class PairBrowser {
   #min: HTMLInputElement;
   #max: HTMLInputElement;
   #count: HTMLElement;
+  /** What the reward orders and filters could not use. */
+  #rewardNote: HTMLElement;
   #list: HTMLElement;
   #pager: HTMLElement;
   #compare: HTMLElement;
@@ -132,6 +171,7 @@ export class PairBrowser {
     jsonl.addEventListener("click", () => this.#export("jsonl"));
     csv.addEventListener("click", () => this.#export("csv"));
     this.#count = el("p", { class: "muted pair-count", id: id("count"), "aria-live": "polite" });
+    this.#rewardNote = el("p", { class: "muted reward-note", id: id("reward-note"), hidden: true });
     this.#list = el(
       "div",
       { class: "interactions", id: id("list") },
@@ -159,6 +199,7 @@ export class PairBrowser {
         el("span", { class: "inline" }, "Export shown ", jsonl, csv),
       ),
       this.#count,
+      this.#rewardNote,
       this.#compare,
       this.#list,
       this.#pager,
@@ -236,6 +277,24 @@ export class PairBrowser {
     const list = this.#rounds.get(pair.round) ?? [];
     list.push({ pair, stats: pairStats(pair) });
     this.#rounds.set(pair.round, list);
+    this.render();
+  }
+
+  /**
+   * Read again those of `rounds` that are loaded with pairs lacking rewards (a run in its last SimPO epoch
+   * appends them step by step); the old entries stay on show until the new ones are in.
+   */
+  async refreshRewards(rounds: readonly number[]): Promise<void> {
+    const load = this.#opts.load;
+    if (!load) return;
+    const token = this.#token;
+    for (const r of rounds) {
+      const entries = this.#rounds.get(r);
+      if (!entries || entries.every((e) => e.pair.reward)) continue;
+      const pairs = await load(r);
+      if (token !== this.#token) return;
+      this.#rounds.set(r, pairs.map((pair) => ({ pair, stats: pairStats(pair) })));
+    }
     this.render();
   }
 
@@ -325,6 +384,7 @@ export class PairBrowser {
       replace(this.#list, el("p", { class: "empty" }, this.#opts.empty));
       replace(this.#pager);
       this.#count.textContent = "";
+      this.#rewardNote.hidden = true;
       this.#compare.hidden = true;
       return;
     }
@@ -344,6 +404,7 @@ export class PairBrowser {
       );
       replace(this.#pager);
       this.#count.textContent = "";
+      this.#rewardNote.hidden = true;
       const token = this.#token;
       Promise.all(missing.map((r) => this.#ensure(r))).then(
         () => token === this.#token && this.render(),
@@ -354,6 +415,7 @@ export class PairBrowser {
       return;
     }
     const picked = selectPairs(this.#rounds, this.#query, shown);
+    this.#renderRewards(want);
     const total = want.reduce((n, r) => n + (this.#rounds.get(r)?.length ?? 0), 0);
     const pages = Math.max(1, Math.ceil(picked.length / PAGE_SIZE));
     this.#page = Math.min(this.#page, pages - 1);
@@ -391,6 +453,34 @@ export class PairBrowser {
     }
     this.#renderPager(pages);
     this.#renderCompare();
+  }
+
+  /**
+   * The reward orders and filters: disabled, saying why, while the loaded pairs have no rewards at all;
+   * when the chosen one meets pairs without rewards (in the rounds shown), a note says how many and why.
+   */
+  #renderRewards(want: readonly number[]): void {
+    const loaded = [...this.#rounds.values()].flatMap((entries) => entries ?? []);
+    const none = loaded.length > 0 && !loaded.some((e) => e.pair.reward);
+    const labels = new Map<string, string>([...SORTS, ...FILTERS]);
+    for (const select of [this.#sort, this.#filterKey]) {
+      for (const o of select.options) {
+        if (!REWARD_KEYS.has(o.value as SortKey)) continue;
+        o.disabled = none;
+        o.textContent = `${labels.get(o.value)}${none ? " (no per-pair rewards)" : ""}`;
+      }
+      select.title = none ? this.#opts.noRewards : "";
+    }
+    const q = this.#query;
+    const filtered = q.filter !== undefined && REWARD_KEYS.has(q.filter.key);
+    const shown = want.flatMap((r) => this.#rounds.get(r) ?? []);
+    const without = shown.filter((e) => !e.pair.reward).length;
+    this.#rewardNote.hidden = !(REWARD_KEYS.has(q.sort) || filtered) || without === 0;
+    this.#rewardNote.textContent = without === shown.length
+      ? `No pair here has SimPO rewards: ${this.#opts.noRewards}`
+      : `${without} of ${shown.length} pairs here have no SimPO rewards (${
+        filtered ? "left out by the filter" : "listed last"
+      }).`;
   }
 
   #renderPager(pages: number): void {
@@ -491,7 +581,9 @@ export class PairBrowser {
             { class: "muted small" },
             `overlap ${
               fmt(e.stats.overlap * 100)
-            }% · student ${e.stats.studentWords} · teacher ${e.stats.teacherWords} words`,
+            }% · student ${e.stats.studentWords} · teacher ${e.stats.teacherWords} words${
+              e.pair.reward ? ` · margin ${fmt(e.pair.reward.margin)}` : ""
+            }`,
           ),
           text("Context", e.pair.context),
           text("Student (rejected)", e.pair.student),

@@ -1,8 +1,9 @@
 /**
  * Run records as the page reads them. A run folder may be half-written or hostile, so every line of
  * `metrics.jsonl` and `interactions/round_N.jsonl` is checked on load: a record with a wrong type is
- * skipped and counted, never passed on to a view. Also the per-pair statistics (shared words, lengths)
- * and the per-round summary Inspect tabulates.
+ * skipped and counted, never passed on to a view; so is every line of `interactions/round_N.rewards.jsonl`
+ * (each pair's SimPO rewards). Also the per-pair statistics (shared words, lengths) and the per-round
+ * summary Inspect tabulates.
  * Pure: text in, plain objects out.
  * @module
  */
@@ -19,6 +20,18 @@ export interface ShownInteraction {
   context: string;
   student: string;
   teacher: string;
+  /** The pair's SimPO rewards, when the run recorded them. */
+  reward?: PairReward;
+}
+
+/**
+ * A pair's SimPO rewards at the step that trained on it in its round's last SimPO epoch (the loop's
+ * `PairRewardRecord`): chosen = the teacher's sequence, rejected = the student's, margin = chosen - rejected.
+ */
+export interface PairReward {
+  chosen: number;
+  rejected: number;
+  margin: number;
 }
 
 /** Records that passed their check, how many lines did not, and the first few reasons. */
@@ -74,6 +87,37 @@ export const checkInteraction: Check<ShownInteraction> = (v) => {
     teacher: v.teacher as string,
   };
 };
+
+/** A rewards line: round and index counts; chosen, rejected and margin finite numbers. */
+export const checkPairReward: Check<PairReward & { round: number; index: number }> = (v) => {
+  if (!isObject(v)) return "not a JSON object";
+  for (const k of ["round", "index"]) if (!isCount(v[k])) return `"${k}" is not an integer >= 0`;
+  for (const k of ["chosen", "rejected", "margin"]) {
+    if (typeof v[k] !== "number" || !Number.isFinite(v[k])) return `"${k}" is not a finite number`;
+  }
+  return {
+    round: v.round as number,
+    index: v.index as number,
+    chosen: v.chosen as number,
+    rejected: v.rejected as number,
+    margin: v.margin as number,
+  };
+};
+
+/**
+ * `pairs` with the rewards of their datapoints from `rewards` (a round's checked lines); a pair without a
+ * line keeps none (a round whose SimPO epoch was cut short), a line of another round or datapoint is ignored.
+ */
+export function withRewards(
+  pairs: readonly ShownInteraction[],
+  rewards: ReadonlyArray<PairReward & { round: number; index: number }>,
+): ShownInteraction[] {
+  const by = new Map(rewards.map((r) => [`${r.round}.${r.index}`, r]));
+  return pairs.map((p) => {
+    const r = by.get(`${p.round}.${p.index}`);
+    return r ? { ...p, reward: { chosen: r.chosen, rejected: r.rejected, margin: r.margin } } : p;
+  });
+}
 
 const OPTIONAL_METRICS = [
   "simpoLoss",
@@ -189,7 +233,7 @@ export function summarizeRounds(
   });
 }
 
-/** Pairs as JSON lines (the shown fields plus the statistics). */
+/** Pairs as JSON lines (the shown fields, the rewards when known, plus the statistics). */
 export function pairsJsonl(pairs: ReadonlyArray<{ pair: ShownInteraction; stats: PairStats }>): string {
   return pairs.map(({ pair, stats }) => JSON.stringify({ ...pair, ...stats }) + "\n").join("");
 }
@@ -199,7 +243,7 @@ function csvField(v: string | number | undefined): string {
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
-/** Pairs as CSV with a header row; rounds 1-based as the page shows them. */
+/** Pairs as CSV with a header row; rounds 1-based as the page shows them, empty rewards where unknown. */
 export function pairsCsv(pairs: ReadonlyArray<{ pair: ShownInteraction; stats: PairStats }>): string {
   const head = [
     "round",
@@ -209,6 +253,9 @@ export function pairsCsv(pairs: ReadonlyArray<{ pair: ShownInteraction; stats: P
     "overlap",
     "student_words",
     "teacher_words",
+    "chosen_reward",
+    "rejected_reward",
+    "margin",
     "context",
     "student",
     "teacher",
@@ -222,6 +269,9 @@ export function pairsCsv(pairs: ReadonlyArray<{ pair: ShownInteraction; stats: P
       Number(s.overlap.toFixed(6)),
       s.studentWords,
       s.teacherWords,
+      p.reward?.chosen,
+      p.reward?.rejected,
+      p.reward?.margin,
       p.context,
       p.student,
       p.teacher,

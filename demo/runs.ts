@@ -1,7 +1,7 @@
 /**
  * Read-only access to the run directories under one folder, for the demo server: a summary of every run,
  * and the few files the page may read (`config.json`, `metrics.jsonl`, `interactions/round_N.jsonl`,
- * `eval/learning_curve.json` as `deno task eval --run` writes it), resolved so that no request can leave the folder (no `..`, no absolute paths, no symlink escapes).
+ * `interactions/round_N.rewards.jsonl`, `eval/learning_curve.json` as `deno task eval --run` writes it), resolved so that no request can leave the folder (no `..`, no absolute paths, no symlink escapes).
  * @module
  */
 
@@ -17,6 +17,8 @@ export interface RunSummary {
   roundsDone: number;
   /** Round indices that have `interactions/round_N.jsonl`, ascending. */
   interactionRounds: number[];
+  /** Round indices that have `interactions/round_N.rewards.jsonl` (per-pair SimPO rewards), ascending. */
+  rewardRounds: number[];
   /** Lines in metrics.jsonl (optimisation steps logged). */
   metricsLines: number;
   /** Last modification of the run's files, ISO 8601. */
@@ -31,7 +33,7 @@ export interface RunSummary {
 const RUN_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 /** The files the page may read, relative to a run folder. */
 const RUN_FILE =
-  /^(config\.json|metrics\.jsonl|interactions\/round_(0|[1-9][0-9]{0,5})\.jsonl|eval\/learning_curve\.json)$/;
+  /^(config\.json|metrics\.jsonl|interactions\/round_(0|[1-9][0-9]{0,5})(\.rewards)?\.jsonl|eval\/learning_curve\.json)$/;
 
 /** Thrown for a request that names no allowed file; `status` is the HTTP status to answer with. */
 export class RunPathError extends Error {
@@ -71,7 +73,7 @@ export async function resolveRunFile(root: string, name: string, segments: strin
   if (!RUN_FILE.test(rel)) {
     throw new RunPathError(
       `${rel} is not served (only config.json, metrics.jsonl, interactions/round_N.jsonl, ` +
-        "eval/learning_curve.json)",
+        "interactions/round_N.rewards.jsonl, eval/learning_curve.json)",
       404,
     );
   }
@@ -158,7 +160,14 @@ async function summarize(name: string, dir: string, realRoot: string): Promise<R
   const config = await regularFileInside(realRoot, `${dir}/config.json`);
   const metrics = await regularFileInside(realRoot, `${dir}/metrics.jsonl`);
   if (!config && !metrics) return undefined;
-  const s: RunSummary = { name, roundsDone: 0, interactionRounds: [], metricsLines: 0, hasEvalCurve: false };
+  const s: RunSummary = {
+    name,
+    roundsDone: 0,
+    interactionRounds: [],
+    rewardRounds: [],
+    metricsLines: 0,
+    hasEvalCurve: false,
+  };
   let mtime = 0;
   const touch = (d: Date | null | undefined) => {
     if (d && d.getTime() > mtime) mtime = d.getTime();
@@ -192,12 +201,13 @@ async function summarize(name: string, dir: string, realRoot: string): Promise<R
   const interactions = await dirInside(realRoot, `${dir}/interactions`);
   if (interactions) {
     for await (const e of Deno.readDir(interactions)) {
-      const m = /^round_(0|[1-9][0-9]{0,5})\.jsonl$/.exec(e.name);
+      const m = /^round_(0|[1-9][0-9]{0,5})(\.rewards)?\.jsonl$/.exec(e.name);
       if (m && await regularFileInside(realRoot, `${interactions}/${e.name}`)) {
-        s.interactionRounds.push(Number(m[1]));
+        (m[2] ? s.rewardRounds : s.interactionRounds).push(Number(m[1]));
       }
     }
     s.interactionRounds.sort((a, b) => a - b);
+    s.rewardRounds.sort((a, b) => a - b);
   }
   s.roundsDone = s.interactionRounds.length;
   const stateFile = await regularFileInside(realRoot, `${dir}/state/state.json`);

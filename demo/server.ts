@@ -5,8 +5,8 @@
  *
  * - the page: `/` (index.html), `/style.css`, `/app.js`, `/worker.js`; nothing else of the repository;
  * - read-only, the runs under `--runs`: `GET /api/runs` (summaries) and
- *   `GET /api/runs/<name>/<file>` for `config.json`, `metrics.jsonl`, `interactions/round_N.jsonl` and
- *   `eval/learning_curve.json`.
+ *   `GET /api/runs/<name>/<file>` for `config.json`, `metrics.jsonl`, `interactions/round_N.jsonl`,
+ *   `interactions/round_N.rewards.jsonl` and `eval/learning_curve.json`.
  *
  * Paths that try to leave the runs folder (`..`, `%2e%2e`, absolute paths, symlinks out) get 400 or 404;
  * the run list reads through the same rule, and only regular files. A request whose `Host` header names

@@ -13,7 +13,11 @@ export type SortKey =
   | "overlap-desc"
   | "student-words"
   | "teacher-words"
-  | "len-diff";
+  | "len-diff"
+  | "margin-asc"
+  | "margin-desc"
+  | "chosen-desc"
+  | "rejected-desc";
 /** Sort keys with their labels, in menu order. */
 export const SORTS: ReadonlyArray<[SortKey, string]> = [
   ["index", "datapoint order"],
@@ -22,15 +26,33 @@ export const SORTS: ReadonlyArray<[SortKey, string]> = [
   ["student-words", "student length, longest first"],
   ["teacher-words", "teacher length, longest first"],
   ["len-diff", "length difference, largest first"],
+  ["margin-asc", "reward margin, smallest first"],
+  ["margin-desc", "reward margin, largest first"],
+  ["chosen-desc", "chosen (teacher) reward, highest first"],
+  ["rejected-desc", "rejected (student) reward, highest first"],
 ];
 
+/** The orders and filters that need the pairs' SimPO rewards. */
+export const REWARD_KEYS: ReadonlySet<SortKey | FilterKey> = new Set([
+  "margin-asc",
+  "margin-desc",
+  "chosen-desc",
+  "rejected-desc",
+  "margin",
+  "chosen",
+  "rejected",
+]);
+
 /** Which pair statistic a range filter bounds. */
-export type FilterKey = "overlap" | "student-words" | "teacher-words";
+export type FilterKey = "overlap" | "student-words" | "teacher-words" | "margin" | "chosen" | "rejected";
 /** Filter keys with their labels and units. */
 export const FILTERS: ReadonlyArray<[FilterKey, string]> = [
   ["overlap", "word overlap, %"],
   ["student-words", "student words"],
   ["teacher-words", "teacher words"],
+  ["margin", "reward margin (chosen − rejected)"],
+  ["chosen", "chosen (teacher) reward"],
+  ["rejected", "rejected (student) reward"],
 ];
 
 /** A range filter on one statistic; an absent bound is open. */

@@ -1,17 +1,21 @@
 /**
  * The demo page's pure parts, without a browser: record checks on hostile run lines, the address
  * (parse, format, malformed input), the tar writer (unpacked by the system's `tar`), tick labels that
- * fit at any range, round labels that never collide, the per-round summary, and the CSV export.
+ * fit at any range, round labels that never collide, the per-round summary, the CSV export, and the
+ * pairs' SimPO rewards (checked, joined to their pairs, sorted and filtered on).
  */
 import assert, { deepEqual as assertEquals } from "node:assert/strict";
 import {
   checkInteraction,
   checkMetrics,
+  checkPairReward,
   pairsCsv,
   pairStats,
   parseRecords,
   summarizeRounds,
+  withRewards,
 } from "../demo/records.ts";
+import { type Entry, selectPairs } from "../demo/pairs_view.ts";
 import { emptyQuery, inspectHash, parseRoute } from "../demo/url_state.ts";
 import { tarArchive } from "../demo/tar.ts";
 import { niceTicks, roundLabelStep, tickLabels } from "../demo/plot.ts";
@@ -189,7 +193,72 @@ Deno.test("summary: step means per phase, pair means; CSV quotes what needs it",
   const csv = pairsCsv([{ pair, stats }]);
   assertEquals(
     csv,
-    "round,index,source,shared_words,overlap,student_words,teacher_words,context,student,teacher\r\n" +
-      '1,0,,2,0.5,4,3,"say ""hi"",\nthen",a b c d,a x c\r\n',
+    "round,index,source,shared_words,overlap,student_words,teacher_words,chosen_reward,rejected_reward," +
+      "margin,context,student,teacher\r\n" +
+      '1,0,,2,0.5,4,3,,,,"say ""hi"",\nthen",a b c d,a x c\r\n',
   );
+});
+
+Deno.test("pair rewards: checked on load, joined by datapoint, sorted and filtered on; pairs without them", () => {
+  const line = (o: Record<string, unknown>) =>
+    JSON.stringify({
+      round: 0,
+      index: 0,
+      chosen: -1,
+      rejected: -2,
+      margin: 1,
+      epoch: 0,
+      batch: 0,
+      step: 3,
+      ...o,
+    });
+  const rewards = parseRecords(
+    [
+      line({ index: 2, chosen: -1.5, rejected: -1, margin: -0.5 }),
+      line({ index: 0, chosen: -3, rejected: -5, margin: 2 }),
+      line({ index: 1, margin: "big" }),
+      line({ index: 3, chosen: null }),
+    ].join("\n"),
+    checkPairReward,
+    "round_0.rewards.jsonl",
+  );
+  assertEquals(rewards.bad, 2);
+  assertEquals(rewards.problems, [
+    'round_0.rewards.jsonl:3: "margin" is not a finite number',
+    'round_0.rewards.jsonl:4: "chosen" is not a finite number',
+  ]);
+  const pair = (index: number) => ({ round: 0, index, context: "c", student: "s t", teacher: "s u" });
+  // Datapoint 1's line was bad and 3's too: those pairs have no rewards.
+  const joined = withRewards([0, 1, 2, 3].map(pair), rewards.rows);
+  assertEquals(joined.map((p) => p.reward), [
+    { chosen: -3, rejected: -5, margin: 2 },
+    undefined,
+    { chosen: -1.5, rejected: -1, margin: -0.5 },
+    undefined,
+  ]);
+  const rounds = new Map<number, Entry[] | null>([[
+    0,
+    joined.map((p) => ({ pair: p, stats: pairStats(p) })),
+  ]]);
+  const order = (q: Partial<Parameters<typeof selectPairs>[1]>) =>
+    selectPairs(rounds, { q: "", sort: "index", ...q }, 0).map((e) => e.pair.index);
+  assertEquals(order({ sort: "margin-asc" }), [2, 0, 1, 3], "smallest margin first, no rewards last");
+  assertEquals(order({ sort: "margin-desc" }), [0, 2, 1, 3]);
+  assertEquals(order({ sort: "chosen-desc" }), [2, 0, 1, 3]);
+  assertEquals(order({ sort: "rejected-desc" }), [2, 0, 1, 3]);
+  assertEquals(order({ filter: { key: "margin", min: 0 } }), [0], "a reward range leaves out pairs without");
+  assertEquals(order({ filter: { key: "chosen", max: -2 } }), [0]);
+  assertEquals(order({ filter: { key: "rejected", min: -1.5, max: -1 } }), [2]);
+  assertEquals(order({ filter: { key: "overlap", min: 0 } }), [0, 1, 2, 3], "other filters keep them");
+  // The address keeps reward orders and filters, negative bounds included.
+  const q = {
+    ...emptyQuery(),
+    sort: "margin-desc" as const,
+    filter: { key: "chosen" as const, min: -6, max: -3 },
+  };
+  assertEquals(parseRoute(inspectHash("r", q)).query, q);
+  // Exports carry the rewards.
+  const csv = pairsCsv(rounds.get(0)!.slice(0, 2)).split("\r\n");
+  assertEquals(csv[1].split(",").slice(7, 10), ["-3", "-5", "2"]);
+  assertEquals(csv[2].split(",").slice(7, 10), ["", "", ""]);
 });

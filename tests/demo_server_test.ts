@@ -39,6 +39,11 @@ async function fixture(): Promise<{ base: string; runs: string; assets: string }
     `${run}/interactions/round_0.jsonl`,
     JSON.stringify({ round: 0, index: 0, context: "a", student: "b", teacher: "c" }) + "\n",
   );
+  await Deno.writeTextFile(
+    `${run}/interactions/round_0.rewards.jsonl`,
+    JSON.stringify({ round: 0, index: 0, chosen: -1, rejected: -2, margin: 1, epoch: 0, batch: 0, step: 3 }) +
+      "\n",
+  );
   await Deno.writeTextFile(`${run}/state/state.json`, JSON.stringify({ round: 1, done: false }));
   // Escapes: a round file and a whole run that are symlinks to the outside.
   await Deno.symlink(`${base}/secret.txt`, `${run}/interactions/round_1.jsonl`);
@@ -121,6 +126,7 @@ Deno.test("demo server: page files, run list, whitelisted run files with content
       [0],
       "round_1.jsonl is a symlink out of the folder and must not count",
     );
+    assertEquals(r1.rewardRounds, [0]);
     assertEquals(r1.roundsDone, 1, "from state/state.json");
     assertEquals(r1.model, "1 layer x 32 wide, 2 heads");
 
@@ -128,6 +134,7 @@ Deno.test("demo server: page files, run list, whitelisted run files with content
       ["/api/runs/r1/config.json", "application/json; charset=utf-8"],
       ["/api/runs/r1/metrics.jsonl", "application/x-ndjson; charset=utf-8"],
       ["/api/runs/r1/interactions/round_0.jsonl", "application/x-ndjson; charset=utf-8"],
+      ["/api/runs/r1/interactions/round_0.rewards.jsonl", "application/x-ndjson; charset=utf-8"],
     ];
     for (const [p, type] of types) {
       const res = await fetch(url(p));
