@@ -18,6 +18,7 @@ import { Plan, type TensorView } from "../shaders/gpu.ts";
 import {
   allocParams,
   attentionDropout,
+  blockActivations,
   blockBackward,
   blockForward,
   blockGrads,
@@ -672,24 +673,7 @@ export class Classifier {
   }
 
   #blockActs(l: number) {
-    const a = this.#layers[l];
-    const proj = this.#t.get("proj")!;
-    return {
-      ln1: a.ln1,
-      ln1Mean: a.ln1Mean,
-      ln1Rstd: a.ln1Rstd,
-      qkv: a.qkv,
-      atty: a.atty,
-      attproj: proj,
-      res2: a.res2,
-      ln2: a.ln2,
-      ln2Mean: a.ln2Mean,
-      ln2Rstd: a.ln2Rstd,
-      fch: a.fch,
-      gelu: this.#t.get("gelu")!,
-      fcproj: proj,
-      out: a.out,
-    };
+    return blockActivations(this.#layers[l], this.#t);
   }
 
   #blockInput(l: number): TensorView {

@@ -275,6 +275,34 @@ export interface BlockActivations {
   out: TensorView;
 }
 
+/**
+ * A training block's activations from an activation table's allocation (model/activations.ts): the
+ * layer's own tensors `layer`, and from the whole-model ones `shared` the scratch no layer keeps its own
+ * of (`proj`, the output of both projections, and `gelu`).
+ */
+export function blockActivations(
+  layer: Record<string, TensorView>,
+  shared: Map<string, TensorView>,
+): BlockActivations {
+  const proj = shared.get("proj")!;
+  return {
+    ln1: layer.ln1,
+    ln1Mean: layer.ln1Mean,
+    ln1Rstd: layer.ln1Rstd,
+    qkv: layer.qkv,
+    atty: layer.atty,
+    attproj: proj,
+    res2: layer.res2,
+    ln2: layer.ln2,
+    ln2Mean: layer.ln2Mean,
+    ln2Rstd: layer.ln2Rstd,
+    fch: layer.fch,
+    gelu: shared.get("gelu")!,
+    fcproj: proj,
+    out: layer.out,
+  };
+}
+
 /** Precision f16 for one block: its f16 weights and the f16 scratch its matmuls read. */
 export interface BlockHalf {
   W: BlockHalfWeights;
@@ -581,26 +609,8 @@ export class Workspace {
     this.embeddingGroups?.upload(inputs);
   }
 
-  /** Block l's activations, with the whole-model scratch for what it does not keep. */
   #blockActs(l: number): BlockActivations {
-    const a = this.#layers[l];
-    const proj = this.#t.get("proj")!;
-    return {
-      ln1: a.ln1,
-      ln1Mean: a.ln1Mean,
-      ln1Rstd: a.ln1Rstd,
-      qkv: a.qkv,
-      atty: a.atty,
-      attproj: proj,
-      res2: a.res2,
-      ln2: a.ln2,
-      ln2Mean: a.ln2Mean,
-      ln2Rstd: a.ln2Rstd,
-      fch: a.fch,
-      gelu: this.#t.get("gelu")!,
-      fcproj: proj,
-      out: a.out,
-    };
+    return blockActivations(this.#layers[l], this.#t);
   }
 
   /** Block l's f16 weights and scratch under precision f16. */
