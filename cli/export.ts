@@ -15,6 +15,7 @@
  */
 import { parseCommand, required, runMain, UsageError } from "./common.ts";
 import { checkpointName } from "../interaction/loop.ts";
+import { loadRunConfig } from "./run_storage.ts";
 import { revisionName, type Track, TRACK_NAMES, trackRules } from "../interaction/tracks.ts";
 
 const SPEC = {
@@ -59,28 +60,6 @@ async function listDir(dir: string): Promise<string[] | undefined> {
   }
 }
 
-/** The run's config.json, as far as the export needs it. */
-async function runConfig(run: string): Promise<{ preset?: string; numRounds: number }> {
-  const path = `${run}/config.json`;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    throw new UsageError(
-      e instanceof Deno.errors.NotFound
-        ? `--run ${run}: no config.json there (is it a run directory?)`
-        : `${path}: ${(e as Error).message}`,
-    );
-  }
-  const c = raw as { preset?: unknown; numRounds?: unknown };
-  if (!Number.isInteger(c.numRounds) || (c.numRounds as number) < 1) {
-    throw new UsageError(
-      `${path}: "numRounds" must be a positive integer, got ${JSON.stringify(c.numRounds)}`,
-    );
-  }
-  return { preset: typeof c.preset === "string" ? c.preset : undefined, numRounds: c.numRounds as number };
-}
-
 /** Words seen and step of a checkpoint (its training_state.json), when recorded. */
 async function checkpointInfo(dir: string): Promise<{ wordsSeen?: number; step?: number }> {
   try {
@@ -107,7 +86,7 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
 export async function exportRun(run: string, out: string, trackName?: string): Promise<ExportManifest> {
   run = run.replace(/\/+$/, "");
   out = out.replace(/\/+$/, "");
-  const config = await runConfig(run);
+  const config = await loadRunConfig(run, "--run");
   const name = trackName ?? config.preset;
   if (name === undefined || !(TRACK_NAMES as readonly string[]).includes(name)) {
     throw new UsageError(

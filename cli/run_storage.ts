@@ -4,7 +4,34 @@
  * @module
  */
 import type { RunStorage } from "../interaction/loop.ts";
+import { mergeConfig, PRESETS, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { saveCheckpoint, writeFileAtomic } from "./files.ts";
+import { UsageError } from "./common.ts";
+
+/**
+ * The config of the run in `dir`: its config.json over the preset it names (keys added since the run
+ * started take the preset's values), checked. `flag` is the option that named the directory, for errors.
+ */
+export async function loadRunConfig(dir: string, flag: string): Promise<TrainConfig> {
+  const path = `${dir}/config.json`;
+  let saved: unknown;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new UsageError(
+      e instanceof Deno.errors.NotFound
+        ? `${flag} ${dir}: no config.json there (is it a run directory?)`
+        : `${path}: ${(e as Error).message}`,
+    );
+  }
+  const preset = (saved as { preset?: unknown } | null)?.preset;
+  const base = PRESETS[typeof preset === "string" ? preset : ""] ?? PRESETS.tiny;
+  try {
+    return validateTrainConfig({ ...mergeConfig(base, saved as never, path), outDir: dir }, { where: path });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
 
 /** The files of the run directory `root`. */
 export class DirStorage implements RunStorage {

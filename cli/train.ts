@@ -25,7 +25,7 @@ import {
 } from "../interaction/config.ts";
 import { fileText, findCorpusFiles, readCorpusDir } from "./corpus_dir.ts";
 import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/teacher_setup.ts";
-import { DirStorage } from "./run_storage.ts";
+import { DirStorage, loadRunConfig } from "./run_storage.ts";
 import {
   dropoutOption,
   median,
@@ -121,26 +121,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
         } (or start a new run without --resume)`,
       );
     }
-    const path = `${dir}/config.json`;
-    let saved: unknown;
-    try {
-      saved = JSON.parse(await Deno.readTextFile(path));
-    } catch (e) {
-      throw new UsageError(
-        e instanceof Deno.errors.NotFound
-          ? `--resume ${dir}: no config.json there (is it a run directory?)`
-          : `${path}: ${(e as Error).message}`,
-      );
-    }
-    const preset = (saved as { preset?: unknown } | null)?.preset;
-    const base = PRESETS[typeof preset === "string" ? preset : ""] ?? PRESETS.tiny;
-    try {
-      return validateTrainConfig({ ...mergeConfig(base, saved as never, path), outDir: dir }, {
-        where: path,
-      });
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    return await loadRunConfig(dir, "--resume");
   }
   const preset = String(opts.preset);
   const base = PRESETS[preset];
