@@ -14,6 +14,9 @@ import {
 } from "../shaders/tune.ts";
 import { matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import { Trainer } from "../model/trainer.ts";
+import { uniforms } from "../model/random.ts";
 
 const M = 40, N = 36, K = 24;
 const variant = { transA: false, transB: false, bias: false, accumulate: false };
@@ -122,4 +125,75 @@ Deno.test("tuning: off never reads the cache and runs the fixed default; force r
   assertEquals((await recordTuneRun()).pendingBeforeTune, [cls]);
   const retuned = JSON.parse(store.text!) as TuneCache;
   assertEquals(Object.keys(retuned.entries[cls].ms).length, TILED_CANDIDATES.length);
+});
+
+Deno.test("tuning: training steps are bit for bit the same whichever candidate each matmul class runs", async () => {
+  const gpu = await testGpu();
+  if (gpu.kernels !== "gpu") {
+    console.log("  CPU kernel family: no tiled matmuls to tune here (TEST_KERNELS=gpu runs this)");
+    return;
+  }
+  const config = {
+    vocabSize: 97,
+    nPositions: 24,
+    nEmbd: 64,
+    nLayer: 1,
+    nHead: 2,
+    layerNormEpsilon: 1e-5,
+    bosTokenId: 96,
+    eosTokenId: 96,
+  };
+  const B = 2, T = 24, r = uniforms(3);
+  const ids = () => Uint32Array.from({ length: B * T }, () => Math.floor(r() * config.vocabSize));
+  const batches = [0, 1].map(() => ({
+    nSeq: B,
+    T,
+    inputs: ids(),
+    targets: ids(),
+    lmMask: new Float32Array(B * T).fill(1),
+  }));
+  const train = async () => {
+    const model = GPT2.create(gpu, config, undefined, 5);
+    const trainer = new Trainer(model);
+    const losses = [];
+    for (const b of batches) losses.push((await trainer.trainStep(b, { kind: "lm" }, 1e-3)).loss);
+    const weights = await model.getWeights();
+    trainer.destroy();
+    model.destroy();
+    return { losses, weights };
+  };
+  await attachTuner(gpu, { mode: "off" });
+  const fixed = await train();
+  // The step's shape classes, read without tuning; then a cache that gives each a non-default candidate.
+  await attachTuner(gpu, { mode: "auto", store: memoryStore(), adapterKey: "bitwise" });
+  const probe = new Trainer(GPT2.create(gpu, config, undefined, 5));
+  probe.workspace(B, T);
+  const classes = pendingClasses(gpu);
+  ok(classes.length >= 3, classes.join("; "));
+  probe.destroy();
+  probe.model.destroy();
+  const other = TILED_CANDIDATES.find((c) => c.name !== TILED_DEFAULT)!.name;
+  const entries = Object.fromEntries(
+    classes.map((c) => [c, { winner: other, shape: [1, 1, 1], ms: { [other]: 1 } }]),
+  );
+  const store = memoryStore(
+    JSON.stringify({
+      format: TUNE_FORMAT,
+      adapter: `bitwise | candidates ${TILED_CANDIDATES.map((c) => c.name).join(",")}`,
+      entries,
+    }),
+  );
+  await attachTuner(gpu, { mode: "auto", store, adapterKey: "bitwise" });
+  const tuned = await train();
+  assertEquals(
+    Object.values(tunedWinners(gpu)).every((w) => w === other) &&
+      classes.every((c) => tunedWinners(gpu)[c] === other),
+    true,
+  );
+  assertEquals(tuned.losses, fixed.losses);
+  for (const [name, w] of fixed.weights) {
+    const v = tuned.weights.get(name)!;
+    if (!w.every((x, i) => Object.is(x, v[i]))) throw new Error(`${name} differs between candidates`);
+  }
+  await attachTuner(gpu, { mode: "off" });
 });
