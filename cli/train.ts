@@ -235,8 +235,8 @@ export async function main(args: string[]): Promise<void> {
   };
   const inputs = await prepareRun(config, (c) => createTeacher(c.teacher, host), {
     savedTokenizerJson,
-    readCorpusDir: (path, encode, lineJoin) =>
-      readCorpusDir(path, encode, { lineJoin, onLog: (line) => console.error(line) }),
+    readCorpusDir: (path, encode, reading) =>
+      readCorpusDir(path, encode, { ...reading, onLog: (line) => console.error(line) }),
     corpusDirText: (path) =>
       (async function* () {
         for (const f of await findCorpusFiles(path)) yield* fileText(f.path);

@@ -9,7 +9,8 @@ import type { GPT2Config } from "../model/config.ts";
 import { validateConfig } from "../model/config.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
-import { Corpus, type LineJoin, type TokenizedSource, tokenizeSource } from "./corpus.ts";
+import { Corpus, type TokenizedSource, type TokenizeOptions, tokenizeSource } from "./corpus.ts";
+import { parseWordMeasure } from "./words.ts";
 import { embeddedSources } from "./grammar.ts";
 import type { RunInputs } from "./loop.ts";
 import type { TrainConfig } from "./config.ts";
@@ -17,11 +18,14 @@ import type { Teacher } from "./teacher.ts";
 
 /** The file-system side of preparing a run (Deno implements all; the browser none). */
 export interface PrepareIO {
-  /** Tokenize every source file of a corpus directory, its lines joined as `lineJoin` says. */
+  /**
+   * Tokenize every source file of a corpus directory, its lines joined and its words counted as the
+   * run's config says.
+   */
   readCorpusDir?(
     path: string,
     encode: (text: string) => number[],
-    lineJoin: LineJoin,
+    options: Required<Pick<TokenizeOptions, "lineJoin" | "wordMeasure">>,
   ): Promise<TokenizedSource[]>;
   /** Text of every source file of a corpus directory (for tokenizer training). */
   corpusDirText?(path: string): AsyncIterable<string>;
@@ -112,13 +116,12 @@ export async function prepareRun(
         `continuation (${config.student.maxTokens}) needs ${need}`,
     );
   }
-  // Corpus.
+  // Corpus: its words (in every chunk) by the run's word measure, as the round loop counts them.
   const encode = (text: string) => tokenizer.encode(text);
+  const reading = { lineJoin: config.corpusJoin, wordMeasure: parseWordMeasure(config.wordMeasure) };
   const sources = embedded
-    ? await Promise.all(
-      embedded.map((s) => tokenizeSource(s.name, s.text, encode, { lineJoin: config.corpusJoin })),
-    )
-    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode, config.corpusJoin);
+    ? await Promise.all(embedded.map((s) => tokenizeSource(s.name, s.text, encode, reading)))
+    : await needIO("readCorpusDir")((config.corpus as { path: string }).path, encode, reading);
   const corpus = new Corpus(sources, {
     numRounds: config.numRounds,
     datapointLength: config.datapointLength,

@@ -50,7 +50,7 @@ Deno.test("corpusJoin: prepareRun reads the corpus with the config's join", asyn
         (async function* () {
           yield FILE.repeat(20);
         })(),
-      readCorpusDir: async (_path, encode, lineJoin) => {
+      readCorpusDir: async (_path, encode, { lineJoin }) => {
         seen.push(lineJoin);
         const dir = await Deno.makeTempDir();
         try {

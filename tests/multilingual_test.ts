@@ -16,6 +16,9 @@ import {
   whitespaceWords,
 } from "../interaction/words.ts";
 import { readCorpusDir } from "../cli/corpus_dir.ts";
+import { prepareRun } from "../interaction/prepare.ts";
+import { TINY } from "../interaction/config.ts";
+import { CorpusTeacher } from "../interaction/teacher.ts";
 import { trainBpe, trainedBpeJson } from "../model/bpe_train.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
 
@@ -186,6 +189,37 @@ Deno.test("Dutch and Chinese corpus files: characters cut by chunks, words by th
     for (const w of ["小猫", "妈妈", "花园"]) {
       assert.ok(tok.encode(w).length <= 2, `${w} -> ${tok.encode(w).length} tokens (bytes: ${utf8Bytes(w)})`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a run's corpus words follow its wordMeasure: a Chinese corpus under bytes:zho, sources and round chunks", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const zh = chineseText(21, 600);
+    await Deno.writeTextFile(`${dir}/zh.train`, zh);
+    const prepare = (wordMeasure: string) =>
+      prepareRun(
+        { ...TINY, corpus: { kind: "dir", path: dir }, corpusJoin: "raw", tokenizer: "train", wordMeasure },
+        () => new CorpusTeacher(),
+        {
+          corpusDirText: async function* () {
+            yield zh;
+          },
+          readCorpusDir: (path, encode, reading) => readCorpusDir(path, encode, reading),
+        },
+      );
+    const { corpus } = await prepare("bytes:zho");
+    const expected = englishEquivalentWords(utf8Bytes(zh), "zho");
+    assert.ok(Math.abs(corpus.sources[0].words - expected) < 1e-6 * expected, `${corpus.sources[0].words}`);
+    // The rounds' chunks split the source's words (each chunk's count is rounded).
+    const rounds = Array.from({ length: TINY.numRounds }, (_, r) => corpus.roundWords(r));
+    const inChunks = rounds.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(inChunks - expected) <= TINY.numRounds, `${rounds} vs ${expected}`);
+    const whitespace = await prepare("whitespace");
+    assert.equal(whitespace.corpus.sources[0].words, whitespaceWords(zh));
+    assert.ok(expected > 5 * whitespaceWords(zh), "bytes, not the few whitespace words, count Chinese");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
