@@ -14,6 +14,7 @@ import { writeFileAtomic } from "./files.ts";
 import { describeFiles, fileText, type SourceFile, TEXT_EXTENSIONS, textFilesIn } from "./corpus_dir.ts";
 import { trainBpeFromCounts, trainedBpeJson, WordCounter } from "../model/bpe_train.ts";
 import { Tokenizer, TOKENIZER_FILE, tokenizerJsonFromGpt2Files } from "../model/tokenizer.ts";
+import { englishEquivalentWords, parseWordMeasure, type WordMeasure } from "../interaction/words.ts";
 
 const SPEC = {
   input: {
@@ -37,6 +38,12 @@ const SPEC = {
       "instead of training: GPT-2's vocab.json, converted with --gpt2-merges (<|endoftext|> keeps its id)",
   },
   "gpt2-merges": { type: "string", help: "GPT-2's merges.txt, for --gpt2-vocab" },
+  "word-measure": {
+    type: "string",
+    help: "how the summary counts words, as a run's wordMeasure: whitespace (Python's str.split(), the " +
+      "Strict tracks) or bytes:eng|nld|zho (English-equivalent words from UTF-8 bytes, the multilingual track)",
+    default: "whitespace",
+  },
   out: { type: "string", help: "output directory (tokenizer.json is written there)" },
 } as const;
 
@@ -127,6 +134,12 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   }
   const vocabSize = numberOption(o["vocab-size"], "vocab-size", { min: 257, max: 2_000_000, integer: true });
   const minFrequency = numberOption(o["min-frequency"], "min-frequency", { min: 1, integer: true });
+  let measure: WordMeasure;
+  try {
+    measure = parseWordMeasure(String(o["word-measure"]), "--word-measure");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const out = required(o.out, "out");
   const files = await inputFiles(inputs);
   await checkWritable(out);
@@ -140,12 +153,15 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   const counter = new WordCounter();
   const bar = new Progress("counting words", Math.ceil(totalBytes / 1e6), "MB");
   let bytes = 0, shownMb = 0;
+  // Whitespace words need the lines (the counter's); bytes:LANG words only the bytes read.
+  const words = () =>
+    measure.kind === "whitespace" ? counter.words : englishEquivalentWords(bytes, measure.language);
   for (const f of files) {
     const pieces = fileText(f.path, (n) => {
       bytes += n;
       const mb = Math.floor(bytes / 1e6);
       if (mb > shownMb) {
-        bar.tick(mb - shownMb, `${counter.words} words`);
+        bar.tick(mb - shownMb, `${words().toFixed(0)} words`);
         shownMb = mb;
       }
     });
@@ -159,10 +175,12 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   }
   bar.end();
   const counts = counter.finish();
+  const wordCount = words();
   const countSecs = (performance.now() - start) / 1000;
   console.error(
-    `counted ${counts.words} words (${counts.pretokens} pre-tokens, ${counts.counts.size} distinct) in ` +
-      `${countSecs.toFixed(1)} s: ${(counts.words / countSecs).toFixed(0)} words/s`,
+    `counted ${wordCount.toFixed(0)} words (${o["word-measure"]}; ${bytes} bytes, ${counts.pretokens} ` +
+      `pre-tokens, ${counts.counts.size} distinct) in ${countSecs.toFixed(1)} s: ` +
+      `${(wordCount / countSecs).toFixed(0)} words/s`,
   );
 
   const mergeStart = performance.now();
@@ -192,7 +210,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
   console.log(
     `wrote ${path}: ${bpe.tokens.length} tokens, ${bpe.merges.length} merges; ` +
       `merging ${((performance.now() - mergeStart) / 1000).toFixed(1)} s, total ${secs.toFixed(1)} s, ` +
-      `${(counts.words / secs).toFixed(0)} words/s overall`,
+      `${(wordCount / secs).toFixed(0)} words/s overall`,
   );
 }
 

@@ -224,3 +224,36 @@ Deno.test("a run's corpus words follow its wordMeasure: a Chinese corpus under b
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno task tokenizer --word-measure: the summary counts words as the run will (bytes:zho for Chinese)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const zh = chineseText(22, 300);
+    await Deno.writeTextFile(`${dir}/zh.train`, zh);
+    const run = async (...extra: string[]) => {
+      const cli = new URL("../cli/tokenizer.ts", import.meta.url).pathname;
+      const args = ["run", "-A", cli, "--input", dir, "--vocab-size", "300", "--out", `${dir}/out`, ...extra];
+      const r = await new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" }).output();
+      return { code: r.code, out: new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr) };
+    };
+    const bytes = utf8Bytes(zh);
+    const zho = await run("--word-measure", "bytes:zho");
+    assert.equal(zho.code, 0, zho.out);
+    const expected = englishEquivalentWords(bytes, "zho").toFixed(0);
+    assert.match(zho.out, new RegExp(`counted ${expected} words \\(bytes:zho; ${bytes} bytes, `));
+    const plain = await run();
+    assert.equal(plain.code, 0, plain.out);
+    assert.match(
+      plain.out,
+      new RegExp(`counted ${whitespaceWords(zh)} words \\(whitespace; ${bytes} bytes, `),
+    );
+    const bad = await run("--word-measure", "bytes:fra");
+    assert.equal(bad.code, 1, bad.out);
+    assert.match(
+      bad.out,
+      /--word-measure must be "whitespace" or "bytes:LANG" with LANG one of eng, nld, zho/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
