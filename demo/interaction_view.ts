@@ -100,7 +100,7 @@ export function interactionCard(r: ShownInteraction, opts: CardOptions = {}): HT
       ? el(
         "span",
         {
-          class: "card-stat card-reward",
+          class: "card-reward",
           title: "SimPO rewards (beta × mean log-prob of the continuation) in the round's last SimPO epoch",
         },
         `reward chosen ${fmt(r.reward.chosen)} · rejected ${fmt(r.reward.rejected)} · margin ${

@@ -456,27 +456,26 @@ export class PairBrowser {
   }
 
   /**
-   * The reward orders and filters: disabled, saying why, while the loaded pairs have no rewards at all;
-   * when the chosen one meets pairs without rewards (in the rounds shown), a note says how many and why.
+   * The reward orders and filters: while the loaded pairs have no rewards at all they are disabled and a
+   * note under the controls says why; when the chosen one meets pairs without rewards in the rounds shown,
+   * the note says how many and what became of them.
    */
   #renderRewards(want: readonly number[]): void {
     const loaded = [...this.#rounds.values()].flatMap((entries) => entries ?? []);
     const none = loaded.length > 0 && !loaded.some((e) => e.pair.reward);
-    const labels = new Map<string, string>([...SORTS, ...FILTERS]);
     for (const select of [this.#sort, this.#filterKey]) {
-      for (const o of select.options) {
-        if (!REWARD_KEYS.has(o.value as SortKey)) continue;
-        o.disabled = none;
-        o.textContent = `${labels.get(o.value)}${none ? " (no per-pair rewards)" : ""}`;
-      }
-      select.title = none ? this.#opts.noRewards : "";
+      for (const o of select.options) if (REWARD_KEYS.has(o.value as SortKey)) o.disabled = none;
+      select.title = none ? `Reward orders and filters are off: ${this.#opts.noRewards}` : "";
     }
     const q = this.#query;
     const filtered = q.filter !== undefined && REWARD_KEYS.has(q.filter.key);
     const shown = want.flatMap((r) => this.#rounds.get(r) ?? []);
     const without = shown.filter((e) => !e.pair.reward).length;
-    this.#rewardNote.hidden = !(REWARD_KEYS.has(q.sort) || filtered) || without === 0;
-    this.#rewardNote.textContent = without === shown.length
+    const used = REWARD_KEYS.has(q.sort) || filtered;
+    this.#rewardNote.hidden = !none && !(used && without > 0);
+    this.#rewardNote.textContent = none
+      ? `No per-pair SimPO rewards, so the reward orders and filters are off: ${this.#opts.noRewards}`
+      : without === shown.length
       ? `No pair here has SimPO rewards: ${this.#opts.noRewards}`
       : `${without} of ${shown.length} pairs here have no SimPO rewards (${
         filtered ? "left out by the filter" : "listed last"

@@ -26,10 +26,10 @@ export const SORTS: ReadonlyArray<[SortKey, string]> = [
   ["student-words", "student length, longest first"],
   ["teacher-words", "teacher length, longest first"],
   ["len-diff", "length difference, largest first"],
-  ["margin-asc", "reward margin, smallest first"],
-  ["margin-desc", "reward margin, largest first"],
-  ["chosen-desc", "chosen (teacher) reward, highest first"],
-  ["rejected-desc", "rejected (student) reward, highest first"],
+  ["margin-asc", "margin, smallest first"],
+  ["margin-desc", "margin, largest first"],
+  ["chosen-desc", "chosen reward, highest first"],
+  ["rejected-desc", "rejected reward, highest first"],
 ];
 
 /** The orders and filters that need the pairs' SimPO rewards. */
@@ -50,9 +50,9 @@ export const FILTERS: ReadonlyArray<[FilterKey, string]> = [
   ["overlap", "word overlap, %"],
   ["student-words", "student words"],
   ["teacher-words", "teacher words"],
-  ["margin", "reward margin (chosen − rejected)"],
-  ["chosen", "chosen (teacher) reward"],
-  ["rejected", "rejected (student) reward"],
+  ["margin", "reward margin"],
+  ["chosen", "chosen reward"],
+  ["rejected", "rejected reward"],
 ];
 
 /** A range filter on one statistic; an absent bound is open. */

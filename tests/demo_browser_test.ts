@@ -4,7 +4,8 @@
  *
  * - Inspect: runs written here in the loop's file formats open on their latest round; the per-round
  *   summary table matches numbers computed from the files; search across rounds marks its matches;
- *   sort, filter, pages, the datapoint across rounds, CSV export; the view survives a reload and Back;
+ *   sort, filter, pages, the datapoint across rounds, CSV export; sort and filter by the pairs' SimPO
+ *   rewards and margin, and a run without them saying so; the view survives a reload and Back;
  *   eval curves from RUN/eval/; a run still being written refreshes; hostile records (a context that is
  *   an object, a step that is text, markup, right-to-left overrides) are skipped or shown inert; bad
  *   links are explained.
@@ -150,8 +151,19 @@ function makeMetrics(): Metric[] {
 
 const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r) + "\n").join("");
 
-/** A finished-looking run in the loop's file formats, with eval results. */
-async function writeRun(dir: string, pairs: Pair[][], metrics: Metric[]): Promise<void> {
+/** A pair's SimPO rewards in the test run (rounds 1 and 2 have them, round 3 does not), ties included. */
+function rewardOf(p: Pair): { chosen: number; rejected: number; margin: number } {
+  const chosen = -5 - ((p.index * 7) % 11) / 4, rejected = -6 - ((p.index * 5) % 13) / 4;
+  return { chosen, rejected, margin: chosen - rejected };
+}
+
+/** A finished-looking run in the loop's file formats, with eval results; pair rewards in `rewardRounds`. */
+async function writeRun(
+  dir: string,
+  pairs: Pair[][],
+  metrics: Metric[],
+  rewardRounds: number[] = [],
+): Promise<void> {
   await Deno.mkdir(`${dir}/interactions`, { recursive: true });
   await Deno.mkdir(`${dir}/eval`, { recursive: true });
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(CONFIG, null, 2));
@@ -167,6 +179,13 @@ async function writeRun(dir: string, pairs: Pair[][], metrics: Metric[]): Promis
           teacherTokens: [3],
           studentFinish: "length",
         })),
+      ),
+    );
+    if (!rewardRounds.includes(r)) continue;
+    await Deno.writeTextFile(
+      `${dir}/interactions/round_${r}.rewards.jsonl`,
+      jsonl(
+        ps.map((p, k) => ({ round: r, index: p.index, ...rewardOf(p), epoch: 0, batch: k >> 3, step: 0 })),
       ),
     );
   }
@@ -234,7 +253,7 @@ async function assertNoOverflow(page: Page, where: string): Promise<void> {
       .filter((e) =>
         e.getBoundingClientRect().right > innerWidth + 1 && (e as HTMLElement).offsetParent !== null
       )
-      .slice(0, 12)
+      .slice(0, 60)
       .map((e) =>
         `${e.tagName.toLowerCase()}#${e.id}.${[...e.classList].join(".")} ${
           Math.round(e.getBoundingClientRect().right)
@@ -313,7 +332,7 @@ Deno.test({
   async fn(t) {
     const pairs = makePairs(), metrics = makeMetrics();
     await withBrowser(async (browser, url, runs) => {
-      await writeRun(`${runs}/test-run`, pairs, metrics);
+      await writeRun(`${runs}/test-run`, pairs, metrics, [0, 1]);
       await writeHostileRun(`${runs}/hostile`);
       for (const size of WIDTHS) {
         const tag = size.width;
@@ -455,6 +474,79 @@ Deno.test({
           await page.goBack(); // before the filter
           await waitUntil(async () => (await page.inputValue("#run-max")) === "", "Back undoes the filter");
         });
+
+        await t.step(
+          `${tag} px: sort and filter by SimPO reward and margin; runs without rewards say so`,
+          async () => {
+            await page.goto(`${url}#inspect/test-run?round=2&sort=margin-asc`);
+            await page.waitForSelector("#run-list .interaction .card-reward");
+            const byMargin = [...pairs[1]].sort((a, b) =>
+              rewardOf(a).margin - rewardOf(b).margin || a.index - b.index
+            );
+            assertEquals(
+              await cardIds(page),
+              byMargin.slice(0, 20).map((p) => `1.${p.index}`),
+              "smallest margin first",
+            );
+            const first = byMargin[0], r = rewardOf(first);
+            assertEquals(
+              await cards(page).first().locator(".card-reward").textContent(),
+              `reward chosen ${fmt(r.chosen)} · rejected ${fmt(r.rejected)} · margin ${fmt(r.margin)}`,
+            );
+            await page.selectOption("#run-sort", "chosen-desc");
+            const byChosen = [...pairs[1]].sort((a, b) =>
+              rewardOf(b).chosen - rewardOf(a).chosen || a.index - b.index
+            );
+            await waitUntil(
+              async () => (await cardIds(page))[0] === `1.${byChosen[0].index}`,
+              "chosen order",
+            );
+            assertEquals(await cardIds(page), byChosen.slice(0, 20).map((p) => `1.${p.index}`));
+            // A range on the margin: -0.5 to 1.
+            await page.selectOption("#run-filter-key", "margin");
+            await page.fill("#run-min", "-0.5");
+            await page.fill("#run-max", "1");
+            await page.press("#run-max", "Enter");
+            const inRange = pairs[1].filter((p) =>
+              rewardOf(p).margin >= -0.5 && rewardOf(p).margin <= 1
+            ).length;
+            assert(inRange > 0 && inRange < 45, `test data: ${inRange} pairs in range`);
+            await waitUntil(
+              async () => (await page.textContent("#run-count"))!.startsWith(`${inRange} of 45`),
+              "margin filter",
+            );
+            assertEquals(
+              await page.evaluate(() => location.hash),
+              "#inspect/test-run?round=2&sort=chosen-desc&f=margin%3A-0.5%3A1",
+            );
+            assert(await page.isHidden("#run-reward-note"));
+            // Round 3 has no rewards file: the filter leaves nothing, and the note says why.
+            await page.click("#run-picker .round-btn[data-round='2']");
+            await waitUntil(
+              async () => (await page.textContent("#run-count"))!.startsWith("0 of 4"),
+              "round 3",
+            );
+            assert(
+              (await page.textContent("#run-reward-note"))!.startsWith("No pair here has SimPO rewards"),
+            );
+            // A run without any (also asked for a reward order by its address): it opens as before, the
+            // reward entries are disabled, and the note under the controls says why.
+            await page.goto(`${url}#inspect/hostile?sort=margin-desc`);
+            await page.waitForSelector("#run-list .interaction");
+            assertEquals(await cards(page).count(), 2, "the run opens as before");
+            for (const [select, value] of [["sort", "margin-asc"], ["filter-key", "chosen"]]) {
+              assert(await page.locator(`#run-${select} option[value='${value}']`).isDisabled(), value);
+            }
+            assertEquals(await page.locator("#run-sort option[value='overlap-asc']").isDisabled(), false);
+            const note = (await page.textContent("#run-reward-note"))!;
+            assert(
+              note.startsWith("No per-pair SimPO rewards, so the reward orders and filters are off: "),
+              note,
+            );
+            assert(note.includes("this run has no per-pair rewards"), note);
+            await assertNoOverflow(page, `inspect rewards ${tag}`);
+          },
+        );
 
         await t.step(
           `${tag} px: hostile records skipped and counted, text inert, bad links explained`,
