@@ -96,8 +96,8 @@ export function activationTable(
     a("lnfRstd", [N], "kept"),
     /** The attention and MLP projections before the residual add (one buffer serves both). */
     a("proj", [N, C], "scratch"),
-    /** GELU's output; backward recomputes it here from fch. */
-    a("gelu", [N, 4 * C], "scratch"),
+    /** GELU's output; backward recomputes it here from fch (under f16 it is written into x16). */
+    ...(options.half ? [] : [a("gelu", [N, 4 * C], "scratch")]),
     a("logits", [Math.max(1, options.logits.rows * options.logits.stride)], "kept"),
   ];
   if (options.prefill) model.push(a("last", [B, C], "batch"));

@@ -424,7 +424,8 @@ export class Generator {
       proj = t(nSeq * C, "proj");
     const mean = t(nSeq, "mean"), rstd = t(nSeq, "rstd");
     const qkv = t(nSeq * 3 * C, "qkv"), q = t(nSeq * C, "q"), y = t(nSeq * C, "y");
-    const fch = t(nSeq * 4 * C, "fch"), gelu = t(nSeq * 4 * C, "gelu");
+    // Under f16 GELU writes its output in f16 into x16 (blockForward).
+    const fch = t(nSeq * 4 * C, "fch"), gelu = st.x16 ?? t(nSeq * 4 * C, "gelu");
     const wte = model.byName.get("wte.weight")!.parts;
     const { ids, counts, step, history, pos, lens } = st;
 

@@ -269,6 +269,7 @@ export interface BlockActivations {
   ln2Mean: TensorView;
   ln2Rstd: TensorView;
   fch: TensorView;
+  /** GELU's output; an f16 tensor (the MLP projection's operand) under precision f16. */
   gelu: TensorView;
   fcproj: TensorView;
   /** x + attention + MLP: the next block's input. Must not be x itself. */
@@ -297,7 +298,8 @@ export function blockActivations(
     ln2Mean: layer.ln2Mean,
     ln2Rstd: layer.ln2Rstd,
     fch: layer.fch,
-    gelu: shared.get("gelu")!,
+    // Under f16 the table has no f32 gelu: GELU writes its output, an f16 matmul operand, into x16.
+    gelu: shared.get("gelu") ?? shared.get("x16")!,
     fcproj: proj,
     out: layer.out,
   };
@@ -374,7 +376,8 @@ export function blockForward(
   else residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
   layernormForward(plan, { out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.res2, ...w.ln2, N, C, eps });
   linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C, half: h(half?.W.fc) });
-  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
+  // f16: GELU writes its output as the projection's f16 operand (a.gelu is then an f16 tensor).
+  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C, half: !!half });
   linearForward(plan, {
     y: a.fcproj,
     x: a.gelu,
@@ -382,7 +385,7 @@ export function blockForward(
     rows: N,
     inC: 4 * C,
     outC: C,
-    half: h(half?.W.fcProj),
+    half: half && { W16: half.W.fcProj, x16: a.gelu, xHalf: true },
   });
   if (mlpDrop) dropoutResidual(plan, a.out, a.res2, a.fcproj, mlpDrop);
   else residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
@@ -862,7 +865,7 @@ export function blockBackward(
   if (mlpDrop) dropoutCopy(plan, d.dlinearIn, dresidual, mlpDrop);
   const dfcproj = mlpDrop ? d.dlinearIn : dresidual;
   // MLP: out = res2 + gelu(ln2 · Wfc + bfc) · Wproj + bproj.
-  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C });
+  geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C, half: !!half });
   linearBackward(plan, {
     dx: dgelu,
     ...g.fcProj,
@@ -872,7 +875,7 @@ export function blockBackward(
     rows: N,
     inC: 4 * C,
     outC: C,
-    half: h(half?.W.fcProj),
+    half: half && { W16: half.W.fcProj, x16: a.gelu, dy16: half.dy16!, xHalf: true },
   });
   geluBackward(plan, { dinp: dfch, inp: a.fch, dout: dgelu, n: N * 4 * C });
   linearBackward(plan, {

@@ -26,8 +26,11 @@ export function halfWords(n: number): number {
 /** `n` counts input elements. */
 const CAST_PARAMS = uniformLayout({ n: "u32" });
 
-/** WGSL: the f16 bits of x (round by pack2x16float in range; +-inf past it; NaN kept). */
-const HALF_BITS = /* wgsl */ `
+/**
+ * WGSL `fn halfBits(x: f32) -> u32`: the f16 bits of x (rounded by pack2x16float in range, +-inf past
+ * it, NaN kept), for kernels that write f16 tensors (this cast, GELU's f16 output).
+ */
+export const HALF_BITS = /* wgsl */ `
 fn halfBits(x: f32) -> u32 {
   let bits = bitcast<u32>(x);
   let sign = (bits >> 16u) & 0x8000u;

@@ -3,7 +3,8 @@
  * Forward and backward side by side; both elementwise over `n` values.
  * @module
  */
-import { computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
+import { HALF_BITS, halfWords } from "./f16.ts";
 
 const WG = 256;
 /** `n` counts elements of the kernel's type (f32 or vec4f). */
@@ -58,11 +59,40 @@ export const GELU_BACKWARD = backwardSource("f32");
 const GELU_FORWARD4 = forwardSource("vec4f");
 const GELU_BACKWARD4 = backwardSource("vec4f");
 
-/** Record out = gelu(inp) over the first `n` elements (default: all of inp). */
+/**
+ * out = gelu(inp) as f16 (shaders/f16.ts; the value of the f32 kernel, rounded to nearest), 4 values per
+ * thread. Bindings: params, out, inp; `p.n` counts vectors.
+ */
+const GELU_FORWARD_HALF = common("vec4f") + HALF_BITS +
+  storage({ out: "read_write array<vec2u>", inp: "read array<vec4f>" }) + computeMain(WG) + /* wgsl */ `
+  let i = globalIndex;
+  if (i >= p.n) { return; }
+  let x = inp[i];
+  let y = x * sig2(S * (x + K * x * x * x));
+  out[i] = vec2u(halfBits(y[0]) | (halfBits(y[1]) << 16u), halfBits(y[2]) | (halfBits(y[3]) << 16u));
+}
+`;
+
+/**
+ * Record out = gelu(inp) over the first `n` elements (default: all of inp). `half`: out is an f16 tensor
+ * (mixed precision: GELU's output is only ever a matmul operand), n a multiple of 4.
+ */
 export function geluForward(
   plan: Plan,
-  { out, inp, n = inp.length }: { out: TensorView; inp: TensorView; n?: number },
+  { out, inp, n = inp.length, half = false }: {
+    out: TensorView;
+    inp: TensorView;
+    n?: number;
+    half?: boolean;
+  },
 ): void {
+  if (half) {
+    if (n % 4 !== 0) throw new RangeError(`geluForward: an f16 output needs n a multiple of 4, got ${n}`);
+    checkLengths("geluForward", halfWords(n), { out });
+    const u = plan.params(PARAMS, { n: n / 4 }, "gelu.params");
+    plan.add(GELU_FORWARD_HALF, [u, out, inp], Math.ceil(n / 4 / WG), "gelu_forward_f16");
+    return;
+  }
   const w = n % 4 === 0 ? 4 : 1;
   const u = plan.params(PARAMS, { n: n / w }, "gelu.params");
   plan.add(w === 4 ? GELU_FORWARD4 : GELU_FORWARD, [u, out, inp], Math.ceil(n / w / WG), "gelu_forward");

@@ -496,8 +496,9 @@ export interface LinearArgs {
   /**
    * Mixed precision: W16, W's f16 copy (shaders/f16.ts), and x16, scratch for x's f16 copy (at least
    * rows * inC halves). The matmul reads both in f16 and sums in f32; x, b, y and the gradients stay f32.
+   * `xHalf`: x16 already holds x (its producer wrote f16), so nothing is cast and x is not read.
    */
-  half?: { W16: TensorView; x16: TensorView };
+  half?: { W16: TensorView; x16: TensorView; xHalf?: boolean };
 }
 
 /** Record y = x W + b (y overwritten). */
@@ -509,7 +510,7 @@ export function linearForward(
     matmul(plan, { out: y, a: x, b: W, bias: b, M: rows, N: outC, K: inC });
     return;
   }
-  castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
+  if (!half.xHalf) castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
   matmul(plan, { out: y, a: half.x16, b: half.W16, bias: b, M: rows, N: outC, K: inC, half: true });
 }
 
@@ -540,7 +541,7 @@ export function linearBackward(
     return;
   }
   if (db) biasBackward(plan, { dbias: db, dout: dy, M: rows, N: outC });
-  castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
+  if (!half.xHalf) castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
   castToHalf(plan, { out: half.dy16, inp: dy, n: rows * outC });
   const [x16, dy16] = [half.x16, half.dy16];
   matmul(plan, {

@@ -9,6 +9,7 @@ import { Plan } from "../shaders/gpu.ts";
 import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
 import { matmul } from "../shaders/matmul.ts";
 import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
+import { geluForward } from "../shaders/gelu.ts";
 import { matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 import { packHalves } from "./reference/f16.ts";
@@ -232,6 +233,33 @@ Deno.test({
       }
     }
     console.log(`  ${candidates.length} candidates x 4 variants x 2 shapes: equal bit for bit`);
+  },
+});
+
+Deno.test({
+  name: "geluForward's f16 output: the f32 kernel's values cast to f16 bit for bit, within 2^-11 of float64",
+  ignore,
+  fn: async () => {
+    const n = 4 * 1001, x0 = randn(n, 21, 3);
+    const inp = gpu.tensor(n),
+      out32 = gpu.tensor(n),
+      out16 = gpu.tensor(halfWords(n)),
+      cast = gpu.tensor(halfWords(n));
+    gpu.write(inp, x0);
+    const plan = new Plan(gpu);
+    geluForward(plan, { out: out32, inp, n });
+    castToHalf(plan, { out: cast, inp: out32, n });
+    geluForward(plan, { out: out16, inp, n, half: true });
+    plan.run();
+    const [got, want] = [await gpu.readU32(out16), await gpu.readU32(cast)];
+    assertEquals(got, want);
+    const halves = new Float16Array(got.buffer, 0, n);
+    const ref = Array.from(
+      x0,
+      (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))),
+    );
+    assertClose("gelu f16 output", halves, ref, { rtol: 2 ** -11 + 1e-5, atol: 1e-6 });
+    for (const t of [inp, out32, out16, cast]) gpu.free(t);
   },
 });
 
