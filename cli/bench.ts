@@ -36,7 +36,7 @@ import {
 } from "../shaders/gpu.ts";
 import { describeLine, GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
-import { tune } from "../shaders/tune.ts";
+import { timePlan, tune } from "../shaders/tune.ts";
 import { GPT2, splitRows, Workspace } from "../model/gpt2.ts";
 import {
   activationFloats,
@@ -195,36 +195,10 @@ async function kernel(
   });
   // GPU-family matmuls recorded with an untuned class are tuned (and retargeted) before they are timed.
   await tune(gpu);
-  const s = await timePlan(gpu, plan, iters);
+  // Enough repetitions that the difference is well above timer noise, few for slow kernels.
+  const s = await timePlan(gpu, plan, { iters, seconds: 0.1, maxReps: 8 });
   for (const v of owned) gpu.free(v);
   return { name, shape, ms: s * 1000, gflops: flops / s / 1e9, gbps: bytes / s / 1e9 };
-}
-
-/**
- * Seconds of one run of `plan` on the GPU, without the fixed cost of a submission and its wait (about
- * 12 ms on llvmpipe, more than many kernels take): the plan is encoded 1 + reps times into one command
- * buffer and once into another, and the difference is divided by reps. Median over `iters` after a
- * warm-up.
- */
-async function timePlan(gpu: Gpu, plan: Plan, iters: number): Promise<number> {
-  const run = async (n: number) => {
-    const t0 = performance.now();
-    const enc = gpu.device.createCommandEncoder();
-    for (let i = 0; i < n; i++) plan.encode(enc);
-    gpu.device.queue.submit([enc.finish()]);
-    await gpu.sync();
-    return (performance.now() - t0) / 1000;
-  };
-  const once = await run(1);
-  // Enough repetitions that the difference is well above timer noise, few for slow kernels.
-  const reps = Math.max(1, Math.min(8, Math.round(0.1 / once)));
-  const times: number[] = [];
-  for (let i = 0; i < iters; i++) {
-    const t1 = await run(1);
-    const tn = await run(1 + reps);
-    times.push(Math.max(1e-7, (tn - t1) / reps));
-  }
-  return median(times);
 }
 
 /**

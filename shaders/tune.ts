@@ -300,8 +300,18 @@ function retarget(gpu: Gpu, p: Pending, c: TiledCandidate): void {
   });
 }
 
-/** Seconds of one run of `plan` without the fixed cost of a submission (as the bench measures). */
-async function timePlan(gpu: Gpu, plan: Plan): Promise<number> {
+/**
+ * Seconds of one run of `plan` on the GPU, without the fixed cost of a submission and its wait (about
+ * 12 ms on llvmpipe, more than many kernels take): the plan is encoded 1 + reps times into one command
+ * buffer and once into another, and the difference is divided by reps, with reps enough for about
+ * `seconds` of work (at most `maxReps`, at least 1). The median over `iters` such differences, after a
+ * warm-up run. The tuner's timing, and the bench's (`cli/bench.ts`, with more iterations).
+ */
+export async function timePlan(
+  gpu: Gpu,
+  plan: Plan,
+  { iters = 3, seconds = 0.05, maxReps = 16 }: { iters?: number; seconds?: number; maxReps?: number } = {},
+): Promise<number> {
   const run = async (n: number) => {
     const t0 = performance.now();
     const enc = gpu.device.createCommandEncoder();
@@ -311,15 +321,16 @@ async function timePlan(gpu: Gpu, plan: Plan): Promise<number> {
     return (performance.now() - t0) / 1000;
   };
   const once = await run(1);
-  const reps = Math.max(1, Math.min(16, Math.round(0.05 / once)));
+  const reps = Math.max(1, Math.min(maxReps, Math.round(seconds / once)));
   const times: number[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < iters; i++) {
     const t1 = await run(1);
     const tn = await run(1 + reps);
     times.push(Math.max(1e-7, (tn - t1) / reps));
   }
   times.sort((a, b) => a - b);
-  return times[1];
+  const m = times.length >> 1;
+  return times.length % 2 ? times[m] : (times[m - 1] + times[m]) / 2;
 }
 
 /** Time every candidate that fits the device on a dense product of `blk`'s shape; the fastest wins. */
