@@ -22,6 +22,7 @@ import { parseWordMeasure } from "../interaction/words.ts";
 import { gpt2Ref } from "./reference/gpt2.ts";
 import { simpoRef } from "./reference/loss.ts";
 import { assertClose, testGpu } from "./util.ts";
+import { MemoryStorage } from "../demo/memory_storage.ts";
 
 const P = 6;
 const CONFIG: TrainConfig = {
@@ -119,3 +120,43 @@ Deno.test("pair rewards in the round files equal a float64 SimPO reward of the s
     ], { rtol: 1e-6, atol: 1e-6 });
   }
 });
+
+Deno.test("resume mid SimPO epoch: the rewards of steps before the saved state stay, later ones are redone", async () => {
+  const gpu = await testGpu();
+  // Two SimPO batches a round and a word checkpoint (so a saved state) after every step.
+  const config: TrainConfig = { ...CONFIG, numRounds: 1, batchSize: P / 2, checkpointWords: [[20_000, 1]] };
+  const inputs = await prepareRun(config, () => new CorpusTeacher());
+  const straight = new MemoryStorage({ keepWeights: true });
+  await runInteraction(config, inputs, { gpu, storage: straight });
+
+  // A kill after the second SimPO step appended its rewards, before the state after it was saved: the
+  // saved state points at that step (batch 1), so batch 0's rewards stay and batch 1's are written again.
+  const killed = new MemoryStorage({ keepWeights: true });
+  let last: MetricsRecord | undefined;
+  const events = {
+    onMetrics: (m: MetricsRecord) => void (last = m),
+    onCheckpoint: () => {
+      if (last?.phase === "po" && last.epoch === 0 && last.step === lastStep(straight, 0)) {
+        throw new Error("kill");
+      }
+    },
+  };
+  await assert.rejects(runInteraction(config, inputs, { gpu, storage: killed, events }), /kill/);
+  const path = "interactions/round_0.rewards.jsonl";
+  const before = lines<PairRewardRecord>(await killed.readText(path));
+  assert.deepEqual(before.map((l) => l.batch), [0, 0, 0, 1, 1, 1], "both batches' rewards before the resume");
+  await killed.appendText(path, '{"round":0,"in');
+  const state = JSON.parse((await killed.readText("state/state.json"))!);
+  assert.deepEqual([state.phase, state.epoch, state.batch], ["po", 0, 1]);
+  await runInteraction(config, inputs, { gpu, storage: killed });
+  assert.equal(await killed.readText(path), await straight.readText(path));
+  const steps = async (s: MemoryStorage) =>
+    lines<MetricsRecord>(await s.readText("metrics.jsonl")).map(({ time: _t, tokensPerSec: _s, ...m }) => m);
+  assert.deepEqual(await steps(killed), await steps(straight));
+});
+
+/** The step of round `round`'s second SimPO batch in a finished run. */
+function lastStep(s: MemoryStorage, round: number): number {
+  const text = s.runFiles().get("metrics.jsonl") as string;
+  return lines<MetricsRecord>(text).filter((m) => m.round === round && m.phase === "po")[1].step;
+}
