@@ -124,8 +124,10 @@ export function activationTable(
       ...Object.entries(groups).map(([name, n]) => a(`tokenGroups.${name}`, [n], "grad")),
     );
   }
+  // Under f16 the LayerNorm outputs, read only by matmuls, are kept as f16 (two halves per element).
+  const lnShape = options.half ? [halfWords(N * C)] : [N, C];
   const layer = [
-    a("ln1", [N, C], "kept"),
+    a("ln1", lnShape, "kept"),
     a("ln1Mean", [N], "kept"),
     a("ln1Rstd", [N], "kept"),
     a("qkv", [N, 3 * C], "kept"),
@@ -133,7 +135,7 @@ export function activationTable(
     /** Attention's log-sum-exp per (b, h, t): all backward needs to rebuild the probabilities. */
     a("attLse", [B * H * T], "kept"),
     a("res2", [N, C], "kept"),
-    a("ln2", [N, C], "kept"),
+    a("ln2", lnShape, "kept"),
     a("ln2Mean", [N], "kept"),
     a("ln2Rstd", [N], "kept"),
     a("fch", [N, 4 * C], "kept"),

@@ -450,9 +450,9 @@ export class Generator {
       blockForward(d, { w: blockWeights(model, l), x, a: acts, N: nSeq, C, eps, attention, half });
     }
     const lnf = { weight: model.view("ln_f.weight"), bias: model.view("ln_f.bias") };
-    layernormForward(d, { out: ln, mean, rstd, inp: x, ...lnf, N: nSeq, C, eps });
-    const half = model.half && { wte: model.half.wte, x16: st.x16! };
-    if (half) castToHalf(d, { out: half.x16, inp: ln, n: nSeq * C });
+    // Under f16 every LayerNorm here writes ln in f16, the next matmul's operand (the LM head's too).
+    layernormForward(d, { out: ln, mean, rstd, inp: x, ...lnf, N: nSeq, C, eps, half: !!model.half });
+    const half = model.half && { wte: model.half.wte, x16: ln };
     lmHeadForward(d, { logits: st.logits, x: ln, wte, R: nSeq, C, ld: V, half });
     st.decodeStep.append(d);
     st.decodeStep.append(st.pick);

@@ -357,11 +357,23 @@ export function blockForward(
   },
 ): void {
   const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16 };
+  // f16: the LayerNorms write their outputs as the next linear's f16 operand (a.ln1, a.ln2 are f16).
+  const lnOut = (ln: TensorView, W16: TensorView | undefined) => half && { W16: W16!, x16: ln, xHalf: true };
+  const lnHalf = !!half;
   const rate = dropout?.rates.residPdrop ?? 0;
   const attnDrop = dropSpec(dropout, rate, DROPOUT_SITE.attnResid(layer), N, C);
   const mlpDrop = dropSpec(dropout, rate, DROPOUT_SITE.mlpResid(layer), N, C);
-  layernormForward(plan, { out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: x, ...w.ln1, N, C, eps });
-  linearForward(plan, { y: a.qkv, x: a.ln1, ...w.attn, rows: N, inC: C, outC: 3 * C, half: h(half?.W.attn) });
+  const ln1 = { out: a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, inp: x, ...w.ln1, N, C, eps, half: lnHalf };
+  layernormForward(plan, ln1);
+  linearForward(plan, {
+    y: a.qkv,
+    x: a.ln1,
+    ...w.attn,
+    rows: N,
+    inC: C,
+    outC: 3 * C,
+    half: lnOut(a.ln1, half?.W.attn),
+  });
   attention();
   linearForward(plan, {
     y: a.attproj,
@@ -374,8 +386,27 @@ export function blockForward(
   });
   if (attnDrop) dropoutResidual(plan, a.res2, x, a.attproj, attnDrop);
   else residualForward(plan, { out: a.res2, a: x, b: a.attproj, n: N * C });
-  layernormForward(plan, { out: a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, inp: a.res2, ...w.ln2, N, C, eps });
-  linearForward(plan, { y: a.fch, x: a.ln2, ...w.fc, rows: N, inC: C, outC: 4 * C, half: h(half?.W.fc) });
+  const ln2 = {
+    out: a.ln2,
+    mean: a.ln2Mean,
+    rstd: a.ln2Rstd,
+    inp: a.res2,
+    ...w.ln2,
+    N,
+    C,
+    eps,
+    half: lnHalf,
+  };
+  layernormForward(plan, ln2);
+  linearForward(plan, {
+    y: a.fch,
+    x: a.ln2,
+    ...w.fc,
+    rows: N,
+    inC: C,
+    outC: 4 * C,
+    half: lnOut(a.ln2, half?.W.fc),
+  });
   // f16: GELU writes its output as the projection's f16 operand (a.gelu is then an f16 tensor).
   geluForward(plan, { out: a.gelu, inp: a.fch, n: N * 4 * C, half: !!half });
   linearForward(plan, {
@@ -854,6 +885,9 @@ export function blockBackward(
 ): void {
   const N = B * T;
   const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16, dy16: half.dy16! };
+  // f16: the kept LayerNorm outputs are already the linears' f16 operands.
+  const lnIn = (ln: TensorView, W16: TensorView | undefined) =>
+    half && { W16: W16!, x16: ln, dy16: half.dy16!, xHalf: true };
   const { dresidual, dqkv, dgelu, dfch } = d;
   // The C-wide linear inputs' gradients, one buffer in turn.
   const dln2 = d.dlinearIn, datty = d.dlinearIn, dln1 = d.dlinearIn;
@@ -887,7 +921,7 @@ export function blockBackward(
     rows: N,
     inC: C,
     outC: 4 * C,
-    half: h(half?.W.fc),
+    half: lnIn(a.ln2, half?.W.fc),
   });
   layernormBackward(plan, {
     dinp: dresidual,
@@ -935,7 +969,7 @@ export function blockBackward(
     rows: N,
     inC: C,
     outC: 3 * C,
-    half: h(half?.W.attn),
+    half: lnIn(a.ln1, half?.W.attn),
   });
   layernormBackward(plan, {
     dinp: dresidual,

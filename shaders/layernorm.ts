@@ -19,6 +19,7 @@ import {
   uniformLayout,
 } from "./gpu.ts";
 import { wgslTreeSum } from "./reduce.ts";
+import { HALF_BITS, halfWords } from "./f16.ts";
 
 const WG = 256;
 /** Rows a stage-1 workgroup of the weight/bias gradient sums. */
@@ -30,10 +31,13 @@ const BACKWARD_PARAMS = uniformLayout({ N: "u32", C: "u32" });
 const PARTIAL_PARAMS = uniformLayout({ N: "u32", C: "u32", nBlocks: "u32" });
 const FINAL_PARAMS = uniformLayout({ C: "u32", nBlocks: "u32" });
 
-/** Bindings of the forward kernels; `t` is the element type of the rows. */
-const forwardBindings = (t: string) =>
-  storage({
-    out: `read_write array<${t}>`,
+/**
+ * Bindings of the forward kernels; `t` is the element type of the rows, `half`: out is an f16 tensor
+ * (shaders/f16.ts) written 4 halves at a time.
+ */
+const forwardBindings = (t: string, half = false) =>
+  (half ? HALF_BITS : "") + storage({
+    out: `read_write array<${half ? "vec2u" : t}>`,
     mean: "read_write array<f32>",
     rstd: "read_write array<f32>",
     inp: `read array<${t}>`,
@@ -52,9 +56,29 @@ const backwardBindings = (t: string) =>
     rstd: "read array<f32>",
   });
 
-/** One workgroup per row: out = (x - mean) * rstd * weight + bias; saves mean and rstd. */
-export const LAYERNORM_FORWARD = wgslTreeSum("treeSum", "f32", WG) + FORWARD_PARAMS.wgsl +
-  forwardBindings("f32") + computeMain(WG) + /* wgsl */ `  let row = wgIndex;
+/** WGSL: out[i] = the 4 f32 values `y` as f16 (low half first), for the f16 outputs. */
+const storeHalves = (i: string, y: string) =>
+  `out[${i}] = vec2u(halfBits(${y}[0]) | (halfBits(${y}[1]) << 16u), halfBits(${y}[2]) | (halfBits(${y}[3]) << 16u));`;
+
+/**
+ * One workgroup per row: out = (x - mean) * rstd * weight + bias; saves mean and rstd. `half`: out in
+ * f16 (C a multiple of 4; each thread normalises 4 consecutive columns, the same values as the f32
+ * kernel, rounded to nearest).
+ */
+function workgroupForwardSource(half: boolean): string {
+  const write = half
+    ? `for (var c4 = li; c4 < p.C / 4u; c4 += ${WG}u) {
+    let c = 4u * c4;
+    let y = (vec4f(inp[base + c], inp[base + c + 1u], inp[base + c + 2u], inp[base + c + 3u]) - m) * r *
+      vec4f(weight[c], weight[c + 1u], weight[c + 2u], weight[c + 3u]) +
+      vec4f(bias[c], bias[c + 1u], bias[c + 2u], bias[c + 3u]);
+    ${storeHalves("row * (p.C / 4u) + c4", "y")}
+  }`
+    : `for (var c = li; c < p.C; c += ${WG}u) {
+    out[base + c] = (inp[base + c] - m) * r * weight[c] + bias[c];
+  }`;
+  return wgslTreeSum("treeSum", "f32", WG) + FORWARD_PARAMS.wgsl + forwardBindings("f32", half) +
+    computeMain(WG) + /* wgsl */ `  let row = wgIndex;
   if (row >= p.N) { return; }
   let base = row * p.C;
   var s = 0.0;
@@ -67,15 +91,18 @@ export const LAYERNORM_FORWARD = wgslTreeSum("treeSum", "f32", WG) + FORWARD_PAR
     q += d * d;
   }
   let r = 1.0 / sqrt(treeSum(li, q) / f32(p.C) + p.eps);
-  for (var c = li; c < p.C; c += ${WG}u) {
-    out[base + c] = (inp[base + c] - m) * r * weight[c] + bias[c];
-  }
+  ${write}
   if (li == 0u) {
     mean[row] = m;
     rstd[row] = r;
   }
 }
 `;
+}
+
+/** One workgroup per row: out = (x - mean) * rstd * weight + bias; saves mean and rstd. */
+export const LAYERNORM_FORWARD = workgroupForwardSource(false);
+const LAYERNORM_FORWARD_HALF = workgroupForwardSource(true);
 
 /** One workgroup per row: dinp += rstd * (dn - mean(dn) - n * mean(dn * n)). */
 export const LAYERNORM_BACKWARD_INPUT = wgslTreeSum("treeSum2", "vec2f", WG) + BACKWARD_PARAMS.wgsl +
@@ -124,11 +151,14 @@ function rowPrologue(w: 1 | 4): string {
 /**
  * LayerNorm forward with one row per thread (for CPU adapters; see {@link Gpu.cpuLike}): the row is
  * read three times (sum, sum of squared deviations, normalise), with no barrier. Same bindings as
- * {@link LAYERNORM_FORWARD}; C counts elements, `p.C / w` vectors per row.
+ * {@link LAYERNORM_FORWARD}; C counts elements, `p.C / w` vectors per row. `half` (w = 4): out in f16,
+ * the f32 kernel's values rounded to nearest.
  */
-export function layernormForwardRowsSource(w: 1 | 4): string {
+export function layernormForwardRowsSource(w: 1 | 4, half = false): string {
   const { t, sum, zero } = rowTypes(w);
-  return FORWARD_PARAMS.wgsl + forwardBindings(t) + /* wgsl */ `${rowPrologue(w)}  var s = ${zero};
+  const y = "(inp[base + c] - m) * r * weight[c] + bias[c]";
+  const store = half ? `let y = ${y};\n    ${storeHalves("base + c", "y")}` : `out[base + c] = ${y};`;
+  return FORWARD_PARAMS.wgsl + forwardBindings(t, half) + /* wgsl */ `${rowPrologue(w)}  var s = ${zero};
   for (var c = 0u; c < n; c++) { s += inp[base + c]; }
   let m = ${sum("s")} / f32(p.C);
   // Two passes (sum of squared deviations) rather than E[x^2] - m^2, which cancels badly.
@@ -139,7 +169,7 @@ export function layernormForwardRowsSource(w: 1 | 4): string {
   }
   let r = 1.0 / sqrt(${sum("q")} / f32(p.C) + p.eps);
   for (var c = 0u; c < n; c++) {
-    out[base + c] = (inp[base + c] - m) * r * weight[c] + bias[c];
+    ${store}
   }
   mean[row] = m;
   rstd[row] = r;
@@ -222,11 +252,11 @@ export const LAYERNORM_BACKWARD_PARAMS_FINAL = FINAL_PARAMS.wgsl + storage({
 
 const rowSources = new Map<string, string>();
 /** The cached source of a one-row-per-thread kernel (one string object per variant). */
-function rowSource(kind: "forward" | "backward", w: 1 | 4): string {
-  const key = `${kind}${w}`;
+function rowSource(kind: "forward" | "backward", w: 1 | 4, half = false): string {
+  const key = `${kind}${w}${half ? "h" : ""}`;
   let src = rowSources.get(key);
   if (!src) {
-    src = kind === "forward" ? layernormForwardRowsSource(w) : layernormBackwardInputRowsSource(w);
+    src = kind === "forward" ? layernormForwardRowsSource(w, half) : layernormBackwardInputRowsSource(w);
     rowSources.set(key, src);
   }
   return src;
@@ -258,6 +288,8 @@ export interface LayernormForwardArgs {
   eps: number;
   /** Default: one row per thread on CPU adapters, one per workgroup on GPUs. */
   rows?: RowKernels;
+  /** `out` is an f16 tensor (shaders/f16.ts; mixed precision: the output only feeds matmuls); C % 4 = 0. */
+  half?: boolean;
 }
 
 /**
@@ -265,18 +297,21 @@ export interface LayernormForwardArgs {
  * backward. `out` must not alias `inp`.
  */
 export function layernormForward(plan: Plan, args: LayernormForwardArgs): void {
-  const { out, mean, rstd, inp, weight, bias, N, C, eps } = args;
+  const { out, mean, rstd, inp, weight, bias, N, C, eps, half = false } = args;
   const rows = args.rows ?? (plan.gpu.cpuLike ? "thread" : "workgroup");
   const fn = "layernormForward";
-  checkLengths(fn, N * C, { out, inp });
+  if (half && C % 4 !== 0) throw new RangeError(`${fn}: an f16 output needs C a multiple of 4, got ${C}`);
+  checkLengths(fn, half ? halfWords(N * C) : N * C, { out });
+  checkLengths(fn, N * C, { inp });
   checkLengths(fn, N, { mean, rstd });
   checkLengths(fn, C, { weight, bias });
   const u = plan.params(FORWARD_PARAMS, { N, C, eps }, "layernorm.params");
   const views = [u, out, mean, rstd, inp, weight, bias];
+  const tag = half ? "_f16" : "";
   if (rows === "thread") {
-    const code = rowSource("forward", C % 4 === 0 ? 4 : 1);
-    plan.add(code, views, Math.ceil(N / ROW_WG), "layernorm_forward_rows");
-  } else plan.add(LAYERNORM_FORWARD, views, N, "layernorm_forward");
+    const code = rowSource("forward", C % 4 === 0 ? 4 : 1, half);
+    plan.add(code, views, Math.ceil(N / ROW_WG), `layernorm_forward_rows${tag}`);
+  } else plan.add(half ? LAYERNORM_FORWARD_HALF : LAYERNORM_FORWARD, views, N, `layernorm_forward${tag}`);
 }
 
 /** The tensors of {@link layernormBackward}: the forward's inp, weight, mean and rstd, and dout [N, C]. */

@@ -10,6 +10,7 @@ import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
 import { matmul } from "../shaders/matmul.ts";
 import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
 import { geluForward } from "../shaders/gelu.ts";
+import { layernormForward } from "../shaders/layernorm.ts";
 import { matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 import { packHalves } from "./reference/f16.ts";
@@ -260,6 +261,62 @@ Deno.test({
     );
     assertClose("gelu f16 output", halves, ref, { rtol: 2 ** -11 + 1e-5, atol: 1e-6 });
     for (const t of [inp, out32, out16, cast]) gpu.free(t);
+  },
+});
+
+Deno.test({
+  name:
+    "layernormForward's f16 output (both row kernels): the f32 values cast to f16, the same mean and rstd",
+  ignore,
+  fn: async () => {
+    const N = 37, C = 68, eps = 1e-5;
+    const x0 = randn(N * C, 31, 2), w0 = randn(C, 32), b0 = randn(C, 33);
+    const [inp, weight, bias] = [x0, w0, b0].map((a) => {
+      const t = gpu.tensor(a.length);
+      gpu.write(t, a);
+      return t;
+    });
+    for (const rows of ["thread", "workgroup"] as const) {
+      const out32 = gpu.tensor(N * C),
+        out16 = gpu.tensor(halfWords(N * C)),
+        cast = gpu.tensor(halfWords(N * C));
+      const stats = [0, 1, 2, 3].map(() => gpu.tensor(N));
+      const plan = new Plan(gpu);
+      const common = { inp, weight, bias, N, C, eps, rows };
+      layernormForward(plan, { ...common, out: out32, mean: stats[0], rstd: stats[1] });
+      castToHalf(plan, { out: cast, inp: out32, n: N * C });
+      layernormForward(plan, { ...common, out: out16, mean: stats[2], rstd: stats[3], half: true });
+      plan.run();
+      assertEquals(await gpu.read(stats[2]), await gpu.read(stats[0]), `${rows}: mean`);
+      assertEquals(await gpu.read(stats[3]), await gpu.read(stats[1]), `${rows}: rstd`);
+      const got = new Float16Array((await gpu.readU32(out16)).buffer, 0, N * C);
+      const want = new Float16Array((await gpu.readU32(cast)).buffer, 0, N * C);
+      // The same f32 values, rounded once: equal, or (where the compiler contracts the vector form
+      // differently) one f16 step apart.
+      let differ = 0;
+      for (let i = 0; i < N * C; i++) {
+        if (got[i] === want[i]) continue;
+        differ++;
+        if (Math.abs(got[i] - want[i]) > Math.abs(want[i]) * 2 ** -10 + 2 ** -24) {
+          throw new Error(`${rows}: element ${i} is ${got[i]}, the f32 kernel's cast ${want[i]}`);
+        }
+      }
+      console.log(
+        `  ${rows}: ${N * C - differ} of ${
+          N * C
+        } halves equal to the f32 kernel's cast, ${differ} one step off`,
+      );
+      const ref = new Float64Array(N * C);
+      for (let r = 0; r < N; r++) {
+        const row = x0.subarray(r * C, (r + 1) * C);
+        const m = row.reduce((a, b) => a + b, 0) / C;
+        const v = row.reduce((a, b) => a + (b - m) ** 2, 0) / C;
+        for (let c = 0; c < C; c++) ref[r * C + c] = ((row[c] - m) / Math.sqrt(v + eps)) * w0[c] + b0[c];
+      }
+      assertClose(`layernorm f16 ${rows}`, got, ref, { rtol: 2 ** -10, atol: 1e-5 });
+      for (const t of [out32, out16, cast, ...stats]) gpu.free(t);
+    }
+    for (const t of [inp, weight, bias]) gpu.free(t);
   },
 });
 
