@@ -609,6 +609,8 @@ export async function evaluateModel(
   }
   const total = prepared.reduce((s, p) => s + p.task.spans.length, 0);
   let done = 0;
+  // Progress starts when scoring does (rates then exclude reading and tokenizing).
+  if (prepared.length > 0) opts.onProgress?.(0, total, prepared[0].task.name);
   for (const { task: p, seconds } of prepared) {
     const t0 = performance.now();
     const before = done;
