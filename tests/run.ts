@@ -20,6 +20,8 @@ const MODEL_TESTS = [
   "generate_test.ts",
   "f16_infer_test.ts",
   "f16_train_test.ts",
+  "f16_cli_test.ts",
+  "f16_resume_test.ts",
 ];
 
 /** The test files of `dir` whose source imports a kernel module, plus {@link MODEL_TESTS}. */
