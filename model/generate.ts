@@ -104,19 +104,22 @@ export function planBatches(
   nContexts: number,
   longestContext: number,
   maxNew: number,
-  options: { batchSize?: number; memoryBytes?: number } = {},
+  options: { batchSize?: number; memoryBytes?: number; half?: boolean } = {},
 ): BatchPlan {
   const { nEmbd: C, nLayer: L, nHead: H, vocabSize: V } = config;
   const Tctx = bucket(longestContext, config.nPositions - maxNew);
   const maxT = Tctx + maxNew;
   // Floats per sequence: k and v caches of every layer; the step's rows (x, res2, ln, proj, q, y: 6C;
-  // qkv: 3C; fch, gelu: 8C), logits, history and 9 per-sequence counters; the prefill workspace.
+  // qkv: 3C; fch, gelu: 8C; under f16 gelu is x16, 2C), logits, history and 9 per-sequence counters;
+  // the prefill workspace.
   const prefill = activationTable(config, 1, Tctx, {
     training: false,
     prefill: true,
     logits: { rows: 0, stride: 0 },
+    half: options.half,
   });
-  const floats = 2 * L * maxT * C + 17 * C + V + maxNew + 9 + activationFloats(prefill);
+  const rows = options.half ? 15 * C : 17 * C;
+  const floats = 2 * L * maxT * C + rows + V + maxNew + 9 + activationFloats(prefill);
   const bytesPerSequence = 4 * floats;
   const widest = 4 * Math.max(maxT * C, V, Tctx * 4 * C, H * Tctx);
   const memory = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
@@ -268,7 +271,10 @@ export class Generator {
     const maxNew = options.maxTokens;
     const order = contexts.map((_, i) => i).sort((a, b) => contexts[b].length - contexts[a].length || a - b);
     const longest = Math.max(contexts[order[0]].length, options.maxContextTokens ?? 0);
-    const { batchSize, maxT } = planBatches(config, gpu.limits, contexts.length, longest, maxNew, options);
+    const { batchSize, maxT } = planBatches(config, gpu.limits, contexts.length, longest, maxNew, {
+      ...options,
+      half: !!this.model.half,
+    });
     const results = new Array<Generation>(contexts.length);
     const total = contexts.length * maxNew;
     let done = 0;
