@@ -307,8 +307,9 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
   const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
   assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
-  // 14 kernel families and references, and rows for the tiled matmul candidates.
-  assert.equal(r.kernels.filter((k) => !k.name.startsWith("tiled ")).length, 14);
+  // 14 kernel families and references (3 f16 matmul rows more with shader-f16), and rows for the tiled
+  // matmul candidates.
+  assert.equal(r.kernels.filter((k) => !k.name.startsWith("tiled ")).length, gpu.shaderF16 ? 17 : 14);
   assert.ok(r.kernels.some((k) => k.name.startsWith("tiled ")));
   assert.deepEqual(r.device, gpu.describe());
   for (const k of r.kernels) {
