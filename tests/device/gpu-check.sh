@@ -8,8 +8,10 @@
 # 3. `deno task bench` with the GPT-2 124M step at B=16 x T=512, the matmul tuned on first use (its cache
 #    comes back in $OUT/tune.json, every tiled candidate has a row in the table), and the same step in
 #    PyTorch on the same GPU in f32 and under bf16 autocast for the ratio;
-# 4. a checkpoint written by the project, loaded with transformers, log-probabilities compared.
-# Everything also goes to $OUT (log.txt, bench.json, tune.json, peer.jsonl). Each part has its own limit.
+# 4. a checkpoint written by the project, loaded with transformers, log-probabilities compared;
+# 5. the bench again with --precision f16 (the 124M step in mixed precision; its f16 matmul rows are in 3).
+# Everything also goes to $OUT (log.txt, bench.json, bench_f16.json, tune.json, peer.jsonl). Each part has
+# its own limit.
 set -uo pipefail
 T=$(mktemp -d); OUT=${OUT:-$T/out}; mkdir -p "$OUT"; exec > >(tee "$OUT/log.txt") 2>&1
 for f in .device/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -45,3 +47,7 @@ printf '%s\n' '{"text": "the little dog runs to the park."}' '{"text": "where di
 timeout 60 deno task score --model "$ck" --input "$T/hf_in.jsonl" --output "$T/hf_score.jsonl" \
   --tune-cache "$OUT/tune.json" >/dev/null 2>&1
 timeout 60 python3 .device/check_hf.py "$ck" "$T/hf_in.jsonl" "$T/hf_score.jsonl"
+
+echo "== 5. bench in mixed precision (124M step at 16 x 512, --precision f16)"
+timeout 150 deno task bench --precision f16 --big-batch 16 --big-seq 512 --steps 3 --json "$OUT/bench_f16.json" \
+  --tune auto --tune-cache "$OUT/tune.json" 2>&1 | grep -E "train step|GPU memory|f16" | tail -n 20
