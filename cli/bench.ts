@@ -489,11 +489,19 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
 
 /**
  * Floats of the activations backward reads ("kept" in the workspace's activation table), for training
- * at B x T with the workspace's default logits chunk.
+ * at B x T in `precision` with the workspace's default logits chunk (32-bit elements: f16 tensors count
+ * two halves each).
  */
-export function keptActivationFloats(c: GPT2Config, B: number, T: number, maxBinding: number): number {
+export function keptActivationFloats(
+  c: GPT2Config,
+  B: number,
+  T: number,
+  maxBinding: number,
+  precision: Precision = "f32",
+): number {
   const logits = logitsChunk(c, B * T, maxBinding);
-  return activationFloats(activationTable(c, B, T, { training: true, prefill: false, logits }), ["kept"]);
+  const table = activationTable(c, B, T, { training: true, prefill: false, logits, half: precision === "f16" });
+  return activationFloats(table, ["kept"]);
 }
 
 /** A model config for a training benchmark. */
@@ -898,7 +906,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   }
   const params = parameterCount(mem.cfg);
   const activationBytes = 4 *
-    keptActivationFloats(mem.cfg, mem.B, mem.T, device.limits.maxStorageBufferBindingSize);
+    keptActivationFloats(mem.cfg, mem.B, mem.T, device.limits.maxStorageBufferBindingSize, precision);
   results.memory = {
     config: mem.name,
     params,
