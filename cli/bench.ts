@@ -500,7 +500,8 @@ export function keptActivationFloats(
   precision: Precision = "f32",
 ): number {
   const logits = logitsChunk(c, B * T, maxBinding);
-  const table = activationTable(c, B, T, { training: true, prefill: false, logits, half: precision === "f16" });
+  const half = precision === "f16";
+  const table = activationTable(c, B, T, { training: true, prefill: false, logits, half });
   return activationFloats(table, ["kept"]);
 }
 
