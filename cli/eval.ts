@@ -194,7 +194,17 @@ async function evaluateDir(
         bar.tick(done - last, task);
         last = done;
       },
-      onTaskTiming: (t) => timing.push(t),
+      onTaskTiming: (t) => {
+        timing.push(t);
+        if (s.profile) {
+          console.error(
+            `${label}: ${t.task}: ${t.items} items, ${t.sequences} sequences in ${
+              t.scoreSeconds.toFixed(1)
+            } s ` +
+              `(${(t.items / t.scoreSeconds).toFixed(3)} items/s)`,
+          );
+        }
+      },
     });
     bar?.end();
     const report = makeReport(
