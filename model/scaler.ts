@@ -43,20 +43,16 @@ export class LossScaler {
 
   constructor(options: ScalerOptions = {}) {
     const o = { ...SCALER_DEFAULTS, ...options };
-    const bad = (name: string, v: number, ok: boolean) => {
-      if (!ok) throw new RangeError(`loss scaler: ${name} must be ${v}`);
+    const check = (name: keyof ScalerOptions, ok: boolean, what: string) => {
+      if (!ok) throw new RangeError(`loss scaler: ${name} must be ${what}, got ${o[name]}`);
     };
-    bad(
-      "initScale a positive finite number, got",
-      o.initScale,
-      o.initScale > 0 && Number.isFinite(o.initScale),
-    );
-    bad("growthFactor > 1, got", o.growthFactor, o.growthFactor > 1);
-    bad("backoffFactor in (0, 1), got", o.backoffFactor, o.backoffFactor > 0 && o.backoffFactor < 1);
-    bad(
-      "growthInterval a positive integer, got",
-      o.growthInterval,
+    check("initScale", o.initScale > 0 && Number.isFinite(o.initScale), "a positive finite number");
+    check("growthFactor", o.growthFactor > 1, "> 1");
+    check("backoffFactor", o.backoffFactor > 0 && o.backoffFactor < 1, "in (0, 1)");
+    check(
+      "growthInterval",
       Number.isInteger(o.growthInterval) && o.growthInterval >= 1,
+      "a positive integer",
     );
     this.options = o;
     this.#state = { scale: o.initScale, growthTracker: 0, skipped: 0 };
