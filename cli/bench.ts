@@ -480,7 +480,7 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   // Matmuls and attention against the matmul reference, the rest against the copy.
   for (const k of out.slice(logged)) {
     const compute = k.name.startsWith("matmul") || k.name.startsWith("LM head") ||
-      k.name.startsWith("attention");
+      k.name.startsWith("tiled") || k.name.startsWith("attention");
     k.bound = compute ? "compute" : "memory";
     k.ofCeiling = compute ? k.gflops / ref.gflops : k.gbps / copy.gbps;
   }
