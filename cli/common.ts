@@ -40,8 +40,9 @@ export function optimizerFlags(
 }
 
 /**
- * `--precision` of every command that runs the model (train, sft, simpo, score, generate, bench): the
- * matmuls' precision (model/precision.ts). `train` takes the config's `precision` when it is absent.
+ * `--precision` of every command that runs the model (train, sft, simpo, score, generate, eval, finetune,
+ * bench): the matmuls' precision (model/precision.ts). `train` takes the config's `precision` when it is
+ * absent.
  */
 export const PRECISION_FLAG = {
   precision: {

@@ -7,7 +7,7 @@
  *   deno task eval --run RUN_DIR --data DIR [--layout fast] [--tasks ...,aoa] [--output DIR]
  * @module
  */
-import { parseCommand, Progress, runMain, UsageError } from "./common.ts";
+import { parseCommand, PRECISION_FLAG, precisionFlag, Progress, runMain, UsageError } from "./common.ts";
 import { loadCheckpoint, loadTokenizer, writeFileAtomic } from "./files.ts";
 import type { Scorer, TextCodec } from "../eval/types.ts";
 import type { Protocol } from "../eval/types.ts";
@@ -30,6 +30,7 @@ import { evalEncoder, GpuEvalScorer } from "../eval/model.ts";
 import type { Gpu } from "../shaders/gpu.ts";
 import { GPU_FLAGS, type GpuFlagValues, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { checkHalfSupport, type Precision } from "../model/precision.ts";
 import { TOKENIZER_FILE } from "../model/tokenizer.ts";
 import { finetuneCheckpoint } from "./finetune.ts";
 
@@ -48,9 +49,10 @@ let gpuFlags: GpuFlagValues = {};
 
 /**
  * Load the Hugging Face GPT-2 directory `modelDir` (config.json, model.safetensors, tokenizer.json) onto
- * the GPU for scoring. `close` frees the model's buffers, so checkpoints can be evaluated in turn.
+ * the GPU for scoring with matmuls in `precision` (model/precision.ts). `close` frees the model's
+ * buffers, so checkpoints can be evaluated in turn.
  */
-export async function loadScorer(modelDir: string): Promise<LoadedModel> {
+export async function loadScorer(modelDir: string, precision: Precision = "f32"): Promise<LoadedModel> {
   const tokenizer = await loadTokenizer(`${modelDir.replace(/\/+$/, "")}/${TOKENIZER_FILE}`);
   const encoder = evalEncoder(tokenizer);
   const { config, weights } = await loadCheckpoint(modelDir);
@@ -61,14 +63,14 @@ export async function loadScorer(modelDir: string): Promise<LoadedModel> {
   }
   device ??= openGpu(gpuFlags);
   const gpu = await device;
-  const model = GPT2.create(gpu, config, weights);
+  const model = GPT2.create(gpu, config, weights).usePrecision(precision);
   const scorer = new GpuEvalScorer(model);
   return {
     scorer,
     encoder,
     close: () => {
       scorer.destroy();
-      for (const p of model.params) for (const part of p.parts) gpu.free(part.view);
+      model.destroy();
     },
   };
 }
@@ -147,8 +149,10 @@ const SPEC = {
   finetune: {
     type: "string",
     help: "--run: also fine-tune every checkpoint on the (Super)GLUE tasks of this folder (deno task " +
-      "finetune's defaults and --protocol; RUN/eval/finetune/<checkpoint>), curves finetune/<task>",
+      "finetune's defaults, --protocol and --precision; RUN/eval/finetune/<checkpoint>), curves " +
+      "finetune/<task>",
   },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -168,7 +172,7 @@ async function isFile(path: string): Promise<boolean> {
   }
 }
 
-type Settings = Omit<EvalOptions, "onProgress"> & { profile: boolean };
+type Settings = Omit<EvalOptions, "onProgress"> & { profile: boolean; precision: Precision };
 
 /** Evaluate one model directory, with a progress bar over all its sequences. */
 async function evaluateDir(
@@ -181,7 +185,7 @@ async function evaluateDir(
   if (!(await isFile(`${dir}/tokenizer.json`))) {
     throw new UsageError(`model ${dir}: expected tokenizer.json (the model's tokenizer), found none`);
   }
-  const model = await load(dir);
+  const model = await load(dir, s.precision);
   const t0 = performance.now();
   let bar: Progress | undefined, last = 0;
   const timing: TaskTiming[] = [];
@@ -297,6 +301,7 @@ export async function main(args: string[] = Deno.args, load: typeof loadScorer =
     aoaFile: o["aoa-data"] as string | undefined,
     limit,
     profile: Boolean(o.profile),
+    precision: precisionFlag(o.precision),
   };
   for (const t of tasks) {
     try {
@@ -311,10 +316,13 @@ export async function main(args: string[] = Deno.args, load: typeof loadScorer =
     throw new UsageError(`--cdi-human: expected a file, found none at ${cdiHuman}`);
   }
 
+  if (model !== undefined && !(await isDir(model))) {
+    throw new UsageError(`--model: expected a model folder, found none at ${model}`);
+  }
+  // Refused before anything is written (a run's eval folder included).
+  if (s.precision === "f16") checkHalfSupport(await (device ??= openGpu(gpuFlags)));
+
   if (model !== undefined) {
-    if (!(await isDir(model))) {
-      throw new UsageError(`--model: expected a model folder, found none at ${model}`);
-    }
     const report = await evaluateDir(model, s, load, "eval");
     const out = (o.output as string | undefined) ?? `${model}/eval_results.json`;
     await writeFileAtomic(out, JSON.stringify(report, null, 2) + "\n");
@@ -345,9 +353,9 @@ export async function main(args: string[] = Deno.args, load: typeof loadScorer =
     let report: ModelReport | undefined;
     if (!o.force && (await isFile(file))) {
       const old = JSON.parse(await Deno.readTextFile(file)) as ModelReport;
-      // Reuse a report only if it covers the same tasks under the same rules, none of them failed.
+      // Reuse a report only if it covers the same tasks under the same rules and precision, none failed.
       const same = (old.protocol ?? "2025") === protocol && (old.layout ?? "full") === layout &&
-        (protocol === "2025" || old.seed === seed);
+        (old.precision ?? "f32") === s.precision && (protocol === "2025" || old.seed === seed);
       if (same && ckTasks.every((t) => old.tasks?.includes(t) && old.results?.[t]?.kind !== "error")) {
         report = old;
       }
@@ -378,6 +386,7 @@ export async function main(args: string[] = Deno.args, load: typeof loadScorer =
         o.finetune,
         `${outDir}/finetune/${c.name}`,
         protocol,
+        s.precision,
         await device,
         !!o.force,
       );

@@ -16,6 +16,8 @@ import {
   formatSeconds,
   numberOption,
   parseCommand,
+  PRECISION_FLAG,
+  precisionFlag,
   Progress,
   required,
   runMain,
@@ -26,6 +28,7 @@ import { loadModelDir } from "./lm_data.ts";
 import type { Gpu } from "../shaders/gpu.ts";
 import { GPU_FLAGS, openGpu } from "./gpu_options.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { checkHalfSupport, type Precision } from "../model/precision.ts";
 import { uniformDropout } from "../model/config.ts";
 import { serializeSafetensors } from "../model/safetensors.ts";
 import { encodeExamples, FINETUNE_TASKS, readTaskFile, taskByName } from "../eval/finetune_data.ts";
@@ -121,6 +124,7 @@ const SPEC = {
     help:
       "write each task's fine-tuned model (Hugging Face GPT-2 folder + classifier.safetensors) under DIR/<task>",
   },
+  ...PRECISION_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -251,10 +255,13 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
   const limit = (name: "limit-train" | "limit-valid") =>
     v[name] === undefined ? Infinity : num(v[name], name, { min: 1, integer: true });
   const limitTrain = limit("limit-train"), limitValid = limit("limit-valid");
+  const precision = precisionFlag(v.precision);
   const output = typeof v.output === "string"
     ? v.output.replace(/\/+$/, "")
     : `results/${modelDir.split("/").pop()}/main/finetune`;
   const device = gpu ?? await openGpu(v);
+  // Refused before any task runs or anything is written.
+  if (precision === "f16") checkHalfSupport(device);
   const summary: TaskSummary[] = [];
   const encode = (text: string) => tok.encode(text);
   for (const task of tasks) {
@@ -277,7 +284,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
       encode,
       s.sequenceLength,
     );
-    const gpt2 = GPT2.create(device, config, weights);
+    const gpt2 = GPT2.create(device, config, weights).usePrecision(precision);
     const t0 = performance.now();
     let progress: Progress | undefined;
     let result: FinetuneResult;
@@ -286,7 +293,10 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
         keepBest: typeof v.save === "string",
         onStep: (p) => {
           progress ??= new Progress(p.task, p.totalSteps, "step");
-          progress.tick(1, `epoch ${p.epoch} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}`);
+          const scale = p.lossScale === undefined
+            ? ""
+            : ` scale ${p.lossScale}${p.skipped ? " (skipped)" : ""}`;
+          progress.tick(1, `epoch ${p.epoch} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}${scale}`);
         },
         onEpoch: (name, r) => {
           const m = Object.entries(r.valid).map(([k, x]) => `${k} ${x.toFixed(4)}`).join(" ");
@@ -338,7 +348,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<TaskSummary[]> {
   await Deno.mkdir(output, { recursive: true });
   await writeFileAtomic(
     `${output}/results.json`,
-    JSON.stringify({ model: modelDir, tasks: summary }, null, 2) + "\n",
+    JSON.stringify({ model: modelDir, precision, tasks: summary }, null, 2) + "\n",
   );
   return summary;
 }
@@ -351,27 +361,45 @@ if (import.meta.main) {
 }
 
 /**
- * `eval --run`'s fine-tuning of one checkpoint: every task found in `dataDir` under `protocol`'s head,
- * results in `outDir` (reused when its results.json has every task done, unless `force`). Returns the
- * learning-curve entries `finetune/<task>` (the task's selection metric, x100, as the pipeline's tables)
- * and the tasks that failed.
+ * `eval --run`'s fine-tuning of one checkpoint: every task found in `dataDir` under `protocol`'s head with
+ * matmuls in `precision`, results in `outDir` (reused when its results.json has every task done in the
+ * same precision, unless `force`). Returns the learning-curve entries `finetune/<task>` (the task's
+ * selection metric, x100, as the pipeline's tables) and the tasks that failed.
  */
 export async function finetuneCheckpoint(
   modelDir: string,
   dataDir: string,
   outDir: string,
   protocol: "2025" | "2026",
+  precision: Precision,
   gpu: Gpu,
   force = false,
 ): Promise<{ headline: Record<string, number>; failed: string[] }> {
   let summary: TaskSummary[] | undefined;
   if (!force) {
     const old = await readIfPresent(`${outDir}/results.json`);
-    const tasks = old === undefined ? undefined : (JSON.parse(old) as { tasks?: TaskSummary[] }).tasks;
-    if (tasks && tasks.every((t) => t.status !== "failed")) summary = tasks;
+    const record = old === undefined
+      ? undefined
+      : JSON.parse(old) as { precision?: Precision; tasks?: TaskSummary[] };
+    // Results from before the precision was recorded are f32.
+    if (
+      record?.tasks && (record.precision ?? "f32") === precision &&
+      record.tasks.every((t) => t.status !== "failed")
+    ) summary = record.tasks;
   }
   summary ??= await main(
-    ["--model", modelDir, "--data", dataDir, "--protocol", protocol, "--output", outDir],
+    [
+      "--model",
+      modelDir,
+      "--data",
+      dataDir,
+      "--protocol",
+      protocol,
+      "--precision",
+      precision,
+      "--output",
+      outDir,
+    ],
     gpu,
   );
   const headline: Record<string, number> = {};

@@ -11,6 +11,7 @@
  * @module
  */
 import type { GPT2 } from "../model/gpt2.ts";
+import type { Precision } from "../model/precision.ts";
 import { type DropoutRates, GPT2_DROPOUT } from "../model/config.ts";
 import { deriveSeed, Rng } from "../model/random.ts";
 import { Classifier, type HeadWeights, initHead, type Pooling, type Positions } from "./finetune_model.ts";
@@ -167,6 +168,11 @@ export interface FinetuneResult {
   warmupSteps: number;
   /** The transformer's train-mode dropout rates used. */
   transformerDropout: DropoutRates;
+  /** The matmuls' precision (the model's, model/precision.ts). */
+  precision: Precision;
+  /** Precision f16: the loss scale after the last step, and steps skipped for overflowed gradients. */
+  lossScale?: number;
+  skippedSteps?: number;
   /** The fine-tuned transformer and head of the best epoch (when asked to keep them). */
   best?: { weights: Map<string, Float32Array>; head: HeadWeights };
 }
@@ -179,6 +185,9 @@ export interface FinetuneProgress {
   totalSteps: number;
   loss: number;
   lr: number;
+  /** Precision f16: the step's loss scale, and whether its gradients overflowed (no update). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 /** Options of {@link finetuneTask}. */
@@ -220,7 +229,8 @@ async function evaluate(
 
 /**
  * Fine-tune `model` (its weights are changed) with a fresh head on `train`, evaluating on `valid` after
- * every epoch; padding with `padId`.
+ * every epoch; padding with `padId`. The matmuls run in the model's precision; under f16 a step skipped
+ * for overflowed gradients still counts towards the schedule and the epoch, as a GradScaler step does.
  */
 export async function finetuneTask(
   model: GPT2,
@@ -281,14 +291,25 @@ export async function finetuneTask(
       for (let k = 0; k < perEpoch && step < total; k++) {
         const items = order.slice(k * batchSize, (k + 1) * batchSize).map((i) => train[i]);
         const lr = s.lr * lrFactor(step, warmup, total, s.minFactor, s.schedule);
-        const { loss } = await classifier.trainStep(padBatch(items, padId, s.paddingSide), lr);
+        const { loss, lossScale, skipped } = await classifier.trainStep(
+          padBatch(items, padId, s.paddingSide),
+          lr,
+        );
         if (!Number.isFinite(loss)) {
           throw new Error(`${task.name}: epoch ${epoch} step ${step + 1}: the loss is ${loss}`);
         }
         step++;
         steps++;
         lossSum += loss;
-        options.onStep?.({ task: task.name, epoch, step, totalSteps: total, loss, lr });
+        options.onStep?.({
+          task: task.name,
+          epoch,
+          step,
+          totalSteps: total,
+          loss,
+          lr,
+          ...(lossScale !== undefined ? { lossScale, skipped } : {}),
+        });
       }
       const logits = await evaluate(classifier, valid, s.validBatchSize, maxB, padId, s.paddingSide);
       const all = classificationMetrics(argmaxRows(logits, L), valid.map((x) => x.label), L);
@@ -316,6 +337,10 @@ export async function finetuneTask(
       microBatch: maxB,
       warmupSteps: warmup,
       transformerDropout: rates,
+      precision: model.precision,
+      ...(classifier.scaler
+        ? { lossScale: classifier.scaler.scale, skippedSteps: classifier.scaler.skipped }
+        : {}),
       best: kept,
     };
   } finally {

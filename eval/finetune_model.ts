@@ -12,9 +12,16 @@
  * In train mode the transformer drops at its config's rates (transformers' `model.train()`) and the head
  * at its own rate; masks are keyed by (seed, step) as the engine's (shaders/dropout.ts). AdamW has one
  * parameter group: every tensor decays, biases and LayerNorms included, and nothing is clipped.
+ *
+ * Under precision f16 (the model's, model/precision.ts) the transformer's matmuls read f16 operands as in
+ * training (the f16 weight copies recast after every AdamW step), with the trainer's dynamic loss scaling
+ * (model/scaler.ts): the loss gradient is multiplied by the scale, AdamW unscales, and a step whose
+ * gradients overflowed is skipped. The head (two small linears on B rows) stays f32, as do the master
+ * weights, AdamW, the LayerNorms and the loss.
  * @module
  */
 import { Plan, type TensorView } from "../shaders/gpu.ts";
+import { scaleBy } from "../shaders/f16.ts";
 import {
   allocParams,
   attentionDropout,
@@ -22,6 +29,7 @@ import {
   blockBackward,
   blockForward,
   blockGrads,
+  type BlockHalf,
   blockWeights,
   type DeviceParam,
   type GPT2,
@@ -32,6 +40,7 @@ import { activationTable } from "../model/activations.ts";
 import { numel } from "../model/params.ts";
 import type { DropoutRates } from "../model/config.ts";
 import { Rng } from "../model/random.ts";
+import { LossScaler, type ScalerOptions } from "../model/scaler.ts";
 import { linearBackward, linearForward } from "../shaders/matmul.ts";
 import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
 import { attentionForward } from "../shaders/attention.ts";
@@ -135,6 +144,8 @@ export interface ClassifierOptions {
   maxB: number;
   maxT: number;
   head: HeadWeights;
+  /** Dynamic loss scaling under precision f16; GradScaler's defaults when absent. */
+  scaler?: ScalerOptions;
 }
 
 /** One batch: B sequences padded to T (rows b*T + t); left padding when pooling the last token. */
@@ -146,6 +157,17 @@ export interface ClassifierBatch {
   keyStart: Uint32Array;
   /** Labels (training only). */
   labels?: Uint32Array;
+}
+
+/** What one optimiser step did. */
+export interface ClassifierStep {
+  /** Mean loss of the batch. */
+  loss: number;
+  /** Train-mode logits [B, L]. */
+  logits: Float32Array;
+  /** Precision f16: the loss scale the step ran at, and whether its gradients overflowed (no update). */
+  lossScale?: number;
+  skipped?: boolean;
 }
 
 /** Most recorded plans kept (one per batch shape and mode); shapes vary with each batch's longest text. */
@@ -165,9 +187,13 @@ function headSpecs(C: number, L: number) {
 export class Classifier {
   readonly model: GPT2;
   readonly options: ClassifierOptions;
-  /** AdamW steps taken. */
+  /** AdamW steps taken (under f16, skipped steps not counted). */
   step = 0;
   readonly grads: DeviceParam[];
+  /** The loss scale under precision f16 (the model's precision when the classifier was made). */
+  readonly scaler?: LossScaler;
+  /** The loss scale as the loss plans read it (f16). */
+  #scaleFactor?: TensorView;
   #m: DeviceParam[];
   #v: DeviceParam[];
   #head: Record<string, TensorView> = {};
@@ -181,6 +207,9 @@ export class Classifier {
   #key: DropoutKey;
   #stepParams: TensorView;
   #norm: GradNorm;
+  /** The gradient norm, then AdamW: under f16 AdamW runs only after the norm was read and found finite. */
+  #normPlan: Plan;
+  #adamwPlan: Plan;
   #optimizer: Plan;
   #plans = new Map<string, Plan>();
   /** Buffers backward accumulates into, cleared before each step. */
@@ -207,6 +236,7 @@ export class Classifier {
       training: true,
       prefill: false,
       logits: { rows: 0, stride: 4 },
+      half: !!model.half,
     });
     const wanted = new Set([
       "tokens",
@@ -222,6 +252,9 @@ export class Classifier {
       "dqkv",
       "dgelu",
       "dfch",
+      // Precision f16: the matmuls' f16 operands (gelu is absent then: GELU writes into x16).
+      "x16",
+      "dy16",
     ]);
     for (const s of table.model) if (wanted.has(s.name)) this.#t.set(s.name, alloc(numel(s.shape), s.name));
     for (let l = 0; l < table.nLayer; l++) {
@@ -279,11 +312,16 @@ export class Classifier {
       ...this.grads.flatMap((p) => p.parts.map((part) => part.view)),
       ...Object.values(this.#headGrad),
     ];
-    this.#optimizer = new Plan(gpu);
-    this.#norm = new GradNorm(this.#optimizer, gradViews, 0);
+    this.#normPlan = new Plan(gpu);
+    this.#adamwPlan = new Plan(gpu);
+    this.#norm = new GradNorm(this.#normPlan, gradViews, 0);
+    if (model.half) {
+      this.scaler = new LossScaler(options.scaler);
+      this.#scaleFactor = alloc(1, "ft.loss_scale");
+    }
     model.params.forEach((p, i) => {
       p.parts.forEach((part, j) => {
-        adamwStep(this.#optimizer, {
+        adamwStep(this.#adamwPlan, {
           param: part.view,
           grad: this.grads[i].parts[j].view,
           m: this.#m[i].parts[j].view,
@@ -295,7 +333,7 @@ export class Classifier {
       });
     });
     headSpecs(C, L).forEach(({ name }, i) => {
-      adamwStep(this.#optimizer, {
+      adamwStep(this.#adamwPlan, {
         param: this.#head[name],
         grad: this.#headGrad[name],
         m: this.#headM[i],
@@ -305,6 +343,9 @@ export class Classifier {
         decay: true,
       });
     });
+    this.#optimizer = new Plan(gpu);
+    this.#optimizer.append(this.#normPlan);
+    this.#optimizer.append(this.#adamwPlan);
     const t = (name: string) => this.#t.get(name)!;
     this.#accumulated = [t("dresidual"), t("dg1"), t("dpooled")];
   }
@@ -357,6 +398,8 @@ export class Classifier {
     for (const plan of this.#plans.values()) plan.destroy();
     this.#plans.clear();
     this.#optimizer.destroy();
+    this.#normPlan.destroy();
+    this.#adamwPlan.destroy();
     gpu.free(this.#norm.partials);
     gpu.free(this.#norm.output);
     this.#groups.destroy();
@@ -430,6 +473,10 @@ export class Classifier {
         L: this.options.numLabels,
         total,
       });
+      // The loss scale (f16) multiplies the gradient only; the recorded loss stays unscaled.
+      if (this.#scaleFactor) {
+        scaleBy(plan, { x: t("dlogits"), factor: this.#scaleFactor, n: B * this.options.numLabels });
+      }
       this.#recordBackward(plan, B, T, dropout);
     }
     this.#plans.set(key, plan);
@@ -512,6 +559,7 @@ export class Classifier {
           }),
         dropout,
         layer: l,
+        half: this.#blockHalf(l),
       });
     }
     layernormForward(plan, {
@@ -646,6 +694,7 @@ export class Classifier {
         dropout,
         layer: l,
         keyStart,
+        half: this.#blockHalf(l),
       });
     }
     if (dropout && dropout.rates.embdPdrop > 0) {
@@ -674,6 +723,12 @@ export class Classifier {
 
   #blockActs(l: number) {
     return blockActivations(this.#layers[l], this.#t);
+  }
+
+  /** Block l's f16 weights and scratch under precision f16. */
+  #blockHalf(l: number): BlockHalf | undefined {
+    const half = this.model.half;
+    return half && { W: half.blocks[l], x16: this.#t.get("x16")!, dy16: this.#t.get("dy16")! };
   }
 
   #blockInput(l: number): TensorView {
@@ -738,16 +793,48 @@ export class Classifier {
     return { loss: lossSum / B, logits };
   }
 
-  /** Forward, loss and backward at the masks of the next step, without updating (for gradient checks). */
+  /**
+   * Forward, loss and backward at the masks of the next step, without updating (for gradient checks);
+   * under f16 unscaled, so the gradients are the batch's own.
+   */
   async computeGradients(batch: ClassifierBatch): Promise<{ loss: number; logits: Float32Array }> {
+    if (this.#scaleFactor) this.model.gpu.write(this.#scaleFactor, Float32Array.of(1));
     return await this.#accumulate(batch, this.step + 1);
   }
 
-  /** One AdamW step on a labelled batch at learning rate `lr`: the mean loss and the train-mode logits. */
-  async trainStep(batch: ClassifierBatch, lr: number): Promise<{ loss: number; logits: Float32Array }> {
+  /** One AdamW step on a labelled batch at learning rate `lr`. */
+  async trainStep(batch: ClassifierBatch, lr: number): Promise<ClassifierStep> {
+    if (this.scaler) return await this.#scaledStep(batch, lr, this.scaler);
     this.step++;
     this.model.gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step: this.step }));
     return await this.#accumulate(batch, this.step, this.#optimizer);
+  }
+
+  /**
+   * A step under dynamic loss scaling, as the trainer's: forward, loss and backward from the scaled loss
+   * gradient and the scaled gradient norm; then, only if that norm is finite, AdamW with the gradients
+   * multiplied by 1 / scale (nothing is clipped) and the recast of the f16 weights. An overflow skips the
+   * update and leaves AdamW's t; the scaler backs off or counts towards growth as GradScaler does.
+   */
+  async #scaledStep(batch: ClassifierBatch, lr: number, scaler: LossScaler): Promise<ClassifierStep> {
+    const gpu = this.model.gpu;
+    const scale = scaler.scale;
+    const step = this.step + 1;
+    gpu.write(this.#scaleFactor!, Float32Array.of(scale));
+    const out = await this.#accumulate(batch, step, this.#normPlan);
+    const [scaledNorm] = await gpu.read(this.#norm.output, 0, 1);
+    const finite = Number.isFinite(scaledNorm);
+    if (finite) {
+      this.step = step;
+      gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step }));
+      gpu.write(this.#norm.output, Float32Array.of(scaledNorm / scale, 1 / scale));
+      const enc = gpu.device.createCommandEncoder();
+      this.#adamwPlan.encode(enc);
+      this.model.half!.cast.encode(enc);
+      gpu.device.queue.submit([enc.finish()]);
+    }
+    scaler.update(finite);
+    return { ...out, lossScale: scale, skipped: !finite };
   }
 
   /** Eval-mode logits [B, L] of a batch (no dropout, no update). */

@@ -5,6 +5,7 @@
  */
 import { headline, type Layout, type TaskResult, type TaskTiming } from "./tasks.ts";
 import type { Protocol } from "./types.ts";
+import type { Precision } from "../model/precision.ts";
 
 /** Everything one evaluation of one model produced. */
 export interface ModelReport {
@@ -20,6 +21,8 @@ export interface ModelReport {
   seed?: number;
   /** Folder names of the data (full_eval or fast_eval). */
   layout: Layout;
+  /** The matmuls' precision while scoring (model/precision.ts); reports before it was recorded are f32. */
+  precision: Precision;
   /** Names of the tasks that failed (their results hold the error). */
   failed: string[];
   /** Per-task sizes and times, when profiled. */
@@ -36,6 +39,7 @@ export interface ReportSettings {
   protocol?: Protocol;
   seed?: number;
   layout?: Layout;
+  precision?: Precision;
   timing?: TaskTiming[];
 }
 
@@ -58,6 +62,7 @@ export function makeReport(
     protocol,
     ...(protocol === "2026" ? { seed: settings.seed ?? 0 } : {}),
     layout: settings.layout ?? "full",
+    precision: settings.precision ?? "f32",
     failed: Object.entries(results).filter(([, r]) => r.kind === "error").map(([k]) => k),
     ...(settings.timing ? { timing: settings.timing } : {}),
     headline: headline(results),
@@ -108,7 +113,8 @@ function table(header: string[], rows: string[][]): string[] {
 export function formatReport(r: ModelReport): string {
   const out: string[] = [
     `model: ${r.model}${r.wordsSeen !== undefined ? ` (${formatWords(r.wordsSeen)} words)` : ""}` +
-    `, protocol ${r.protocol ?? "2025"}${r.protocol === "2026" ? ` (tie seed ${r.seed})` : ""}`,
+    `, protocol ${r.protocol ?? "2025"}${r.protocol === "2026" ? ` (tie seed ${r.seed})` : ""}` +
+    `, precision ${r.precision ?? "f32"}`,
     "",
   ];
   const rows: string[][] = [];

@@ -22,6 +22,7 @@ const MODEL_TESTS = [
   "f16_train_test.ts",
   "f16_cli_test.ts",
   "f16_resume_test.ts",
+  "eval_f16_test.ts",
 ];
 
 /** The test files of `dir` whose source imports a kernel module, plus {@link MODEL_TESTS}. */
