@@ -130,6 +130,13 @@ export interface MatmulArgs {
    * halves; products, sums, bias and out stay f32.
    */
   half?: boolean;
+  /**
+   * With `half`: f16 arithmetic where the workgroup-memory kernel runs (GPU family, more than 16 rows):
+   * products and partial sums in f16 over chunks of `HALF_SUM_CHUNK` k, the partials summed in f32
+   * (`matmul_tiled.ts` states the error bound and the overflow to inf). The scalar edges, the other vec4
+   * layouts and the CPU family keep f32 products and sums. Off by default; nothing in the model sets it.
+   */
+  halfSums?: boolean;
 }
 
 /** The bindings and the store of one output element, shared by both kernels. */
@@ -320,6 +327,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
   checkLengths("matmul", cOff + (M - 1) * ldc + N, { out });
   if (bias) checkLengths("matmul", N, { bias });
   const accumulate = args.accumulate ?? false;
+  if (args.halfSums && !args.half) throw new RangeError("matmul: halfSums needs half (f16 operands)");
   if (K > K_CHUNK) {
     // Keep every thread's K loop within llvmpipe's loop budget: consecutive K chunks, each added onto
     // the previous ones (bias with the first), so the sum still runs in increasing k.
@@ -344,7 +352,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
     recordBlock(
       plan,
       views,
-      { transA, transB, half: !!args.half },
+      { transA, transB, half: !!args.half, halfSums: !!args.halfSums },
       blk,
       vec4 ? tile : undefined,
       args.candidate,
@@ -398,7 +406,7 @@ export function matmul(plan: Plan, args: MatmulArgs): void {
 function recordBlock(
   plan: Plan,
   views: TensorView[],
-  { transA, transB, half }: { transA: boolean; transB: boolean; half: boolean },
+  { transA, transB, half, halfSums }: { transA: boolean; transB: boolean; half: boolean; halfSums: boolean },
   blk: Block,
   tile: Vec4Layout | undefined,
   candidate?: string,
@@ -412,7 +420,7 @@ function recordBlock(
     : tile;
   const bound = blk.bias ? views : views.slice(0, 3);
   if (layout === TILE_GPU) {
-    const tiled = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
+    const tiled = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half, halfSums };
     chooseTiled(plan, bound, tiled, blk, candidate);
     return;
   }

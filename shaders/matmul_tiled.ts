@@ -9,7 +9,35 @@
  * {@link tiledMatmulSource}, which asserts the candidate's preconditions (thread counts, load shares,
  * workgroup memory) before any source exists. Operand and tile element types are placeholders too: the
  * f16 variant of every candidate (`TiledVariant.half`: f16 operands and workgroup tiles, f32 products
- * and sums, mixed precision's matmul) comes from the same template and is tuned separately.
+ * and sums, mixed precision's matmul) comes from the same template and is tuned separately, as does its
+ * f16-arithmetic form (`TiledVariant.halfSums`, below).
+ *
+ * f16 arithmetic (`halfSums`): GPUs run f16 FMAs at twice the f32 rate (vec2 packed), but only when the
+ * products and sums are f16. Each thread then keeps an f16 partial per output, summed with vec4<f16> FMAs
+ * in increasing k over the chunk of {@link HALF_SUM_CHUNK} consecutive k (chunk q holds k in
+ * [q*KC, (q+1)*KC), counted from the product's first k, whatever the tile), and adds it to its f32 sum at
+ * the chunk's end. The chunks do not depend on the candidate, so every candidate still gives the same bits.
+ * Why KC = 32: a chunk costs KC/2 packed f16 FMAs per output plus a flush (a conversion and an f32 add), so
+ * the ALU ceiling over f32 is KC / (KC/2 + 2): 1.33x at KC 8, 1.6x at 16, 1.78x at 32, while the error
+ * bound grows linearly in KC.
+ *
+ * Error, against the exact sum over the f16 operands (u = 2^-11, f16's unit roundoff; u' = 2^-24, f32's;
+ * gamma(n, u) = n u / (1 - n u)): a term of a chunk meets at most KC f16 roundings, whether WGSL's fma fuses
+ * (one rounding per k, NVIDIA's HFMA2) or rounds the product and then the sum (lavapipe, which matches that
+ * model bit for bit), so a chunk's partial errs by at most gamma(KC, u) times the chunk's sum of |a_k b_k|;
+ * the f32 sum of the ceil(K/KC) partials adds gamma(ceil(K/KC), u') times their magnitudes. Overall
+ * |error| <= (gamma(KC, u) + gamma(ceil(K/KC), u') (1 + gamma(KC, u))) * sum_k |a_k b_k|, plus underflow:
+ * 2^-25 per f16 rounding (at most 2K) where subnormals are kept, up to 2^-14 where a GPU flushes them. At
+ * KC 32 the factor is 1.58%, a worst case: random rounding errors give about u sqrt(KC/6), 1e-3, of the
+ * result's magnitude (8.9e-4 at K = 1000 on lavapipe), below bf16's operand rounding of 2^-9.
+ * tests/f16_kernels_test.ts checks this bound element by element (with the f32 store's two roundings of
+ * out + (s + bias) on top), the bits against the model, and that the error is f16's, not f32's.
+ *
+ * Overflow: a product or chunk partial of magnitude 65520 or more rounds to +-inf (even where later chunks
+ * would cancel it) and inf or NaN reaches out; under training that is the loss scaler's cue (skip the
+ * step, halve the scale), which is what it is for. Products whose 32-term chunks can pass 65504 at the
+ * scales the scaler settles on (long sums of large scaled gradients, like the weight gradients over every
+ * row) are better left to the f32-sum variant.
  *
  * Preconditions on a product (checked by {@link matmulTiled}; `matmul.ts` hands over only its vec4 core):
  * the row strides and element offsets of A and B are multiples of 4, K is a multiple of 4, M is when
@@ -35,7 +63,18 @@ export interface TiledVariant {
   accumulate: boolean;
   /** A and B are f16 tensors (shaders/f16.ts): f16 loads and workgroup tiles, f32 products and sums. */
   half?: boolean;
+  /**
+   * With `half`: products and partial sums in f16 over chunks of {@link HALF_SUM_CHUNK} k, each chunk's
+   * partial added to an f32 sum (twice the f32 FMA rate on GPUs; error bound in the module doc).
+   */
+  halfSums?: boolean;
 }
+
+/**
+ * k per f16 partial sum of the `halfSums` variant (KC in the module doc): a multiple of every candidate's
+ * BK, so a chunk ends at the end of a K tile.
+ */
+export const HALF_SUM_CHUNK = 32;
 
 /** One tile configuration: a row of the candidate table. */
 export interface TiledCandidate {
@@ -332,33 +371,56 @@ export function tiledMatmulSource(variant: TiledVariant, c: TiledCandidate): str
   need(c, c.BK % 4 === 0, "BK must be a multiple of 4");
   const { threads } = tiledFootprint(c);
   need(c, threads >= 1, "no threads");
+  const sums16 = !!variant.halfSums;
+  if (sums16 && !variant.half) throw new RangeError("matmul: halfSums needs half (f16 operands)");
+  need(
+    c,
+    !sums16 || HALF_SUM_CHUNK % c.BK === 0,
+    `BK=${c.BK} must divide the f16 sum chunk of ${HALF_SUM_CHUNK} k (halfSums)`,
+  );
   const T = variant.half ? "f16" : "f32";
   const A = operandStatements(c, "a", !variant.transA, threads, T);
   const B = operandStatements(c, "b", variant.transB, threads, T);
   const tm4 = c.TM / 4, tn4 = c.TN / 4;
   const acc = (i: number, j: number) => `c${i}_${j}`;
+  // halfSums: the FMAs go to f16 partials h, flushed into the f32 sums c at each chunk's end.
+  const fmaInto = (i: number, j: number) => sums16 ? `h${i}_${j}` : acc(i, j);
+  const V = sums16 ? "vec4<f16>" : "vec4f";
+  const each = (f: (i: number, j: number) => string) => R(c.TM).flatMap((i) => R(tn4).map((j) => f(i, j)));
+  const flush = each((i, j) => `${acc(i, j)} += vec4f(h${i}_${j});`);
   const compute: string[] = [];
   // A WGSL loop over the tile's k, not unrolled here: unrolled, Mesa's GL compiler takes 10-30 s per
   // variant; GPU compilers unroll a loop of constant trip count themselves.
   compute.push(`for (var kk = 0u; kk < ${c.BK}u; kk++) {`);
   compute.push(
     ...R(tm4).map((h) =>
-      `  let a${h} = vec4f(As[cur * ${(c.BK * c.BM) / 4}u + kk * ${c.BM / 4}u + ty * ${tm4}u + ${h}u]);`
+      `  let a${h} = ${V}(As[cur * ${(c.BK * c.BM) / 4}u + kk * ${c.BM / 4}u + ty * ${tm4}u + ${h}u]);`
     ),
     ...R(tn4).map((h) =>
-      `  let b${h} = vec4f(Bs[cur * ${(c.BK * c.BN) / 4}u + kk * ${c.BN / 4}u + tx * ${tn4}u + ${h}u]);`
+      `  let b${h} = ${V}(Bs[cur * ${(c.BK * c.BN) / 4}u + kk * ${c.BN / 4}u + tx * ${tn4}u + ${h}u]);`
     ),
   );
-  for (const i of R(c.TM)) {
-    for (const j of R(tn4)) {
-      compute.push(`  ${acc(i, j)} = fma(vec4f(a${i >> 2}[${i & 3}]), b${j}, ${acc(i, j)});`);
-    }
-  }
+  compute.push(
+    ...each((i, j) => `  ${fmaInto(i, j)} = fma(${V}(a${i >> 2}[${i & 3}]), b${j}, ${fmaInto(i, j)});`),
+  );
   compute.push("}");
-  const writeOut = R(c.TM).flatMap((i) =>
-    R(c.TN).map((j) =>
-      `store(m0 + ty * ${c.TM}u + ${i}u, n0 + tx * ${c.TN}u + ${j}u, ${acc(i, j >> 2)}[${j & 3}]);`
-    )
+  if (sums16) {
+    // Tile t holds k in [t*BK, (t+1)*BK): a chunk ends with every (KC/BK)-th tile.
+    compute.push(
+      `if ((t + 1u) % ${HALF_SUM_CHUNK / c.BK}u == 0u) {`,
+      ...flush.map((f) => `  ${f}`),
+      ...each((i, j) => `  h${i}_${j} = vec4<f16>(0.0);`),
+      "}",
+    );
+  }
+  // The last chunk's partial (k past K loaded zeros; a partial already flushed is +0, and adding +-0 to
+  // an f32 sum that started at +0 changes no bit).
+  const writeOut = (sums16 ? flush : []).concat(
+    R(c.TM).flatMap((i) =>
+      R(c.TN).map((j) =>
+        `store(m0 + ty * ${c.TM}u + ${i}u, n0 + tx * ${c.TN}u + ${j}u, ${acc(i, j >> 2)}[${j & 3}]);`
+      )
+    ),
   );
   const store = variant.accumulate ? "out[c] += s" : "out[c] = s";
   return fillTemplate(TILED_TEMPLATE, {
@@ -380,7 +442,10 @@ export function tiledMatmulSource(variant: TiledVariant, c: TiledCandidate): str
     BN: c.BN,
     BK: c.BK,
     BUFFERS: c.buffers,
-    ACC_DECL: R(c.TM).map((i) => R(tn4).map((j) => `var ${acc(i, j)} = vec4f(0.0);`).join(" ")).join("\n  "),
+    ACC_DECL: R(c.TM).map((i) =>
+      R(tn4).map((j) => `var ${acc(i, j)} = vec4f(0.0);${sums16 ? ` var h${i}_${j} = vec4<f16>(0.0);` : ""}`)
+        .join(" ")
+    ).join("\n  "),
     PREFETCH_DECL: [...A.decl, ...B.decl].join("\n  "),
     LOAD: [...A.load, ...B.load].join("\n    "),
     STORE_TILE_0: [...A.store("0u"), ...B.store("0u")].join("\n  "),
@@ -397,7 +462,7 @@ const sources = new Map<string, string>();
 /** The cached source of a variant and candidate (the same string each time, so pipelines are shared). */
 export function tiledSourceFor(variant: TiledVariant, c: TiledCandidate): string {
   const v = variant;
-  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${c.name}`;
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${+!!v.halfSums}${c.name}`;
   let s = sources.get(key);
   if (!s) {
     s = tiledMatmulSource(variant, c);
@@ -460,7 +525,7 @@ export function recordTiled(
   const { params, tiles } = tiledLaunch(blk, c);
   const u = plan.params(TILED_PARAMS, params, "matmul.params");
   const label = `matmul_${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"}_tiled${
-    variant.half ? "_f16" : ""
+    variant.halfSums ? "_f16acc" : variant.half ? "_f16" : ""
   }`;
   const before = plan.dispatches.length;
   plan.add(tiledSourceFor(variant, c), [u, ...views], grid(plan.gpu, tiles), label);

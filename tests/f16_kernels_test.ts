@@ -1,14 +1,15 @@
 /**
  * The f16 kernels against float64: the cast (bits as round-to-nearest-even gives them, overflow to inf,
  * NaN kept), the f16-operand matmul (every variant, shapes that are not tile multiples, strides and
- * offsets in halves) and the loss-scale multiply. The f16 ones need `shader-f16` (lavapipe, GPUs) and are
+ * offsets in halves), the tiled matmul's f16 arithmetic (`halfSums`: its error bound, its bits against a
+ * model, its overflow to inf) and the loss-scale multiply. The f16 ones need `shader-f16` (lavapipe, GPUs) and are
  * skipped with a note where the adapter lacks it (llvmpipe on GL).
  */
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { Plan } from "../shaders/gpu.ts";
 import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
 import { matmul } from "../shaders/matmul.ts";
-import { TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
+import { HALF_SUM_CHUNK, TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
 import { geluForward } from "../shaders/gelu.ts";
 import { layernormForward } from "../shaders/layernorm.ts";
 import { matmulRef } from "./reference/matmul.ts";
@@ -17,6 +18,9 @@ import { packHalves } from "./reference/f16.ts";
 
 const gpu = await testGpu();
 const ignore = !gpu.shaderF16;
+// lavapipe compiles a pipeline on its first dispatch, 1-3 s for each tiled f16 one without Mesa's shader
+// cache: there the candidate-by-variant tests take fewer pairs.
+const cpuAdapter = /lavapipe|llvmpipe|swiftshader/i.test(gpu.adapterName);
 if (ignore) console.log(`f16 kernel tests skipped: adapter ${gpu.adapterName} has no shader-f16`);
 
 Deno.test({
@@ -173,67 +177,262 @@ Deno.test({
   },
 });
 
+/** One product as the tiled candidates test runs it: the case, its operands (f32, before rounding) and out. */
+interface TiledRun {
+  c: Case;
+  a: Float32Array;
+  b: Float32Array;
+  out0: Float32Array;
+  bias?: Float32Array;
+  tag: string;
+}
+
+/**
+ * Run every candidate's f16 variant (`halfSums`: its f16-arithmetic form) on each transpose, with bias or
+ * accumulation, at `shapes`; `check` judges the first candidate's output, and every other candidate's must
+ * equal it bit for bit. `rotate`: the first candidate runs every variant and each other one variant in
+ * turn.
+ */
+async function everyTiledCandidate(
+  halfSums: boolean,
+  shapes: number[][],
+  check: (run: TiledRun, got: Float32Array) => void,
+  rotate = false,
+): Promise<void> {
+  const fitting = TILED_CANDIDATES.filter((c) => tiledFits(c, gpu.limits));
+  const variants = [
+    { transA: false, transB: false, bias: true },
+    { transA: false, transB: true, accumulate: true },
+    { transA: true, transB: false, accumulate: true },
+    { transA: true, transB: true, bias: true },
+  ];
+  const kind = halfSums ? "f16acc" : "f16";
+  for (const [M, N, K] of shapes) {
+    for (const [vi, v] of variants.entries()) {
+      const candidates = fitting.filter((_, ci) => !rotate || ci === 0 || (ci - 1) % variants.length === vi);
+      const c: Case = { name: "", M, N, K, ...v, aLen: M * K, bLen: K * N, outLen: M * N };
+      const seed = M + N + K + (v.transA ? 1 : 0) + (v.transB ? 2 : 0);
+      const a = randn(c.aLen, seed), b = randn(c.bLen, seed + 1), out0 = randn(c.outLen, seed + 2);
+      const bias = v.bias ? randn(N, seed + 3) : undefined;
+      const ta = gpu.tensor(halfWords(c.aLen)), tb = gpu.tensor(halfWords(c.bLen));
+      gpu.write(ta, packHalves(a));
+      gpu.write(tb, packHalves(b));
+      const tbias = bias ? gpu.tensor(N) : undefined;
+      if (tbias) gpu.write(tbias, bias!);
+      const plan = new Plan(gpu);
+      const outs = candidates.map((cand) => {
+        const tout = gpu.tensor(c.outLen);
+        gpu.write(tout, out0);
+        matmul(plan, {
+          ...c,
+          out: tout,
+          a: ta,
+          b: tb,
+          bias: tbias,
+          half: true,
+          halfSums,
+          tiles: "gpu",
+          candidate: cand.name,
+        });
+        return tout;
+      });
+      const tiled = plan.dispatches.filter((d) => d.label?.endsWith(`_tiled_${kind}`)).length;
+      assertEquals(tiled, candidates.length, `one ${kind} tiled launch per candidate`);
+      plan.run();
+      const first = await gpu.read(outs[0]);
+      const tag = `${kind} ${v.transA ? "T" : "N"}${v.transB ? "T" : "N"} ${M}x${N}x${K}`;
+      check({ c, a, b, out0, bias, tag: `${candidates[0].name} ${tag}` }, first);
+      for (const [i, t] of outs.entries()) {
+        const got = await gpu.read(t);
+        if (!got.every((x, j) => Object.is(x, first[j]))) {
+          throw new Error(`tiled ${tag}: ${candidates[i].name} differs from ${candidates[0].name}`);
+        }
+        gpu.free(t);
+      }
+      plan.destroy();
+      for (const t of [ta, tb, tbias]) if (t) gpu.free(t);
+    }
+  }
+  console.log(
+    `  ${fitting.length} candidates${rotate ? " (rotated)" : ""} x 4 variants x ${shapes.length} shapes: ` +
+      "equal bit for bit",
+  );
+}
+
 Deno.test({
   name: "every tiled candidate's f16 variant matches float64 and the other candidates bit for bit",
   ignore,
-  fn: async () => {
-    const candidates = TILED_CANDIDATES.filter((c) => tiledFits(c, gpu.limits));
-    const variants = [
-      { transA: false, transB: false, bias: true },
-      { transA: false, transB: true, accumulate: true },
-      { transA: true, transB: false, accumulate: true },
-      { transA: true, transB: true, bias: true },
-    ];
-    // Not block multiples (K not a multiple of the K tiles either); row strides multiples of 4.
-    for (const [M, N, K] of [[68, 132, 44], [200, 36, 132]]) {
-      for (const v of variants) {
-        const c0: Case = { name: "", M, N, K, ...v, aLen: M * K, bLen: K * N, outLen: M * N };
-        const seed = M + N + K + (v.transA ? 1 : 0) + (v.transB ? 2 : 0);
-        const a = randn(c0.aLen, seed), b = randn(c0.bLen, seed + 1), out0 = randn(c0.outLen, seed + 2);
-        const bias = v.bias ? randn(N, seed + 3) : undefined;
-        const ta = gpu.tensor(halfWords(c0.aLen)), tb = gpu.tensor(halfWords(c0.bLen));
-        gpu.write(ta, packHalves(a));
-        gpu.write(tb, packHalves(b));
-        const tbias = bias ? gpu.tensor(N) : undefined;
-        if (tbias) gpu.write(tbias, bias!);
-        const plan = new Plan(gpu);
-        const outs = candidates.map((c) => {
-          const tout = gpu.tensor(c0.outLen);
-          gpu.write(tout, out0);
-          matmul(plan, {
-            ...c0,
-            out: tout,
-            a: ta,
-            b: tb,
-            bias: tbias,
-            half: true,
-            tiles: "gpu",
-            candidate: c.name,
-          });
-          return tout;
-        });
-        const tiled = plan.dispatches.filter((d) => d.label?.endsWith("_tiled_f16")).length;
-        assertEquals(tiled, candidates.length, "one f16 tiled launch per candidate");
-        plan.run();
-        const want = matmulRef({ ...c0, out: out0, a: Float16Array.from(a), b: Float16Array.from(b), bias });
-        const first = await gpu.read(outs[0]);
-        const tag = `${v.transA ? "T" : "N"}${v.transB ? "T" : "N"} ${M}x${N}x${K}`;
-        assertClose(`tiled f16 ${candidates[0].name} ${tag}`, first, want, {
-          rtol: 1e-4,
-          atol: 1e-5 * Math.sqrt(K),
-        });
-        for (const [i, t] of outs.entries()) {
-          const got = await gpu.read(t);
-          if (!got.every((x, j) => Object.is(x, first[j]))) {
-            throw new Error(`tiled f16 ${candidates[i].name} ${tag} differs from ${candidates[0].name}`);
-          }
-          gpu.free(t);
-        }
-        plan.destroy();
-        for (const t of [ta, tb, tbias]) if (t) gpu.free(t);
-      }
+  // Not block multiples (K not a multiple of the K tiles either); row strides multiples of 4.
+  fn: () =>
+    everyTiledCandidate(false, [[68, 132, 44], [200, 36, 132]], ({ c, a, b, out0, bias, tag }, got) => {
+      const want = matmulRef({ ...c, out: out0, a: Float16Array.from(a), b: Float16Array.from(b), bias });
+      assertClose(`tiled ${tag}`, got, want, { rtol: 1e-4, atol: 1e-5 * Math.sqrt(c.K) });
+    }),
+});
+
+/** f16's and f32's unit roundoffs; gamma(n, u) bounds the relative error of a chain of n roundings. */
+const U16 = 2 ** -11, U32 = 2 ** -24;
+const gamma = (n: number, u: number) => (n * u) / (1 - n * u);
+
+/**
+ * The halfSums variant's error bound for every element of `run`'s out (matmul_tiled.ts's module doc):
+ * against the exact sum over the f16 operands, (gamma(KC, u16) + gamma(ceil(K/KC), u32) (1 + gamma(KC,
+ * u16))) times sum_k |a_k b_k|, plus 2^-25 per f16 rounding for underflow (2K of them where fma is an f16
+ * multiply and an f16 add), plus the f32 store's two roundings of out0 + (s + bias).
+ */
+function halfSumsBound({ c, a, b, out0, bias }: TiledRun): Float64Array {
+  const abs = (x: ArrayLike<number>) => Float64Array.from(Float16Array.from(x), Math.abs);
+  const zeros = new Float64Array(out0.length);
+  const mag = matmulRef({ ...c, out: zeros, a: abs(a), b: abs(b), bias: undefined, accumulate: false });
+  const g16 = gamma(HALF_SUM_CHUNK, U16);
+  const rel = g16 + gamma(Math.ceil(c.K / HALF_SUM_CHUNK), U32) * (1 + g16);
+  return mag.map((s, i) => {
+    const rest = (c.accumulate ? Math.abs(out0[i]) : 0) + (bias ? Math.abs(bias[i % c.N]) : 0);
+    return rel * s + c.K * 2 ** -24 + 2 * U32 * (rest + s * (1 + rel));
+  });
+}
+
+/** Throw unless every |got - want| is within `bound`; returns the largest ratio of error to bound. */
+function assertWithin(
+  name: string,
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  bound: ArrayLike<number>,
+) {
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= bound[i])) {
+      throw new Error(
+        `${name}: element ${i} is ${got[i]}, float64 ${want[i]}, error ${err} > bound ${bound[i]}`,
+      );
     }
-    console.log(`  ${candidates.length} candidates x 4 variants x 2 shapes: equal bit for bit`);
+    worst = Math.max(worst, err / bound[i]);
+  }
+  return worst;
+}
+
+Deno.test({
+  name:
+    "every tiled candidate's f16-arithmetic variant (halfSums) is within its error bound and equal bit for bit",
+  ignore,
+  fn: async () => {
+    let worst = 0;
+    // K = 44 and 132 end in a partial chunk of 32; K = 100 also pads differently with BK 8 (104) and 16 (112).
+    await everyTiledCandidate(true, [[68, 132, 44], [200, 36, 132], [36, 68, 100]], (run, got) => {
+      const { c, a, b, out0, bias } = run;
+      const want = matmulRef({ ...c, out: out0, a: Float16Array.from(a), b: Float16Array.from(b), bias });
+      worst = Math.max(worst, assertWithin(`tiled ${run.tag}`, got, want, halfSumsBound(run)));
+    }, cpuAdapter);
+    console.log(`  largest error / bound: ${worst.toFixed(3)}`);
+  },
+});
+
+/**
+ * Float64 model of the halfSums kernel on dense row-major operands (no bias, out overwritten): each chunk of
+ * HALF_SUM_CHUNK k summed in f16 in increasing k, by fused multiply-adds (one rounding each) or by an f16
+ * multiply and an f16 add (`fused` false: what lavapipe compiles WGSL's f16 fma to), the chunks' partials
+ * summed in f32.
+ */
+function halfSumsModel(a: Float16Array, b: Float16Array, M: number, N: number, K: number, fused: boolean) {
+  const r16 = Math.f16round;
+  const out = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k0 = 0; k0 < K; k0 += HALF_SUM_CHUNK) {
+        let h = 0;
+        for (let k = k0; k < Math.min(K, k0 + HALF_SUM_CHUNK); k++) {
+          const p = a[m * K + k] * b[k * N + n]; // exact: 22 significant bits at most
+          h = r16((fused ? p : r16(p)) + h);
+        }
+        s = Math.fround(s + h);
+      }
+      out[m * N + n] = s;
+    }
+  }
+  return out;
+}
+
+Deno.test({
+  name: "halfSums errs more than f32 sums, is f16 sums over chunks of 32 k bit for bit, within its bound",
+  ignore,
+  fn: async () => {
+    const M = 70, N = 68, K = 1000;
+    const a = randn(M * K, 41), b = randn(K * N, 42);
+    const a16 = Float16Array.from(a), b16 = Float16Array.from(b);
+    const ta = gpu.tensor(halfWords(M * K)), tb = gpu.tensor(halfWords(K * N));
+    gpu.write(ta, packHalves(a));
+    gpu.write(tb, packHalves(b));
+    const plan = new Plan(gpu);
+    const outs = [false, true].map((halfSums) => {
+      const out = gpu.tensor(M * N);
+      matmul(plan, { out, a: ta, b: tb, M, N, K, half: true, halfSums, tiles: "gpu" });
+      return out;
+    });
+    plan.run();
+    const [sums32, sums16] = [await gpu.read(outs[0]), await gpu.read(outs[1])];
+    const zeros = new Float32Array(M * N);
+    const want = matmulRef({ out: zeros, a: a16, b: b16, M, N, K });
+    const rms = (x: ArrayLike<number>) =>
+      Math.sqrt(Array.from(x, (v, i) => (v - want[i]) ** 2).reduce((p, q) => p + q) / x.length);
+    const scale = rms(zeros);
+    const [e32, e16] = [rms(sums32) / scale, rms(sums16) / scale];
+    console.log(
+      `  rms error / rms value: f32 sums ${e32.toExponential(2)}, f16 sums ${e16.toExponential(2)}`,
+    );
+    // f32 sums err by about 2^-24 sqrt(K/6) (6e-7 here), f16 chunks by about 2^-11 sqrt(32/6) (1e-3).
+    if (!(e16 > 100 * e32 && e16 > 2 ** -13 && e16 < 2 ** -8)) {
+      throw new Error(`halfSums error ${e16} is not f16's (f32 sums: ${e32})`);
+    }
+    const run = { c: dense("", M, N, K), a, b, out0: zeros, tag: "" };
+    const worst = assertWithin("halfSums 70x68x1000", sums16, want, halfSumsBound(run));
+    console.log(`  largest error / bound ${worst.toFixed(3)}`);
+    const equal = [true, false].map((fused) => {
+      const model = halfSumsModel(a16, b16, M, N, K, fused);
+      return sums16.filter((v, i) => v === model[i]).length;
+    });
+    console.log(
+      `  equal to the model, fused fma: ${equal[0]}, f16 multiply then add: ${equal[1]} of ${M * N}`,
+    );
+    if (!equal.includes(M * N)) throw new Error("halfSums differs from both models of its f16 chunked sums");
+    for (const t of [ta, tb, ...outs]) gpu.free(t);
+  },
+});
+
+Deno.test({
+  name:
+    "halfSums: a chunk's f16 partial past 65504 gives inf (cancelling products do not), f32 sums stay finite",
+  ignore,
+  fn: async () => {
+    const M = 32, N = 32, K = 64;
+    const a = randn(M * K, 51, 0.5), b = randn(K * N, 52, 0.5);
+    // Row 0 all 200, row 1 all -200, row 2 alternating; column 0 of B all 200: products of +-40000 (exact in
+    // f16). Two of them overflow an f16 partial; alternating ones cancel before they can.
+    for (let k = 0; k < K; k++) {
+      [a[k], a[K + k], a[2 * K + k]] = [200, -200, k % 2 ? -200 : 200];
+      b[k * N] = 200;
+    }
+    const ta = gpu.tensor(halfWords(M * K)), tb = gpu.tensor(halfWords(K * N));
+    gpu.write(ta, packHalves(a));
+    gpu.write(tb, packHalves(b));
+    const plan = new Plan(gpu);
+    const outs = [false, true].map((halfSums) => {
+      const out = gpu.tensor(M * N);
+      matmul(plan, { out, a: ta, b: tb, M, N, K, half: true, halfSums, tiles: "gpu" });
+      return out;
+    });
+    plan.run();
+    const [sums32, sums16] = [await gpu.read(outs[0]), await gpu.read(outs[1])];
+    assertEquals([sums16[0], sums16[N], sums16[2 * N]], [Infinity, -Infinity, 0]);
+    assertEquals([sums32[0], sums32[N], sums32[2 * N]], [40000 * K, -40000 * K, 0]);
+    // Everywhere else finite and within the bound: the overflow stays in the outputs whose chunks overflowed.
+    const zeros = new Float32Array(M * N);
+    const want = matmulRef({ out: zeros, a: Float16Array.from(a), b: Float16Array.from(b), M, N, K });
+    const bound = halfSumsBound({ c: dense("", M, N, K), a, b, out0: zeros, tag: "" });
+    const rest = (x: ArrayLike<number>) => Array.from(x).filter((_, i) => i % N !== 0 || i >= 3 * N);
+    assertWithin("halfSums outside the overflowing outputs", rest(sums16), rest(want), rest(bound));
+    for (const t of [ta, tb, ...outs]) gpu.free(t);
   },
 });
 

@@ -1,7 +1,9 @@
 import { deepStrictEqual as assertEquals, throws } from "node:assert/strict";
 import { Plan } from "../shaders/gpu.ts";
+import { matmul } from "../shaders/matmul.ts";
 import {
   fillTemplate,
+  HALF_SUM_CHUNK,
   recordTiled,
   TILED_CANDIDATES,
   tiledFits,
@@ -108,9 +110,15 @@ Deno.test("the tiled template filler rejects missing or unused placeholders and 
     () => tiledMatmulSource(v, { ...base, name: "split", BM: 32, BK: 4, TM: 4, TN: 4, BN: 128 }),
     /split: b tile of 128 load units does not split over 256 threads/,
   );
+  // f16 arithmetic: only on f16 operands, and its chunks of k must end at K-tile ends.
+  throws(() => tiledMatmulSource({ ...v, halfSums: true }, base), /halfSums needs half/);
+  throws(
+    () => tiledMatmulSource({ ...v, half: true, halfSums: true }, { ...base, name: "k24", BK: 24 }),
+    new RegExp(`k24: BK=24 must divide the f16 sum chunk of ${HALF_SUM_CHUNK} k`),
+  );
 });
 
-Deno.test("recordTiled rejects operands that break the vec4 preconditions", async () => {
+Deno.test("recordTiled rejects operands that break the vec4 preconditions, matmul halfSums without half", async () => {
   const gpu = await testGpu();
   const plan = new Plan(gpu);
   const t = gpu.tensor(4096);
@@ -119,4 +127,5 @@ Deno.test("recordTiled rejects operands that break the vec4 preconditions", asyn
   throws(() => recordTiled(plan, [t, t, t], v, { ...blk, lda: 9 }, TILED_CANDIDATES[0]), /lda=9/);
   throws(() => recordTiled(plan, [t, t, t], v, { ...blk, N: 6 }, TILED_CANDIDATES[0]), /N=6/);
   throws(() => recordTiled(plan, [t, t, t], v, { ...blk, K: 6 }, TILED_CANDIDATES[0]), /K=6/);
+  throws(() => matmul(plan, { out: t, a: t, b: t, M: 8, N: 8, K: 8, halfSums: true }), /halfSums needs half/);
 });
