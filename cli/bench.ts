@@ -215,6 +215,7 @@ function matmulKernel(
     tiles?: "cpu" | "gpu";
     candidate?: string;
     half?: boolean;
+    halfSums?: boolean;
   },
 ): Promise<KernelResult> {
   const { M, N, K } = a;
@@ -322,18 +323,28 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
   } else console.error(`  (no f16 matmul rows: adapter ${gpu.adapterName} has no shader-f16)`);
   // The GPU family's workgroup-memory candidates (what the tuner picks from) at the x·W shape, on any
   // adapter; on a CPU adapter they show what llvmpipe makes of GPU-style kernels.
-  // With shader-f16 each candidate's f16 variant too (mixed precision's matmul on GPUs).
-  for (const half of gpu.shaderF16 ? [false, true] : [false]) {
+  // With shader-f16 each candidate's f16 variant too (mixed precision's matmul on GPUs), and its f16
+  // arithmetic ("f16acc": halfSums, f16 FMAs over chunks of k), the one that can pass the f32 ALU rate.
+  const tiledKinds = [{ tag: "", half: false, halfSums: false }];
+  if (gpu.shaderF16) {
+    tiledKinds.push({ tag: " f16", half: true, halfSums: false }, {
+      tag: " f16acc",
+      half: true,
+      halfSums: true,
+    });
+  }
+  for (const { tag, half, halfSums } of tiledKinds) {
     for (const c of TILED_CANDIDATES) {
       if (!tiledFits(c, gpu.limits)) continue;
       log(
-        await matmulKernel(gpu, iters, `tiled ${c.name}${half ? " f16" : ""}`, {
+        await matmulKernel(gpu, iters, `tiled ${c.name}${tag}`, {
           M: N,
           N: F,
           K: C,
           tiles: "gpu",
           candidate: c.name,
           half,
+          halfSums,
         }),
       );
     }
@@ -760,6 +771,22 @@ async function compare(
   return { config: c, rounds: roundsOut, medianTokensPerS: med, ratios, notes };
 }
 
+/**
+ * The fastest tiled candidate of each kind (f32; f16 operands with f32 sums; f16 arithmetic) and the f16
+ * ones' GFLOP/s over the f32 one's: the "f16 matmul >= 1.6x f32" figure. Undefined without f16 rows.
+ */
+export function tiledPrecisionRatio(kernels: KernelResult[]): string | undefined {
+  const best = (kind: string) =>
+    kernels
+      .filter((k) => k.name.startsWith("tiled ") && k.name.split(" ").slice(2).join(" ") === kind)
+      .reduce<KernelResult | undefined>((x, k) => (!x || k.gflops > x.gflops ? k : x), undefined);
+  const [f32, f16, f16acc] = ["", "f16", "f16acc"].map(best);
+  if (!f32 || !f16 || !f16acc) return undefined;
+  const row = (k: KernelResult) => `${k.name.split(" ")[1]} ${k.gflops.toFixed(1)} GFLOP/s`;
+  return `tiled best: f32 ${row(f32)}; f16 operands ${row(f16)}, ${(f16.gflops / f32.gflops).toFixed(2)}x ` +
+    `f32; f16 arithmetic (f16acc) ${row(f16acc)}, ${(f16acc.gflops / f32.gflops).toFixed(2)}x f32`;
+}
+
 /** The results as a text table. */
 export function formatResults(r: BenchResults): string {
   const lines = [
@@ -787,6 +814,8 @@ export function formatResults(r: BenchResults): string {
   lines.push(
     `(x reference: GFLOP/s over the register-tiled matmul's ("mm") or GB/s over the vec4 copy's, same adapter)`,
   );
+  const tiledRatio = tiledPrecisionRatio(r.kernels);
+  if (tiledRatio) lines.push(tiledRatio);
   lines.push("");
   for (const t of r.train) {
     const c = t.config;

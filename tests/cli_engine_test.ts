@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
-import { interpolate, main as bench, sampleLengths } from "../cli/bench.ts";
+import { interpolate, main as bench, sampleLengths, tiledPrecisionRatio } from "../cli/bench.ts";
 import { packPairs, parseTrainOptions, TRAIN_OPTIONS } from "../cli/lm_data.ts";
 import { learningRate } from "../interaction/schedule.ts";
 import { BASELINE_ADAMW } from "../model/trainer.ts";
@@ -332,6 +332,25 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   }
   assert.ok(p.outsideMatmul >= 0 && p.outsideMatmul <= 1, `${p.outsideMatmul}`);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bench: the tiled ratio line takes the fastest candidate of each precision", () => {
+  const row = (name: string, gflops: number) => ({ name, shape: "", ms: 1, gflops, gbps: 0 });
+  const kernels = [
+    row("matmul fwd f16 (x·W)", 900),
+    row("tiled a", 100),
+    row("tiled b", 120),
+    row("tiled a f16", 150),
+    row("tiled b f16", 130),
+    row("tiled a f16acc", 180),
+    row("tiled b f16acc", 210),
+  ];
+  assert.equal(
+    tiledPrecisionRatio(kernels),
+    "tiled best: f32 b 120.0 GFLOP/s; f16 operands a 150.0 GFLOP/s, 1.25x f32; " +
+      "f16 arithmetic (f16acc) b 210.0 GFLOP/s, 1.75x f32",
+  );
+  assert.equal(tiledPrecisionRatio(kernels.slice(0, 3)), undefined);
 });
 
 Deno.test("bench: recompute lengths are sampled evenly and interpolated linearly", () => {
