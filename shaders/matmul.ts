@@ -505,8 +505,10 @@ export interface LinearArgs {
    * Mixed precision: W16, W's f16 copy (shaders/f16.ts), and x16, scratch for x's f16 copy (at least
    * rows * inC halves). The matmul reads both in f16 and sums in f32; x, b, y and the gradients stay f32.
    * `xHalf`: x16 already holds x (its producer wrote f16), so nothing is cast and x is not read.
+   * `halfSums`: f16 arithmetic ({@link MatmulArgs.halfSums}) for the products that sum over the layer's
+   * width, y = x W and dx = dy W^T; dW = x^T dy, a sum over every row of scaled gradients, keeps f32 sums.
    */
-  half?: { W16: TensorView; x16: TensorView; xHalf?: boolean };
+  half?: { W16: TensorView; x16: TensorView; xHalf?: boolean; halfSums?: boolean };
 }
 
 /** Record y = x W + b (y overwritten). */
@@ -519,7 +521,17 @@ export function linearForward(
     return;
   }
   if (!half.xHalf) castToHalf(plan, { out: half.x16, inp: x, n: rows * inC });
-  matmul(plan, { out: y, a: half.x16, b: half.W16, bias: b, M: rows, N: outC, K: inC, half: true });
+  matmul(plan, {
+    out: y,
+    a: half.x16,
+    b: half.W16,
+    bias: b,
+    M: rows,
+    N: outC,
+    K: inC,
+    half: true,
+    halfSums: half.halfSums,
+  });
 }
 
 /** The gradients {@link linearBackward} writes: dx is overwritten, dW and db accumulate. */
@@ -563,5 +575,15 @@ export function linearBackward(
     accumulate: true,
     half: true,
   });
-  matmul(plan, { out: dx, a: dy16, b: half.W16, M: rows, N: inC, K: outC, transB: true, half: true });
+  matmul(plan, {
+    out: dx,
+    a: dy16,
+    b: half.W16,
+    M: rows,
+    N: inC,
+    K: outC,
+    transB: true,
+    half: true,
+    halfSums: half.halfSums,
+  });
 }

@@ -8,7 +8,7 @@
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { Plan } from "../shaders/gpu.ts";
 import { castToHalf, halfWords, scaleBy } from "../shaders/f16.ts";
-import { matmul } from "../shaders/matmul.ts";
+import { linearBackward, linearForward, matmul } from "../shaders/matmul.ts";
 import { HALF_SUM_CHUNK, TILED_CANDIDATES, tiledFits } from "../shaders/matmul_tiled.ts";
 import { geluForward } from "../shaders/gelu.ts";
 import { layernormForward } from "../shaders/layernorm.ts";
@@ -433,6 +433,78 @@ Deno.test({
     const rest = (x: ArrayLike<number>) => Array.from(x).filter((_, i) => i % N !== 0 || i >= 3 * N);
     assertWithin("halfSums outside the overflowing outputs", rest(sums16), rest(want), rest(bound));
     for (const t of [ta, tb, ...outs]) gpu.free(t);
+  },
+});
+
+Deno.test({
+  name:
+    "linear layers' halfSums: y and dx in f16 arithmetic within the bound (GPU family), dW and db f32 sums' bits",
+  ignore,
+  fn: async () => {
+    const rows = 40, inC = 64, outC = 96;
+    const x = randn(rows * inC, 61),
+      W = randn(inC * outC, 62, 0.2),
+      b = randn(outC, 63),
+      dy = randn(rows * outC, 64);
+    const f32 = (v: Float32Array) => {
+      const t = gpu.tensor(v.length);
+      gpu.write(t, v);
+      return t;
+    };
+    const [tx, tW, tb, tdy] = [x, W, b, dy].map(f32);
+    const W16 = gpu.tensor(halfWords(inC * outC));
+    gpu.write(W16, packHalves(W));
+    const plan = new Plan(gpu);
+    const runs = [false, true].map((halfSums) => {
+      const o = {
+        y: gpu.tensor(rows * outC),
+        dx: gpu.tensor(rows * inC),
+        dW: gpu.tensor(inC * outC),
+        db: gpu.tensor(outC),
+      };
+      const half = { W16, x16: gpu.tensor(halfWords(rows * inC)), halfSums };
+      linearForward(plan, { y: o.y, x: tx, W: tW, b: tb, rows, inC, outC, half });
+      const dy16 = gpu.tensor(halfWords(rows * outC));
+      linearBackward(plan, { ...o, dy: tdy, x: tx, W: tW, rows, inC, outC, half: { ...half, dy16 } });
+      return o;
+    });
+    plan.run();
+    const [f32Sums, f16Sums] = await Promise.all(runs.map(async (o) => ({
+      y: await gpu.read(o.y),
+      dx: await gpu.read(o.dx),
+      dW: await gpu.read(o.dW),
+      db: await gpu.read(o.db),
+    })));
+    assertEquals(f16Sums.dW, f32Sums.dW, "dW keeps f32 sums");
+    assertEquals(f16Sums.db, f32Sums.db);
+    const zeros = (n: number) => new Float32Array(n);
+    const yCase = dense("", rows, outC, inC, { bias: true });
+    const dxCase = dense("", rows, inC, outC, { transB: true });
+    for (
+      const [name, got, other, run] of [
+        ["y", f16Sums.y, f32Sums.y, { c: yCase, a: x, b: W, out0: zeros(rows * outC), bias: b, tag: "" }],
+        ["dx", f16Sums.dx, f32Sums.dx, { c: dxCase, a: dy, b: W, out0: zeros(rows * inC), tag: "" }],
+      ] as const
+    ) {
+      const { c } = run;
+      const want = matmulRef({
+        ...c,
+        out: run.out0,
+        a: Float16Array.from(run.a),
+        b: Float16Array.from(run.b),
+        bias: "bias" in run ? run.bias : undefined,
+      });
+      const worst = assertWithin(`linear ${name} halfSums`, got, want, halfSumsBound(run));
+      const differ = got.filter((v, i) => v !== other[i]).length;
+      console.log(
+        `  ${name}: error / bound <= ${worst.toFixed(3)}, ${differ} of ${got.length} not f32 sums' bits`,
+      );
+      // Only the GPU family's tiled kernel has f16 arithmetic; the CPU family's kernels ignore halfSums.
+      if (gpu.cpuLike) assertEquals(got, other, `linear ${name}: the CPU family keeps f32 sums`);
+      else if (differ === 0) throw new Error(`linear ${name}: halfSums gave the f32 sums' bits, not f16's`);
+    }
+    for (const o of runs) for (const t of Object.values(o)) gpu.free(t);
+    for (const t of [tx, tW, tb, tdy, W16]) gpu.free(t);
   },
 });
 
