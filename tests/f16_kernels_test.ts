@@ -395,7 +395,15 @@ Deno.test({
     console.log(
       `  equal to the model, fused fma: ${equal[0]}, f16 multiply then add: ${equal[1]} of ${M * N}`,
     );
-    if (!equal.includes(M * N)) throw new Error("halfSums differs from both models of its f16 chunked sums");
+    // lavapipe matches the unfused model in every element. A GPU compiler may also evaluate an f16 fma in
+    // f32 and round once more (rarely a different bit, which then propagates), so there a majority: a
+    // different chunk length matches in under 0.3% (models with chunks of 16 or 64 k, measured once).
+    const need = cpuAdapter ? M * N : M * N / 2;
+    if (Math.max(...equal) < need) {
+      throw new Error(
+        `halfSums matches neither model of its f16 chunked sums in ${need} of ${M * N} elements`,
+      );
+    }
     for (const t of [ta, tb, ...outs]) gpu.free(t);
   },
 });
