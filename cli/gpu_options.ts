@@ -89,9 +89,9 @@ export async function openGpu(flags: GpuFlagValues, options: { quiet?: boolean }
     warn: (m) => console.error(`warning: ${m}`),
     onTuned: (r) =>
       console.error(
-        `tuned matmul ${r.shapeClass} on ${r.shape.join("x")}: ${r.winner} (${
-          r.ms[r.winner].toFixed(3)
-        } ms; ${Object.keys(r.ms).length} candidates)`,
+        `tuned ${r.shapeClass} on ${r.shape.join("x")}: ${r.winner} (${r.ms[r.winner].toFixed(3)} ms; ${
+          Object.keys(r.ms).length
+        } candidates)`,
       ),
   });
   if (!options.quiet) console.error(describeLine(d));

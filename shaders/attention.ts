@@ -6,30 +6,48 @@
  * scores s_ij = q_i·k_j / sqrt(hd), j ≤ i, which is all backward needs to rebuild P = exp(S - lse).
  *
  * One thread owns R consecutive rows (queries, or keys for dk/dv) of one (b, h) and keeps them, and
- * their outputs, in hd/4 named vec4 registers each, generated for the head size; the other side's rows
- * are read straight from the storage buffers, once per thread for all R rows (every thread of a
- * workgroup reads the same row at about the same time, so caches serve it). R is 4 on CPU adapters
- * and 1 on GPUs ({@link rowsPerThread}). No arrays: Mesa's llvmpipe (lavapipe) takes time roughly quadratic in an array's size to compile
- * a non-unrolled loop that indexes it, so workgroup tiles of K/V made the hd=64 kernels take minutes
- * to compile; this form compiles in about a second. Every sum runs in a fixed order, so results are
- * bit-for-bit deterministic, and no output element is written by two threads. Head sizes must be
+ * their outputs, in hd/4 named vec4 registers each, generated for the head size. The other side's rows
+ * are read once per thread for all R rows: straight from the storage buffers (every thread of a
+ * workgroup reads the same row at about the same time, so caches serve it), or, in the staged
+ * candidates, from a tile of them that the workgroup loads into workgroup memory between two barriers.
+ * Threads per workgroup, R and the staging are a candidate of `attention_candidates.ts`: fixed on CPU
+ * adapters (64 threads, R = 4, from storage), tuned per shape class on GPUs (`tune.ts`), and every
+ * candidate gives the same bits (see {@link forwardSource}).
+ *
+ * No arrays in the CPU family's kernels: Mesa's llvmpipe (lavapipe) takes time roughly quadratic in an
+ * array's size to compile a non-unrolled loop that indexes it, so workgroup tiles of K/V as wide as a
+ * workgroup made the hd=64 kernels take minutes to compile; the register form compiles in about a second.
+ * The staged GPU candidates keep their tiles small (16 or 32 rows: at most 16.3 KiB at hd=64, see
+ * `attentionSharedBytes`); a loop over such a tile compiles in 2-4 s per kernel on lavapipe at hd=64,
+ * where unrolling it took 30-76 s. Every sum runs in a fixed order, so results are bit-for-bit
+ * deterministic, and no output element is written by two threads. Head sizes must be
  * multiples of 4 (vec4 loads) and at most 256.
  * @module
  */
-import { checkLengths, computeMain, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
-import { DROPOUT_WGSL, type DropoutKey, keepThreshold } from "./dropout.ts";
+import {
+  checkLengths,
+  computeMain,
+  type Gpu,
+  grid,
+  Plan,
+  storage,
+  type TensorView,
+  uniformLayout,
+} from "./gpu.ts";
+import { DROPOUT_WGSL, DropoutKey, keepThreshold } from "./dropout.ts";
+import {
+  ATTENTION_CANDIDATES,
+  ATTENTION_CPU,
+  type AttentionCandidate,
+  attentionCandidate,
+  attentionFits,
+  type AttentionPass,
+  attentionSharedBytes,
+} from "./attention_candidates.ts";
+import { attentionClass, chooseCandidate, type Retargetable, timePlan, type Timing } from "./tune.ts";
 
-/** Threads per workgroup: rows of one (b, h) in the training kernels, keys of a tile in decode. */
+/** Threads per workgroup of the decode kernel: keys of a tile. */
 const WG = 64;
-/**
- * Rows (queries, or keys in the dK/dV pass) per thread of the training kernels: each key's or query's
- * vectors are loaded once for all of a thread's rows. On CPU adapters loads are what costs (docs/engine.md),
- * and 4 rows make the kernels 3-3.5x faster than 1 on llvmpipe (8 rows: 6x, but a backward kernel takes
- * 25 s to compile); on GPUs each row holds 32 vec4 registers, so one row per thread keeps them in registers.
- */
-export function rowsPerThread(gpu: { cpuLike: boolean }): number {
-  return gpu.cpuLike ? 4 : 1;
-}
 /** Threads per workgroup of the elementwise D pass. */
 const WG_D = 256;
 /** Largest head size: the decode kernel gives each vec4 of a head row at least one thread. */
@@ -47,7 +65,7 @@ function headSize(where: string, C: number, H: number, views: Array<[string, Ten
   return hd;
 }
 
-/** `f(c)` for each vec4 c < V of a head row, joined: one generated statement or term per register. */
+/** `f(c)` for each c < V (a vec4 of a head row, a row of a tile), joined: one generated statement each. */
 function each(V: number, f: (c: number) => string, sep = "\n  "): string {
   return Array.from({ length: V }, (_, c) => f(c)).join(sep);
 }
@@ -55,12 +73,10 @@ function each(V: number, f: (c: number) => string, sep = "\n  "): string {
 /**
  * Params of the training kernels; sizes in vec4 units: C4 = C/4, V = hd/4. `blocks` = workgroups used,
  * `scale` = 1/sqrt(hd). Row r of qkv starts at vec4 r*3*C4 (q, then k at + C4, v at + 2*C4), of y and dy
- * at r*C4. A workgroup takes WG * R consecutive rows of one (b, h); threads past T return at once (there
- * are no barriers).
+ * at r*C4. A workgroup takes WG * R consecutive rows of one (b, h); in the kernels that read from storage
+ * threads past T return at once (there are no barriers), in the staged ones they help load.
  */
 const PARAMS = uniformLayout({ B: "u32", T: "u32", C4: "u32", H: "u32", blocks: "u32", scale: "f32" });
-const HEADER = PARAMS.wgsl + /* wgsl */ `const WG: u32 = ${WG}u;
-`;
 /**
  * With dropout on the probabilities: the same fields, then the site's generator word, the keep threshold
  * and the kept probabilities' scale 1/(1-p) (shaders/dropout.ts).
@@ -78,13 +94,14 @@ const DROP_PARAMS = uniformLayout({
 });
 
 /**
- * The header of a training kernel; with dropout also the key (bound after the storage buffers, at
- * `keyBinding`) and `dropScale(rowKey, key)`: 1/(1-p) if probability (row, key) is kept, else 0.
+ * The header of a training kernel for `WG` threads a workgroup; with dropout also the key (bound after
+ * the storage buffers, at `keyBinding`) and `dropScale(rowKey, key)`: 1/(1-p) if probability (row, key) is
+ * kept, else 0.
  */
-function header(drop: boolean, keyBinding: number): string {
-  if (!drop) return HEADER;
-  return DROP_PARAMS.wgsl + /* wgsl */ `const WG: u32 = ${WG}u;
-@group(0) @binding(${keyBinding}) var<uniform> dkey: DropKey;
+function header(WG: number, drop: boolean, keyBinding: number): string {
+  const wg = `const WG: u32 = ${WG}u;\n`;
+  if (!drop) return PARAMS.wgsl + wg;
+  return DROP_PARAMS.wgsl + wg + /* wgsl */ `@group(0) @binding(${keyBinding}) var<uniform> dkey: DropKey;
 ${DROPOUT_WGSL}
 fn dropScale(rowKey: u32, col: u32) -> f32 { return select(0.0, p.keepScale, dropKeep(rowKey, col, p.threshold)); }
 `;
@@ -92,9 +109,11 @@ fn dropScale(rowKey: u32, col: u32) -> f32 { return select(0.0, p.keepScale, dro
 
 /**
  * Shared start of the training kernels: this thread's first row t0 of (b, h) (it owns rows t0 .. t0 + R - 1
- * that are < T), `base` = vec4 of row 0, head h; `last` = its last row inside the sequence.
+ * that are < T), `base` = vec4 of row 0, head h; `last` = its last row inside the sequence. Staged kernels
+ * also get `wgRows(blk)`: the workgroup's first row and its last one inside the sequence, uniform values
+ * (they depend on the workgroup only) that bound the loops holding barriers.
  */
-function rowOf(V: number, R: number): string {
+function rowOf(V: number, R: number, staged: boolean): string {
   return /* wgsl */ `
 const V: u32 = ${V}u;
 const R: u32 = ${R}u;
@@ -107,7 +126,16 @@ fn rowOf(blk: u32, li: u32) -> Row {
   let h = bh % p.H;
   return Row(b, h, bh, t, min(t + R - 1u, p.T - 1u), b * p.T * 3u * p.C4 + h * V, blk < p.blocks && t < p.T);
 }
-`;
+${
+    staged
+      ? `fn wgRows(blk: u32) -> vec2u {
+  let nb = (p.T + WG * R - 1u) / (WG * R);
+  let t0 = (blk % nb) * WG * R;
+  return vec2u(t0, min(t0 + WG * R - 1u, p.T - 1u));
+}
+`
+      : ""
+  }`;
 }
 
 /**
@@ -129,6 +157,48 @@ function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string 
   return (f, sep = "\n  ") => Array.from({ length: R }, (_, rr) => f(rr)).join(sep);
 }
 
+/** The staged kernels' workgroup loads of one tile: `body` for element e < `count`, e = li, li + WG, .... */
+function tileLoads(WG: number, count: number, body: string): string {
+  return each(
+    Math.ceil(count / WG),
+    (n) => `{ let e = li + ${n * WG}u; if (e < ${count}u) { ${body} } }`,
+    "\n    ",
+  );
+}
+
+/**
+ * A staged kernel's walk over the other side's rows: `start` and `end` (uniform WGSL expressions, `end`
+ * exclusive), tiles of `tile` rows from `x0` = start; per tile the `loads`, a barrier, this thread's work
+ * (skipped by threads past the sequence), and a barrier before the tile is overwritten. A start or end
+ * that depends on the padding mask is read back through `workgroupUniformLoad` so the analysis sees it
+ * uniform.
+ */
+function stagedLoop(
+  x0: string,
+  { start, end, tile, loads, work, masked }: {
+    start: string;
+    end: string;
+    tile: number;
+    loads: string;
+    work: string;
+    masked: boolean;
+  },
+): string {
+  const bound = masked
+    ? `if (li == 0u) { bound = ${start}; }\n  let start = workgroupUniformLoad(&bound);`
+    : "";
+  return /* wgsl */ `let w = wgRows(wgIndex);
+  ${bound}
+  for (var ${x0} = ${masked ? "start" : start}; ${x0} < ${end}; ${x0} += ${tile}u) {
+    ${loads}
+    workgroupBarrier();
+    if (r.ok) {
+      ${work}
+    }
+    workgroupBarrier();
+  }`;
+}
+
 /**
  * Forward: a thread owns R consecutive queries t0 .. t0+R-1 and walks keys j ≤ its last query four at a
  * time, loading each key's k and v once for all R rows, with an online softmax per row (running max m,
@@ -137,107 +207,146 @@ function rowsOf(R: number): (f: (rr: number) => string, sep?: string) => string 
  * With dropout (`drop`), the output sums the kept probabilities scaled by 1/(1-p) while l and lse stay
  * those of the whole softmax, as transformers drops after the softmax. The mask of (query i, key j) is
  * keyed by row (b*H + h)*T + i and column j. Bindings: params, y, lse, qkv (then the key).
+ *
+ * Why every candidate gives the same bits: a row's groups are the 4-key groups [4m, 4m+3] in increasing
+ * order whatever the candidate, each computed by the same expressions. A thread (or a staged workgroup)
+ * may walk more groups than a row needs: those past the row are all masked, so with m finite (the row has
+ * seen its own key) corr = exp(m - m) = 1 and p = exp(-3e38 - m) = 0, and l * 1 + 0 = l, a * 1 + 0 * v = a
+ * exactly; under the padding mask, groups before the row's first visible key have m = -3e38, corr =
+ * exp(0) = 1 and p selected to 0, the same no-op. A staged workgroup reads k and v from its tile instead
+ * of storage: the same values.
  */
-function forwardSource(HD: number, R: number, drop = false, masked = false): string {
-  const V = HD / 4;
+function forwardSource(HD: number, c: AttentionCandidate, drop = false, masked = false): string {
+  const V = HD / 4, { WG, R, tile } = c;
   const rows = rowsOf(R);
   const mask = maskOf(masked, drop ? 5 : 4);
-  const key = (n: number) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`;
-  const kv = (n: number, c: number) => `qkv[r${n} + ${c}u]`;
   // The weights of the values: the probabilities, or with dropout the kept ones, scaled.
   const w = (rr: number) => drop ? `pd${rr}` : `pr${rr}`;
-  return header(drop, 4) + rowOf(V, R) + /* wgsl */ `
+  // One group of keys j .. j+3, their k in k{n}_{c}, v vector c of key n at `v(n, c)`.
+  const group = (v: (n: number, c: number) => string) =>
+    /* wgsl */ `let jj = vec4u(j, j + 1u, j + 2u, j + 3u);
+    ${
+      rows((rr) => {
+        const dots = (n: number) => each(V, (c) => `dot(q${rr}_${c}, k${n}_${c})`, " + ");
+        return `var sc${rr} = vec4f(${dots(0)},
+      ${dots(1)},
+      ${dots(2)},
+      ${dots(3)});
+    ${
+          masked
+            ? `let ok${rr} = (jj <= vec4u(r.t + ${rr}u)) & ((jj >= vec4u(ks)) | vec4<bool>(r.t + ${rr}u < ks));`
+            : `let ok${rr} = jj <= vec4u(r.t + ${rr}u);`
+        }
+    sc${rr} = select(vec4f(${NEG}), sc${rr}, ok${rr});
+    let mt${rr} = max(m${rr}, max(max(sc${rr}.x, sc${rr}.y), max(sc${rr}.z, sc${rr}.w)));
+    let corr${rr} = exp(m${rr} - mt${rr});
+    ${
+          // A masked group may come before the row's first visible key, while m is still -inf: its
+          // probabilities must be 0, not exp(-inf - -inf).
+          masked
+            ? `let pr${rr} = select(vec4f(0.0), exp(sc${rr} - vec4f(mt${rr})), ok${rr});`
+            : `let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));`}
+    l${rr} = l${rr} * corr${rr} + (pr${rr}.x + pr${rr}.y + pr${rr}.z + pr${rr}.w);
+    m${rr} = mt${rr};${
+          drop
+            ? `
+    let pd${rr} = pr${rr} * vec4f(${each(4, (n) => `dropScale(dr${rr}, j + ${n}u)`, ", ")});`
+            : ""
+        }`;
+      }, "\n    ")
+    }
+    // Each v vector is loaded once for all rows.
+    ${
+      each(
+        V,
+        (c) =>
+          `{
+      let v0 = ${v(0, c)}; let v1 = ${v(1, c)}; let v2 = ${v(2, c)}; let v3 = ${v(3, c)};
+      ${
+            rows(
+              (rr) =>
+                `a${rr}_${c} = a${rr}_${c} * corr${rr} + ${w(rr)}.x * v0 + ${w(rr)}.y * v1 + ${
+                  w(rr)
+                }.z * v2 + ${w(rr)}.w * v3;`,
+              "\n      ",
+            )
+          }
+    }`,
+        "\n    ",
+      )
+    }`;
+  // With the padding mask, a thread (a staged workgroup) whose rows are all real starts at the 4-key
+  // group holding ks.
+  const loop = tile === 0
+    ? /* wgsl */ `for (var j = ${masked ? "select(0u, ks & ~3u, r.t >= ks)" : "0u"}; j <= r.last; j += 4u) {
+    // k rows of keys j .. j+3 (clamped to the last row to stay in the sequence; the extra ones are masked).
+    ${each(4, (n) => `let r${n} = base + min(j + ${n}u, r.last) * S + C4;`, "\n    ")}
+    ${each(4, (n) => each(V, (c) => `let k${n}_${c} = qkv[r${n} + ${c}u];`, " "), "\n    ")}
+    // v of a key sits C4 after its k.
+    ${group((n, c) => `qkv[r${n} + C4 + ${c}u]`)}
+  }`
+    : stagedLoop("j0", {
+      start: masked ? "select(0u, ks & ~3u, w.x >= ks)" : "0u",
+      end: "w.y + 1u",
+      tile,
+      masked,
+      // Keys past the workgroup's last row are clamped to it (masked for every row).
+      loads: tileLoads(
+        WG,
+        tile * V,
+        `let at = base + min(j0 + e / V, w.y) * S + C4 + e % V; kt[e] = qkv[at]; vt[e] = qkv[at + C4];`,
+      ),
+      work: `for (var g = 0u; g < ${tile}u; g += 4u) {
+      let j = j0 + g;
+      if (j <= r.last) {
+    ${each(4, (n) => each(V, (c) => `let k${n}_${c} = kt[(g + ${n}u) * V + ${c}u];`, " "), "\n    ")}
+    ${group((n, c) => `vt[(g + ${n}u) * V + ${c}u]`)}
+      }
+      }`,
+    });
+  return header(WG, drop, 4) + rowOf(V, R, tile > 0) +
+    (tile > 0
+      ? `var<workgroup> kt: array<vec4f, ${tile * V}>;
+var<workgroup> vt: array<vec4f, ${tile * V}>;
+${masked ? "var<workgroup> bound: u32;\n" : ""}`
+      : "") + /* wgsl */
+    `
 ${
-    storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })
-  }${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
-  if (!r.ok) { return; }
+      storage({ y: "read_write array<vec4f>", lse: "read_write array<f32>", qkv: "read array<vec4f>" })
+    }${mask.decl}${computeMain(WG)}  ${tile > 0 ? "if (wgIndex >= p.blocks) { return; }" : ""}
+  let r = rowOf(wgIndex, li);
+  ${tile > 0 ? "" : "if (!r.ok) { return; }"}
   ${mask.start}let C4 = p.C4;
   let S = 3u * C4;
   let base = r.base;
   ${
-    drop
-      ? `let stream = dropStream(p.site);\n  ${
-        rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + r.t + ${rr}u);`)
-      }`
-      : ""
-  }
+      drop
+        ? `let stream = dropStream(p.site);\n  ${
+          rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + r.t + ${rr}u);`)
+        }`
+        : ""
+    }
   // q is pre-multiplied by the scale so a score is one dot product; rows past T repeat the last one.
   ${rows((rr) => `let rq${rr} = base + min(r.t + ${rr}u, r.last) * S;`)}
   ${rows((rr) => each(V, (c) => `let q${rr}_${c} = qkv[rq${rr} + ${c}u] * p.scale;`))}
   ${rows((rr) => each(V, (c) => `var a${rr}_${c} = vec4f(0.0);`))}
   ${
-    rows((rr) =>
-      `var m${rr}: f32 = ${NEG};
+      rows((rr) =>
+        `var m${rr}: f32 = ${NEG};
   var l${rr}: f32 = 0.0;`
-    )
-  }
-  // With the padding mask, a thread whose rows are all real starts at the 4-key group holding ks.
-  for (var j = ${masked ? "select(0u, ks & ~3u, r.t >= ks)" : "0u"}; j <= r.last; j += 4u) {
-    // k rows of keys j .. j+3 (clamped to the last row to stay in the sequence; the extra ones are masked).
-    ${each(4, key, "\n    ")}
-    ${each(4, (n) => each(V, (c) => `let k${n}_${c} = ${kv(n, c)};`, " "), "\n    ")}
-    let jj = vec4u(j, j + 1u, j + 2u, j + 3u);
-    ${
-    rows((rr) => {
-      const dots = (n: number) => each(V, (c) => `dot(q${rr}_${c}, k${n}_${c})`, " + ");
-      return `var sc${rr} = vec4f(${dots(0)},
-      ${dots(1)},
-      ${dots(2)},
-      ${dots(3)});
-    ${
-        masked
-          ? `let ok${rr} = (jj <= vec4u(r.t + ${rr}u)) & ((jj >= vec4u(ks)) | vec4<bool>(r.t + ${rr}u < ks));`
-          : `let ok${rr} = jj <= vec4u(r.t + ${rr}u);`
-      }
-    sc${rr} = select(vec4f(${NEG}), sc${rr}, ok${rr});
-    let mt${rr} = max(m${rr}, max(max(sc${rr}.x, sc${rr}.y), max(sc${rr}.z, sc${rr}.w)));
-    let corr${rr} = exp(m${rr} - mt${rr});
-    ${
-        // A masked group may come before the row's first visible key, while m is still -inf: its
-        // probabilities must be 0, not exp(-inf - -inf).
-        masked
-          ? `let pr${rr} = select(vec4f(0.0), exp(sc${rr} - vec4f(mt${rr})), ok${rr});`
-          : `let pr${rr} = exp(sc${rr} - vec4f(mt${rr}));`}
-    l${rr} = l${rr} * corr${rr} + (pr${rr}.x + pr${rr}.y + pr${rr}.z + pr${rr}.w);
-    m${rr} = mt${rr};${
-        drop
-          ? `
-    let pd${rr} = pr${rr} * vec4f(${each(4, (n) => `dropScale(dr${rr}, j + ${n}u)`, ", ")});`
-          : ""
-      }`;
-    }, "\n    ")
-  }
-    // v of a key sits C4 after its k; each v vector is loaded once for all rows.
-    ${
-    each(
-      V,
-      (c) =>
-        `{
-      let v0 = qkv[r0 + C4 + ${c}u]; let v1 = qkv[r1 + C4 + ${c}u]; let v2 = qkv[r2 + C4 + ${c}u]; let v3 = qkv[r3 + C4 + ${c}u];
-      ${
-          rows(
-            (rr) =>
-              `a${rr}_${c} = a${rr}_${c} * corr${rr} + ${w(rr)}.x * v0 + ${w(rr)}.y * v1 + ${
-                w(rr)
-              }.z * v2 + ${w(rr)}.w * v3;`,
-            "\n      ",
-          )
-        }
-    }`,
-      "\n    ",
-    )
-  }
-  }
+      )
+    }
+  ${loop}
   ${
-    rows((rr) =>
-      `if (r.t + ${rr}u < p.T) {
+      rows((rr) =>
+        `if (r.t + ${rr}u < p.T) {
     let ry = (r.b * p.T + r.t + ${rr}u) * C4 + r.h * V;
     let inv = 1.0 / l${rr};
     ${each(V, (c) => `y[ry + ${c}u] = a${rr}_${c} * inv;`, "\n    ")}
     lse[r.bh * p.T + r.t + ${rr}u] = m${rr} + log(l${rr});
   }`
-    )
-  }
+      )
+    }
 }
 `;
 }
@@ -248,7 +357,7 @@ ${
  * Bindings: params, dqkv, dy, y.
  */
 function deltaSource(HD: number): string {
-  return HEADER + /* wgsl */ `
+  return PARAMS.wgsl + /* wgsl */ `
 const V: u32 = ${HD / 4}u;
 ${storage({ dqkv: "read_write array<vec4f>", dy: "read array<vec4f>", y: "read array<vec4f>" })}
 ${computeMain(WG_D)}  let i = globalIndex;
@@ -278,36 +387,20 @@ const GRAD_BINDINGS = storage({
  * P = 0). Reads D_i from the dq slots, which this pass does not write. With dropout's scaled mask M,
  * dP_ij = M_ij dy_i·v_j and dv_j = Σ_i M_ij P_ij dy_i, and D_i = dy_i·y_i still. Bindings: params, dqkv,
  * dy, qkv, lse (then the key).
+ *
+ * Every candidate adds the queries of a key one at a time in increasing i; the queries a thread (a staged
+ * workgroup) walks that a key does not see have P selected to 0, so they add 0 * dy and 0 * q: exact
+ * no-ops on values that started at +0. A staged workgroup stages q, dy, lse and D of `tile` queries.
  */
-function keySource(HD: number, R: number, drop = false, masked = false): string {
-  const V = HD / 4;
+function keySource(HD: number, c: AttentionCandidate, drop = false, masked = false): string {
+  const V = HD / 4, { WG, R, tile } = c;
   const rows = rowsOf(R);
   const mask = maskOf(masked, drop ? 6 : 5);
   // Query i sees key j = r.t + rr (see maskOf).
   const sees = (rr: number) =>
     masked ? `i >= r.t + ${rr}u && (r.t + ${rr}u >= ks || i < ks)` : `i >= r.t + ${rr}u`;
-  return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
-${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
-  if (!r.ok) { return; }
-  ${mask.start}let C4 = p.C4;
-  let S = 3u * C4;
-  ${rows((rr) => `let rk${rr} = r.base + min(r.t + ${rr}u, r.last) * S + C4;`)}
-  // k is pre-multiplied by the scale so a score is one dot product.
-  ${rows((rr) => each(V, (c) => `let k${rr}_${c} = qkv[rk${rr} + ${c}u] * p.scale;`))}
-  ${rows((rr) => each(V, (c) => `let v${rr}_${c} = qkv[rk${rr} + C4 + ${c}u];`))}
-  ${rows((rr) => each(V, (c) => `var dk${rr}_${c} = vec4f(0.0);`))}
-  ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
-  let gBase = r.b * p.T * C4 + r.h * V;
-  ${drop ? "let stream = dropStream(p.site);" : ""}
-  // With the padding mask, padding keys are seen by padding queries only.
-  for (var i = r.t; i < ${masked ? "select(p.T, ks, r.last < ks)" : "p.T"}; i++) {
-    let rq = r.base + i * S;
-    let rg = gBase + i * C4;
-    ${drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : ""}
-    ${each(V, (c) => `let q${c} = qkv[rq + ${c}u];`, " ")}
-    ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`, " ")}
-    let li_ = lse[r.bh * p.T + i];
-    let di = dqkv[rq].x;
+  // Query i's terms; its q in q{c}, dy in g{c}, lse in li_, D in di.
+  const query = `${drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : ""}
     ${
     rows((rr) =>
       `{
@@ -318,8 +411,73 @@ ${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
       ${each(V, (c) => `dv${rr}_${c} += pv * g${c};`, " ")}
       ${each(V, (c) => `dk${rr}_${c} += dsc * q${c};`, " ")}
     }`, "\n    ")
-  }
-  }
+  }`;
+  // With the padding mask, padding keys are seen by padding queries only.
+  const loop = tile === 0
+    ? /* wgsl */ `for (var i = r.t; i < ${masked ? "select(p.T, ks, r.last < ks)" : "p.T"}; i++) {
+    let rq = r.base + i * S;
+    let rg = gBase + i * C4;
+    ${each(V, (c) => `let q${c} = qkv[rq + ${c}u];`, " ")}
+    ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`, " ")}
+    let li_ = lse[r.bh * p.T + i];
+    let di = dqkv[rq].x;
+    ${query}
+  }`
+    : stagedLoop("i0", {
+      start: "w.x",
+      end: masked ? "end" : "p.T",
+      tile,
+      masked: false,
+      // Queries past the sequence are clamped to its last row (and skipped).
+      loads: tileLoads(
+        WG,
+        tile * V,
+        `let i = min(i0 + e / V, p.T - 1u); qt[e] = qkv[r.base + i * S + e % V]; gt[e] = dy[gBase + i * C4 + e % V];`,
+      ) + "\n    " +
+        tileLoads(
+          WG,
+          tile,
+          `let i = min(i0 + e, p.T - 1u); lt[e] = lse[r.bh * p.T + i]; dt[e] = dqkv[r.base + i * S].x;`,
+        ),
+      work: `for (var u = 0u; u < ${tile}u; u++) {
+      let i = i0 + u;
+      if (i >= r.t && i < ${masked ? "end" : "p.T"}) {
+    ${each(V, (c) => `let q${c} = qt[u * V + ${c}u];`, " ")}
+    ${each(V, (c) => `let g${c} = gt[u * V + ${c}u];`, " ")}
+    let li_ = lt[u];
+    let di = dt[u];
+    ${query}
+      }
+      }`,
+    });
+  const staged = tile > 0
+    ? `var<workgroup> qt: array<vec4f, ${tile * V}>;
+var<workgroup> gt: array<vec4f, ${tile * V}>;
+var<workgroup> lt: array<f32, ${tile}>;
+var<workgroup> dt: array<f32, ${tile}>;
+${masked ? "var<workgroup> bound: u32;\n" : ""}`
+    : "";
+  // A staged workgroup's end under the mask: ks if all its keys are padding, read uniformly.
+  const end = tile > 0 && masked
+    ? `if (li == 0u) { bound = select(p.T, ks, wgRows(wgIndex).y < ks); }
+  let end = workgroupUniformLoad(&bound);`
+    : "";
+  return header(WG, drop, 5) + rowOf(V, R, tile > 0) + staged + /* wgsl */ `
+${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  ${tile > 0 ? "if (wgIndex >= p.blocks) { return; }" : ""}
+  let r = rowOf(wgIndex, li);
+  ${tile > 0 ? "" : "if (!r.ok) { return; }"}
+  ${mask.start}let C4 = p.C4;
+  let S = 3u * C4;
+  ${rows((rr) => `let rk${rr} = r.base + min(r.t + ${rr}u, r.last) * S + C4;`)}
+  // k is pre-multiplied by the scale so a score is one dot product.
+  ${rows((rr) => each(V, (c) => `let k${rr}_${c} = qkv[rk${rr} + ${c}u] * p.scale;`))}
+  ${rows((rr) => each(V, (c) => `let v${rr}_${c} = qkv[rk${rr} + C4 + ${c}u];`))}
+  ${rows((rr) => each(V, (c) => `var dk${rr}_${c} = vec4f(0.0);`))}
+  ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
+  let gBase = r.b * p.T * C4 + r.h * V;
+  ${drop ? "let stream = dropStream(p.site);" : ""}
+  ${end}
+  ${loop}
   ${
     rows((rr) =>
       `if (r.t + ${rr}u < p.T) {
@@ -337,17 +495,63 @@ ${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
  * k and v once for all R rows: dq_i = scale Σ_j dS_ij k_j (keys past a query masked to dS = 0). Reads D_i
  * from its own dq slot, then overwrites it (no other thread touches it). With dropout, dS_ij =
  * P_ij (M_ij dy_i·v_j - D_i). Bindings: params, dqkv, dy, qkv, lse (then the key).
+ *
+ * Every candidate adds the keys of a query one at a time in increasing j; keys it does not see have dS
+ * selected to 0 and add 0 * k, an exact no-op. A staged workgroup stages k and v of `tile` keys.
  */
-function querySource(HD: number, R: number, drop = false, masked = false): string {
-  const V = HD / 4;
+function querySource(HD: number, c: AttentionCandidate, drop = false, masked = false): string {
+  const V = HD / 4, { WG, R, tile } = c;
   const rows = rowsOf(R);
   const mask = maskOf(masked, drop ? 6 : 5);
   // Query r.t + rr sees key j (see maskOf).
   const sees = (rr: number) =>
     masked ? `j <= r.t + ${rr}u && (j >= ks || r.t + ${rr}u < ks)` : `j <= r.t + ${rr}u`;
-  return header(drop, 5) + rowOf(V, R) + /* wgsl */ `
-${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
-  if (!r.ok) { return; }
+  // Key j's terms; its k in k{c}, v in v{c}.
+  const key = rows((rr) =>
+    `{
+      let sc = ${each(V, (c) => `dot(q${rr}_${c}, k${c})`, " + ")};
+      let dp = ${each(V, (c) => `dot(g${rr}_${c}, v${c})`, " + ")};
+      let dsc = select(0.0, exp(sc - lrow${rr}) * (${
+      drop ? `dropScale(dr${rr}, j) * ` : ""
+    }dp - drow${rr}), ${sees(rr)});
+      ${each(V, (c) => `dq${rr}_${c} += dsc * k${c};`, " ")}
+    }`, "\n    ");
+  const loop = tile === 0
+    ? /* wgsl */ `for (var j = ${masked ? "select(0u, ks, r.t >= ks)" : "0u"}; j <= r.last; j++) {
+    let rk = r.base + j * S + C4;
+    ${each(V, (c) => `let k${c} = qkv[rk + ${c}u];`, " ")}
+    ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`, " ")}
+    ${key}
+  }`
+    : stagedLoop("j0", {
+      start: masked ? "select(0u, ks, w.x >= ks)" : "0u",
+      end: "w.y + 1u",
+      tile,
+      masked,
+      loads: tileLoads(
+        WG,
+        tile * V,
+        `let at = r.base + min(j0 + e / V, w.y) * S + C4 + e % V; kt[e] = qkv[at]; vt[e] = qkv[at + C4];`,
+      ),
+      work: `for (var u = 0u; u < ${tile}u; u++) {
+      let j = j0 + u;
+      if (j <= r.last) {
+    ${each(V, (c) => `let k${c} = kt[u * V + ${c}u];`, " ")}
+    ${each(V, (c) => `let v${c} = vt[u * V + ${c}u];`, " ")}
+    ${key}
+      }
+      }`,
+    });
+  return header(WG, drop, 5) + rowOf(V, R, tile > 0) +
+    (tile > 0
+      ? `var<workgroup> kt: array<vec4f, ${tile * V}>;
+var<workgroup> vt: array<vec4f, ${tile * V}>;
+${masked ? "var<workgroup> bound: u32;\n" : ""}`
+      : "") + /* wgsl */
+    `
+${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  ${tile > 0 ? "if (wgIndex >= p.blocks) { return; }" : ""}
+  let r = rowOf(wgIndex, li);
+  ${tile > 0 ? "" : "if (!r.ok) { return; }"}
   ${mask.start}let C4 = p.C4;
   let S = 3u * C4;
   ${rows((rr) => `let rq${rr} = r.base + min(r.t + ${rr}u, r.last) * S;`)}
@@ -358,34 +562,19 @@ ${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  let r = rowOf(wgIndex, li);
   ${rows((rr) => `let lrow${rr} = lse[r.bh * p.T + min(r.t + ${rr}u, r.last)];`)}
   ${rows((rr) => `let drow${rr} = dqkv[rq${rr}].x;`)}
   ${
-    drop
-      ? `let stream = dropStream(p.site);
+      drop
+        ? `let stream = dropStream(p.site);
   ${rows((rr) => `let dr${rr} = dropRow(stream, r.bh * p.T + min(r.t + ${rr}u, r.last));`)}`
-      : ""
-  }
-  for (var j = ${masked ? "select(0u, ks, r.t >= ks)" : "0u"}; j <= r.last; j++) {
-    let rk = r.base + j * S + C4;
-    ${each(V, (c) => `let k${c} = qkv[rk + ${c}u];`, " ")}
-    ${each(V, (c) => `let v${c} = qkv[rk + C4 + ${c}u];`, " ")}
-    ${
-    rows((rr) =>
-      `{
-      let sc = ${each(V, (c) => `dot(q${rr}_${c}, k${c})`, " + ")};
-      let dp = ${each(V, (c) => `dot(g${rr}_${c}, v${c})`, " + ")};
-      let dsc = select(0.0, exp(sc - lrow${rr}) * (${
-        drop ? `dropScale(dr${rr}, j) * ` : ""
-      }dp - drow${rr}), ${sees(rr)});
-      ${each(V, (c) => `dq${rr}_${c} += dsc * k${c};`, " ")}
-    }`, "\n    ")
-  }
-  }
+        : ""
+    }
+  ${loop}
   ${
-    rows((rr) =>
-      `if (r.t + ${rr}u < p.T) {
+      rows((rr) =>
+        `if (r.t + ${rr}u < p.T) {
     ${each(V, (c) => `dqkv[rq${rr} + ${c}u] = dq${rr}_${c} * p.scale;`, " ")}
   }`
-    )
-  }
+      )
+    }
 }
 `;
 }
@@ -468,22 +657,10 @@ ${computeMain(WG)}  let blk = wgIndex;
 `;
 }
 
-function checkRows(where: string, R: number): void {
-  if (!(Number.isInteger(R) && R >= 1 && R <= 8)) {
-    throw new Error(`${where}: rows per thread R=${R} must be 1..8`);
-  }
-}
-
-/** The Params block of the training kernels, for `blocks` workgroups (with dropout's fields when on). */
-function params(plan: Plan, { B, T, C, H }: AttentionShape, blocks: number, drop?: AttentionDropout) {
-  const base = { B, T, C4: C / 4, H, blocks, scale: 1 / Math.sqrt(C / H) };
-  if (!drop) return plan.params(PARAMS, base, "attention.params");
-  const { site, rate } = drop;
-  return plan.params(
-    DROP_PARAMS,
-    { ...base, site, threshold: keepThreshold(rate), keepScale: 1 / (1 - rate) },
-    "attention.params",
-  );
+/** The WGSL of `pass` for candidate `c`. */
+function passSource(pass: AttentionPass, HD: number, c: AttentionCandidate, drop: boolean, masked: boolean) {
+  const f = pass === "forward" ? forwardSource : pass === "dkdv" ? keySource : querySource;
+  return f(HD, c, drop, masked);
 }
 
 /**
@@ -513,8 +690,156 @@ export interface AttentionShape {
   T: number;
   C: number;
   H: number;
-  /** Rows per thread of the training kernels, 1..8; default {@link rowsPerThread}. */
-  rowsPerThread?: number;
+  /**
+   * Run this candidate (by name, `ATTENTION_CANDIDATES`) instead of the adapter's: the CPU family's fixed
+   * one, or the tuner's choice on GPUs. Tests and the bench.
+   */
+  candidate?: string;
+}
+
+/** One training pass to record: its shape, head size, dropout, mask and views (after the params). */
+interface PassRecord {
+  pass: AttentionPass;
+  shape: AttentionShape;
+  HD: number;
+  drop?: AttentionDropout;
+  masked: boolean;
+  views: TensorView[];
+  label: string;
+}
+
+/** Workgroups of a training pass under candidate `c`: one per WG * R rows of each (b, h). */
+function blocksOf({ B, T, H }: AttentionShape, c: AttentionCandidate): number {
+  return B * H * Math.ceil(T / (c.WG * c.R));
+}
+
+/** The Params values for `blocks` workgroups. */
+function paramValues({ B, T, C, H }: AttentionShape, blocks: number) {
+  return { B, T, C4: C / 4, H, blocks, scale: 1 / Math.sqrt(C / H) };
+}
+
+/** The dropout Params values: `v`'s, then the site, the keep threshold and the kept scale. */
+function dropValues(v: ReturnType<typeof paramValues>, { site, rate }: AttentionDropout) {
+  return { ...v, site, threshold: keepThreshold(rate), keepScale: 1 / (1 - rate) };
+}
+
+/** A Params block owned by `plan` for `blocks` workgroups (with dropout's fields when on). */
+function recordParams(
+  plan: Plan,
+  shape: AttentionShape,
+  blocks: number,
+  drop?: AttentionDropout,
+): TensorView {
+  const v = paramValues(shape, blocks);
+  return drop
+    ? plan.params(DROP_PARAMS, dropValues(v, drop), "attention.params")
+    : plan.params(PARAMS, v, "attention.params");
+}
+
+/** The bytes of that Params block, to rewrite it in place. */
+function packParams(shape: AttentionShape, blocks: number, drop?: AttentionDropout): ArrayBuffer {
+  const v = paramValues(shape, blocks);
+  return drop ? DROP_PARAMS.pack(dropValues(v, drop)) : PARAMS.pack(v);
+}
+
+/** Throws unless candidate `c` fits the device for `pass` at head size HD. */
+function checkFits(gpu: Gpu, r: PassRecord, c: AttentionCandidate): void {
+  if (!attentionFits(c, r.pass, r.HD, r.masked, gpu.limits)) {
+    throw new RangeError(
+      `attention ${r.pass}: candidate ${c.name} needs ${c.WG} threads and ${
+        attentionSharedBytes(c, r.pass, r.HD, r.masked)
+      } bytes of workgroup memory at hd=${r.HD}; the device allows ${gpu.limits.maxComputeInvocationsPerWorkgroup} and ${gpu.limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
+}
+
+/**
+ * Record `r` with candidate `c`; returns the dispatch's index (-1 when nothing was recorded) and how to
+ * point it at another candidate in place (pipeline, bind group, workgroups and its own uniform block).
+ */
+function launch(plan: Plan, r: PassRecord, c: AttentionCandidate): Retargetable {
+  checkFits(plan.gpu, r, c);
+  const blocks = blocksOf(r.shape, c);
+  const u = recordParams(plan, r.shape, blocks, r.drop);
+  const before = plan.dispatches.length;
+  plan.add(passSource(r.pass, r.HD, c, !!r.drop, r.masked), [u, ...r.views], blocks, r.label);
+  const index = plan.dispatches.length > before ? before : -1;
+  return {
+    index,
+    retarget(name: string) {
+      const gpu = plan.gpu, to = attentionCandidate(name), d = plan.dispatches[index];
+      checkFits(gpu, r, to);
+      const n = blocksOf(r.shape, to);
+      gpu.writeBytes(u.buffer, u.offset, packParams(r.shape, n, r.drop));
+      const pipeline = gpu.pipeline(passSource(r.pass, r.HD, to, !!r.drop, r.masked));
+      Object.assign(d, {
+        pipeline,
+        bindGroup: gpu.bindGroup(pipeline, [u, ...r.views], d.label),
+        workgroups: grid(gpu, n),
+      });
+    },
+  };
+}
+
+/**
+ * Record a training pass: with `candidate` when pinned, the CPU family's fixed candidate on CPU adapters,
+ * else the tuner's choice for its shape class.
+ */
+function recordPass(plan: Plan, r: PassRecord): void {
+  const pinned = r.shape.candidate ?? (plan.gpu.cpuLike ? ATTENTION_CPU : undefined);
+  if (pinned) {
+    launch(plan, r, attentionCandidate(pinned));
+    return;
+  }
+  const { B, T, H } = r.shape;
+  const cls = attentionClass(r.pass, r.HD, T, B * H, r.masked, !!r.drop);
+  chooseCandidate(
+    plan,
+    cls,
+    (name) => launch(plan, r, attentionCandidate(name)),
+    (warn) => timePass(plan.gpu, r, warn),
+  );
+}
+
+/**
+ * Time every candidate that fits the device on pass `r`'s shape (fresh zero-filled buffers, a padding
+ * mask of zeros and a fresh dropout key where `r` has them): what the tuner compares.
+ */
+async function timePass(gpu: Gpu, r: PassRecord, warn: (m: string) => void): Promise<Timing> {
+  const { B, T, C, H } = r.shape;
+  const t = (n: number, label: string) => gpu.tensor(n, `tune.attention.${label}`);
+  const qkv = t(B * T * 3 * C, "qkv"), lse = t(B * H * T, "lse");
+  const out = r.pass === "forward" ? t(B * T * C, "y") : t(B * T * 3 * C, "dqkv");
+  const dy = r.pass === "forward" ? undefined : t(B * T * C, "dy");
+  const keyStart = r.masked ? t(B, "keyStart") : undefined;
+  const key = r.drop ? new DropoutKey(gpu, 1) : undefined;
+  const drop = r.drop && key ? { ...r.drop, key } : undefined;
+  const extra = [...(key ? [key.view] : []), ...(keyStart ? [keyStart] : [])];
+  const views = dy ? [out, dy, qkv, lse, ...extra] : [out, lse, qkv, ...extra];
+  const shape = { B, T, C, H };
+  const ms: Record<string, number> = {};
+  try {
+    for (const c of ATTENTION_CANDIDATES) {
+      if (!attentionFits(c, r.pass, r.HD, r.masked, gpu.limits)) continue;
+      const plan = new Plan(gpu);
+      try {
+        launch(plan, { ...r, shape, drop, views }, c);
+        ms[c.name] = (await timePlan(gpu, plan)) * 1000;
+      } catch (e) {
+        warn(
+          `tuning attention ${r.pass} ${c.name} on B${B} T${T} C${C} H${H} failed (${
+            (e as Error).message
+          }): left out`,
+        );
+      } finally {
+        plan.destroy();
+      }
+    }
+  } finally {
+    for (const v of [qkv, lse, out, dy, keyStart]) if (v) gpu.free(v);
+    key?.destroy();
+  }
+  return { shape: [B, T, C, H], ms };
 }
 
 /** The tensors of {@link attentionForward}: qkv [B*T, 3C] in; y [B*T, C] and lse [B*H*T] out. */
@@ -538,23 +863,22 @@ export interface AttentionForwardArgs extends AttentionShape {
  */
 export function attentionForward(plan: Plan, args: AttentionForwardArgs): void {
   const { y, lse, qkv, B, T, C, H } = args;
-  const R = args.rowsPerThread ?? rowsPerThread(plan.gpu);
   const HD = headSize("attentionForward", C, H, [
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
     ["qkv", qkv, B * T * 3 * C],
   ]);
-  checkRows("attentionForward", R);
-  const blocks = B * H * Math.ceil(T / (WG * R));
   const drop = dropoutOf(args);
-  const u = params(plan, args, blocks, drop);
-  const extra = extraViews("attentionForward", args, drop);
-  plan.add(
-    forwardSource(HD, R, !!drop, !!args.keyStart),
-    [u, y, lse, qkv, ...extra],
-    blocks,
-    "attention_forward",
-  );
+  const views = [y, lse, qkv, ...extraViews("attentionForward", args, drop)];
+  recordPass(plan, {
+    pass: "forward",
+    shape: args,
+    HD,
+    drop,
+    masked: !!args.keyStart,
+    views,
+    label: "attention_forward",
+  });
 }
 
 /** The tensors of {@link attentionBackward}: the forward's qkv, y and lse, dy [B*T, C]; dqkv [B*T, 3C] out. */
@@ -566,11 +890,10 @@ export interface AttentionBackwardArgs extends AttentionForwardArgs {
 /**
  * Record the attention backward: dqkv (overwritten) from dy and the forward's qkv, y and lse. Three
  * deterministic passes, no atomics: D = rowsum(dy ∘ y) staged in dqkv's dq slots; dk, dv per key; dq per
- * query. P is recomputed from q, k and lse in both of the last two.
+ * query. P is recomputed from q, k and lse in both of the last two, which are tuned separately.
  */
 export function attentionBackward(plan: Plan, args: AttentionBackwardArgs): void {
   const { dqkv, dy, qkv, y, lse, B, T, C, H } = args;
-  const R = args.rowsPerThread ?? rowsPerThread(plan.gpu);
   const HD = headSize("attentionBackward", C, H, [
     ["dqkv", dqkv, B * T * 3 * C],
     ["dy", dy, B * T * C],
@@ -578,17 +901,16 @@ export function attentionBackward(plan: Plan, args: AttentionBackwardArgs): void
     ["y", y, B * T * C],
     ["lse", lse, B * H * T],
   ]);
-  checkRows("attentionBackward", R);
-  const blocks = B * H * Math.ceil(T / (WG * R));
   const drop = dropoutOf(args);
-  const u = params(plan, args, blocks, drop);
   const extra = extraViews("attentionBackward", args, drop);
   const masked = !!args.keyStart;
-  // D = dy·y needs no mask: y already holds the dropped sum. (A dropout Params block starts with PARAMS.)
+  // D = dy·y needs no mask: y already holds the dropped sum.
+  const u = recordParams(plan, args, 0);
   plan.add(deltaSource(HD), [u, dqkv, dy, y], Math.ceil((B * T * H) / WG_D), "attention_backward_delta");
-  const views = [u, dqkv, dy, qkv, lse, ...extra];
-  plan.add(keySource(HD, R, !!drop, masked), views, blocks, "attention_backward_dkdv");
-  plan.add(querySource(HD, R, !!drop, masked), views, blocks, "attention_backward_dq");
+  const views = [dqkv, dy, qkv, lse, ...extra];
+  const r = { shape: args, HD, drop, masked, views };
+  recordPass(plan, { ...r, pass: "dkdv", label: "attention_backward_dkdv" });
+  recordPass(plan, { ...r, pass: "dq", label: "attention_backward_dq" });
 }
 
 /** The tensors of {@link attentionDecode}. */

@@ -1,20 +1,25 @@
 /**
- * Self-tuning of the GPU matmul: on the first use of a shape class on an adapter, every candidate of
- * {@link TILED_CANDIDATES} that fits the device is timed on that product, and the fastest is kept in a
- * cache keyed by the adapter (vendor, architecture, device, description, backend) and the shape class.
+ * Self-tuning of the GPU family's kernels with candidate tables: the matmul ({@link TILED_CANDIDATES})
+ * and causal attention's training passes ({@link ATTENTION_CANDIDATES}). On the first use of a shape
+ * class on an adapter, every candidate that fits the device is timed on that shape, and the fastest is
+ * kept in one cache keyed by the adapter (vendor, architecture, device, description, backend), the
+ * candidate tables and the shape class. A class names its family first ("matmul NN m64 n64 k32",
+ * "attention dkdv hd64 t512 bh16").
  *
- * Recording stays synchronous: {@link chooseTiled} returns the cached winner, or the adapter kind's fixed
- * default while a class is untuned, and remembers the dispatches it recorded with the default; the async
- * {@link tune} (called before a plan first runs: the trainer, generator and scorer do) times the pending
- * classes and retargets those dispatches to their winners in place. Every candidate computes the same
- * fma chain in increasing k, so tuning changes speed only: a run's numbers do not depend on the cache.
+ * Recording stays synchronous: {@link chooseTiled} and {@link chooseCandidate} record the cached winner,
+ * or the family's fixed default while a class is untuned, and remember the dispatches recorded with the
+ * default; the async {@link tune} (called before a plan first runs: the trainer, generator and scorer do)
+ * times the pending classes and retargets those dispatches to their winners in place. Every candidate of
+ * a family gives the same bits (the matmul the same fma chain in increasing k, attention the same order
+ * per row), so tuning changes speed only: a run's numbers do not depend on the cache.
  *
  * Modes: `auto` uses cached winners and tunes what is missing; `force` retunes every class on first use
- * (and rewrites the cache); `off` never times anything and never reads the cache: the default candidate
- * runs on every GPU adapter. The cache is JSON text behind a {@link TuneStore}: a file for the CLI
+ * (and rewrites the cache); `off` never times anything and never reads the cache: the default candidates
+ * run on every GPU adapter. The cache is JSON text behind a {@link TuneStore}: a file for the CLI
  * (`cli/gpu_options.ts`), memory in the browser unless the caller provides a store. A cache that does
- * not parse, or was written for another adapter or candidate table, is ignored with a warning and
- * rewritten.
+ * not parse, has another format (a matmul-only cache of before), or was written for another adapter or
+ * candidate tables, is ignored with a warning and rewritten; an entry naming no candidate of its family is
+ * ignored with a warning and tuned again.
  * @module
  */
 import { type Dispatch, type Gpu, grid, Plan, type TensorView } from "./gpu.ts";
@@ -24,13 +29,13 @@ import {
   TILED_DEFAULT,
   TILED_PARAMS,
   type TiledBlock,
-  type TiledCandidate,
   tiledCandidate,
   tiledFits,
   tiledLaunch,
   tiledSourceFor,
   type TiledVariant,
 } from "./matmul_tiled.ts";
+import { ATTENTION_CANDIDATES, ATTENTION_DEFAULT, type AttentionPass } from "./attention_candidates.ts";
 
 /** How the tuner treats its cache (see the module doc). */
 export type TuneMode = "auto" | "off" | "force";
@@ -75,20 +80,42 @@ export interface TuneOptions {
 /** One class's timing. */
 export interface TuneResult {
   shapeClass: string;
-  shape: [number, number, number];
+  /** The shape timed: [M, N, K] for a matmul, [B, T, C, H] for attention. */
+  shape: number[];
   winner: string;
   ms: Record<string, number>;
 }
 
+/** Milliseconds of every candidate that ran on `shape`. */
+export type Timing = Pick<TuneResult, "shape" | "ms">;
+
 /** The cache file's format tag; a file with another is ignored. */
-export const TUNE_FORMAT = "babylm-webgpu matmul tuning 1";
+export const TUNE_FORMAT = "babylm-webgpu tuning 2";
 
 /** The JSON the store holds. */
 export interface TuneCache {
   format: string;
-  /** {@link TuneOptions.adapterKey} plus the candidate table it was tuned over. */
+  /** {@link TuneOptions.adapterKey} plus the candidate tables it was tuned over. */
   adapter: string;
-  entries: Record<string, { winner: string; shape: [number, number, number]; ms: Record<string, number> }>;
+  entries: Record<string, { winner: string; shape: number[]; ms: Record<string, number> }>;
+}
+
+/** A family's candidate names (what a cache entry's winner must be one of) and its untuned default. */
+const FAMILIES: Record<string, { names: readonly string[]; fallback: string }> = {
+  matmul: { names: TILED_CANDIDATES.map((c) => c.name), fallback: TILED_DEFAULT },
+  attention: { names: ATTENTION_CANDIDATES.map((c) => c.name), fallback: ATTENTION_DEFAULT },
+};
+
+/** The family of shape class `cls` (its first word), or undefined for none known. */
+function familyOf(cls: string) {
+  return Object.hasOwn(FAMILIES, cls.split(" ")[0]) ? FAMILIES[cls.split(" ")[0]] : undefined;
+}
+
+/** A recorded dispatch of a tuned family: its index in the plan (-1: nothing recorded) and how to retarget it. */
+export interface Retargetable {
+  index: number;
+  /** Point the dispatch at candidate `name` in place (pipeline, bind group, workgroups, uniform block). */
+  retarget(name: string): void;
 }
 
 /** A dispatch recorded with the default candidate while its class was untuned. */
@@ -97,10 +124,9 @@ interface Pending {
   index: number;
   /** The recorded dispatch: gone from `plan` once the plan was destroyed, and then left alone. */
   dispatch: Dispatch;
-  params: TensorView;
-  views: TensorView[];
-  variant: TiledVariant;
-  blk: TiledBlock;
+  retarget: (name: string) => void;
+  /** Times the class's candidates on this dispatch's shape. */
+  time: (warn: (m: string) => void) => Promise<Timing>;
 }
 
 /** The tuner state of one device. */
@@ -133,9 +159,14 @@ class Tuner {
 
 const tuners = new WeakMap<Gpu, Tuner>();
 
-/** The candidate table's fingerprint: a cache tuned over another table is stale. */
+/** The candidate tables' fingerprint: a cache tuned over other tables is stale. */
 function tableKey(): string {
-  return TILED_CANDIDATES.map((c) => c.name).join(",");
+  return Object.entries(FAMILIES).map(([f, { names }]) => `${f} ${names.join(",")}`).join(" | ");
+}
+
+/** The cache's `adapter` field for {@link TuneOptions.adapterKey} `adapter`: it and the candidate tables. */
+export function tuneAdapterKey(adapter: string): string {
+  return `${adapter} | candidates ${tableKey()}`;
 }
 
 /**
@@ -144,7 +175,7 @@ function tableKey(): string {
  */
 export async function attachTuner(gpu: Gpu, options: TuneOptions = {}): Promise<void> {
   const mode = options.mode ?? "auto";
-  const key = `${options.adapterKey ?? gpu.adapterName} | candidates ${tableKey()}`;
+  const key = tuneAdapterKey(options.adapterKey ?? gpu.adapterName);
   const t = new Tuner(
     key,
     mode,
@@ -191,7 +222,7 @@ function parseCache(
   }
   const entries: TuneCache["entries"] = {};
   for (const [cls, e] of Object.entries(c.entries ?? {})) {
-    if (e && typeof e.winner === "string" && TILED_CANDIDATES.some((k) => k.name === e.winner)) {
+    if (e && typeof e.winner === "string" && familyOf(cls)?.names.includes(e.winner)) {
       entries[cls] = e;
     } else warn(`tuning cache ${where}: entry "${cls}" names no known candidate: ignored, tuning it again`);
   }
@@ -201,28 +232,68 @@ function parseCache(
 function tunerOf(gpu: Gpu): Tuner {
   let t = tuners.get(gpu);
   if (!t) {
-    t = new Tuner(`${gpu.adapterName} | candidates ${tableKey()}`, "auto", memoryStore(), console.warn);
+    t = new Tuner(tuneAdapterKey(gpu.adapterName), "auto", memoryStore(), console.warn);
     tuners.set(gpu, t);
   }
   return t;
 }
 
-/** Power-of-two bucket of a dimension (at least 16, at most 16384): products in one bucket share a winner. */
+/** Power-of-two bucket of a dimension (at least 16, at most 16384): shapes in one bucket share a winner. */
 function bucket(n: number): number {
   return Math.min(16384, Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(1, n)))));
 }
 
 /** The shape class of a product: transposes, the power-of-two buckets of M, N and K, and f16 operands. */
 export function shapeClass(variant: TiledVariant, M: number, N: number, K: number): string {
-  return `${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"} m${bucket(M)} n${bucket(N)} k${
+  return `matmul ${variant.transA ? "T" : "N"}${variant.transB ? "T" : "N"} m${bucket(M)} n${bucket(N)} k${
     bucket(K)
-  }${variant.half ? " f16" : ""}`;
+  }${variant.halfSums ? " f16acc" : variant.half ? " f16" : ""}`;
 }
 
 /**
- * Record the tiled product `blk` on `plan`: with the class's tuned winner, or with the default (and the
- * dispatch remembered for {@link tune} to retarget) while the class is untuned. `candidate` pins one
- * candidate by name (tests, the bench) and bypasses the tuner.
+ * The shape class of an attention training pass: the pass, the head size (the kernels are generated for
+ * it), the power-of-two buckets of T and of B*H (the work per row and the number of rows), the padding
+ * mask and dropout (each adds work per score).
+ */
+export function attentionClass(
+  pass: AttentionPass,
+  hd: number,
+  T: number,
+  BH: number,
+  masked: boolean,
+  dropout: boolean,
+): string {
+  return `attention ${pass} hd${hd} t${bucket(T)} bh${bucket(BH)}${masked ? " masked" : ""}${
+    dropout ? " dropout" : ""
+  }`;
+}
+
+/**
+ * Record a kernel of a tuned family for shape class `cls` (its family is the first word): `record(name)`
+ * records it with candidate `name` (the class's tuned winner, or the family's default while the class is
+ * untuned, and then the dispatch is remembered for {@link tune} to retarget); `time` times the
+ * candidates on the same shape when {@link tune} resolves the class.
+ */
+export function chooseCandidate(
+  plan: Plan,
+  cls: string,
+  record: (name: string) => Retargetable,
+  time: (warn: (m: string) => void) => Promise<Timing>,
+): void {
+  const family = familyOf(cls);
+  if (!family) throw new Error(`tune: shape class "${cls}" names no tuned family`);
+  const t = tunerOf(plan.gpu);
+  const winner = t.mode === "off" ? family.fallback : t.resolved.get(cls);
+  const { index, retarget } = record(winner ?? family.fallback);
+  if (winner || index < 0) return;
+  const list = t.pending.get(cls) ?? [];
+  list.push({ plan, index, dispatch: plan.dispatches[index], retarget, time });
+  t.pending.set(cls, list);
+}
+
+/**
+ * Record the tiled product `blk` on `plan` through the tuner ({@link chooseCandidate}). `candidate` pins
+ * one candidate by name (tests, the bench) and bypasses the tuner.
  */
 export function chooseTiled(
   plan: Plan,
@@ -235,14 +306,15 @@ export function chooseTiled(
     recordTiled(plan, views, variant, blk, tiledCandidate(candidate));
     return;
   }
-  const t = tunerOf(plan.gpu);
-  const cls = shapeClass(variant, blk.M, blk.N, blk.K);
-  const winner = t.mode === "off" ? TILED_DEFAULT : t.resolved.get(cls);
-  const { index, params } = recordTiled(plan, views, variant, blk, tiledCandidate(winner ?? TILED_DEFAULT));
-  if (winner || index < 0) return;
-  const list = t.pending.get(cls) ?? [];
-  list.push({ plan, index, dispatch: plan.dispatches[index], params, views, variant, blk });
-  t.pending.set(cls, list);
+  chooseCandidate(
+    plan,
+    shapeClass(variant, blk.M, blk.N, blk.K),
+    (name) => {
+      const { index, params } = recordTiled(plan, views, variant, blk, tiledCandidate(name));
+      return { index, retarget: (w) => retargetTiled(plan, index, params, views, variant, blk, w) };
+    },
+    (warn) => timeCandidates(plan.gpu, variant, blk, warn),
+  );
 }
 
 /** Classes recorded with the default while untuned, waiting for {@link tune}. */
@@ -256,7 +328,7 @@ export function tunedWinners(gpu: Gpu): Record<string, string> {
 }
 
 /**
- * Time the candidates of every pending class (on the first product recorded in it), keep the winners in
+ * Time the candidates of every pending class (on the first dispatch recorded in it), keep the winners in
  * the cache and the store, and retarget the dispatches recorded with the default. Resolves at once when
  * nothing is pending. Call before running a freshly recorded plan.
  */
@@ -271,32 +343,38 @@ export async function tune(gpu: Gpu): Promise<void> {
   for (const [cls, list] of work) {
     let winner = t.resolved.get(cls);
     if (!winner) {
-      const first = list[0];
-      const result = await timeCandidates(gpu, first.variant, first.blk, t.warn);
-      winner = result.winner;
+      const { shape, ms } = await list[0].time(t.warn);
+      const names = Object.keys(ms);
+      winner = names.length ? names.reduce((x, y) => (ms[y] < ms[x] ? y : x)) : familyOf(cls)!.fallback;
       t.resolved.set(cls, winner);
-      t.cache.entries[cls] = { winner, shape: result.shape, ms: result.ms };
-      t.onTuned?.({ ...result, shapeClass: cls });
+      t.cache.entries[cls] = { winner, shape, ms };
+      t.onTuned?.({ shapeClass: cls, shape, winner, ms });
       changed = true;
     }
-    const c = tiledCandidate(winner);
-    for (const p of list) retarget(gpu, p, c);
+    for (const p of list) if (p.plan.dispatches[p.index] === p.dispatch) p.retarget(winner);
   }
   if (changed) await t.store.save(JSON.stringify(t.cache, null, 1) + "\n");
 }
 
-/** Point a recorded dispatch at candidate `c`: pipeline, bind group, workgroups and its uniform block. */
-function retarget(gpu: Gpu, p: Pending, c: TiledCandidate): void {
-  const d = p.plan.dispatches[p.index];
-  if (d !== p.dispatch) return;
-  const { params, tiles } = tiledLaunch(p.blk, c);
-  const pipeline = gpu.pipeline(tiledSourceFor(p.variant, c));
+/** Point the tiled dispatch `index` of `plan` at candidate `name`: pipeline, bind group, workgroups, uniforms. */
+function retargetTiled(
+  plan: Plan,
+  index: number,
+  params: TensorView,
+  views: TensorView[],
+  variant: TiledVariant,
+  blk: TiledBlock,
+  name: string,
+): void {
+  const gpu = plan.gpu, c = tiledCandidate(name), d = plan.dispatches[index];
+  const launch = tiledLaunch(blk, c);
+  const pipeline = gpu.pipeline(tiledSourceFor(variant, c));
   // Rewritten in place: a plan that appended this dispatch shares the same object and uniform block.
-  gpu.writeBytes(p.params.buffer, p.params.offset, TILED_PARAMS.pack(params));
+  gpu.writeBytes(params.buffer, params.offset, TILED_PARAMS.pack(launch.params));
   Object.assign(d, {
     pipeline,
-    bindGroup: gpu.bindGroup(pipeline, [p.params, ...p.views], d.label),
-    workgroups: grid(gpu, tiles),
+    bindGroup: gpu.bindGroup(pipeline, [params, ...views], d.label),
+    workgroups: grid(gpu, launch.tiles),
   });
 }
 
@@ -333,13 +411,13 @@ export async function timePlan(
   return times.length % 2 ? times[m] : (times[m - 1] + times[m]) / 2;
 }
 
-/** Time every candidate that fits the device on a dense product of `blk`'s shape; the fastest wins. */
+/** Time every candidate that fits the device on a dense product of `blk`'s shape. */
 async function timeCandidates(
   gpu: Gpu,
   variant: TiledVariant,
   blk: TiledBlock,
   warn: (m: string) => void,
-): Promise<Omit<TuneResult, "shapeClass">> {
+): Promise<Timing> {
   const { M, N, K } = blk;
   const lda = variant.transA ? M : K, ldb = variant.transB ? K : N;
   const dense: TiledBlock = { M, N, K, lda, ldb, ldc: N, aOff: 0, bOff: 0, cOff: 0, dOff: 0 };
@@ -363,7 +441,5 @@ async function timeCandidates(
   } finally {
     for (const v of [a, b, out, bias]) if (v) gpu.free(v);
   }
-  const names = Object.keys(ms);
-  const winner = names.length ? names.reduce((x, y) => (ms[y] < ms[x] ? y : x)) : TILED_DEFAULT;
-  return { shape: [M, N, K], winner, ms };
+  return { shape: [M, N, K], ms };
 }

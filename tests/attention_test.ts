@@ -5,14 +5,14 @@ import { assertClose, randn, testGpu } from "./util.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
 
-// T not a multiple of the 128-row workgroups, the 2-row threads or the 4-key groups; head sizes 8, 8, 16,
-// 64 and 16.
+// T not a multiple of the 256-row workgroups (CPU adapters), the 4-row threads or the 4-key groups; head
+// sizes 8, 8, 16, 64 and 16.
 const SHAPES: AttentionShape[] = [
   { B: 2, T: 7, C: 16, H: 2 },
   { B: 1, T: 33, C: 24, H: 3 },
   { B: 2, T: 70, C: 64, H: 4 },
   { B: 1, T: 40, C: 128, H: 2 },
-  // More rows than one workgroup's 64 threads x 2 rows, odd so a thread's second row falls past T.
+  // More rows than one workgroup's 64 threads (GPUs), odd so a thread's last rows fall past T.
   { B: 1, T: 131, C: 32, H: 2 },
 ];
 
@@ -35,51 +35,48 @@ Deno.test("attention reference backward matches finite differences of its forwar
   });
 });
 
-// One row per thread (GPUs), two, and four (CPU adapters).
-for (const R of [1, 2, 4]) {
-  Deno.test(`attention forward and backward (${R} rows per thread) match the float64 reference`, async () => {
-    const gpu = await testGpu();
-    for (const s of SHAPES) {
-      const { B, T, C, H } = s;
-      const name = `B=${B} T=${T} C=${C} H=${H} R=${R}`;
-      const qkv = randn(B * T * 3 * C, 100 + T);
-      const dy = randn(B * T * C, 200 + T);
-      const tqkv = gpu.tensor(qkv.length), ty = gpu.tensor(B * T * C), tlse = gpu.tensor(B * H * T);
-      const tdy = gpu.tensor(dy.length), tdqkv = gpu.tensor(qkv.length);
-      gpu.write(tqkv, qkv);
-      gpu.write(tdy, dy);
-      // Stale values must be overwritten, not accumulated into.
-      gpu.write(tdqkv, randn(qkv.length, 7));
-      const plan = new Plan(gpu);
-      attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, rowsPerThread: R });
-      attentionBackward(plan, {
-        dqkv: tdqkv,
-        dy: tdy,
-        qkv: tqkv,
-        y: ty,
-        lse: tlse,
-        B,
-        T,
-        C,
-        H,
-        rowsPerThread: R,
-      });
-      plan.run();
-      const ref = attentionForwardRef(qkv, s);
-      assertClose(`attention y ${name}`, await gpu.read(ty), ref.y, TOL);
-      assertClose(`attention lse ${name}`, await gpu.read(tlse), ref.lse, TOL);
-      const dqkv = await gpu.read(tdqkv);
-      assertClose(`attention dqkv ${name}`, dqkv, attentionBackwardRef(qkv, dy, s), TOL);
-      // Replaying the plan gives the same bits: every sum has a fixed order.
-      plan.run();
-      const again = await gpu.read(tdqkv);
-      if (!again.every((v, i) => Object.is(v, dqkv[i]))) {
-        throw new Error(`attention dqkv ${name}: not deterministic`);
-      }
-      for (const t of [tqkv, ty, tlse, tdy, tdqkv]) gpu.free(t);
+// The adapter's own kernels (on GPUs the untuned default); attention_tune_test.ts checks every candidate.
+Deno.test("attention forward and backward match the float64 reference", async () => {
+  const gpu = await testGpu();
+  for (const s of SHAPES) {
+    const { B, T, C, H } = s;
+    const name = `B=${B} T=${T} C=${C} H=${H}`;
+    const qkv = randn(B * T * 3 * C, 100 + T);
+    const dy = randn(B * T * C, 200 + T);
+    const tqkv = gpu.tensor(qkv.length), ty = gpu.tensor(B * T * C), tlse = gpu.tensor(B * H * T);
+    const tdy = gpu.tensor(dy.length), tdqkv = gpu.tensor(qkv.length);
+    gpu.write(tqkv, qkv);
+    gpu.write(tdy, dy);
+    // Stale values must be overwritten, not accumulated into.
+    gpu.write(tdqkv, randn(qkv.length, 7));
+    const plan = new Plan(gpu);
+    attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H });
+    attentionBackward(plan, {
+      dqkv: tdqkv,
+      dy: tdy,
+      qkv: tqkv,
+      y: ty,
+      lse: tlse,
+      B,
+      T,
+      C,
+      H,
+    });
+    plan.run();
+    const ref = attentionForwardRef(qkv, s);
+    assertClose(`attention y ${name}`, await gpu.read(ty), ref.y, TOL);
+    assertClose(`attention lse ${name}`, await gpu.read(tlse), ref.lse, TOL);
+    const dqkv = await gpu.read(tdqkv);
+    assertClose(`attention dqkv ${name}`, dqkv, attentionBackwardRef(qkv, dy, s), TOL);
+    // Replaying the plan gives the same bits: every sum has a fixed order.
+    plan.run();
+    const again = await gpu.read(tdqkv);
+    if (!again.every((v, i) => Object.is(v, dqkv[i]))) {
+      throw new Error(`attention dqkv ${name}: not deterministic`);
     }
-  });
-}
+    for (const t of [tqkv, ty, tlse, tdy, tdqkv]) gpu.free(t);
+  }
+});
 
 Deno.test("attention decode matches the full forward's row at each sequence's last position", async () => {
   const gpu = await testGpu();

@@ -192,7 +192,7 @@ for (const R of [1, 4]) {
       gpu.write(tdy, dy);
       const dropout = { key, site, rate };
       const plan = new Plan(gpu);
-      attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, rowsPerThread: R, dropout });
+      attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, B, T, C, H, candidate: `w64-r${R}`, dropout });
       attentionBackward(plan, {
         dqkv: tdqkv,
         dy: tdy,
@@ -203,7 +203,7 @@ for (const R of [1, 4]) {
         T,
         C,
         H,
-        rowsPerThread: R,
+        candidate: `w64-r${R}`,
         dropout,
       });
       key.setStep(step);

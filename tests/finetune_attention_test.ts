@@ -6,7 +6,7 @@
 import { Plan } from "../shaders/gpu.ts";
 import { attentionBackward, attentionForward } from "../shaders/attention.ts";
 import { DropoutKey, keeps } from "../shaders/dropout.ts";
-import { attentionBackwardRef, attentionForwardRef, type ProbabilityMask } from "./reference/attention.ts";
+import { maskedAttentionRef, type ProbabilityMask } from "./reference/attention.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 
 const TOL = { rtol: 1e-4, atol: 1e-5 };
@@ -28,32 +28,6 @@ const CASES: Case[] = [
   { B: 2, T: 131, C: 32, H: 2, ks: [130, 1] },
 ];
 
-/** Rows [t0, t1) of sequence b of a [B*T, width] tensor, as one sequence. */
-function piece(x: ArrayLike<number>, b: number, T: number, width: number, t0: number, t1: number) {
-  return Float64Array.from({ length: (t1 - t0) * width }, (_, i) => x[(b * T + t0) * width + i]);
-}
-
-/** The masked attention in float64: each sequence's padding and text attended separately. */
-function maskedReference(qkv: Float32Array, dy: Float32Array, c: Case, mask?: ProbabilityMask) {
-  const { B, T, C, H, ks } = c;
-  const y = new Float64Array(B * T * C),
-    lse = new Float64Array(B * H * T),
-    dqkv = new Float64Array(qkv.length);
-  for (let b = 0; b < B; b++) {
-    for (const [t0, t1] of [[0, ks[b]], [ks[b], T]]) {
-      if (t1 <= t0) continue;
-      const s = { B: 1, T: t1 - t0, C, H };
-      const m: ProbabilityMask | undefined = mask && ((_, h, i, j) => mask(b, h, i + t0, j + t0));
-      const q = piece(qkv, b, T, 3 * C, t0, t1);
-      const f = attentionForwardRef(q, s, m);
-      y.set(f.y, (b * T + t0) * C);
-      for (let h = 0; h < H; h++) lse.set(f.lse.subarray(h * s.T, (h + 1) * s.T), (b * H + h) * T + t0);
-      dqkv.set(attentionBackwardRef(q, piece(dy, b, T, C, t0, t1), s, m), (b * T + t0) * 3 * C);
-    }
-  }
-  return { y, lse, dqkv };
-}
-
 for (const R of [1, 4]) {
   for (const rate of [0, 0.2]) {
     Deno.test(`left-padded attention (R=${R}, dropout ${rate}): forward and backward match float64`, async () => {
@@ -72,7 +46,7 @@ for (const R of [1, 4]) {
         gpu.write(tdqkv, randn(qkv.length, 7));
         gpu.write(tks, Uint32Array.from(c.ks));
         const dropout = rate > 0 ? { key, site, rate } : undefined;
-        const shape = { B, T, C, H, rowsPerThread: R, keyStart: tks, dropout };
+        const shape = { B, T, C, H, candidate: `w64-r${R}`, keyStart: tks, dropout };
         const plan = new Plan(gpu);
         attentionForward(plan, { y: ty, lse: tlse, qkv: tqkv, ...shape });
         attentionBackward(plan, { dqkv: tdqkv, dy: tdy, qkv: tqkv, y: ty, lse: tlse, ...shape });
@@ -80,7 +54,7 @@ for (const R of [1, 4]) {
         const mask: ProbabilityMask | undefined = rate > 0
           ? (b, h, i, j) => keeps(seed, step, site, (b * H + h) * T + i, j, rate) ? 1 / (1 - rate) : 0
           : undefined;
-        const ref = maskedReference(qkv, dy, c, mask);
+        const ref = maskedAttentionRef(qkv, dy, c, mask);
         assertClose(`masked y ${name}`, await gpu.read(ty), ref.y, TOL);
         assertClose(`masked lse ${name}`, await gpu.read(tlse), ref.lse, TOL);
         assertClose(`masked dqkv ${name}`, await gpu.read(tdqkv), ref.dqkv, TOL);

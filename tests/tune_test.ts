@@ -9,9 +9,11 @@ import {
   shapeClass,
   tune,
   TUNE_FORMAT,
+  tuneAdapterKey,
   type TuneCache,
   tunedWinners,
 } from "../shaders/tune.ts";
+import { ATTENTION_CANDIDATES } from "../shaders/attention_candidates.ts";
 import { matmulRef } from "./reference/matmul.ts";
 import { assertClose, randn, testGpu } from "./util.ts";
 import { GPT2 } from "../model/gpt2.ts";
@@ -88,6 +90,11 @@ Deno.test("tuning: a corrupt cache, one from another adapter or naming unknown c
     ["another adapter", good.text!.replace('"A |', '"B |'), /was made for "B \|/],
     ["wrong format", JSON.stringify({ format: "x", adapter: "A", entries: {} }), /is not a/],
     [
+      "a matmul-only cache of before",
+      good.text!.replace(TUNE_FORMAT, "babylm-webgpu matmul tuning 1"),
+      /is not a "babylm-webgpu tuning 2" file/,
+    ],
+    [
       "unknown candidate",
       good.text!.replace(/"winner": "[^"]+"/, '"winner": "gone"'),
       /names no known candidate/,
@@ -127,10 +134,12 @@ Deno.test("tuning: off never reads the cache and runs the fixed default; force r
   assertEquals(Object.keys(retuned.entries[cls].ms).length, TILED_CANDIDATES.length);
 });
 
-Deno.test("tuning: training steps are bit for bit the same whichever candidate each matmul class runs", async () => {
+Deno.test("tuning: training steps are bit for bit the same whichever candidate each matmul and attention class runs", async () => {
   const gpu = await testGpu();
   if (gpu.kernels !== "gpu") {
-    console.log("  CPU kernel family: no tiled matmuls to tune here (TEST_KERNELS=gpu runs this)");
+    console.log(
+      "  CPU kernel family: no tiled matmuls or attention to tune here (TEST_KERNELS=gpu runs this)",
+    );
     return;
   }
   const config = {
@@ -172,24 +181,21 @@ Deno.test("tuning: training steps are bit for bit the same whichever candidate e
   ok(classes.length >= 3, classes.join("; "));
   probe.destroy();
   probe.model.destroy();
-  const other = TILED_CANDIDATES.find((c) => c.name !== TILED_DEFAULT)!.name;
+  // Each class of a family gets a non-default candidate of it: the matmuls one, attention's passes the
+  // staged ones in turn.
+  const matmul = TILED_CANDIDATES.find((c) => c.name !== TILED_DEFAULT)!.name;
+  const staged = ATTENTION_CANDIDATES.filter((c) => c.tile > 0).map((c) => c.name);
+  ok(classes.some((c) => c.startsWith("attention ")), classes.join("; "));
+  const pick = classes.map((c, i) => c.startsWith("matmul ") ? matmul : staged[i % staged.length]);
   const entries = Object.fromEntries(
-    classes.map((c) => [c, { winner: other, shape: [1, 1, 1], ms: { [other]: 1 } }]),
+    classes.map((c, i) => [c, { winner: pick[i], shape: [1, 1, 1], ms: { [pick[i]]: 1 } }]),
   );
   const store = memoryStore(
-    JSON.stringify({
-      format: TUNE_FORMAT,
-      adapter: `bitwise | candidates ${TILED_CANDIDATES.map((c) => c.name).join(",")}`,
-      entries,
-    }),
+    JSON.stringify({ format: TUNE_FORMAT, adapter: tuneAdapterKey("bitwise"), entries }),
   );
   await attachTuner(gpu, { mode: "auto", store, adapterKey: "bitwise" });
   const tuned = await train();
-  assertEquals(
-    Object.values(tunedWinners(gpu)).every((w) => w === other) &&
-      classes.every((c) => tunedWinners(gpu)[c] === other),
-    true,
-  );
+  assertEquals(tunedWinners(gpu), Object.fromEntries(classes.map((c, i) => [c, pick[i]])));
   assertEquals(tuned.losses, fixed.losses);
   for (const [name, w] of fixed.weights) {
     const v = tuned.weights.get(name)!;

@@ -111,3 +111,38 @@ export function attentionBackwardRef(
   }
   return dqkv;
 }
+
+/** Rows [t0, t1) of sequence b of a [B*T, width] tensor, as one sequence. */
+function piece(x: ArrayLike<number>, b: number, T: number, width: number, t0: number, t1: number) {
+  return Float64Array.from({ length: (t1 - t0) * width }, (_, i) => x[(b * T + t0) * width + i]);
+}
+
+/**
+ * Attention under the padding mask (`keyStart`, shaders/attention.ts) in float64: y, lse and dqkv. A
+ * sequence b is then two independent causal sequences, its padding [0, ks[b]) and its text [ks[b], T), so
+ * each piece runs the plain reference; `mask` is indexed by the whole sequence's positions.
+ */
+export function maskedAttentionRef(
+  qkv: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  c: AttentionShape & { ks: number[] },
+  mask?: ProbabilityMask,
+): { y: Float64Array; lse: Float64Array; dqkv: Float64Array } {
+  const { B, T, C, H, ks } = c;
+  const y = new Float64Array(B * T * C),
+    lse = new Float64Array(B * H * T),
+    dqkv = new Float64Array(qkv.length);
+  for (let b = 0; b < B; b++) {
+    for (const [t0, t1] of [[0, ks[b]], [ks[b], T]]) {
+      if (t1 <= t0) continue;
+      const s = { B: 1, T: t1 - t0, C, H };
+      const m: ProbabilityMask | undefined = mask && ((_, h, i, j) => mask(b, h, i + t0, j + t0));
+      const q = piece(qkv, b, T, 3 * C, t0, t1);
+      const f = attentionForwardRef(q, s, m);
+      y.set(f.y, (b * T + t0) * C);
+      for (let h = 0; h < H; h++) lse.set(f.lse.subarray(h * s.T, (h + 1) * s.T), (b * H + h) * T + t0);
+      dqkv.set(attentionBackwardRef(q, piece(dy, b, T, C, t0, t1), s, m), (b * T + t0) * 3 * C);
+    }
+  }
+  return { y, lse, dqkv };
+}
