@@ -2,9 +2,10 @@
  * Mixed precision (`--precision f16`): what is f16 and what stays f32.
  *
  * f16: the operands of every linear layer's and the tied LM head's matmuls. The weights' f16 copies
- * ({@link HalfWeights}) are cast from the f32 master weights once per optimiser step (and whenever the
- * weights are set); a matmul's activation input and, in backward, its output gradient are cast into f16
- * scratch (`x16`, `dy16`, `dlogits16` of the activation table) right before the matmul reads them.
+ * ({@link HalfWeights}) are written by AdamW from each updated f32 master weight in the same pass as the
+ * update (shaders/adamw.ts), and cast from the masters whenever the weights are set; a matmul's
+ * activation input and, in backward, its output gradient are cast into f16 scratch (`x16`, `dy16`,
+ * `dlogits16` of the activation table) right before the matmul reads them.
  *
  * f32: the master weights, AdamW and its moments, the gradients, every sum inside a matmul, LayerNorm
  * (statistics included), attention, GELU, the logits, softmax / cross-entropy and the losses, the
@@ -54,14 +55,21 @@ export interface BlockHalfWeights {
   fcProj: TensorView;
 }
 
-/** f16 copies of every weight a matmul reads, and the plan that casts them from the f32 masters. */
+/**
+ * f16 copies of every weight a matmul reads, one per master view (wte's per part), and the plan that
+ * casts them from the f32 masters.
+ */
 export class HalfWeights {
   readonly blocks: BlockHalfWeights[];
   /** wte's f16 copy, chunked like wte. */
   readonly wte: WteChunk[];
-  /** Casts every copy from its master; run after the master weights change. */
+  /**
+   * Casts every copy from its master; run after the master weights are set (the optimiser step writes
+   * the copies itself).
+   */
   readonly cast: Plan;
   #owned: TensorView[] = [];
+  #copies = new Map<TensorView, TensorView>();
   #gpu: Gpu;
 
   constructor(model: GPT2) {
@@ -72,6 +80,7 @@ export class HalfWeights {
     const copy = (master: TensorView, label: string) => {
       const view = gpu.tensor(halfWords(master.length), label);
       this.#owned.push(view);
+      this.#copies.set(master, view);
       castToHalf(this.cast, { out: view, inp: master, n: master.length });
       return view;
     };
@@ -91,6 +100,11 @@ export class HalfWeights {
     }));
   }
 
+  /** The f16 copy of a master weight view of the model (a part's view), if it has one. */
+  copyOf(master: TensorView): TensorView | undefined {
+    return this.#copies.get(master);
+  }
+
   /** Bytes of the copies. */
   get bytes(): number {
     return this.#owned.reduce((n, v) => n + v.length * 4, 0);
@@ -100,6 +114,7 @@ export class HalfWeights {
   destroy(): void {
     for (const v of this.#owned) this.#gpu.free(v);
     this.#owned = [];
+    this.#copies.clear();
     this.cast.destroy();
   }
 }

@@ -1,6 +1,10 @@
 /**
  * One optimisation step on the GPU: forward, the loss (LM, or SimPO + lambda * LM), backward, global
- * gradient-norm clipping and AdamW, encoded as one command submission. Only a few floats come back.
+ * gradient-norm clipping and AdamW, encoded as one command submission in both precisions; one read
+ * brings back a few floats (the loss metrics and the norm). Under f16 the overflow check, the unscale
+ * and the clip coefficient are computed on the GPU too (shaders/reduce.ts), AdamW skips the update on
+ * an overflow and writes the f16 weight copies as it updates (shaders/adamw.ts), and the CPU learns
+ * from that one read whether the step was skipped.
  * @module
  */
 import { Plan, type TensorView } from "../shaders/gpu.ts";
@@ -17,7 +21,7 @@ import {
 import { DropoutKey } from "../shaders/dropout.ts";
 import type { DropoutRates } from "./config.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
-import { GradNorm } from "../shaders/reduce.ts";
+import { GradNorm, NORM_LENGTH } from "../shaders/reduce.ts";
 import { lmLoss, METRIC, METRICS_LENGTH, simpoLoss, simpoMetricsLength } from "../shaders/loss.ts";
 import { scaleBy } from "../shaders/f16.ts";
 import { LossScaler, type ScalerOptions, type ScalerState } from "./scaler.ts";
@@ -113,13 +117,14 @@ export class Trainer {
   readonly scaler?: LossScaler;
   #stepParams: TensorView;
   #norm: GradNorm;
-  #normPlan: Plan;
-  #adamwPlan: Plan;
   /** The gradient norm then AdamW: what a step runs after backward. */
   #optimizer: Plan;
-  /** The loss scale as the loss plans read it (f16). */
+  /** Precision f16: [s, 1 / s] for the loss scale s, read by the loss plans and the gradient norm. */
   #scaleFactor?: TensorView;
-  /** The loss metrics of each workspace's batch shape (SimPO's per-sequence rewards need nSeq slots). */
+  /**
+   * Per workspace batch shape: the loss metrics (SimPO's per-sequence rewards need nSeq slots) followed
+   * by a copy of the norm buffer, so one read returns both.
+   */
   #metrics = new Map<string, TensorView>();
   #workspaces = new Map<string, Workspace>();
   #lossPlans = new Map<string, Plan>();
@@ -138,16 +143,15 @@ export class Trainer {
     this.v = allocParams(gpu, model.config, "adam.v");
     this.#stepParams = gpu.tensor(16, "adamw.step");
     const gradViews = this.grads.flatMap((p) => p.parts.map((part) => part.view));
-    this.#normPlan = new Plan(gpu);
-    this.#adamwPlan = new Plan(gpu);
-    this.#norm = new GradNorm(this.#normPlan, gradViews, adamw.clipNorm);
     if (model.half) {
       this.scaler = new LossScaler(options.scaler);
-      this.#scaleFactor = gpu.tensor(1, "loss_scale");
+      this.#scaleFactor = gpu.tensor(2, "loss_scale");
     }
+    this.#optimizer = new Plan(gpu);
+    this.#norm = new GradNorm(this.#optimizer, gradViews, adamw.clipNorm, { lossScale: this.#scaleFactor });
     this.model.params.forEach((p, i) => {
       p.parts.forEach((part, j) => {
-        adamwStep(this.#adamwPlan, {
+        adamwStep(this.#optimizer, {
           param: part.view,
           grad: this.grads[i].parts[j].view,
           m: this.m[i].parts[j].view,
@@ -155,12 +159,10 @@ export class Trainer {
           stepParams: this.#stepParams,
           norm: this.#norm.output,
           decay: p.spec.decay,
+          half: model.half?.copyOf(part.view),
         });
       });
     });
-    this.#optimizer = new Plan(gpu);
-    this.#optimizer.append(this.#normPlan);
-    this.#optimizer.append(this.#adamwPlan);
   }
 
   /**
@@ -179,8 +181,6 @@ export class Trainer {
     for (const plan of this.#lossPlans.values()) plan.destroy();
     this.#lossPlans.clear();
     this.#optimizer.destroy();
-    this.#normPlan.destroy();
-    this.#adamwPlan.destroy();
     for (const v of [this.#stepParams, this.#norm.partials, this.#norm.output]) gpu.free(v);
     if (this.#scaleFactor) gpu.free(this.#scaleFactor);
     this.#dropout?.key.destroy();
@@ -214,8 +214,13 @@ export class Trainer {
     }
     ws = new Workspace(this.model, B, T, { grads: this.grads, dropout: this.#dropout });
     this.#workspaces.set(key, ws);
-    this.#metrics.set(key, this.model.gpu.tensor(simpoMetricsLength(Math.ceil(B / 2)), `metrics ${key}`));
+    this.#metrics.set(key, this.model.gpu.tensor(Trainer.#normAt(B) + NORM_LENGTH, `metrics ${key}`));
     return ws;
+  }
+
+  /** Where the norm's copy starts in the metrics buffer of batches of B sequences. */
+  static #normAt(B: number): number {
+    return simpoMetricsLength(Math.ceil(B / 2));
   }
 
   /** Batch shapes whose workspaces are kept ({@link workspace}). The round loop uses up to three. */
@@ -275,7 +280,13 @@ export class Trainer {
     ];
   }
 
-  /** One AdamW step on `batch` at learning rate `lr`. Resolves with the step's metrics. */
+  /**
+   * One AdamW step on `batch` at learning rate `lr`, submitted at once with no wait on the CPU. Resolves
+   * with the step's metrics. Under f16 the step's AdamW t is this.step + 1 as for f32, but a step whose
+   * scaled gradients overflowed changes nothing on the GPU and, once its metrics are read, neither
+   * advances {@link step} nor the scaler's clean count (the scale backs off), so the next step writes the
+   * same t (GradScaler's rule, model/scaler.ts).
+   */
   async trainStep(batch: Batch, loss: LossSpec, lr: number): Promise<StepMetrics> {
     if (loss.kind === "simpo" && (batch.nSeq % 2 !== 0 || !batch.completionMask)) {
       throw new Error(
@@ -283,62 +294,50 @@ export class Trainer {
       );
     }
     const ws = this.workspace(batch.nSeq, batch.T);
-    await tune(this.model.gpu);
-    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
-    if (this.scaler) return this.#scaledStep(ws, loss, lr, this.scaler);
-    this.step++;
-    this.#dropout?.key.setStep(this.step);
-    this.model.gpu.write(this.#stepParams, packStepParams({ ...this.adamw, lr, step: this.step }));
-    const device = this.model.gpu.device;
-    const enc = device.createCommandEncoder();
-    this.#encodeGradients(enc, ws, loss);
-    this.#optimizer.encode(enc);
-    device.queue.submit([enc.finish()]);
-    const norm = await this.model.gpu.read(this.#norm.output, 0, 1);
-    return { ...(await this.#readMetrics(ws, loss)), gradNorm: norm[0], lr, step: this.step };
-  }
-
-  /**
-   * A step under dynamic loss scaling: forward, loss, backward from the scaled loss gradient and the
-   * (scaled) gradient norm in one submission; then, only if that norm is finite, AdamW with the clip
-   * coefficient divided by the scale (PyTorch: unscale, clip, step) and the recast of the f16 weights.
-   * An inf/NaN norm skips the update and leaves AdamW's t; the scaler backs off either way as GradScaler
-   * does.
-   */
-  async #scaledStep(ws: Workspace, loss: LossSpec, lr: number, scaler: LossScaler): Promise<StepMetrics> {
     const gpu = this.model.gpu;
-    const scale = scaler.scale;
+    await tune(gpu);
+    ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const step = this.step + 1;
     this.#dropout?.key.setStep(step);
-    gpu.write(this.#scaleFactor!, Float32Array.of(scale));
-    const device = gpu.device;
-    const enc = device.createCommandEncoder();
+    gpu.write(this.#stepParams, packStepParams({ ...this.adamw, lr, step }));
+    const scale = this.scaler?.scale;
+    if (scale !== undefined) this.#setScale(scale);
+    const enc = gpu.device.createCommandEncoder();
     this.#encodeGradients(enc, ws, loss);
-    this.#normPlan.encode(enc);
-    device.queue.submit([enc.finish()]);
-    const [scaledNorm] = await gpu.read(this.#norm.output, 0, 1);
-    const finite = Number.isFinite(scaledNorm);
-    const norm = scaledNorm / scale;
-    if (finite) {
+    this.#optimizer.encode(enc);
+    const metrics = this.#metricsOf(ws), at = Trainer.#normAt(ws.B);
+    const norm = this.#norm.output;
+    enc.copyBufferToBuffer(
+      norm.buffer,
+      norm.offset,
+      metrics.buffer,
+      metrics.offset + 4 * at,
+      4 * NORM_LENGTH,
+    );
+    gpu.device.queue.submit([enc.finish()]);
+    const m = await gpu.read(metrics);
+    const [gradNorm, , skip] = m.subarray(at, at + NORM_LENGTH);
+    if (!this.scaler) {
       this.step = step;
-      const a = this.adamw;
-      gpu.write(this.#stepParams, packStepParams({ ...a, lr, step }));
-      const clip = a.clipNorm > 0 ? Math.min(1, a.clipNorm / (norm + 1e-6)) : 1;
-      gpu.write(this.#norm.output, Float32Array.of(norm, clip / scale));
-      const enc2 = device.createCommandEncoder();
-      this.#adamwPlan.encode(enc2);
-      this.model.half!.cast.encode(enc2);
-      device.queue.submit([enc2.finish()]);
+      return { ...this.#lossMetrics(m, ws, loss), gradNorm, lr, step };
     }
-    scaler.update(finite);
+    const skipped = skip !== 0;
+    if (!skipped) this.step = step;
+    this.scaler.update(!skipped);
     return {
-      ...(await this.#readMetrics(ws, loss)),
-      gradNorm: norm,
+      ...this.#lossMetrics(m, ws, loss),
+      // The norm of the unscaled gradients (inf or NaN on a skipped step).
+      gradNorm: gradNorm / scale!,
       lr,
       step: this.step,
       lossScale: scale,
-      skipped: !finite,
+      skipped,
     };
+  }
+
+  /** The loss scale the loss plans multiply the loss gradient by, and its inverse for the unscale. */
+  #setScale(scale: number): void {
+    this.model.gpu.write(this.#scaleFactor!, Float32Array.of(scale, 1 / scale));
   }
 
   #metricsOf(ws: Workspace): TensorView {
@@ -346,15 +345,17 @@ export class Trainer {
   }
 
   /**
-   * The loss metrics of the last forward pass on `ws` (one read: under SimPO the batch means and every
-   * pair's rewards); the total is simpo + lambda * LM in the preference phase.
+   * The loss metrics in `m`, the metrics buffer of `ws` as read after a step: under SimPO the batch
+   * means and every pair's rewards; the total is simpo + lambda * LM in the preference phase.
    */
-  async #readMetrics(ws: Workspace, loss: LossSpec): Promise<Omit<StepMetrics, "gradNorm" | "lr" | "step">> {
-    const P = ws.B / 2;
-    const length = loss.kind === "lm" ? METRICS_LENGTH : simpoMetricsLength(P);
-    const m = await this.model.gpu.read(this.#metricsOf(ws), 0, length);
+  #lossMetrics(
+    m: Float32Array,
+    ws: Workspace,
+    loss: LossSpec,
+  ): Omit<StepMetrics, "gradNorm" | "lr" | "step"> {
     if (loss.kind === "lm") return { loss: m[METRIC.lm], lmLoss: m[METRIC.lm] };
-    const rewards = Array.from(m.subarray(METRICS_LENGTH));
+    const P = ws.B / 2;
+    const rewards = Array.from(m.subarray(METRICS_LENGTH, simpoMetricsLength(P)));
     return {
       loss: m[METRIC.simpo] + loss.lmWeight * m[METRIC.lm],
       lmLoss: m[METRIC.lm],
@@ -378,13 +379,14 @@ export class Trainer {
     // The masks of the step trainStep would take next.
     this.#dropout?.key.setStep(this.step + 1);
     // Unscaled: the gradients themselves (under f16, from f16 matmul operands).
-    if (this.#scaleFactor) this.model.gpu.write(this.#scaleFactor, Float32Array.of(1));
+    if (this.#scaleFactor) this.#setScale(1);
     ws.setBatch(batch.inputs, batch.targets, batch.lmMask, batch.completionMask);
     const device = this.model.gpu.device;
     const enc = device.createCommandEncoder();
     this.#encodeGradients(enc, ws, loss);
     device.queue.submit([enc.finish()]);
-    return { ...(await this.#readMetrics(ws, loss)), gradNorm: NaN, lr: 0, step: this.step };
+    const m = await this.model.gpu.read(this.#metricsOf(ws));
+    return { ...this.#lossMetrics(m, ws, loss), gradNorm: NaN, lr: 0, step: this.step };
   }
 
   /** Download the gradients (names as the parameter table). */

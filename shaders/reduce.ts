@@ -6,14 +6,23 @@
  * ({@link normAndClip}): one workgroup sums every slot and writes
  * `norm[0] = sqrt(total)` and `norm[1] = min(1, maxNorm / (norm[0] + 1e-6))` (1 when maxNorm <= 0).
  * Both stages use a fixed per-thread order and a fixed tree, so the result is bit-for-bit deterministic.
+ *
+ * Under dynamic loss scaling the tensors are the scaled gradients and stage 2 also reads the scale s:
+ * `norm[1] = clip(norm[0] / s) * (1 / s)`, the unscale and PyTorch's clip coefficient in one factor (the
+ * clip formula is the f32 one above, on the unscaled norm, as `clip_grad_norm_` computes it in f32 on the
+ * device after `GradScaler.unscale_`), and `norm[2] = 1` when norm[0] is inf or NaN: the overflow that
+ * makes AdamW skip the step, decided on the GPU so that nothing waits for the CPU.
  * @module
  */
 import { computeMain, type Gpu, type Plan, storage, type TensorView, uniformLayout } from "./gpu.ts";
 
 const WG = 256;
 
-/** Elements of the `norm` buffer: [global norm, clip coefficient]. */
-export const NORM_LENGTH = 2;
+/**
+ * Elements of the `norm` buffer: [global norm, gradient coefficient, skip]. Skip is 1 when a loss-scaled
+ * norm overflowed (AdamW then changes nothing), always 0 without a loss scale.
+ */
+export const NORM_LENGTH = 3;
 
 /** Fewest elements a stage-1 workgroup handles before a tensor gets another workgroup. */
 const ELEMENTS_PER_PART = WG * 8;
@@ -90,21 +99,35 @@ export function sumSquaresRowsSource(w: 1 | 4): string {
 const SUM_SQUARES_ROWS = [sumSquaresRowsSource(1), sumSquaresRowsSource(4)];
 
 /**
- * norm[0] = sqrt(sum of partials[0..nSlots)); norm[1] = clip coefficient. One workgroup.
- * Bindings: params, norm, partials.
+ * norm[0] = sqrt(sum of partials[0..nSlots)); norm[1] = the gradients' coefficient; norm[2] = skip. One
+ * workgroup. `scaled`: the partials are of loss-scaled gradients and `lossScale` = [s, 1 / s] (1 / s
+ * rounded once on the CPU, as GradScaler's inv_scale). Bindings: params, norm, partials[, lossScale].
  */
-export const NORM_AND_CLIP = wgslTreeSum("treeSum", "f32", WG) + NORM_PARAMS.wgsl +
-  storage({ norm: "read_write array<f32>", partials: "read array<f32>" }) + computeMain(WG) + /* wgsl */
-  `  var s = 0.0;
+function normAndClipSource(scaled: boolean): string {
+  // clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to at most 1.
+  const clip = (norm: string) => `select(1.0, min(1.0, p.maxNorm / (${norm} + 1e-6)), p.maxNorm > 0.0)`;
+  const buffers = { norm: "read_write array<f32>", partials: "read array<f32>" } as const;
+  const write = scaled
+    ? /* wgsl */ `norm[1] = ${clip("total / lossScale[0]")} * lossScale[1];
+    // inf or NaN, on the bits (no fast-math assumption can drop the test).
+    norm[2] = select(0.0, 1.0, (bitcast<u32>(total) & 0x7f800000u) == 0x7f800000u);`
+    : `norm[1] = ${clip("total")};
+    norm[2] = 0.0;`;
+  return wgslTreeSum("treeSum", "f32", WG) + NORM_PARAMS.wgsl +
+    storage(scaled ? { ...buffers, lossScale: "read array<f32>" } : buffers) + computeMain(WG) + /* wgsl */
+    `  var s = 0.0;
   for (var i = li; i < p.nSlots; i += ${WG}u) { s += partials[i]; }
   let total = sqrt(treeSum(li, s));
   if (li == 0u) {
     norm[0] = total;
-    // clip_grad_norm_: coef = max_norm / (total + 1e-6), clamped to at most 1.
-    norm[1] = select(1.0, min(1.0, p.maxNorm / (total + 1e-6)), p.maxNorm > 0.0);
+    ${write}
   }
 }
 `;
+}
+/** Stage 2 without and with a loss scale. */
+export const NORM_AND_CLIP = normAndClipSource(false);
+const NORM_AND_CLIP_SCALED = normAndClipSource(true);
 
 /** Which stage-1 kernel: workgroups with tree sums (GPUs) or one chunk per thread (CPU adapters). */
 export type RowKernels = "workgroup" | "thread";
@@ -156,15 +179,18 @@ export function sumSquares(plan: Plan, args: SumSquaresArgs): void {
 
 /**
  * Record norm[0] = sqrt(sum of partials[0..nSlots)) and norm[1] = min(1, maxNorm / (norm[0] + 1e-6)),
- * or norm[1] = 1 when maxNorm <= 0 (no clipping).
+ * or norm[1] = 1 when maxNorm <= 0 (no clipping); norm[2] = 0. With `lossScale` ([s, 1 / s], rewritten
+ * by the caller between runs): norm[1] = that coefficient of norm[0] / s, times 1 / s, and norm[2] = 1
+ * when norm[0] is not finite.
  */
 export function normAndClip(
   plan: Plan,
-  { norm, partials, nSlots, maxNorm }: {
+  { norm, partials, nSlots, maxNorm, lossScale }: {
     norm: TensorView;
     partials: TensorView;
     nSlots: number;
     maxNorm: number;
+    lossScale?: TensorView;
   },
 ): void {
   if (norm.length < NORM_LENGTH) {
@@ -173,29 +199,37 @@ export function normAndClip(
   if (nSlots > partials.length) {
     throw new RangeError(`normAndClip: nSlots=${nSlots} exceeds the partials buffer of ${partials.length}`);
   }
+  if (lossScale && lossScale.length < 2) {
+    throw new RangeError(`normAndClip: lossScale needs 2 elements (s, 1 / s), has ${lossScale.length}`);
+  }
   const u = plan.params(NORM_PARAMS, { nSlots, maxNorm }, "reduce.params");
-  plan.add(NORM_AND_CLIP, [u, norm, partials], [1, 1, 1], "norm_and_clip");
+  if (lossScale) plan.add(NORM_AND_CLIP_SCALED, [u, norm, partials, lossScale], [1, 1, 1], "norm_and_clip");
+  else plan.add(NORM_AND_CLIP, [u, norm, partials], [1, 1, 1], "norm_and_clip");
+}
+
+/** Options of a {@link GradNorm}. */
+export interface GradNormOptions {
+  /** Default: one chunk per thread on CPU adapters, workgroups with tree sums on GPUs. */
+  rows?: RowKernels;
+  /** The tensors are loss-scaled gradients; this buffer holds [s, 1 / s] ({@link normAndClip}). */
+  lossScale?: TensorView;
 }
 
 /**
  * The global L2 norm of a list of tensors and the clip coefficient, recorded into a plan once and
- * recomputed each time the plan runs. `output` = [norm, clip coefficient] ({@link NORM_LENGTH} floats),
+ * recomputed each time the plan runs. `output` = [norm, coefficient, skip] ({@link NORM_LENGTH} floats),
  * which AdamW reads on the GPU.
  */
 export class GradNorm {
-  /** [global norm, clip coefficient]. */
+  /** [global norm, gradient coefficient, skip]. */
   readonly output: TensorView;
   /** One slot per stage-1 workgroup, tensors in the order given. */
   readonly partials: TensorView;
 
   /** Allocate the buffers and record both stages into `plan`. `maxNorm <= 0` disables clipping. */
-  constructor(
-    plan: Plan,
-    tensors: TensorView[],
-    maxNorm: number,
-    rows: RowKernels = plan.gpu.cpuLike ? "thread" : "workgroup",
-  ) {
+  constructor(plan: Plan, tensors: TensorView[], maxNorm: number, options: GradNormOptions = {}) {
     const gpu: Gpu = plan.gpu;
+    const rows = options.rows ?? (gpu.cpuLike ? "thread" : "workgroup");
     const parts = tensors.map((t) => partsFor(t.length, rows));
     const nSlots = parts.reduce((a, b) => a + b, 0);
     this.partials = gpu.tensor(Math.max(1, nSlots), "gradnorm.partials");
@@ -205,6 +239,12 @@ export class GradNorm {
       sumSquares(plan, { partials: this.partials, x: t, slot, rows, parts: parts[i] });
       slot += parts[i];
     });
-    normAndClip(plan, { norm: this.output, partials: this.partials, nSlots, maxNorm });
+    normAndClip(plan, {
+      norm: this.output,
+      partials: this.partials,
+      nSlots,
+      maxNorm,
+      lossScale: options.lossScale,
+    });
   }
 }

@@ -19,7 +19,7 @@ for (const rows of ["workgroup", "thread"] as const) {
     // Clipping active, inactive (maxNorm above the norm), and disabled (maxNorm = 0).
     for (const maxNorm of [norm / 3, norm * 2, 0]) {
       const plan = new Plan(gpu);
-      const gn = new GradNorm(plan, views, maxNorm, rows);
+      const gn = new GradNorm(plan, views, maxNorm, { rows });
       const stage1 = rows === "thread" ? "sum_squares_rows" : "sum_squares";
       if (plan.dispatches[0].label !== stage1) throw new Error(`stage 1 is ${plan.dispatches[0].label}`);
       plan.run();
