@@ -6,6 +6,12 @@
  *
  * The state is three numbers ({@link ScalerState}), saved with the optimiser state so that a resumed run
  * continues with the same scale and count (bit-for-bit resume).
+ *
+ * A skipped step does not move the learning-rate schedule either: the next attempt runs at the same lr,
+ * and the schedule's step is the count of applied steps (`Trainer.step`, which `scheduledStep` passes to
+ * `learningRate`). That is transformers' Trainer with fp16: it calls `lr_scheduler.step()` only when
+ * accelerate's `optimizer_step_was_skipped` is false (the scale went down in `GradScaler.update()`), so its
+ * scheduler counts the optimizer steps actually taken.
  * @module
  */
 

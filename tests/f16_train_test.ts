@@ -9,6 +9,8 @@ import { GPT2 } from "../model/gpt2.ts";
 import { type Batch, Trainer } from "../model/trainer.ts";
 import { checkHalfSupport } from "../model/precision.ts";
 import type { GPT2Config } from "../model/config.ts";
+import { scheduledStep } from "../interaction/step.ts";
+import { learningRate, type ScheduleConfig } from "../interaction/schedule.ts";
 import { testGpu } from "./util.ts";
 
 const gpu = await testGpu();
@@ -143,6 +145,52 @@ Deno.test({
     );
     assert(log.slice(firstClean).some((e) => e.skipped), "a grown scale that overflows must back off again");
     assertEquals(trainer.scaler!.skipped, log.filter((e) => e.skipped).length);
+    trainer.destroy();
+    model.destroy();
+  },
+});
+
+Deno.test({
+  name:
+    "f16: a skipped step is retried at the same lr; the schedule follows the applied steps (transformers')",
+  ignore: noF16,
+  fn: async () => {
+    const model = GPT2.create(gpu, CONFIG, undefined, 4).usePrecision("f16");
+    const trainer = new Trainer(model, undefined, { scaler: { initScale: 2 ** 28, growthInterval: 3 } });
+    // Warm-up then cosine decay: every applied step changes the lr.
+    const schedule: ScheduleConfig = { kind: "cosine", lr: 3e-3, warmupSteps: 4, totalSteps: 12 };
+    const log: { lr: number; skipped: boolean; step: number }[] = [];
+    for (let s = 0; s < 18; s++) {
+      const { lr, metrics: m } = await scheduledStep(
+        trainer,
+        schedule,
+        batch(s % 4),
+        { kind: "lm" },
+        `step ${s}`,
+      );
+      log.push({ lr, skipped: m.skipped!, step: m.step });
+    }
+    console.log(
+      `  ${log.map((e) => `${e.lr.toExponential(2)}${e.skipped ? "x" : ""}`).join(" ")} (x = skipped)`,
+    );
+    let applied = 0;
+    for (const [i, e] of log.entries()) {
+      assertEquals(e.lr, learningRate(schedule, applied), `attempt ${i}: the lr of ${applied} applied steps`);
+      if (!e.skipped) applied++;
+      assertEquals(e.step, applied, `attempt ${i}: a skipped step does not count`);
+      if (i > 0 && log[i - 1].skipped) {
+        assertEquals(e.lr, log[i - 1].lr, `attempt ${i} retries at the same lr`);
+      }
+    }
+    assert(
+      log.some((e) => e.skipped && learningRate(schedule, e.step) !== learningRate(schedule, e.step + 1)),
+      "a step must be skipped where the schedule moves on, so the retry's lr is not trivially the same",
+    );
+    assertEquals(
+      log.filter((e) => !e.skipped).map((e) => e.lr),
+      Array.from({ length: applied }, (_, k) => learningRate(schedule, k)),
+      "the applied steps take the schedule's lr in order",
+    );
     trainer.destroy();
     model.destroy();
   },
