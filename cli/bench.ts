@@ -49,6 +49,7 @@ import { GPT2_124M, type GPT2Config, parameterCount } from "../model/config.ts";
 import { generate } from "../model/generate.ts";
 import { matmul } from "../shaders/matmul.ts";
 import { attentionBackward, attentionForward } from "../shaders/attention.ts";
+import { ATTENTION_CANDIDATES, ATTENTION_DEFAULT, attentionFits } from "../shaders/attention_candidates.ts";
 import { layernormBackward, layernormForward } from "../shaders/layernorm.ts";
 import { geluBackward, geluForward } from "../shaders/gelu.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentropy.ts";
@@ -258,8 +259,13 @@ interface KernelShapes {
   adamN: number;
 }
 
-/** Every kernel family at `k`'s shapes. */
-async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<KernelResult[]> {
+/** Every kernel family at `k`'s shapes (`quick`: fewer attention candidates). */
+async function benchKernels(
+  gpu: Gpu,
+  k: KernelShapes,
+  iters: number,
+  quick: boolean,
+): Promise<KernelResult[]> {
   const { N, C, H, B, T, V } = k;
   const out: KernelResult[] = [];
   const log = (r: KernelResult) => {
@@ -392,6 +398,54 @@ async function benchKernels(gpu: Gpu, k: KernelShapes, iters: number): Promise<K
       },
     ),
   );
+  // The GPU family's attention candidates (what the tuner picks from) at the same shape, on any adapter,
+  // judged like the rows above; with --quick only the default and the smallest staged one (a smoke run:
+  // the staged tiles take seconds each to compile on GL).
+  for (const c of ATTENTION_CANDIDATES) {
+    if (quick && c.name !== ATTENTION_DEFAULT && c.name !== "w64-r1-s16") continue;
+    const passes = ["forward", "dkdv", "dq"] as const;
+    if (!passes.every((pass) => attentionFits(c, pass, hd, false, gpu.limits))) continue;
+    const candidate = c.name;
+    log(
+      await kernel(
+        gpu,
+        iters,
+        `attention fwd ${c.name}`,
+        `B${B} T${T} H${H} hd${hd}`,
+        attFlops,
+        4 * (N * 3 * C + N * C),
+        (p, t) =>
+          attentionForward(p, {
+            y: t(N * C, "y"),
+            lse: t(B * H * T, "lse"),
+            qkv: t(N * 3 * C, "qkv"),
+            B,
+            T,
+            C,
+            H,
+            candidate,
+          }),
+      ),
+    );
+    log(
+      await kernel(
+        gpu,
+        iters,
+        `attention bwd ${c.name}`,
+        `B${B} T${T} H${H} hd${hd}`,
+        2.5 * attFlops,
+        4 * (2 * N * 3 * C + 2 * N * C),
+        (p, t) => {
+          const qkv = t(N * 3 * C, "qkv"), y = t(N * C, "y"), lse = t(B * H * T, "lse");
+          attentionForward(p, { y, lse, qkv, B, T, C, H, candidate });
+          const fwd = p.dispatches.length;
+          const dqkv = t(N * 3 * C, "dqkv");
+          attentionBackward(p, { dqkv, dy: t(N * C, "dy"), qkv, y, lse, B, T, C, H, candidate });
+          p.dispatches.splice(0, fwd);
+        },
+      ),
+    );
+  }
   // Elementwise and row kernels: nominal FLOP counts (LayerNorm 8/elem fwd, 14 bwd; GELU 12 fwd, 20 bwd;
   // softmax/CE 4 fwd, 5 bwd; AdamW 16); GB/s is the figure that matters for them.
   log(
@@ -895,7 +949,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     deno: Deno.version.deno,
     quick,
     loadavg: { start: Deno.loadavg() },
-    kernels: await benchKernels(device, shapes, steps),
+    kernels: await benchKernels(device, shapes, steps, quick),
     train: [],
     generation: {} as BenchResults["generation"],
   };

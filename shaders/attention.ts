@@ -399,9 +399,9 @@ function keySource(HD: number, c: AttentionCandidate, drop = false, masked = fal
   // Query i sees key j = r.t + rr (see maskOf).
   const sees = (rr: number) =>
     masked ? `i >= r.t + ${rr}u && (r.t + ${rr}u >= ks || i < ks)` : `i >= r.t + ${rr}u`;
-  // Query i's terms; its q in q{c}, dy in g{c}, lse in li_, D in di.
-  const query = `${drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : ""}
-    ${
+  const dri = drop ? "let dri = dropRow(stream, r.bh * p.T + i);" : "";
+  // Query i's terms; its q in q{c}, dy in g{c}, lse in li_, D in di, its dropout row key in dri.
+  const query = `${
     rows((rr) =>
       `{
       let pr = select(0.0, exp((${each(V, (c) => `dot(k${rr}_${c}, q${c})`, " + ")}) - li_), ${sees(rr)});
@@ -417,6 +417,7 @@ function keySource(HD: number, c: AttentionCandidate, drop = false, masked = fal
     ? /* wgsl */ `for (var i = r.t; i < ${masked ? "select(p.T, ks, r.last < ks)" : "p.T"}; i++) {
     let rq = r.base + i * S;
     let rg = gBase + i * C4;
+    ${dri}
     ${each(V, (c) => `let q${c} = qkv[rq + ${c}u];`, " ")}
     ${each(V, (c) => `let g${c} = dy[rg + ${c}u];`, " ")}
     let li_ = lse[r.bh * p.T + i];
@@ -442,6 +443,7 @@ function keySource(HD: number, c: AttentionCandidate, drop = false, masked = fal
       work: `for (var u = 0u; u < ${tile}u; u++) {
       let i = i0 + u;
       if (i >= r.t && i < ${masked ? "end" : "p.T"}) {
+    ${dri}
     ${each(V, (c) => `let q${c} = qt[u * V + ${c}u];`, " ")}
     ${each(V, (c) => `let g${c} = gt[u * V + ${c}u];`, " ")}
     let li_ = lt[u];

@@ -307,10 +307,12 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
   const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_" });
   const r = (await bench(["--quick", "--steps", "1", "--json", `${dir}/b.json`], gpu))!;
   assert.deepEqual(JSON.parse(await Deno.readTextFile(`${dir}/b.json`)), JSON.parse(JSON.stringify(r)));
-  // 14 kernel families and references (3 f16 matmul rows more with shader-f16), and rows for the tiled
-  // matmul candidates.
-  assert.equal(r.kernels.filter((k) => !k.name.startsWith("tiled ")).length, gpu.shaderF16 ? 17 : 14);
+  // 14 kernel families and references (3 f16 matmul rows more with shader-f16), rows for the tiled
+  // matmul candidates, and a forward and a backward row for each of --quick's two attention candidates.
+  const candidateRow = (k: { name: string }) => /^(tiled |attention (fwd|bwd) )/.test(k.name);
+  assert.equal(r.kernels.filter((k) => !candidateRow(k)).length, gpu.shaderF16 ? 17 : 14);
   assert.ok(r.kernels.some((k) => k.name.startsWith("tiled ")));
+  assert.equal(r.kernels.filter((k) => /^attention (fwd|bwd) /.test(k.name)).length, 4);
   assert.deepEqual(r.device, gpu.describe());
   for (const k of r.kernels) {
     assert.ok(k.ms > 0 && Number.isFinite(k.gflops) && Number.isFinite(k.gbps), k.name);
