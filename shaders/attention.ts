@@ -167,29 +167,32 @@ function tileLoads(WG: number, count: number, body: string): string {
 }
 
 /**
- * A staged kernel's walk over the other side's rows: `start` and `end` (uniform WGSL expressions, `end`
- * exclusive), tiles of `tile` rows from `x0` = start; per tile the `loads`, a barrier, this thread's work
- * (skipped by threads past the sequence), and a barrier before the tile is overwritten. A start or end
- * that depends on the padding mask is read back through `workgroupUniformLoad` so the analysis sees it
- * uniform.
+ * A staged kernel's walk over the other side's rows: from `start` to `end` (exclusive), uniform WGSL
+ * expressions that may use `w` = wgRows(wgIndex), in tiles of `tile` rows from `x0` = start; per tile the
+ * `loads`, a barrier, this thread's work (skipped by threads past the sequence), and a barrier before the
+ * tile is overwritten. A bound that depends on the padding mask (`readBack`) is read back through
+ * `workgroupUniformLoad` so the analysis sees it uniform, and is then `start` or `end` in `work`.
  */
 function stagedLoop(
   x0: string,
-  { start, end, tile, loads, work, masked }: {
+  { start, end, tile, loads, work, readBack }: {
     start: string;
     end: string;
     tile: number;
     loads: string;
     work: string;
-    masked: boolean;
+    readBack?: "start" | "end";
   },
 ): string {
-  const bound = masked
-    ? `if (li == 0u) { bound = ${start}; }\n  let start = workgroupUniformLoad(&bound);`
+  const read = readBack
+    ? `if (li == 0u) { bound = ${readBack === "start" ? start : end}; }
+  let ${readBack} = workgroupUniformLoad(&bound);`
     : "";
   return /* wgsl */ `let w = wgRows(wgIndex);
-  ${bound}
-  for (var ${x0} = ${masked ? "start" : start}; ${x0} < ${end}; ${x0} += ${tile}u) {
+  ${read}
+  for (var ${x0} = ${readBack === "start" ? "start" : start}; ${x0} < ${
+    readBack === "end" ? "end" : end
+  }; ${x0} += ${tile}u) {
     ${loads}
     workgroupBarrier();
     if (r.ok) {
@@ -289,7 +292,7 @@ function forwardSource(HD: number, c: AttentionCandidate, drop = false, masked =
       start: masked ? "select(0u, ks & ~3u, w.x >= ks)" : "0u",
       end: "w.y + 1u",
       tile,
-      masked,
+      readBack: masked ? "start" : undefined,
       // Keys past the workgroup's last row are clamped to it (masked for every row).
       loads: tileLoads(
         WG,
@@ -426,9 +429,10 @@ function keySource(HD: number, c: AttentionCandidate, drop = false, masked = fal
   }`
     : stagedLoop("i0", {
       start: "w.x",
-      end: masked ? "end" : "p.T",
+      // Under the mask, ks if all the workgroup's keys are padding.
+      end: masked ? "select(p.T, ks, w.y < ks)" : "p.T",
       tile,
-      masked: false,
+      readBack: masked ? "end" : undefined,
       // Queries past the sequence are clamped to its last row (and skipped).
       loads: tileLoads(
         WG,
@@ -459,11 +463,6 @@ var<workgroup> lt: array<f32, ${tile}>;
 var<workgroup> dt: array<f32, ${tile}>;
 ${masked ? "var<workgroup> bound: u32;\n" : ""}`
     : "";
-  // A staged workgroup's end under the mask: ks if all its keys are padding, read uniformly.
-  const end = tile > 0 && masked
-    ? `if (li == 0u) { bound = select(p.T, ks, wgRows(wgIndex).y < ks); }
-  let end = workgroupUniformLoad(&bound);`
-    : "";
   return header(WG, drop, 5) + rowOf(V, R, tile > 0) + staged + /* wgsl */ `
 ${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  ${tile > 0 ? "if (wgIndex >= p.blocks) { return; }" : ""}
   let r = rowOf(wgIndex, li);
@@ -478,7 +477,6 @@ ${GRAD_BINDINGS}${mask.decl}${computeMain(WG)}  ${tile > 0 ? "if (wgIndex >= p.b
   ${rows((rr) => each(V, (c) => `var dv${rr}_${c} = vec4f(0.0);`))}
   let gBase = r.b * p.T * C4 + r.h * V;
   ${drop ? "let stream = dropStream(p.site);" : ""}
-  ${end}
   ${loop}
   ${
     rows((rr) =>
@@ -529,7 +527,7 @@ function querySource(HD: number, c: AttentionCandidate, drop = false, masked = f
       start: masked ? "select(0u, ks, w.x >= ks)" : "0u",
       end: "w.y + 1u",
       tile,
-      masked,
+      readBack: masked ? "start" : undefined,
       loads: tileLoads(
         WG,
         tile * V,
