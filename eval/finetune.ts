@@ -14,6 +14,7 @@ import type { GPT2 } from "../model/gpt2.ts";
 import type { Precision } from "../model/precision.ts";
 import { type DropoutRates, GPT2_DROPOUT } from "../model/config.ts";
 import { deriveSeed, Rng } from "../model/random.ts";
+import type { ScalerOptions } from "../model/scaler.ts";
 import { Classifier, type HeadWeights, initHead, type Pooling, type Positions } from "./finetune_model.ts";
 import {
   type EncodedExample,
@@ -50,6 +51,8 @@ export interface FinetuneSettings {
   validBatchSize: number;
   /** The transformer's train-mode dropout; absent: its config's rates. */
   transformerDropout?: DropoutRates;
+  /** Precision f16: the loss scaler's settings; absent: GradScaler's defaults (model/scaler.ts). */
+  lossScale?: ScalerOptions;
   /**
    * Most sequences per GPU pass (a batch is split into micro-batches whose gradients add up to the
    * batch's); absent: the whole batch, or as many as keep one [rows, 4C] activation within a binding.
@@ -230,7 +233,9 @@ async function evaluate(
 /**
  * Fine-tune `model` (its weights are changed) with a fresh head on `train`, evaluating on `valid` after
  * every epoch; padding with `padId`. The matmuls run in the model's precision; under f16 a step skipped
- * for overflowed gradients still counts towards the schedule and the epoch, as a GradScaler step does.
+ * for overflowed gradients counts towards the epoch and the step total but not the schedule: the next
+ * step retries at the same learning rate, as transformers' Trainer does (its scheduler steps only when
+ * accelerate reports the optimizer step was not skipped) and as the round loop does (model/scaler.ts).
  */
 export async function finetuneTask(
   model: GPT2,
@@ -275,6 +280,7 @@ export async function finetuneTask(
     maxB,
     maxT,
     head: initHead(model.config.nEmbd, L, deriveSeed(s.seed, "finetune", task.name, "head")),
+    scaler: s.lossScale,
   });
   try {
     const epochsDone: EpochRecord[] = [];
@@ -282,7 +288,9 @@ export async function finetuneTask(
       | { score: number; epoch: number; logits: Float32Array; metrics: Record<string, number> }
       | undefined;
     let kept: FinetuneResult["best"];
-    let step = 0;
+    // Steps taken (the epoch and the total count them all) and steps applied (the schedule's count:
+    // transformers steps its scheduler only when the scaler did not skip the optimizer step).
+    let step = 0, applied = 0;
     for (let epoch = 1; epoch <= epochs && step < total; epoch++) {
       // The DataLoader's shuffle: a fresh permutation every epoch, from the seed.
       const order = new Rng(deriveSeed(s.seed, "finetune", task.name, "epoch", epoch))
@@ -290,7 +298,7 @@ export async function finetuneTask(
       let lossSum = 0, steps = 0;
       for (let k = 0; k < perEpoch && step < total; k++) {
         const items = order.slice(k * batchSize, (k + 1) * batchSize).map((i) => train[i]);
-        const lr = s.lr * lrFactor(step, warmup, total, s.minFactor, s.schedule);
+        const lr = s.lr * lrFactor(applied, warmup, total, s.minFactor, s.schedule);
         const { loss, lossScale, skipped } = await classifier.trainStep(
           padBatch(items, padId, s.paddingSide),
           lr,
@@ -299,6 +307,7 @@ export async function finetuneTask(
           throw new Error(`${task.name}: epoch ${epoch} step ${step + 1}: the loss is ${loss}`);
         }
         step++;
+        if (!skipped) applied++;
         steps++;
         lossSum += loss;
         options.onStep?.({

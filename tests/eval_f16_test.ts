@@ -21,7 +21,7 @@ import { prepareTask } from "../eval/tasks.ts";
 import { scoreSpans } from "../eval/score.ts";
 import type { ModelReport } from "../eval/report.ts";
 import type { ChoiceResult } from "../eval/tasks.ts";
-import { FINETUNE_DEFAULTS, finetuneTask } from "../eval/finetune.ts";
+import { FINETUNE_DEFAULTS, finetuneTask, lrFactor } from "../eval/finetune.ts";
 import { taskByName } from "../eval/finetune_data.ts";
 import { type EncodedExample, padBatch } from "../eval/finetune_data.ts";
 import { Classifier, type ClassifierOptions, initHead } from "../eval/finetune_model.ts";
@@ -389,6 +389,41 @@ Deno.test({
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "finetune f16: a skipped step is retried at the same lr; the schedule counts applied steps only",
+  ignore,
+  fn: async () => {
+    const { ckpt, train, valid } = await fixtureTask();
+    // 2^40 overflows f16 on the first step; the back-off brings it to 2^10, where steps apply.
+    const s = {
+      ...FINETUNE_DEFAULTS,
+      lr: 3e-3,
+      batchSize: 8,
+      epochs: 1,
+      pooling: "last" as const,
+      paddingSide: "left" as const,
+      classifierDropout: 0,
+      transformerDropout: { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 },
+      lossScale: { initScale: 2 ** 40, backoffFactor: 2 ** -30 },
+    };
+    const model = GPT2.create(gpu, ckpt.config, ckpt.weights).usePrecision("f16");
+    try {
+      const steps: { lr: number; skipped?: boolean }[] = [];
+      const result = await finetuneTask(model, taskByName("rte"), train, valid, 60, s, {
+        onStep: (e) => steps.push({ lr: e.lr, skipped: e.skipped }),
+      });
+      assert.deepEqual(steps.map((e) => e.skipped), [true, false, false, false, false, false]);
+      assert.deepEqual([result.steps, result.skippedSteps], [6, 1]);
+      const total = 6, warmup = Math.floor(s.warmupProportion * total);
+      const want = [0, 0, 1, 2, 3, 4].map((k) => s.lr * lrFactor(k, warmup, total, s.minFactor, s.schedule));
+      assert.deepEqual(steps.map((e) => e.lr), want);
+      assert.notEqual(want[1], want[2], "the schedule moves between applied steps");
+    } finally {
+      model.destroy();
     }
   },
 });
