@@ -1,6 +1,6 @@
 /**
  * The device options every command that uses the GPU takes (`--kernels`, `--tune`, `--tune-cache`), and
- * the one place the CLI opens the device: the kernel family, the matmul tuner with its cache file, and a
+ * the one place the CLI opens the device: the kernel family, the tuner with its cache file, and a
  * line saying which backend, adapter and features the run uses.
  * @module
  */
@@ -19,7 +19,8 @@ export const GPU_FLAGS = {
   },
   tune: {
     type: "string",
-    help: "GPU matmul tuning: auto (cached winner, else time the candidates once), off (fixed default), " +
+    help:
+      "GPU matmul and attention tuning: auto (cached winner, else time the candidates once), off (fixed default), " +
       "force (time again)",
     default: "auto",
   },
