@@ -19,9 +19,8 @@ export const GPU_FLAGS = {
   },
   tune: {
     type: "string",
-    help:
-      "GPU matmul and attention tuning: auto (cached winner, else time the candidates once), off (fixed default), " +
-      "force (time again)",
+    help: "GPU matmul and attention tuning: auto (cached winner, else time the candidates once), " +
+      "off (fixed default), force (time again)",
     default: "auto",
   },
   "tune-cache": {
