@@ -12,9 +12,14 @@
  * (see {@link timePlan}). `--compare` also runs the peer implementations
  * (../shared/bench: TensorFlow.js WebGPU and PyTorch CPU) on the small config, alternating with this
  * engine, and prints ratios. Results go to a table on stdout and JSON (default bench-results/bench.json).
+ * `--precision f16` runs the training steps in mixed precision ("small f16", "gpt2-124M f16"), and
+ * `--half-sums` with it adds each step's twin with f16 arithmetic in the linear layers ("... f16
+ * halfSums", model/precision.ts), measured in the same run for the ratio; default runs stay as long.
  * @module
  */
 import {
+  HALF_SUMS_FLAG,
+  halfSumsFlag,
   median,
   numberOption,
   parseCommand,
@@ -57,7 +62,7 @@ import { adamwStep, packStepParams, STEP_PARAMS_LENGTH } from "../shaders/adamw.
 import { NORM_LENGTH } from "../shaders/reduce.ts";
 import { uniforms } from "../model/random.ts";
 import { halfWords } from "../shaders/f16.ts";
-import type { Precision } from "../model/precision.ts";
+import type { Precision, PrecisionOptions } from "../model/precision.ts";
 
 const SPEC = {
   json: { type: "string", help: "write the results as JSON here", default: "bench-results/bench.json" },
@@ -84,6 +89,7 @@ const SPEC = {
   "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
   quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
   ...PRECISION_FLAG,
+  ...HALF_SUMS_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -259,7 +265,7 @@ interface KernelShapes {
   adamN: number;
 }
 
-/** Every kernel family at `k`'s shapes (`quick`: fewer attention candidates). */
+/** Every kernel family at `k`'s shapes (`quick`: two attention candidates, as on CPU adapters). */
 async function benchKernels(
   gpu: Gpu,
   k: KernelShapes,
@@ -398,11 +404,12 @@ async function benchKernels(
       },
     ),
   );
-  // The GPU family's attention candidates (what the tuner picks from) at the same shape, on any adapter,
-  // judged like the rows above; with --quick only the default and the smallest staged one (a smoke run:
-  // the staged tiles take seconds each to compile on GL).
+  // The GPU family's attention candidates (what the tuner picks from) at the same shape, judged like the
+  // rows above. With --quick, and on CPU adapters (where a GPU-style candidate takes 6-17 s a run at the
+  // 124M shape on lavapipe), only the default and the smallest staged one.
+  const fewAttention = quick || gpu.cpuLike;
   for (const c of ATTENTION_CANDIDATES) {
-    if (quick && c.name !== ATTENTION_DEFAULT && c.name !== "w64-r1-s16") continue;
+    if (fewAttention && c.name !== ATTENTION_DEFAULT && c.name !== "w64-r1-s16") continue;
     const passes = ["forward", "dkdv", "dq"] as const;
     if (!passes.every((pass) => attentionFits(c, pass, hd, false, gpu.limits))) continue;
     const candidate = c.name;
@@ -585,8 +592,14 @@ function modelConfig(c: TrainResult["config"], nPositions = c.T): GPT2Config {
 }
 
 /** A trainer and a random LM batch for `c`; the caller times `step`. */
-function trainSetup(gpu: Gpu, c: TrainResult["config"], config: GPT2Config, precision: Precision = "f32") {
-  const model = GPT2.create(gpu, config, undefined, 1).usePrecision(precision);
+function trainSetup(
+  gpu: Gpu,
+  c: TrainResult["config"],
+  config: GPT2Config,
+  precision: Precision = "f32",
+  options: PrecisionOptions = {},
+) {
+  const model = GPT2.create(gpu, config, undefined, 1).usePrecision(precision, options);
   const trainer = new Trainer(model);
   const r = uniforms(7);
   const n = c.B * c.T;
@@ -605,9 +618,10 @@ async function benchTrain(
   config: GPT2Config,
   iters: number,
   precision: Precision = "f32",
+  options: PrecisionOptions = {},
 ) {
   const before = gpu.allocatedBytes;
-  const { step, trainer, model } = trainSetup(gpu, c, config, precision);
+  const { step, trainer, model } = trainSetup(gpu, c, config, precision, options);
   const s = await timeRuns(gpu, iters, step);
   const result: TrainResult = { name, config: c, msPerStep: s * 1000, tokensPerS: (c.B * c.T) / s };
   console.error(`  train ${name}: ${result.msPerStep.toFixed(0)} ms/step`);
@@ -879,6 +893,10 @@ export function formatResults(r: BenchResults): string {
       } ms/step, ` +
         `${t.tokensPerS.toFixed(1)} tokens/s`,
     );
+    const plain = t.name.endsWith(" halfSums") && r.train.find((p) => p.name === t.name.slice(0, -9));
+    if (plain) {
+      lines.push(`  f16 arithmetic over f16 operands: ${(t.tokensPerS / plain.tokensPerS).toFixed(2)}x`);
+    }
   }
   const g = r.generation;
   lines.push(
@@ -953,32 +971,43 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     train: [],
     generation: {} as BenchResults["generation"],
   };
-  // The training steps in --precision (named so in the table when f16).
+  // The training steps in --precision (named so in the table when f16), each followed by its f16
+  // arithmetic twin under --half-sums (the same model and batch, only the linears' sums differ).
   const precision = precisionFlag(v.precision);
+  const halfSums = halfSumsFlag(v["half-sums"], precision);
   const tag = precision === "f32" ? "" : ` ${precision}`;
-  const smallRun = await benchTrain(device, `small${tag}`, small, modelConfig(small), steps, precision);
-  results.train.push(smallRun.result);
-  smallRun.destroy();
+  const twins = halfSums ? [{}, { halfSums: true }] : [{}];
+  const named = (name: string, o: PrecisionOptions) => `${name}${tag}${o.halfSums ? " halfSums" : ""}`;
+  let smallAllocated = 0;
+  for (const o of twins) {
+    const run = await benchTrain(device, named("small", o), small, modelConfig(small), steps, precision, o);
+    results.train.push(run.result);
+    smallAllocated = run.allocated;
+    run.destroy();
+  }
   // The memory report: 124M when it runs, else the small config.
   let mem = {
     name: `small config training, B=${small.B} T=${small.T}`,
     cfg: modelConfig(small),
     B: small.B,
     T: small.T,
-    allocated: smallRun.allocated,
+    allocated: smallAllocated,
   };
   if (!quick && v["skip-124m"] !== true) {
     const big = { L: 12, C: 768, H: 12, T: int("big-seq"), B: int("big-batch"), V: 50257 };
-    const bigRun = await benchTrain(
-      device,
-      `gpt2-124M${tag}`,
-      big,
-      GPT2_124M,
-      Math.max(1, steps - 1),
-      precision,
-    );
-    results.train.push(bigRun.result);
-    bigRun.destroy();
+    for (const o of twins) {
+      const bigRun = await benchTrain(
+        device,
+        named("gpt2-124M", o),
+        big,
+        GPT2_124M,
+        Math.max(1, steps - 1),
+        precision,
+        o,
+      );
+      results.train.push(bigRun.result);
+      bigRun.destroy();
+    }
     const B = int("mem-batch"), T = int("mem-seq");
     mem = {
       name: `GPT-2 124M training, B=${B} T=${T} (allocated, not run)`,
