@@ -725,10 +725,11 @@ export class Classifier {
     return blockActivations(this.#layers[l], this.#t);
   }
 
-  /** Block l's f16 weights and scratch under precision f16. */
+  /** Block l's f16 weights, scratch and arithmetic (the model's halfSums) under precision f16. */
   #blockHalf(l: number): BlockHalf | undefined {
     const half = this.model.half;
-    return half && { W: half.blocks[l], x16: this.#t.get("x16")!, dy16: this.#t.get("dy16")! };
+    const dy16 = this.#t.get("dy16")!;
+    return half && { W: half.blocks[l], x16: this.#t.get("x16")!, dy16, halfSums: half.halfSums };
   }
 
   #blockInput(l: number): TensorView {

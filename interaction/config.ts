@@ -6,7 +6,7 @@
  */
 import { type DropoutRates, GPT2_DROPOUT, NO_DROPOUT } from "../model/config.ts";
 import { type AdamWConfig, BASELINE_ADAMW } from "../model/trainer.ts";
-import type { Precision } from "../model/precision.ts";
+import { checkHalfSums, type Precision } from "../model/precision.ts";
 import { SCALER_DEFAULTS } from "../model/scaler.ts";
 import type { LineJoin } from "./corpus.ts";
 import type { ScheduleConfig } from "./schedule.ts";
@@ -94,6 +94,13 @@ export interface TrainConfig {
    */
   precision: Precision;
   /**
+   * With precision `f16` only: f16 products and partial sums (over chunks of 32 k, flushed into f32) in
+   * the blocks' linear layers, y = x W and dx = dy W^T (model/precision.ts; GPUs run them at twice the
+   * f32 rate); the weight gradients and the LM head keep f32 sums. The GPU kernel family's matmul only:
+   * the CPU family gives plain f16's bits. Default false.
+   */
+  halfSums: boolean;
+  /**
    * Dynamic loss scaling under f16 (model/scaler.ts), GradScaler's init_scale and growth_interval: the
    * first scale, and the clean steps after which it doubles (it halves on every overflowed step).
    */
@@ -161,6 +168,7 @@ export const BABYLM_INTERACTION: TrainConfig = {
   // A default GPT2Config trained after student.train(): 0.1 at all four sites, LM and SimPO phases alike.
   dropout: GPT2_DROPOUT,
   precision: "f32",
+  halfSums: false,
   lossScale: { initScale: SCALER_DEFAULTS.initScale, growthInterval: SCALER_DEFAULTS.growthInterval },
   batchSize: 16,
   simpoBeta: 2,
@@ -289,6 +297,9 @@ export const RESUME_MAY_CHANGE = [
   // The weights and optimiser state are f32 in either precision (only the loss scale restarts), so a
   // run may continue in f32 on an adapter without shader-f16, or in f16 where it has it.
   "precision",
+  // f16 arithmetic changes only how the next steps round, like precision, and it needs precision f16,
+  // so a change of precision may have to take it along.
+  "halfSums",
   "teacher.urls",
   "teacher.apiKeyEnv",
   "teacher.timeoutMs",
@@ -452,6 +463,8 @@ export function validateTrainConfig(
   if (!(c.simpoGammaRatio >= 0)) fail("simpoGammaRatio", ">= 0", c.simpoGammaRatio);
   if (!(c.lmWeight >= 0)) fail("lmWeight", ">= 0", c.lmWeight);
   if (c.precision !== "f32" && c.precision !== "f16") fail("precision", `"f32" or "f16"`, c.precision);
+  if (typeof c.halfSums !== "boolean") fail("halfSums", "true or false", c.halfSums);
+  checkHalfSums(c.precision, c.halfSums, where, { precision: `"precision"`, halfSums: `"halfSums": true` });
   if (!(c.lossScale.initScale > 0 && Number.isFinite(c.lossScale.initScale))) {
     fail("lossScale.initScale", "a positive number", c.lossScale.initScale);
   }

@@ -316,7 +316,7 @@ export async function runInteraction(
 
   // Model, optimizer and where to start.
   const model = GPT2.create(gpu, modelConfig, inputs.initWeights ?? initWeights(modelConfig, config.seed))
-    .usePrecision(config.precision);
+    .usePrecision(config.precision, { halfSums: config.halfSums });
   // Train mode: the LM and SimPO steps drop at the config's rates; the student turn samples without.
   const trainer = new Trainer(model, adamwOf(config), {
     dropout: { seed: config.seed, rates: config.dropout },

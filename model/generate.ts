@@ -452,7 +452,7 @@ export class Generator {
         copyColumns(d, { out: q, x: qkv, rows: nSeq, C, ld: 3 * C, offset: 0 });
         attentionDecode(d, { y, q, kCache: k, vCache: v, lengths: lens, nSeq, C, H, maxT });
       };
-      const half = model.half && { W: model.half.blocks[l], x16: st.x16! };
+      const half = model.half && { W: model.half.blocks[l], x16: st.x16!, halfSums: model.half.halfSums };
       blockForward(d, { w: blockWeights(model, l), x, a: acts, N: nSeq, C, eps, attention, half });
     }
     const lnf = { weight: model.view("ln_f.weight"), bias: model.view("ln_f.bias") };

@@ -25,7 +25,13 @@ import { crossEntropyBackward, crossEntropyForward } from "../shaders/crossentro
 import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders/embedding.ts";
 import { gatherRows, kvStore } from "../shaders/kvcache.ts";
 import { Rng } from "./random.ts";
-import { type BlockHalfWeights, HalfWeights, type Precision } from "./precision.ts";
+import {
+  type BlockHalfWeights,
+  checkHalfSums,
+  HalfWeights,
+  type Precision,
+  type PrecisionOptions,
+} from "./precision.ts";
 import { castToHalf } from "../shaders/f16.ts";
 
 /** A slice of the token embedding: rows [v0, v1) of wte, small enough for one binding. */
@@ -144,20 +150,30 @@ export class GPT2 {
     return this.half ? "f16" : "f32";
   }
 
+  /** f16 arithmetic in the blocks' linear layers ({@link PrecisionOptions.halfSums}). */
+  get halfSums(): boolean {
+    return this.half?.halfSums ?? false;
+  }
+
   /**
    * Run the matmuls in `precision` from now on: f16 makes the weights' f16 copies (throws naming the
-   * feature and the adapter without `shader-f16`). Call it before making workspaces, trainers, scorers
+   * feature and the adapter without `shader-f16`); `options.halfSums` (f16 only, else an error) adds
+   * f16 arithmetic in the blocks' linear layers. Call it before making workspaces, trainers, scorers
    * or generators: they record their plans for the precision in force when they are made.
    */
-  usePrecision(precision: Precision): this {
-    if (precision === this.precision) return this;
+  usePrecision(precision: Precision, options: PrecisionOptions = {}): this {
+    const halfSums = options.halfSums ?? false;
+    checkHalfSums(precision, halfSums, "usePrecision");
     if (precision === "f32") {
-      this.half!.destroy();
+      this.half?.destroy();
       this.half = undefined;
       return this;
     }
-    this.half = new HalfWeights(this);
-    this.half.cast.run();
+    if (!this.half) {
+      this.half = new HalfWeights(this);
+      this.half.cast.run();
+    }
+    this.half.halfSums = halfSums;
     return this;
   }
 
@@ -312,6 +328,8 @@ export interface BlockHalf {
   x16: TensorView;
   /** Backward: a linear's output gradient in f16, at least N * 4C halves. */
   dy16?: TensorView;
+  /** f16 arithmetic for the linears' y = x W and dx = dy W^T (model/precision.ts); dW keeps f32 sums. */
+  halfSums?: boolean;
 }
 
 /**
@@ -356,9 +374,11 @@ export function blockForward(
     half?: BlockHalf;
   },
 ): void {
-  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16 };
+  const halfSums = half?.halfSums;
+  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16, halfSums };
   // f16: the LayerNorms write their outputs as the next linear's f16 operand (a.ln1, a.ln2 are f16).
-  const lnOut = (ln: TensorView, W16: TensorView | undefined) => half && { W16: W16!, x16: ln, xHalf: true };
+  const lnOut = (ln: TensorView, W16: TensorView | undefined) =>
+    half && { W16: W16!, x16: ln, xHalf: true, halfSums };
   const lnHalf = !!half;
   const rate = dropout?.rates.residPdrop ?? 0;
   const attnDrop = dropSpec(dropout, rate, DROPOUT_SITE.attnResid(layer), N, C);
@@ -416,7 +436,7 @@ export function blockForward(
     rows: N,
     inC: 4 * C,
     outC: C,
-    half: half && { W16: half.W.fcProj, x16: a.gelu, xHalf: true },
+    half: half && { W16: half.W.fcProj, x16: a.gelu, xHalf: true, halfSums },
   });
   if (mlpDrop) dropoutResidual(plan, a.out, a.res2, a.fcproj, mlpDrop);
   else residualForward(plan, { out: a.out, a: a.res2, b: a.fcproj, n: N * C });
@@ -647,13 +667,14 @@ export class Workspace {
     return blockActivations(this.#layers[l], this.#t);
   }
 
-  /** Block l's f16 weights and scratch under precision f16. */
+  /** Block l's f16 weights, scratch and arithmetic under precision f16. */
   #blockHalf(l: number): BlockHalf | undefined {
     const half = this.model.half;
-    return half && { W: half.blocks[l], x16: this.#t.get("x16")!, dy16: this.#t.get("dy16") };
+    return half &&
+      { W: half.blocks[l], x16: this.#t.get("x16")!, dy16: this.#t.get("dy16"), halfSums: half.halfSums };
   }
 
-  /** The LM head's f16 operands (lnf's copy in x16) under precision f16. */
+  /** The LM head's f16 operands (lnf's copy in x16) under precision f16; its sums stay f32 under halfSums. */
   #headHalf(): { wte: WteChunk[]; x16: TensorView } | undefined {
     const half = this.model.half;
     return half && { wte: half.wte, x16: this.#t.get("x16")! };
@@ -884,10 +905,11 @@ export function blockBackward(
   },
 ): void {
   const N = B * T;
-  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16, dy16: half.dy16! };
+  const halfSums = half?.halfSums;
+  const h = (W16: TensorView | undefined) => half && { W16: W16!, x16: half.x16, dy16: half.dy16!, halfSums };
   // f16: the kept LayerNorm outputs are already the linears' f16 operands.
   const lnIn = (ln: TensorView, W16: TensorView | undefined) =>
-    half && { W16: W16!, x16: ln, dy16: half.dy16!, xHalf: true };
+    half && { W16: W16!, x16: ln, dy16: half.dy16!, xHalf: true, halfSums };
   const { dresidual, dqkv, dgelu, dfch } = d;
   // The C-wide linear inputs' gradients, one buffer in turn.
   const dln2 = d.dlinearIn, datty = d.dlinearIn, dln1 = d.dlinearIn;
@@ -909,7 +931,7 @@ export function blockBackward(
     rows: N,
     inC: 4 * C,
     outC: C,
-    half: half && { W16: half.W.fcProj, x16: a.gelu, dy16: half.dy16!, xHalf: true },
+    half: half && { W16: half.W.fcProj, x16: a.gelu, dy16: half.dy16!, xHalf: true, halfSums },
   });
   geluBackward(plan, { dinp: dfch, inp: a.fch, dout: dgelu, n: N * 4 * C });
   linearBackward(plan, {

@@ -11,6 +11,12 @@
  * (statistics included), attention, GELU, the logits, softmax / cross-entropy and the losses, the
  * activations at rest, and checkpoints (always the f32 master weights).
  *
+ * f16 arithmetic, opt-in ({@link PrecisionOptions.halfSums}): the blocks' linear layers then also
+ * multiply and sum in f16, over chunks of 32 k flushed into f32 sums (shaders/matmul_tiled.ts), for
+ * y = x W and dx = dy W^T, whose sums run over the layer's width. The weight gradients dW = x^T dy (a sum
+ * over every row of scaled gradients) and the LM head both ways (its logits feed the loss; its backward
+ * sums a vocabulary's worth of scaled dlogits and, for dwte, every row) keep f32 sums.
+ *
  * Gradients reach f16 scaled by the dynamic loss scale (model/scaler.ts) so that small ones do not
  * flush to zero; the trainer unscales them in the clip coefficient and skips steps whose gradients
  * overflowed.
@@ -25,6 +31,36 @@ export type Precision = "f32" | "f16";
 
 /** The accepted values of `--precision` and of the config key `precision`. */
 export const PRECISIONS: readonly Precision[] = ["f32", "f16"];
+
+/** Options of the matmuls' precision beside the operands' ({@link GPT2.usePrecision}). */
+export interface PrecisionOptions {
+  /**
+   * Precision f16 only: f16 products and partial sums in the blocks' linear layers (y = x W and
+   * dx = dy W^T), which GPUs run at twice the f32 FMA rate. Only the GPU kernel family's tiled matmul
+   * has f16 arithmetic; the CPU family keeps f32 sums, bit for bit the plain f16 results. Default false.
+   */
+  halfSums?: boolean;
+}
+
+/**
+ * Throw unless `halfSums` goes with `precision` (it needs f16), naming `where` (when not empty) and the
+ * two settings by `names` (the config's keys, the command's flags).
+ */
+export function checkHalfSums(
+  precision: Precision,
+  halfSums: boolean,
+  where: string,
+  names = { precision: "precision", halfSums: "halfSums" },
+): void {
+  if (halfSums && precision !== "f16") {
+    throw new Error(
+      `${
+        where ? `${where}: ` : ""
+      }${names.halfSums} needs ${names.precision} f16 (f16 arithmetic on the f16 operands), ` +
+        `got ${names.precision} ${precision}`,
+    );
+  }
+}
 
 /** Throw unless `value` is a {@link Precision}, naming `where`. */
 export function parsePrecision(value: unknown, where: string): Precision {
@@ -68,6 +104,11 @@ export class HalfWeights {
    * the copies itself).
    */
   readonly cast: Plan;
+  /**
+   * f16 arithmetic in the blocks' linear layers ({@link PrecisionOptions.halfSums}); plans recorded
+   * after it is set follow it.
+   */
+  halfSums = false;
   #owned: TensorView[] = [];
   #copies = new Map<TensorView, TensorView>();
   #gpu: Gpu;
