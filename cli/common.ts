@@ -4,7 +4,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parsePrecision, type Precision, PRECISIONS } from "../model/precision.ts";
+import { checkHalfSums, parsePrecision, type Precision, PRECISIONS } from "../model/precision.ts";
 
 /** One command-line option. */
 export interface OptionSpec {
@@ -60,6 +60,30 @@ export function precisionFlag(value: unknown, fallback: Precision = "f32"): Prec
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/**
+ * `--half-sums` of train, sft, simpo, score, generate and bench: with `--precision f16`, f16 products and
+ * partial sums in the blocks' linear layers (model/precision.ts; `train`: the config key `halfSums`).
+ */
+export const HALF_SUMS_FLAG = {
+  "half-sums": {
+    type: "boolean",
+    help: "with --precision f16: f16 products and partial sums (chunks of 32, flushed into f32) in the " +
+      "blocks' linear layers, twice the f32 FMA rate on GPUs; weight gradients and the LM head keep f32 " +
+      "sums; the GPU kernel family only (the CPU family gives plain f16's results)",
+  },
+} satisfies Record<string, OptionSpec>;
+
+/** The value of {@link HALF_SUMS_FLAG} under `precision`; given without f16 it is a usage error. */
+export function halfSumsFlag(value: unknown, precision: Precision): boolean {
+  const halfSums = value === true;
+  try {
+    checkHalfSums(precision, halfSums, "", { precision: "--precision", halfSums: "--half-sums" });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return halfSums;
 }
 
 /** A user-facing error: printed without a stack trace, exit code 1. */

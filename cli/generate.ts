@@ -11,6 +11,8 @@
  * @module
  */
 import {
+  HALF_SUMS_FLAG,
+  halfSumsFlag,
   numberOption,
   parseCommand,
   PRECISION_FLAG,
@@ -44,6 +46,7 @@ const SPEC = {
   seed: { type: "string", help: "random seed", default: "0" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "64" },
   ...PRECISION_FLAG,
+  ...HALF_SUMS_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -60,6 +63,8 @@ export async function runGenerate(args: string[]): Promise<void> {
   const topK = numberOption(o["top-k"], "top-k", { min: 0, integer: true });
   const seed = numberOption(o.seed, "seed", { min: 0, max: 2 ** 32 - 1, integer: true });
   const batchSize = numberOption(o["batch-size"], "batch-size", { min: 1, integer: true });
+  const precision = precisionFlag(o.precision);
+  const halfSums = halfSumsFlag(o["half-sums"], precision);
 
   const modelDir = await loadModelDir(modelPath);
   const { config, weights } = modelDir.checkpoint;
@@ -81,11 +86,11 @@ export async function runGenerate(args: string[]): Promise<void> {
   const tok = modelDir.tokenizer;
 
   const gpu = await openGpu(o, { quiet: true });
-  const model = GPT2.create(gpu, config, weights).usePrecision(precisionFlag(o.precision));
+  const model = GPT2.create(gpu, config, weights).usePrecision(precision, { halfSums });
   console.error(
-    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each, ${model.precision}; ${
-      describeLine(gpu.describe())
-    }`,
+    `generate: ${contexts.length} contexts, up to ${maxTokens} tokens each, ${model.precision}${
+      halfSums ? " halfSums" : ""
+    }; ${describeLine(gpu.describe())}`,
   );
   const progress = new Progress("generate", contexts.length * maxTokens, "tok");
   const start = performance.now();

@@ -8,6 +8,8 @@
  */
 import {
   dropoutOption,
+  HALF_SUMS_FLAG,
+  halfSumsFlag,
   numberOption,
   OPTIMIZER_FLAGS,
   optimizerFlags,
@@ -292,6 +294,7 @@ export const TRAIN_OPTIONS = {
     default: "true",
   },
   ...PRECISION_FLAG,
+  ...HALF_SUMS_FLAG,
   ...GPU_FLAGS,
 } satisfies Record<string, OptionSpec>;
 
@@ -309,6 +312,8 @@ export interface TrainOptions {
   dropout?: number;
   /** `--precision` of the matmuls (f16: dynamic loss scaling, skipped steps counted in metrics.jsonl). */
   precision: Precision;
+  /** `--half-sums`: f16 arithmetic in the blocks' linear layers (precision f16 only). */
+  halfSums: boolean;
   /** `--kernels`, `--tune`, `--tune-cache`. */
   gpu: GpuFlagValues;
 }
@@ -323,6 +328,7 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     throw new UsageError(`--shuffle must be true or false, got ${JSON.stringify(v.shuffle)}`);
   }
   const flags = optimizerFlags(v) as Required<ReturnType<typeof optimizerFlags>>;
+  const precision = precisionFlag(v.precision);
   return {
     steps: v.steps === undefined ? undefined : numberOption(v.steps, "steps", { min: 1, integer: true }),
     epochs: numberOption(v.epochs, "epochs", { min: 1, integer: true }),
@@ -343,7 +349,8 @@ export function parseTrainOptions(v: Record<string, unknown>): TrainOptions {
     seed: numberOption(v.seed, "seed", { integer: true }),
     shuffle: v.shuffle === "true",
     dropout: v.dropout === undefined ? undefined : dropoutOption(v.dropout),
-    precision: precisionFlag(v.precision),
+    precision,
+    halfSums: halfSumsFlag(v["half-sums"], precision),
     gpu: { kernels: v.kernels as string, tune: v.tune as string, "tune-cache": v["tune-cache"] as string },
   };
 }
@@ -414,7 +421,9 @@ export async function runTraining<I>(job: TrainingJob<I>): Promise<MetricsRow[]>
     ? model.checkpoint.config.dropout ?? GPT2_DROPOUT
     : uniformDropout(o.dropout);
   const config = { ...model.checkpoint.config, dropout: rates };
-  const gpt2 = GPT2.create(gpu, config, model.checkpoint.weights).usePrecision(o.precision);
+  const gpt2 = GPT2.create(gpu, config, model.checkpoint.weights).usePrecision(o.precision, {
+    halfSums: o.halfSums,
+  });
   const trainer = new Trainer(gpt2, o.adamw, { dropout: { seed: o.seed, rates } });
   const rows: MetricsRow[] = [];
   const progress = new Progress(job.command, steps.length, "step");

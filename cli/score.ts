@@ -10,6 +10,8 @@
  * @module
  */
 import {
+  HALF_SUMS_FLAG,
+  halfSumsFlag,
   numberOption,
   parseCommand,
   PRECISION_FLAG,
@@ -31,6 +33,7 @@ const SPEC = {
   output: { type: "string", help: "output JSON-lines file (default: stdout)" },
   "batch-size": { type: "string", help: "most sequences per GPU batch", default: "32" },
   ...PRECISION_FLAG,
+  ...HALF_SUMS_FLAG,
   ...GPU_FLAGS,
 } as const;
 
@@ -54,11 +57,14 @@ export async function main(args: string[], gpu?: Gpu): Promise<ScoreLine[]> {
   const input = required(v.input, "input");
   const batchSize = numberOption(v["batch-size"], "batch-size", { min: 1, integer: true });
   const precision = precisionFlag(v.precision);
+  const halfSums = halfSumsFlag(v["half-sums"], precision);
   const model = await loadModelDir(modelDir);
   const seqs = readSequences(await readRecords(input), input, model, { bos: true, eos: false }, 0);
   const device = gpu ?? await openGpu(v);
   const scorer = new BatchScorer(
-    GPT2.create(device, model.checkpoint.config, model.checkpoint.weights).usePrecision(precision),
+    GPT2.create(device, model.checkpoint.config, model.checkpoint.weights).usePrecision(precision, {
+      halfSums,
+    }),
   );
   const progress = new Progress("score", seqs.length, "seq");
   const lps = await scorer.tokenLogprobs(seqs, {

@@ -28,6 +28,8 @@ import { createTeacher, probeTeachers, type TeacherHost } from "../interaction/t
 import { DirStorage, loadRunConfig } from "./run_storage.ts";
 import {
   dropoutOption,
+  HALF_SUMS_FLAG,
+  halfSumsFlag,
   median,
   numberOption,
   OPTIMIZER_FLAGS,
@@ -79,6 +81,7 @@ const SPEC = {
   },
   ...OPTIMIZER_FLAGS,
   ...PRECISION_FLAG,
+  ...HALF_SUMS_FLAG,
   ...GPU_FLAGS,
   "print-config": { type: "boolean", help: "print the resolved config and exit" },
 } as const;
@@ -103,6 +106,7 @@ const CONFIG_OPTIONS = [
   "warmup-steps",
   "clip-norm",
   "precision",
+  "half-sums",
 ] as const;
 
 type Options = ReturnType<typeof parseOptions<typeof SPEC>>;
@@ -151,6 +155,7 @@ export async function resolveConfig(opts: Options): Promise<TrainConfig> {
   if (opts.dropout !== undefined) c.dropout = uniformDropout(dropoutOption(opts.dropout));
   Object.assign(c, optimizerFlags(opts));
   c.precision = precisionFlag(opts.precision, c.precision);
+  if (opts["half-sums"] !== undefined) c.halfSums = halfSumsFlag(opts["half-sums"], c.precision);
   if (opts["sft-epochs"] !== undefined) {
     c.nSftEpochs = numberOption(opts["sft-epochs"], "sft-epochs", { integer: true, min: 0 });
   }

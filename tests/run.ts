@@ -20,6 +20,7 @@ const MODEL_TESTS = [
   "generate_test.ts",
   "f16_infer_test.ts",
   "f16_train_test.ts",
+  "f16_halfsums_test.ts",
   "f16_step_test.ts",
   "f16_cli_test.ts",
   "f16_resume_test.ts",
