@@ -9,7 +9,8 @@
 #    comes back in $OUT/tune.json, every tiled candidate has a row in the table), and the same step in
 #    PyTorch on the same GPU in f32 and under bf16 autocast for the ratio;
 # 4. a checkpoint written by the project, loaded with transformers, log-probabilities compared;
-# 5. the bench again with --precision f16 (the 124M step in mixed precision; its f16 matmul rows are in 3).
+# 5. the bench again with --precision f16 --half-sums (the 124M step in mixed precision, then its twin with
+#    f16 arithmetic in the linear layers, and their ratio; the f16 matmul rows are in 3).
 # Everything also goes to $OUT (log.txt, bench.json, bench_f16.json, tune.json, peer.jsonl). Each part has
 # its own limit.
 set -uo pipefail
@@ -48,6 +49,6 @@ timeout 60 deno task score --model "$ck" --input "$T/hf_in.jsonl" --output "$T/h
   --tune-cache "$OUT/tune.json" >/dev/null 2>&1
 timeout 60 python3 .device/check_hf.py "$ck" "$T/hf_in.jsonl" "$T/hf_score.jsonl"
 
-echo "== 5. bench in mixed precision (124M step at 16 x 512, --precision f16)"
-timeout 150 deno task bench --precision f16 --big-batch 16 --big-seq 512 --steps 3 --json "$OUT/bench_f16.json" \
+echo "== 5. bench in mixed precision (124M step at 16 x 512, --precision f16, and --half-sums' twin)"
+timeout 150 deno task bench --precision f16 --half-sums --big-batch 16 --big-seq 512 --steps 3 --json "$OUT/bench_f16.json" \
   --tune auto --tune-cache "$OUT/tune.json" 2>&1 | grep -E "train step|GPU memory|f16" | tail -n 20
