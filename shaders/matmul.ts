@@ -134,7 +134,8 @@ export interface MatmulArgs {
    * With `half`: f16 arithmetic where the workgroup-memory kernel runs (GPU family, more than 16 rows):
    * products and partial sums in f16 over chunks of `HALF_SUM_CHUNK` k, the partials summed in f32
    * (`matmul_tiled.ts` states the error bound and the overflow to inf). The scalar edges, the other vec4
-   * layouts and the CPU family keep f32 products and sums. Off by default; nothing in the model sets it.
+   * layouts and the CPU family keep f32 products and sums. Off by default; the model's linear layers set it
+   * under `usePrecision("f16", { halfSums: true })` (model/precision.ts).
    */
   halfSums?: boolean;
 }
