@@ -34,7 +34,7 @@ export {
   Trainer,
   type TrainerState,
 } from "./model/trainer.ts";
-export { checkHalfSupport, type Precision, PRECISIONS } from "./model/precision.ts";
+export { checkHalfSupport, type Precision, type PrecisionOptions, PRECISIONS } from "./model/precision.ts";
 export { LossScaler, SCALER_DEFAULTS, type ScalerOptions, type ScalerState } from "./model/scaler.ts";
 export { generate, type GenerateOptions, type Generation, Generator } from "./model/generate.ts";
 export { BatchScorer } from "./model/score.ts";
