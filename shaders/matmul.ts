@@ -11,9 +11,11 @@
  * variant compiles once:
  *
  * - vec4: operands bound as `array<vec4f>`, every thread loads 16-byte vectors along the contiguous
- *   dimension of each operand and keeps a register tile of `out` (16 x 16 on CPU adapters, 8 x 16 there
+ *   dimension of each operand and keeps a register tile of `out` (16 x 32 on CPU adapters, 8 x 16 there
  *   for products of 17-64 rows, 8 x 8 on GPUs, 4 x 16 for products of at most 16 rows). Needs the row
- *   strides and offsets of A and B to be multiples of 4 elements; the bulk of every GPT-2 matmul.
+ *   strides and offsets of A and B to be multiples of 4 elements; the bulk of every GPT-2 matmul. Where
+ *   out's stride and offset and N are multiples of 4 too, it stores (and adds the bias) 4 columns per
+ *   vector: a quarter of the epilogue's memory operations, and a quarter of its code to compile.
  * - scalar: any shape, stride and offset; serves what the vec4 kernel cannot (a K, M or N remainder of
  *   1 to 3, odd strides).
  *
@@ -58,11 +60,13 @@ interface Vec4Layout {
   TN: number;
 }
 /**
- * CPU adapters: 16 x 16 per thread, 1024 FMAs per 32 vector loads per step of 4 in K. On llvmpipe this
- * measured 11-25% faster than 8 x 16 and faster than 16 x 24, 24 x 16 or 16 x 32 (spills cost less
- * than loads there).
+ * CPU adapters: 16 x 32 per thread, 2048 FMAs per 48 vector loads per step of 4 in K. On llvmpipe the
+ * loads are most of the time (the same kernel with its loads hoisted out of the K loop ran 7x faster),
+ * so FMAs per load decide: with vector stores this measured 0.72-0.82x the time of 16 x 16 at the small
+ * training config's products (16 x 16 had been 11-25% faster than 8 x 16); 32 x 16 about the same, and
+ * 32 x 32 about 0.6x but minutes to compile one variant from a cold Mesa shader cache.
  */
-const TILE_CPU: Vec4Layout = { name: "tile16x16", WX: 8, WY: 8, TM: 16, TN: 16 };
+const TILE_CPU: Vec4Layout = { name: "tile16x32", WX: 4, WY: 8, TM: 16, TN: 32 };
 /** CPU adapters, products of 17-64 rows: 8 x 16 per thread, so a 64-row block wastes no lanes. */
 const TILE_CPU_MID: Vec4Layout = { name: "tile8x16", WX: 8, WY: 8, TM: 8, TN: 16 };
 /**
@@ -88,6 +92,11 @@ export interface MatmulVariant {
   accumulate: boolean;
   /** A and B are f16 tensors (shaders/f16.ts), loaded as f16 and multiplied and summed in f32. */
   half?: boolean;
+  /**
+   * vec4 kernel only: out (and bias) are bound as `array<vec4f>` and stored 4 columns at a time. Needs
+   * ldc, cOff, dOff and N to be multiples of 4, so a vector is either wholly inside the product or not.
+   */
+  vecOut?: boolean;
 }
 
 /** Arguments of {@link matmul}. Strides and offsets count f32 elements. */
@@ -140,20 +149,21 @@ export interface MatmulArgs {
   halfSums?: boolean;
 }
 
-/** The bindings and the store of one output element, shared by both kernels. */
+/** The bindings and the store of one output element (a vector of 4 with `vecOut`), shared by both kernels. */
 function header(v: MatmulVariant, operand: "f32" | "vec4f"): string {
   const type = v.half ? (operand === "f32" ? "f16" : "vec4<f16>") : operand;
+  const result = v.vecOut ? "vec4f" : "f32", perVector = v.vecOut ? " / 4u" : "";
   // The workgroup-memory kernel's uniform block: one product is described the same way to both.
   return (v.half ? "enable f16;\n" : "") + TILED_PARAMS.wgsl + storage({
-    out: "read_write array<f32>",
+    out: `read_write array<${result}>`,
     a: `read array<${type}>`,
     b: `read array<${type}>`,
-    ...(v.bias ? { bias: "read array<f32>" as const } : {}),
+    ...(v.bias ? { bias: `read array<${result}>` as const } : {}),
   }) + /* wgsl */ `
-fn store(m: u32, n: u32, s: f32) {
+fn store(m: u32, n: u32, s: ${result}) {
   if (m >= p.M || n >= p.N) { return; }
-  let c = p.cOff + m * p.ldc + n;
-  ${v.accumulate ? "out[c] += s" : "out[c] = s"}${v.bias ? " + bias[p.dOff + n]" : ""};
+  let c = (p.cOff + m * p.ldc + n)${perVector};
+  ${v.accumulate ? "out[c] += s" : "out[c] = s"}${v.bias ? ` + bias[(p.dOff + n)${perVector}]` : ""};
 }
 `;
 }
@@ -252,6 +262,14 @@ export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU
       for (const j of R(tn)) body.push(`c${i}_${j} = fma(${aRef[i][kk]}, ${bRef[kk][j]}, c${i}_${j});`);
     }
   }
+  const epilogue = v.vecOut
+    ? R(tm).flatMap((i) =>
+      R(tn / 4).map((h) => {
+        const c = R(4).map((q) => `c${i}_${h * 4 + q}`).join(", ");
+        return `store(m0 + ${i}u, n0 + ${h * 4}u, vec4f(${c}));`;
+      })
+    )
+    : R(tm).flatMap((i) => R(tn).map((j) => `store(m0 + ${i}u, n0 + ${j}u, c${i}_${j});`));
   return header(v, "vec4f") + computeMain(WX * WY) + /* wgsl */ `
   let tile = wgIndex;
   if (tile >= p.tiles) { return; }
@@ -265,7 +283,7 @@ export function matmulVec4Source(v: MatmulVariant, layout: Vec4Layout = TILE_CPU
     let kq = k / 4u;
     ${body.join("\n    ")}
   }
-  ${R(tm).flatMap((i) => R(tn).map((j) => `store(m0 + ${i}u, n0 + ${j}u, c${i}_${j});`)).join("\n  ")}
+  ${epilogue.join("\n  ")}
 }
 `;
 }
@@ -274,7 +292,8 @@ const sources = new Map<string, string>();
 
 /** The cached source of a variant (the same string object each time, so pipelines are shared). */
 function sourceFor(v: MatmulVariant, layout?: Vec4Layout): string {
-  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${layout?.name ?? "scalar"}`;
+  const key = `${+v.transA}${+v.transB}${+v.bias}${+v.accumulate}${+!!v.half}${+!!v.vecOut}` +
+    (layout?.name ?? "scalar");
   let s = sources.get(key);
   if (!s) {
     s = layout ? matmulVec4Source(v, layout) : matmulSource(v);
@@ -428,7 +447,8 @@ function recordBlock(
   const bm = layout ? layout.WY * layout.TM : BM, bn = layout ? layout.WX * layout.TN : BN;
   const tilesN = Math.ceil(blk.N / bn), tiles = Math.ceil(blk.M / bm) * tilesN;
   const u = plan.params(TILED_PARAMS, { ...blk, tilesN, tiles }, "matmul.params");
-  const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half };
+  const vecOut = !!layout && [blk.ldc, blk.cOff, blk.dOff, blk.N].every((x) => x % 4 === 0);
+  const variant = { transA, transB, bias: blk.bias, accumulate: blk.accumulate, half, vecOut };
   const code = sourceFor(variant, layout);
   const kind = `${layout ? "_v4" : ""}${half ? "_f16" : ""}`;
   const label = `matmul_${transA ? "T" : "N"}${transB ? "T" : "N"}${kind}`;

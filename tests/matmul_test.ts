@@ -190,7 +190,12 @@ for (const tiles of ["cpu", "gpu"] as const) {
       ]
     ) {
       const s = `${M}x${N}x${K}`;
+      // out's stride and offset multiples of 4 too: the core stores whole vectors where N allows.
+      const ldc = up4(N) + 4, out4 = { ldc, cOffset: 8, outLen: 8 + M * ldc };
       cases.push(
+        aligned(`v4 NN+bias out4 ${s}`, M, N, K, { bias: true, ...out4 }),
+        aligned(`v4 NT+acc out4 ${s}`, M, N, K, { transB: true, accumulate: true, ...out4 }),
+        aligned(`v4 TN+bias+acc out4 ${s}`, M, N, K, { transA: true, bias: true, accumulate: true, ...out4 }),
         aligned(`v4 NN ${s}`, M, N, K),
         aligned(`v4 NN+bias+acc ${s}`, M, N, K, { bias: true, accumulate: true }),
         aligned(`v4 NT+bias ${s}`, M, N, K, { transB: true, bias: true }),
