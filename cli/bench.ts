@@ -3,6 +3,7 @@
  *
  *   deno task bench [--json FILE] [--compare] [--layers 4 --width 256 --heads 4 --seq 128 --batch 4
  *                   --vocab 4096] [--steps 3] [--big-batch 1 --big-seq 64] [--skip-124m] [--quick]
+ *                   [--only kernels,train,memory,profile,generation,compare]
  *
  * Measures each kernel family at GPT-2 124M shapes (GFLOP/s, GB/s), tokens/s of a full training step
  * (forward, loss, backward, clip, AdamW) for a small config and for GPT-2 124M, generation tokens/s
@@ -87,6 +88,11 @@ const SPEC = {
   },
   "mem-seq": { type: "string", help: "GPT-2 124M memory report: sequence length", default: "512" },
   "skip-124m": { type: "boolean", help: "skip the GPT-2 124M training step and memory report" },
+  only: {
+    type: "string",
+    help: `run only these parts, comma-separated: ${"kernels,train,memory,profile,generation,compare"} ` +
+      "(compare still needs --compare; default: all)",
+  },
   quick: { type: "boolean", help: "tiny shapes everywhere (a smoke test that runs in seconds)" },
   ...PRECISION_FLAG,
   ...HALF_SUMS_FLAG,
@@ -121,6 +127,24 @@ export interface TrainResult {
   tokensPerS: number;
 }
 
+/** The parts of a bench run, in the order they run. */
+export const BENCH_PARTS = ["kernels", "train", "memory", "profile", "generation", "compare"] as const;
+export type BenchPart = typeof BENCH_PARTS[number];
+
+/** The parts named by `--only` (comma-separated), or all of them. */
+export function parseParts(value: unknown): BenchPart[] {
+  if (value === undefined) return [...BENCH_PARTS];
+  const names = String(value).split(",").map((x) => x.trim()).filter((x) => x !== "");
+  const unknown = names.filter((x) => !(BENCH_PARTS as readonly string[]).includes(x));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new Error(
+      `--only ${JSON.stringify(String(value))}: expected some of ${BENCH_PARTS.join(", ")}` +
+        (unknown.length > 0 ? `; unknown: ${unknown.join(", ")}` : ""),
+    );
+  }
+  return BENCH_PARTS.filter((p) => names.includes(p));
+}
+
 /** Everything `bench` measures. */
 export interface BenchResults {
   adapter: string;
@@ -133,7 +157,9 @@ export interface BenchResults {
   loadavg: { start: number[]; end?: number[] };
   kernels: KernelResult[];
   train: TrainResult[];
-  generation: {
+  /** The parts measured (`--only`); the others are absent or empty. */
+  parts: BenchPart[];
+  generation?: {
     config: { L: number; C: number; H: number; V: number; batch: number; context: number; newTokens: number };
     cachedTokensPerS: number;
     recomputeTokensPerS: number;
@@ -720,7 +746,11 @@ export function interpolate(xs: number[], ys: Map<number, number>, x: number): n
 }
 
 /** Generation with the KV cache against a full forward pass over the prefix for every new token. */
-async function benchGeneration(gpu: Gpu, g: BenchResults["generation"]["config"], samples = 9) {
+async function benchGeneration(
+  gpu: Gpu,
+  g: NonNullable<BenchResults["generation"]>["config"],
+  samples = 9,
+) {
   const config = modelConfig({ L: g.L, C: g.C, H: g.H, T: 0, B: 0, V: g.V }, g.context + g.newTokens);
   const model = GPT2.create(gpu, config, undefined, 2);
   const r = uniforms(3);
@@ -899,12 +929,14 @@ export function formatResults(r: BenchResults): string {
     }
   }
   const g = r.generation;
-  lines.push(
-    `generation (L${g.config.L} C${g.config.C} V${g.config.V}, ${g.config.batch} x ${g.config.context} + ` +
-      `${g.config.newTokens}): cached ${g.cachedTokensPerS.toFixed(1)} tokens/s, recompute ` +
-      `${g.recomputeTokensPerS.toFixed(1)} tokens/s (timed at ${g.recomputeMeasuredAt.length} of ` +
-      `${g.config.newTokens} lengths, interpolated), speed-up ${g.speedup.toFixed(1)}x`,
-  );
+  if (g) {
+    lines.push(
+      `generation (L${g.config.L} C${g.config.C} V${g.config.V}, ${g.config.batch} x ${g.config.context} + ` +
+        `${g.config.newTokens}): cached ${g.cachedTokensPerS.toFixed(1)} tokens/s, recompute ` +
+        `${g.recomputeTokensPerS.toFixed(1)} tokens/s (timed at ${g.recomputeMeasuredAt.length} of ` +
+        `${g.config.newTokens} lengths, interpolated), speed-up ${g.speedup.toFixed(1)}x`,
+    );
+  }
   if (r.memory) {
     const m = r.memory;
     const mb = (b: number) =>
@@ -955,6 +987,8 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     ? { L: 1, C: 32, H: 2, T: 16, B: 2, V: 128 }
     : { L: int("layers"), C: int("width"), H: int("heads"), T: int("seq"), B: int("batch"), V: int("vocab") };
   const jsonPath = required(v.json, "json");
+  const parts = parseParts(v.only);
+  const part = (p: BenchPart) => parts.includes(p);
   const device = gpu ?? await openGpu(v, { quiet: true });
   console.error(`bench on ${describeLine(device.describe())}`);
   const shapes: KernelShapes = quick
@@ -967,9 +1001,9 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     deno: Deno.version.deno,
     quick,
     loadavg: { start: Deno.loadavg() },
-    kernels: await benchKernels(device, shapes, steps, quick),
+    parts,
+    kernels: part("kernels") ? await benchKernels(device, shapes, steps, quick) : [],
     train: [],
-    generation: {} as BenchResults["generation"],
   };
   // The training steps in --precision (named so in the table when f16), each followed by its f16
   // arithmetic twin under --half-sums (the same model and batch, only the linears' sums differ).
@@ -979,7 +1013,7 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   const twins = halfSums ? [{}, { halfSums: true }] : [{}];
   const named = (name: string, o: PrecisionOptions) => `${name}${tag}${o.halfSums ? " halfSums" : ""}`;
   let smallAllocated = 0;
-  for (const o of twins) {
+  for (const o of part("train") ? twins : []) {
     const run = await benchTrain(device, named("small", o), small, modelConfig(small), steps, precision, o);
     results.train.push(run.result);
     smallAllocated = run.allocated;
@@ -991,11 +1025,13 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
     cfg: modelConfig(small),
     B: small.B,
     T: small.T,
-    allocated: smallAllocated,
+    allocated: part("train")
+      ? smallAllocated
+      : allocatedForTraining(device, modelConfig(small), small.B, small.T, precision),
   };
   if (!quick && v["skip-124m"] !== true) {
     const big = { L: 12, C: 768, H: 12, T: int("big-seq"), B: int("big-batch"), V: 50257 };
-    for (const o of twins) {
+    for (const o of part("train") ? twins : []) {
       const bigRun = await benchTrain(
         device,
         named("gpt2-124M", o),
@@ -1020,28 +1056,32 @@ export async function main(args: string[], gpu?: Gpu): Promise<BenchResults | un
   const params = parameterCount(mem.cfg);
   const activationBytes = 4 *
     keptActivationFloats(mem.cfg, mem.B, mem.T, device.limits.maxStorageBufferBindingSize, precision);
-  results.memory = {
-    config: mem.name,
-    params,
-    allocatedBytes: mem.allocated,
-    minimumBytes: 16 * params + activationBytes,
-    paramStateBytes: 16 * params,
-    activationBytes,
-  };
-  results.profile = await profileStep(device, small);
-  results.generation = await benchGeneration(
-    device,
-    quick ? { L: 1, C: 32, H: 2, V: 128, batch: 2, context: 8, newTokens: 8 } : {
-      L: small.L,
-      C: small.C,
-      H: small.H,
-      V: small.V,
-      batch: 4,
-      context: int("gen-context"),
-      newTokens: int("gen-new"),
-    },
-  );
-  if (v.compare === true) {
+  if (part("memory")) {
+    results.memory = {
+      config: mem.name,
+      params,
+      allocatedBytes: mem.allocated,
+      minimumBytes: 16 * params + activationBytes,
+      paramStateBytes: 16 * params,
+      activationBytes,
+    };
+  }
+  if (part("profile")) results.profile = await profileStep(device, small);
+  if (part("generation")) {
+    results.generation = await benchGeneration(
+      device,
+      quick ? { L: 1, C: 32, H: 2, V: 128, batch: 2, context: 8, newTokens: 8 } : {
+        L: small.L,
+        C: small.C,
+        H: small.H,
+        V: small.V,
+        batch: 4,
+        context: int("gen-context"),
+        newTokens: int("gen-new"),
+      },
+    );
+  }
+  if (v.compare === true && part("compare")) {
     results.compare = await compare(device, small, steps, int("rounds"), peerDir(v.peers));
   }
   results.loadavg.end = Deno.loadavg();

@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { main as simpo } from "../cli/simpo.ts";
-import { interpolate, main as bench, sampleLengths, tiledPrecisionRatio } from "../cli/bench.ts";
+import {
+  BENCH_PARTS,
+  interpolate,
+  main as bench,
+  parseParts,
+  sampleLengths,
+  tiledPrecisionRatio,
+} from "../cli/bench.ts";
 import { packPairs, parseTrainOptions, TRAIN_OPTIONS } from "../cli/lm_data.ts";
 import { learningRate } from "../interaction/schedule.ts";
 import { BASELINE_ADAMW } from "../model/trainer.ts";
@@ -321,7 +328,8 @@ Deno.test("bench --quick: a smoke run writes finite results and memory at least 
     assert.ok(k.bound === "compute" ? k.gflops > 0 : k.gbps > 0, k.name);
   }
   assert.deepEqual(r.kernels.slice(0, 2).map((k) => k.ofCeiling), [1, 1]);
-  assert.ok(r.train[0].tokensPerS > 0 && r.generation.cachedTokensPerS > 0 && r.generation.speedup > 0);
+  assert.ok(r.train[0].tokensPerS > 0 && r.generation!.cachedTokensPerS > 0 && r.generation!.speedup > 0);
+  assert.deepEqual(r.parts, [...BENCH_PARTS]);
   const m = r.memory!;
   assert.equal(m.params, 17376); // L1 C32 V128 T16: wte 4096 + wpe 512 + block 12672 + ln_f 64
   assert.ok(m.allocatedBytes >= m.minimumBytes, `allocated ${m.allocatedBytes} < minimum ${m.minimumBytes}`);
@@ -366,4 +374,32 @@ Deno.test("bench: recompute lengths are sampled evenly and interpolated linearly
   assert.equal(interpolate(xs, ys, 15), 3);
   assert.equal(interpolate(xs, ys, 20), 4);
   assert.equal(interpolate([3], new Map([[3, 7]]), 0), 7);
+});
+
+Deno.test("bench --only: runs just the parts named (the device check's second pass), refuses unknown ones", async () => {
+  assert.deepEqual(parseParts(undefined), [...BENCH_PARTS]);
+  assert.deepEqual(parseParts("compare, train"), ["train", "compare"]);
+  assert.throws(
+    () => parseParts("train,speed"),
+    /--only "train,speed": expected some of kernels, .*; unknown: speed/,
+  );
+  assert.throws(() => parseParts(","), /--only ",": expected some of/);
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir({ prefix: "cli_engine_bench_only_" });
+  try {
+    const r =
+      (await bench(["--quick", "--steps", "1", "--only", "train,memory", "--json", `${dir}/b.json`], gpu))!;
+    assert.deepEqual(r.parts, ["train", "memory"]);
+    assert.deepEqual(r.kernels, []);
+    assert.equal(r.train.length, 1);
+    assert.ok(r.train[0].tokensPerS > 0);
+    assert.ok(r.memory!.allocatedBytes >= r.memory!.minimumBytes);
+    assert.equal(r.generation, undefined);
+    assert.equal(r.profile, undefined);
+    const m = (await bench(["--quick", "--only", "memory", "--json", `${dir}/m.json`], gpu))!;
+    assert.deepEqual([m.train.length, m.memory!.params], [0, 17376]);
+    assert.ok(m.memory!.allocatedBytes >= m.memory!.minimumBytes);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
