@@ -5,8 +5,8 @@
 #    features and limits;
 # 2. the engine tests (tests/run.ts's list: every kernel test, the model tests) on that adapter, in the
 #    GPU kernel family it picks there;
-# 3. `deno task bench` with the GPT-2 124M step at B=16 x T=512, the matmul tuned on first use (its cache
-#    comes back in $OUT/tune.json, every tiled candidate has a row in the table), and the same step in
+# 3. `deno task bench` with the GPT-2 124M step at B=16 x T=512, matmul and attention tuned on first use (cache
+#    back in $OUT/tune.json; every tiled and attention candidate has a row in the table), and the same step in
 #    PyTorch on the same GPU in f32 and under bf16 autocast for the ratio;
 # 4. a checkpoint written by the project, loaded with transformers, log-probabilities compared;
 # 5. the bench again with --precision f16 --half-sums (the 124M step in mixed precision, then its twin with
@@ -33,7 +33,7 @@ echo "== 2. engine tests on the GPU"
 tests=$(deno eval 'import { engineTests } from "./tests/run.ts"; console.log((await engineTests("tests")).join(" "))')
 timeout 240 deno test -A --no-check=remote $tests 2>&1 | grep -E '^(ok|FAILED)|passed|failed|error' | tail -n 40
 
-echo "== 3. bench (124M step at 16 x 512), matmul tuned on first use"
+echo "== 3. bench (124M step at 16 x 512), matmul and attention tuned on first use"
 timeout 220 deno task bench --big-batch 16 --big-seq 512 --steps 3 --json "$OUT/bench.json" \
   --tune auto --tune-cache "$OUT/tune.json" 2>&1 | tail -n 60
 for dt in f32 bf16; do
@@ -50,5 +50,7 @@ timeout 60 deno task score --model "$ck" --input "$T/hf_in.jsonl" --output "$T/h
 timeout 60 python3 .device/check_hf.py "$ck" "$T/hf_in.jsonl" "$T/hf_score.jsonl"
 
 echo "== 5. bench in mixed precision (124M step at 16 x 512, --precision f16, and --half-sums' twin)"
-timeout 150 deno task bench --precision f16 --half-sums --big-batch 16 --big-seq 512 --steps 3 --json "$OUT/bench_f16.json" \
-  --tune auto --tune-cache "$OUT/tune.json" 2>&1 | grep -E "train step|GPU memory|f16" | tail -n 20
+# Only the steps and the memory report: part 3 already timed every f16 and f16-arithmetic kernel row.
+timeout 150 deno task bench --only train,memory --precision f16 --half-sums --big-batch 16 --big-seq 512 --steps 3 \
+  --json "$OUT/bench_f16.json" --tune auto --tune-cache "$OUT/tune.json" 2>&1 | grep -E "train step|GPU memory|f16" |
+  tail -n 20
