@@ -25,18 +25,33 @@ export const GPU_FLAGS = {
   },
   "tune-cache": {
     type: "string",
-    help: "tuning cache file (default $XDG_CACHE_HOME or ~/.cache, babylm-webgpu/matmul-tuning.json)",
+    help: "tuning cache file (default: one per adapter and backend, $XDG_CACHE_HOME or ~/.cache, " +
+      "babylm-webgpu/tuning/ADAPTER.json)",
   },
 } satisfies Record<string, OptionSpec>;
 
 /** The parsed values of {@link GPU_FLAGS}. */
 export type GpuFlagValues = Partial<Record<keyof typeof GPU_FLAGS, OptionValue>>;
 
-/** The default cache file: under $XDG_CACHE_HOME, else ~/.cache, else the working directory. */
-export function defaultTuneCache(): string {
+/**
+ * The default cache file of the adapter `adapterKey` (vendor, architecture, device, description and
+ * backend): one file per adapter under $XDG_CACHE_HOME, else ~/.cache, else the working directory, so a
+ * machine used through two backends, or with two GPUs, keeps each one's winners instead of one adapter's
+ * cache replacing the other's on every switch. The name is the key made file-safe, plus a hash of the
+ * key itself so keys that differ only in dropped characters still get their own files.
+ */
+export function defaultTuneCache(adapterKey: string): string {
   const base = Deno.env.get("XDG_CACHE_HOME") ||
     (Deno.env.get("HOME") ? join(Deno.env.get("HOME")!, ".cache") : ".cache");
-  return join(base, "babylm-webgpu", "matmul-tuning.json");
+  const slug = adapterKey.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 80);
+  return join(base, "babylm-webgpu", "tuning", `${slug || "adapter"}-${fnv1a(adapterKey)}.json`);
+}
+
+/** FNV-1a over the UTF-16 code units of `text`, as 8 hex digits. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, "0");
 }
 
 /** A tuning cache in a JSON file, written atomically (a killed write leaves the old file). */
@@ -82,10 +97,13 @@ export async function openGpu(flags: GpuFlagValues, options: { quiet?: boolean }
   const gpu = await Gpu.create({ kernels });
   const d = gpu.describe();
   const a = d.adapter;
+  const adapterKey = `${a.vendor}/${a.architecture}/${a.device}/${a.description} on ${d.backend}`;
   await attachTuner(gpu, {
     mode: mode as TuneMode,
-    store: fileStore(typeof flags["tune-cache"] === "string" ? flags["tune-cache"] : defaultTuneCache()),
-    adapterKey: `${a.vendor}/${a.architecture}/${a.device}/${a.description} on ${d.backend}`,
+    store: fileStore(
+      typeof flags["tune-cache"] === "string" ? flags["tune-cache"] : defaultTuneCache(adapterKey),
+    ),
+    adapterKey,
     warn: (m) => console.error(`warning: ${m}`),
     onTuned: (r) =>
       console.error(
