@@ -14,10 +14,12 @@
  * parameter group: every tensor decays, biases and LayerNorms included, and nothing is clipped.
  *
  * Under precision f16 (the model's, model/precision.ts) the transformer's matmuls read f16 operands as in
- * training (the f16 weight copies recast after every AdamW step), with the trainer's dynamic loss scaling
- * (model/scaler.ts): the loss gradient is multiplied by the scale, AdamW unscales, and a step whose
- * gradients overflowed is skipped. The head (two small linears on B rows) stays f32, as do the master
- * weights, AdamW, the LayerNorms and the loss.
+ * training, with the trainer's dynamic loss scaling (model/scaler.ts) and its one-submission step
+ * (model/trainer.ts): the loss gradient is multiplied by the scale; the gradient norm computes, on the
+ * GPU, the unscale factor and whether the gradients overflowed; AdamW then skips the whole update (model
+ * and head) on an overflow, or unscales and writes the f16 weight copies as it updates, and the CPU learns
+ * the outcome from the step's one read. The head (two small linears on B rows) stays f32, as do the
+ * master weights, AdamW, the LayerNorms and the loss.
  * @module
  */
 import { Plan, type TensorView } from "../shaders/gpu.ts";
@@ -48,7 +50,7 @@ import { DROPOUT_SITE, dropoutInPlace, DropoutKey } from "../shaders/dropout.ts"
 import { embeddingBackward, embeddingForward, EmbeddingGroups } from "../shaders/embedding.ts";
 import { embedAt, gatherRows } from "../shaders/kvcache.ts";
 import { adamwStep, packStepParams } from "../shaders/adamw.ts";
-import { GradNorm } from "../shaders/reduce.ts";
+import { GradNorm, NORM_LENGTH } from "../shaders/reduce.ts";
 import { tune } from "../shaders/tune.ts";
 import {
   classificationLoss,
@@ -192,7 +194,7 @@ export class Classifier {
   readonly grads: DeviceParam[];
   /** The loss scale under precision f16 (the model's precision when the classifier was made). */
   readonly scaler?: LossScaler;
-  /** The loss scale as the loss plans read it (f16). */
+  /** Precision f16: [s, 1 / s] for the loss scale s, read by the loss plans and the gradient norm. */
   #scaleFactor?: TensorView;
   #m: DeviceParam[];
   #v: DeviceParam[];
@@ -207,10 +209,13 @@ export class Classifier {
   #key: DropoutKey;
   #stepParams: TensorView;
   #norm: GradNorm;
-  /** The gradient norm, then AdamW: under f16 AdamW runs only after the norm was read and found finite. */
-  #normPlan: Plan;
-  #adamwPlan: Plan;
+  /** The gradient norm, then AdamW (which under f16 reads the norm's skip flag on the GPU). */
   #optimizer: Plan;
+  /**
+   * What a training part's one read returns: its logits ([maxB, L]), its rows' losses (maxB) and, after
+   * the optimiser, a copy of the norm buffer ({@link NORM_LENGTH}).
+   */
+  #readout: TensorView;
   #plans = new Map<string, Plan>();
   /** Buffers backward accumulates into, cleared before each step. */
   #accumulated: TensorView[];
@@ -312,16 +317,16 @@ export class Classifier {
       ...this.grads.flatMap((p) => p.parts.map((part) => part.view)),
       ...Object.values(this.#headGrad),
     ];
-    this.#normPlan = new Plan(gpu);
-    this.#adamwPlan = new Plan(gpu);
-    this.#norm = new GradNorm(this.#normPlan, gradViews, 0);
+    this.#readout = alloc(B * (L + 1) + NORM_LENGTH, "ft.readout");
     if (model.half) {
       this.scaler = new LossScaler(options.scaler);
-      this.#scaleFactor = alloc(1, "ft.loss_scale");
+      this.#scaleFactor = alloc(2, "ft.loss_scale");
     }
+    this.#optimizer = new Plan(gpu);
+    this.#norm = new GradNorm(this.#optimizer, gradViews, 0, { lossScale: this.#scaleFactor });
     model.params.forEach((p, i) => {
       p.parts.forEach((part, j) => {
-        adamwStep(this.#adamwPlan, {
+        adamwStep(this.#optimizer, {
           param: part.view,
           grad: this.grads[i].parts[j].view,
           m: this.#m[i].parts[j].view,
@@ -329,11 +334,13 @@ export class Classifier {
           stepParams: this.#stepParams,
           norm: this.#norm.output,
           decay: true,
+          half: model.half?.copyOf(part.view),
         });
       });
     });
+    // The head has no f16 copy (its linears run in f32), and skips with the model on an overflow.
     headSpecs(C, L).forEach(({ name }, i) => {
-      adamwStep(this.#adamwPlan, {
+      adamwStep(this.#optimizer, {
         param: this.#head[name],
         grad: this.#headGrad[name],
         m: this.#headM[i],
@@ -343,9 +350,6 @@ export class Classifier {
         decay: true,
       });
     });
-    this.#optimizer = new Plan(gpu);
-    this.#optimizer.append(this.#normPlan);
-    this.#optimizer.append(this.#adamwPlan);
     const t = (name: string) => this.#t.get(name)!;
     this.#accumulated = [t("dresidual"), t("dg1"), t("dpooled")];
   }
@@ -398,8 +402,6 @@ export class Classifier {
     for (const plan of this.#plans.values()) plan.destroy();
     this.#plans.clear();
     this.#optimizer.destroy();
-    this.#normPlan.destroy();
-    this.#adamwPlan.destroy();
     gpu.free(this.#norm.partials);
     gpu.free(this.#norm.output);
     this.#groups.destroy();
@@ -742,32 +744,38 @@ export class Classifier {
     for (const v of [...Object.values(this.#headGrad), ...this.#accumulated]) enc.clearBuffer(v.buffer);
   }
 
-  async #readOut(B: number, withLoss: boolean): Promise<{ lossSum: number; logits: Float32Array }> {
-    const gpu = this.model.gpu;
-    const logits = await gpu.read(this.#t.get("logits")!, 0, B * this.options.numLabels);
-    if (!withLoss) return { lossSum: NaN, logits };
-    let lossSum = 0;
-    for (const x of await gpu.read(this.#t.get("rowLoss")!, 0, B)) lossSum += x;
-    return { lossSum, logits };
+  /**
+   * Encode copying a training part's logits and row losses (of `n` rows) and, with `norm`, the gradient
+   * norm's [norm, coefficient, skip] into the readout buffer, so that one read returns them all.
+   */
+  #encodeReadout(enc: GPUCommandEncoder, n: number, norm: boolean): void {
+    const { maxB, numLabels: L } = this.options;
+    const ro = this.#readout;
+    const copy = (from: TensorView, at: number, count: number) =>
+      enc.copyBufferToBuffer(from.buffer, from.offset, ro.buffer, ro.offset + 4 * at, 4 * count);
+    copy(this.#t.get("logits")!, 0, n * L);
+    copy(this.#t.get("rowLoss")!, maxB * L, n);
+    if (norm) copy(this.#norm.output, maxB * (L + 1), NORM_LENGTH);
   }
 
   /**
    * Forward, loss and backward of a labelled batch into the cleared gradients, in micro-batches of at most
    * `maxB` examples when it is larger (each part's loss a share of the whole batch's mean, so the
    * gradients are the batch's). Dropout masks are keyed by `step`, part m of a split batch by
-   * step + m * 2^24 so that parts never share masks. Then `after` (the optimiser) in the last submission.
+   * step + m * 2^24 so that parts never share masks. Then `after` (the optimiser) in the last submission,
+   * whose read also returns the gradient norm's skip flag (0 without `after`).
    */
   async #accumulate(
     batch: ClassifierBatch,
     step: number,
     after?: Plan,
-  ): Promise<{ loss: number; logits: Float32Array }> {
+  ): Promise<{ loss: number; logits: Float32Array; skip: number }> {
     if (!batch.labels) throw new Error("a training batch needs labels");
     const { B, T } = batch;
     const { maxB, numLabels: L } = this.options;
     const gpu = this.model.gpu;
     const logits = new Float32Array(B * L);
-    let lossSum = 0;
+    let lossSum = 0, skip = 0;
     for (let b0 = 0, m = 0; b0 < B; b0 += maxB, m++) {
       const n = Math.min(maxB, B - b0);
       this.#upload({
@@ -785,13 +793,16 @@ export class Classifier {
       if (m === 0) this.#encodeClear(enc);
       else for (const v of this.#accumulated) enc.clearBuffer(v.buffer);
       plan.encode(enc);
-      if (after && b0 + n >= B) after.encode(enc);
+      const last = after !== undefined && b0 + n >= B;
+      if (last) after.encode(enc);
+      this.#encodeReadout(enc, n, last);
       gpu.device.queue.submit([enc.finish()]);
-      const out = await this.#readOut(n, true);
-      lossSum += out.lossSum;
-      logits.set(out.logits, b0 * L);
+      const r = await gpu.read(this.#readout);
+      for (const x of r.subarray(maxB * L, maxB * L + n)) lossSum += x;
+      logits.set(r.subarray(0, n * L), b0 * L);
+      if (last) skip = r[maxB * (L + 1) + 2];
     }
-    return { loss: lossSum / B, logits };
+    return { loss: lossSum / B, logits, skip };
   }
 
   /**
@@ -799,43 +810,33 @@ export class Classifier {
    * under f16 unscaled, so the gradients are the batch's own.
    */
   async computeGradients(batch: ClassifierBatch): Promise<{ loss: number; logits: Float32Array }> {
-    if (this.#scaleFactor) this.model.gpu.write(this.#scaleFactor, Float32Array.of(1));
-    return await this.#accumulate(batch, this.step + 1);
-  }
-
-  /** One AdamW step on a labelled batch at learning rate `lr`. */
-  async trainStep(batch: ClassifierBatch, lr: number): Promise<ClassifierStep> {
-    if (this.scaler) return await this.#scaledStep(batch, lr, this.scaler);
-    this.step++;
-    this.model.gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step: this.step }));
-    return await this.#accumulate(batch, this.step, this.#optimizer);
+    if (this.#scaleFactor) this.model.gpu.write(this.#scaleFactor, Float32Array.of(1, 1));
+    const { loss, logits } = await this.#accumulate(batch, this.step + 1);
+    return { loss, logits };
   }
 
   /**
-   * A step under dynamic loss scaling, as the trainer's: forward, loss and backward from the scaled loss
-   * gradient and the scaled gradient norm; then, only if that norm is finite, AdamW with the gradients
-   * multiplied by 1 / scale (nothing is clipped) and the recast of the f16 weights. An overflow skips the
-   * update and leaves AdamW's t; the scaler backs off or counts towards growth as GradScaler does.
+   * One AdamW step on a labelled batch at learning rate `lr`: one submission (the last part's, for a batch
+   * split into micro-batches) and one read after it. Under f16, as the trainer's step: backward from the
+   * loss gradient times the scale, AdamW with the gradients times 1 / scale (nothing is clipped); a step
+   * whose gradients overflowed changes nothing on the GPU and leaves AdamW's t, and the scaler backs off
+   * or counts towards growth as GradScaler does.
    */
-  async #scaledStep(batch: ClassifierBatch, lr: number, scaler: LossScaler): Promise<ClassifierStep> {
+  async trainStep(batch: ClassifierBatch, lr: number): Promise<ClassifierStep> {
     const gpu = this.model.gpu;
-    const scale = scaler.scale;
     const step = this.step + 1;
-    gpu.write(this.#scaleFactor!, Float32Array.of(scale));
-    const out = await this.#accumulate(batch, step, this.#normPlan);
-    const [scaledNorm] = await gpu.read(this.#norm.output, 0, 1);
-    const finite = Number.isFinite(scaledNorm);
-    if (finite) {
+    gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step }));
+    const scale = this.scaler?.scale;
+    if (scale !== undefined) gpu.write(this.#scaleFactor!, Float32Array.of(scale, 1 / scale));
+    const { loss, logits, skip } = await this.#accumulate(batch, step, this.#optimizer);
+    if (!this.scaler) {
       this.step = step;
-      gpu.write(this.#stepParams, packStepParams({ ...this.options.adamw, lr, step }));
-      gpu.write(this.#norm.output, Float32Array.of(scaledNorm / scale, 1 / scale));
-      const enc = gpu.device.createCommandEncoder();
-      this.#adamwPlan.encode(enc);
-      this.model.half!.cast.encode(enc);
-      gpu.device.queue.submit([enc.finish()]);
+      return { loss, logits };
     }
-    scaler.update(finite);
-    return { ...out, lossScale: scale, skipped: !finite };
+    const skipped = skip !== 0;
+    if (!skipped) this.step = step;
+    this.scaler.update(!skipped);
+    return { loss, logits, lossScale: scale, skipped };
   }
 
   /** Eval-mode logits [B, L] of a batch (no dropout, no update). */
@@ -846,6 +847,6 @@ export class Classifier {
     const enc = this.model.gpu.device.createCommandEncoder();
     plan.encode(enc);
     this.model.gpu.device.queue.submit([enc.finish()]);
-    return (await this.#readOut(batch.B, false)).logits;
+    return await this.model.gpu.read(this.#t.get("logits")!, 0, batch.B * this.options.numLabels);
   }
 }

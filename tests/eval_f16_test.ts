@@ -5,7 +5,8 @@
  * Fine-tuning: the classifier's f16 gradients (unscaled) within tolerance of f32's, a short fine-tuning
  * in f16 tracking the f32 one (losses, logits, accuracy) with the loss scale and skip count recorded,
  * and an injected overflow (a loss scale far above f16's range) skipping the step, weights untouched,
- * the scale backed off. These need `shader-f16` (lavapipe, GPUs) and are skipped with a note without it.
+ * the scale backed off; a step, applied or skipped, is one submission and one read. These need
+ * `shader-f16` (lavapipe, GPUs) and are skipped with a note without it.
  * And on GL (llvmpipe, no `shader-f16`) `eval` (--model and --run) and `finetune` with f16 fail naming
  * the feature and the adapter, writing nothing.
  */
@@ -328,6 +329,66 @@ Deno.test({
     } finally {
       c.destroy();
       model.destroy();
+    }
+  },
+});
+
+/**
+ * Count, while `fn` runs, the queue submissions of `gpu` other than those `gpu.readBytes` makes for its
+ * staging copies, and the reads.
+ */
+async function countSubmissions(fn: () => Promise<void>): Promise<{ submits: number; reads: number }> {
+  const queue = gpu.device.queue;
+  const submit = queue.submit.bind(queue), readBytes = gpu.readBytes.bind(gpu);
+  let submits = 0, reads = 0, inRead = false;
+  queue.submit = (buffers: GPUCommandBuffer[]) => {
+    if (!inRead) submits++;
+    return submit(buffers);
+  };
+  gpu.readBytes = async (...args: Parameters<typeof readBytes>) => {
+    reads++;
+    inRead = true;
+    try {
+      return await readBytes(...args);
+    } finally {
+      inRead = false;
+    }
+  };
+  try {
+    await fn();
+  } finally {
+    delete (queue as { submit?: unknown }).submit;
+    delete (gpu as { readBytes?: unknown }).readBytes;
+  }
+  return { submits, reads };
+}
+
+Deno.test({
+  name: "finetune f16: a step, applied or skipped, is one submission and one read (one per micro-batch)",
+  ignore,
+  fn: async () => {
+    const { train } = await fixtureTask();
+    const batch = padBatch(train.slice(0, 8), 60, "left");
+    for (const [scaler, skipped] of [[undefined, false], [{ initScale: 2 ** 40 }, true]] as const) {
+      const { model, c } = await classifier("f16", scaler);
+      try {
+        // The first step records the plan and tunes its matmuls, which submits work of its own.
+        await c.computeGradients(batch);
+        let step;
+        const counts = await countSubmissions(async () => {
+          step = await c.trainStep(batch, 1e-3);
+        });
+        assert.equal(step!.skipped, skipped);
+        assert.deepEqual(counts, { submits: 1, reads: 1 });
+        // A batch of twice maxB runs in two parts: one submission and one read each.
+        const split = await countSubmissions(async () => {
+          await c.trainStep(padBatch(train.slice(0, 16), 60, "left"), 1e-3);
+        });
+        assert.deepEqual(split, { submits: 2, reads: 2 });
+      } finally {
+        c.destroy();
+        model.destroy();
+      }
     }
   },
 });
