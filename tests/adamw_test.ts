@@ -135,7 +135,7 @@ Deno.test("AdamW writes the f16 copy of the updated weights (the cast's bits) an
   });
   const state = (t: (typeof tensors)[number]) =>
     Promise.all([gpu.read(t.param), gpu.read(t.m), gpu.read(t.v), gpu.readU32(t.half)]);
-  const step = async (i: number, skip: boolean) => {
+  const step = (i: number, skip: boolean) => {
     const grads = tensors.map((t, k) => randn(t.n, 300 + 10 * i + k, 0.05));
     tensors.forEach((t, k) => gpu.write(t.grad, grads[k]));
     gpu.write(stepParams, packStepParams({ lr: LRS[i], step: i + 1, ...hyper }));
@@ -143,7 +143,7 @@ Deno.test("AdamW writes the f16 copy of the updated weights (the cast's bits) an
     plan.run();
     return grads;
   };
-  const grads = await step(0, false);
+  const grads = step(0, false);
   cast.run();
   const after: Awaited<ReturnType<typeof state>>[] = [];
   for (const [k, t] of tensors.entries()) {
@@ -152,7 +152,7 @@ Deno.test("AdamW writes the f16 copy of the updated weights (the cast's bits) an
     assertEquals(await gpu.readU32(t.half), await gpu.readU32(t.expected), `f16 copy n=${t.n}`);
     after.push(await state(t));
   }
-  await step(1, true);
+  step(1, true);
   for (const [k, t] of tensors.entries()) {
     assertEquals(await state(t), after[k], `skipped step changed n=${t.n}`);
   }
