@@ -8,15 +8,15 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert/strict";
 import { GPT2 } from "../model/gpt2.ts";
-import { type Batch, Trainer } from "../model/trainer.ts";
+import { Trainer } from "../model/trainer.ts";
 import { BatchScorer } from "../model/score.ts";
-import type { GPT2Config } from "../model/config.ts";
 import { checkResumeConfig } from "../interaction/loop.ts";
 import { mergeConfig, TINY, type TrainConfig, validateTrainConfig } from "../interaction/config.ts";
 import { main as train } from "../cli/train.ts";
 import { main as score } from "../cli/score.ts";
 import { main as sft } from "../cli/sft.ts";
 import { testGpu } from "./util.ts";
+import { sameBits, strideBatch, TINY_F16_CONFIG, worstDiff } from "./tiny_training.ts";
 
 const gpu = await testGpu();
 const noF16 = !gpu.shaderF16;
@@ -24,53 +24,6 @@ if (noF16) console.log(`halfSums training tests skipped: adapter ${gpu.adapterNa
 /** Only the GPU family's tiled matmul runs f16 arithmetic; the CPU family keeps f32 sums. */
 const arithmetic = gpu.kernels === "gpu";
 console.log(`  ${gpu.adapterName}, ${gpu.kernels} kernel family: halfSums ${arithmetic ? "on" : "ignored"}`);
-
-const CONFIG: GPT2Config = {
-  vocabSize: 97,
-  nPositions: 16,
-  nEmbd: 32,
-  nLayer: 2,
-  nHead: 2,
-  layerNormEpsilon: 1e-5,
-  bosTokenId: 96,
-  eosTokenId: 96,
-};
-
-/** A learnable batch (26 rows, so the linears' products reach the tiled kernel): strides from a start. */
-function batch(i: number, B = 2, T = 13): Batch {
-  const n = B * T, V = CONFIG.vocabSize;
-  const inputs = new Uint32Array(n), targets = new Uint32Array(n);
-  for (let b = 0; b < B; b++) {
-    const start = (17 * (i * B + b)) % V, stride = 1 + ((i + b) % 3);
-    for (let t = 0; t < T; t++) {
-      inputs[b * T + t] = (start + stride * t) % V;
-      targets[b * T + t] = (start + stride * (t + 1)) % V;
-    }
-  }
-  return { nSeq: B, T, inputs, targets, lmMask: new Float32Array(n).fill(1) };
-}
-
-/** The largest ||a - b|| / (||b|| + 1e-3) over the weight tensors, and where. */
-function worstDiff(
-  a: Map<string, Float32Array>,
-  b: Map<string, Float32Array>,
-): { rel: number; name: string } {
-  let rel = 0, name = "";
-  for (const [k, x] of a) {
-    const y = b.get(k)!;
-    let num = 0, den = 0;
-    for (let i = 0; i < x.length; i++) {
-      num += (x[i] - y[i]) ** 2;
-      den += y[i] ** 2;
-    }
-    const r = Math.sqrt(num) / (Math.sqrt(den) + 1e-3);
-    if (r > rel) [rel, name] = [r, k];
-  }
-  return { rel, name };
-}
-
-const sameBits = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) =>
-  [...a].every(([k, x]) => x.every((v, i) => Object.is(v, b.get(k)![i])));
 
 const STEPS = 20;
 
@@ -80,13 +33,13 @@ Deno.test({
   ignore: noF16,
   fn: async () => {
     const run = async (precision: "f32" | "f16", halfSums = false) => {
-      const model = GPT2.create(gpu, CONFIG, undefined, 3).usePrecision(precision, { halfSums });
+      const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 3).usePrecision(precision, { halfSums });
       assertEquals(model.halfSums, halfSums);
       const trainer = new Trainer(model);
       const losses: number[] = [];
       let skipped = 0;
       for (let s = 0; s < STEPS; s++) {
-        const m = await trainer.trainStep(batch(s % 4), { kind: "lm" }, 3e-3);
+        const m = await trainer.trainStep(strideBatch(s % 4), { kind: "lm" }, 3e-3);
         losses.push(m.loss);
         if (m.skipped) skipped++;
       }
@@ -126,9 +79,9 @@ Deno.test({
     "halfSums scoring follows the model: log-probs within 2e-3 of f32, plain f16's bits in the CPU family",
   ignore: noF16,
   fn: async () => {
-    const seqs = Array.from({ length: 5 }, (_, i) => [...batch(i, 1, 14 - i).inputs]);
+    const seqs = Array.from({ length: 5 }, (_, i) => [...strideBatch(i, 1, 14 - i).inputs]);
     const lps = async (precision: "f32" | "f16", halfSums = false) => {
-      const model = GPT2.create(gpu, CONFIG, undefined, 5).usePrecision(precision, { halfSums });
+      const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 5).usePrecision(precision, { halfSums });
       const scorer = new BatchScorer(model);
       const out = (await scorer.tokenLogprobs(seqs, { batchSize: 5 })).flatMap((lp) => [...lp]);
       scorer.destroy();
@@ -145,7 +98,7 @@ Deno.test({
 });
 
 Deno.test("halfSums without precision f16 is an error naming both; the model stays as it was", () => {
-  const model = GPT2.create(gpu, CONFIG, undefined, 1);
+  const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 1);
   throws(
     () => model.usePrecision("f32", { halfSums: true }),
     /usePrecision: halfSums needs precision f16 .*got precision f32/,

@@ -6,75 +6,28 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
 import { GPT2 } from "../model/gpt2.ts";
-import { type Batch, Trainer } from "../model/trainer.ts";
+import { Trainer } from "../model/trainer.ts";
 import { checkHalfSupport } from "../model/precision.ts";
-import type { GPT2Config } from "../model/config.ts";
 import { scheduledStep } from "../interaction/step.ts";
 import { learningRate, type ScheduleConfig } from "../interaction/schedule.ts";
 import { testGpu } from "./util.ts";
+import { sameBits, strideBatch, TINY_F16_CONFIG, worstDiff } from "./tiny_training.ts";
 
 const gpu = await testGpu();
 const noF16 = !gpu.shaderF16;
 if (noF16) console.log(`f16 training tests skipped: adapter ${gpu.adapterName} has no shader-f16`);
-
-const CONFIG: GPT2Config = {
-  vocabSize: 97,
-  nPositions: 16,
-  nEmbd: 32,
-  nLayer: 2,
-  nHead: 2,
-  layerNormEpsilon: 1e-5,
-  bosTokenId: 96,
-  eosTokenId: 96,
-};
-
-/** A learnable batch: each sequence counts up by a fixed stride from its own start (mod V). */
-function batch(i: number, B = 2, T = 13): Batch {
-  const n = B * T, V = CONFIG.vocabSize;
-  const inputs = new Uint32Array(n), targets = new Uint32Array(n);
-  for (let b = 0; b < B; b++) {
-    const start = (17 * (i * B + b)) % V, stride = 1 + ((i + b) % 3);
-    for (let t = 0; t < T; t++) {
-      inputs[b * T + t] = (start + stride * t) % V;
-      targets[b * T + t] = (start + stride * (t + 1)) % V;
-    }
-  }
-  return { nSeq: B, T, inputs, targets, lmMask: new Float32Array(n).fill(1) };
-}
-
-/** The largest |a - b| / (|b| + 1e-3) over every weight, and where. */
-function worstDiff(
-  a: Map<string, Float32Array>,
-  b: Map<string, Float32Array>,
-): { rel: number; name: string } {
-  let rel = 0, name = "";
-  for (const [k, x] of a) {
-    const y = b.get(k)!;
-    let num = 0, den = 0;
-    for (let i = 0; i < x.length; i++) {
-      num += (x[i] - y[i]) ** 2;
-      den += y[i] ** 2;
-    }
-    const r = Math.sqrt(num) / (Math.sqrt(den) + 1e-3);
-    if (r > rel) [rel, name] = [r, k];
-  }
-  return { rel, name };
-}
-
-const same = (a: Map<string, Float32Array>, b: Map<string, Float32Array>) =>
-  [...a].every(([k, x]) => x.every((v, i) => Object.is(v, b.get(k)![i])));
 
 Deno.test({
   name: "f16: a tiny GPT-2 trained 30 steps tracks the f32 run (loss within 0.03, weights within 3%)",
   ignore: noF16,
   fn: async () => {
     const run = async (precision: "f32" | "f16") => {
-      const model = GPT2.create(gpu, CONFIG, undefined, 3).usePrecision(precision);
+      const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 3).usePrecision(precision);
       const trainer = new Trainer(model);
       const losses: number[] = [];
       let skipped = 0;
       for (let s = 0; s < 30; s++) {
-        const m = await trainer.trainStep(batch(s % 4), { kind: "lm" }, 3e-3);
+        const m = await trainer.trainStep(strideBatch(s % 4), { kind: "lm" }, 3e-3);
         losses.push(m.loss);
         if (m.skipped) skipped++;
       }
@@ -105,20 +58,20 @@ Deno.test({
   name: "f16 loss scaler: overflowed gradients skip the step and halve the scale; clean steps grow it",
   ignore: noF16,
   fn: async () => {
-    const model = GPT2.create(gpu, CONFIG, undefined, 4).usePrecision("f16");
+    const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 4).usePrecision("f16");
     // 2^28 times the loss gradient (about 1/26 per position here) overflows f16 in dlogits.
     const trainer = new Trainer(model, undefined, { scaler: { initScale: 2 ** 28, growthInterval: 3 } });
     const log: { scale: number; skipped: boolean; step: number }[] = [];
     for (let s = 0; s < 18; s++) {
       const before = await model.getWeights();
-      const m = await trainer.trainStep(batch(s % 4), { kind: "lm" }, 1e-3);
+      const m = await trainer.trainStep(strideBatch(s % 4), { kind: "lm" }, 1e-3);
       log.push({ scale: m.lossScale!, skipped: m.skipped!, step: m.step });
       const after = await model.getWeights();
       // A skipped step changes no weight; a taken one changes them.
       assertEquals(
-        same(before, after),
+        sameBits(before, after),
         m.skipped,
-        `step ${s}: skipped=${m.skipped} but weights changed=${!same(before, after)}`,
+        `step ${s}: skipped=${m.skipped} but weights changed=${!sameBits(before, after)}`,
       );
       if (m.skipped) {
         assert(!Number.isFinite(m.gradNorm), `skipped step ${s} has a finite norm ${m.gradNorm}`);
@@ -155,7 +108,7 @@ Deno.test({
     "f16: a skipped step is retried at the same lr; the schedule follows the applied steps (transformers')",
   ignore: noF16,
   fn: async () => {
-    const model = GPT2.create(gpu, CONFIG, undefined, 4).usePrecision("f16");
+    const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 4).usePrecision("f16");
     const trainer = new Trainer(model, undefined, { scaler: { initScale: 2 ** 28, growthInterval: 3 } });
     // Warm-up then cosine decay: every applied step changes the lr.
     const schedule: ScheduleConfig = { kind: "cosine", lr: 3e-3, warmupSteps: 4, totalSteps: 12 };
@@ -164,7 +117,7 @@ Deno.test({
       const { lr, metrics: m } = await scheduledStep(
         trainer,
         schedule,
-        batch(s % 4),
+        strideBatch(s % 4),
         { kind: "lm" },
         `step ${s}`,
       );
@@ -205,15 +158,15 @@ Deno.test({
     const train = async (trainer: Trainer, from: number, to: number) => {
       const scales: number[] = [];
       for (let s = from; s < to; s++) {
-        scales.push((await trainer.trainStep(batch(s % 4), { kind: "lm" }, 2e-3)).lossScale!);
+        scales.push((await trainer.trainStep(strideBatch(s % 4), { kind: "lm" }, 2e-3)).lossScale!);
       }
       return scales;
     };
-    const whole = GPT2.create(gpu, CONFIG, undefined, 6).usePrecision("f16");
+    const whole = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 6).usePrecision("f16");
     const wt = new Trainer(whole, undefined, { scaler });
     const wholeScales = await train(wt, 0, steps);
 
-    const first = GPT2.create(gpu, CONFIG, undefined, 6).usePrecision("f16");
+    const first = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 6).usePrecision("f16");
     const ft = new Trainer(first, undefined, { scaler });
     const firstScales = await train(ft, 0, cut);
     // What a checkpoint keeps, through JSON for the scaler as state.json holds it.
@@ -223,7 +176,7 @@ Deno.test({
     ft.destroy();
     first.destroy();
 
-    const second = GPT2.create(gpu, CONFIG, weights).usePrecision("f16");
+    const second = GPT2.create(gpu, TINY_F16_CONFIG, weights).usePrecision("f16");
     const st = new Trainer(second, undefined, { scaler });
     st.setState(restored);
     const secondScales = await train(st, cut, steps);
@@ -231,7 +184,7 @@ Deno.test({
     assert(wholeScales.some((s) => s !== scaler.initScale), "the scale must change within the run");
     assertEquals([...firstScales, ...secondScales], wholeScales);
     assertEquals(await st.getState().then((s) => s.scaler), await wt.getState().then((s) => s.scaler));
-    assert(same(await second.getWeights(), await whole.getWeights()), "weights differ after resume");
+    assert(sameBits(await second.getWeights(), await whole.getWeights()), "weights differ after resume");
     for (const x of [st, wt]) x.destroy();
     for (const x of [second, whole]) x.destroy();
   },
@@ -242,7 +195,7 @@ Deno.test("f16 without shader-f16 is an error naming the feature and the adapter
   throws(() => checkHalfSupport(fake), /"shader-f16".*"llvmpipe \(LLVM 15\.0\.6, 256 bits\)"/);
   if (noF16) {
     // The real adapter (GL/llvmpipe here): asking the model for f16 fails the same way, and nothing changes.
-    const model = GPT2.create(gpu, CONFIG, undefined, 1);
+    const model = GPT2.create(gpu, TINY_F16_CONFIG, undefined, 1);
     throws(
       () => model.usePrecision("f16"),
       new RegExp(`"shader-f16".*${gpu.adapterName.replace(/[()]/g, "\\$&")}`),
