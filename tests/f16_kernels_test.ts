@@ -354,6 +354,24 @@ function halfSumsModel(a: Float16Array, b: Float16Array, M: number, N: number, K
   return out;
 }
 
+/** x = a b on f16 operands in the GPU family, with f32 sums and with halfSums (one plan), read back. */
+async function bothSums(a: Float32Array, b: Float32Array, M: number, N: number, K: number) {
+  const ta = gpu.tensor(halfWords(M * K)), tb = gpu.tensor(halfWords(K * N));
+  gpu.write(ta, packHalves(a));
+  gpu.write(tb, packHalves(b));
+  const plan = new Plan(gpu);
+  const outs = [false, true].map((halfSums) => {
+    const out = gpu.tensor(M * N);
+    matmul(plan, { out, a: ta, b: tb, M, N, K, half: true, halfSums, tiles: "gpu" });
+    return out;
+  });
+  plan.run();
+  const sums = [await gpu.read(outs[0]), await gpu.read(outs[1])];
+  plan.destroy();
+  for (const t of [ta, tb, ...outs]) gpu.free(t);
+  return sums;
+}
+
 Deno.test({
   name: "halfSums errs more than f32 sums, is f16 sums over chunks of 32 k bit for bit, within its bound",
   ignore,
@@ -361,17 +379,7 @@ Deno.test({
     const M = 70, N = 68, K = 1000;
     const a = randn(M * K, 41), b = randn(K * N, 42);
     const a16 = Float16Array.from(a), b16 = Float16Array.from(b);
-    const ta = gpu.tensor(halfWords(M * K)), tb = gpu.tensor(halfWords(K * N));
-    gpu.write(ta, packHalves(a));
-    gpu.write(tb, packHalves(b));
-    const plan = new Plan(gpu);
-    const outs = [false, true].map((halfSums) => {
-      const out = gpu.tensor(M * N);
-      matmul(plan, { out, a: ta, b: tb, M, N, K, half: true, halfSums, tiles: "gpu" });
-      return out;
-    });
-    plan.run();
-    const [sums32, sums16] = [await gpu.read(outs[0]), await gpu.read(outs[1])];
+    const [sums32, sums16] = await bothSums(a, b, M, N, K);
     const zeros = new Float32Array(M * N);
     const want = matmulRef({ out: zeros, a: a16, b: b16, M, N, K });
     const rms = (x: ArrayLike<number>) =>
@@ -404,7 +412,6 @@ Deno.test({
         `halfSums matches neither model of its f16 chunked sums in ${need} of ${M * N} elements`,
       );
     }
-    for (const t of [ta, tb, ...outs]) gpu.free(t);
   },
 });
 
@@ -421,17 +428,7 @@ Deno.test({
       [a[k], a[K + k], a[2 * K + k]] = [200, -200, k % 2 ? -200 : 200];
       b[k * N] = 200;
     }
-    const ta = gpu.tensor(halfWords(M * K)), tb = gpu.tensor(halfWords(K * N));
-    gpu.write(ta, packHalves(a));
-    gpu.write(tb, packHalves(b));
-    const plan = new Plan(gpu);
-    const outs = [false, true].map((halfSums) => {
-      const out = gpu.tensor(M * N);
-      matmul(plan, { out, a: ta, b: tb, M, N, K, half: true, halfSums, tiles: "gpu" });
-      return out;
-    });
-    plan.run();
-    const [sums32, sums16] = [await gpu.read(outs[0]), await gpu.read(outs[1])];
+    const [sums32, sums16] = await bothSums(a, b, M, N, K);
     assertEquals([sums16[0], sums16[N], sums16[2 * N]], [Infinity, -Infinity, 0]);
     assertEquals([sums32[0], sums32[N], sums32[2 * N]], [40000 * K, -40000 * K, 0]);
     // Everywhere else finite and within the bound: the overflow stays in the outputs whose chunks overflowed.
@@ -440,7 +437,6 @@ Deno.test({
     const bound = halfSumsBound({ c: dense("", M, N, K), a, b, out0: zeros, tag: "" });
     const rest = (x: ArrayLike<number>) => Array.from(x).filter((_, i) => i % N !== 0 || i >= 3 * N);
     assertWithin("halfSums outside the overflowing outputs", rest(sums16), rest(want), rest(bound));
-    for (const t of [ta, tb, ...outs]) gpu.free(t);
   },
 });
 
