@@ -201,6 +201,18 @@ Deno.test({
   },
 });
 
+/** Fine-tuning settings for the tiny fixture: a high lr, batches of 8, last-token pooling, no dropout. */
+const TINY_FINETUNE = {
+  ...FINETUNE_DEFAULTS,
+  lr: 3e-3,
+  batchSize: 8,
+  epochs: 2,
+  pooling: "last" as const,
+  paddingSide: "left" as const,
+  classifierDropout: 0,
+  transformerDropout: { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 },
+};
+
 /** The tiny fixture (V = 61) and a separable task on it: label 1 when token 7 occurs. */
 async function fixtureTask() {
   const ckpt = await loadCheckpoint(FIXTURE);
@@ -272,16 +284,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const { ckpt, train, valid } = await fixtureTask();
-    const s = {
-      ...FINETUNE_DEFAULTS,
-      lr: 3e-3,
-      batchSize: 8,
-      epochs: 2,
-      pooling: "last" as const,
-      paddingSide: "left" as const,
-      classifierDropout: 0,
-      transformerDropout: { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 },
-    };
+    const s = TINY_FINETUNE;
     const run = async (precision: Precision) => {
       const model = GPT2.create(gpu, ckpt.config, ckpt.weights).usePrecision(precision);
       const result = await finetuneTask(model, taskByName("rte"), train, valid, 60, s);
@@ -460,17 +463,7 @@ Deno.test({
   fn: async () => {
     const { ckpt, train, valid } = await fixtureTask();
     // 2^40 overflows f16 on the first step; the back-off brings it to 2^10, where steps apply.
-    const s = {
-      ...FINETUNE_DEFAULTS,
-      lr: 3e-3,
-      batchSize: 8,
-      epochs: 1,
-      pooling: "last" as const,
-      paddingSide: "left" as const,
-      classifierDropout: 0,
-      transformerDropout: { embdPdrop: 0, attnPdrop: 0, residPdrop: 0 },
-      lossScale: { initScale: 2 ** 40, backoffFactor: 2 ** -30 },
-    };
+    const s = { ...TINY_FINETUNE, epochs: 1, lossScale: { initScale: 2 ** 40, backoffFactor: 2 ** -30 } };
     const model = GPT2.create(gpu, ckpt.config, ckpt.weights).usePrecision("f16");
     try {
       const steps: { lr: number; skipped?: boolean }[] = [];
