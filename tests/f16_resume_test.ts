@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import type { MetricsRecord, RunState } from "../interaction/loop.ts";
-import { TINY, type TrainConfig } from "../interaction/config.ts";
+import { type TrainConfig } from "../interaction/config.ts";
+import { tinyRunConfig } from "./tiny_training.ts";
 import { testGpu } from "./util.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -17,29 +18,16 @@ if (noF16) console.log(`f16 resume test skipped: adapter ${gpu.adapterName} has 
 
 /** 2 rounds of 16 datapoints, batch 4, width 32, one layer, the corpus teacher; f16 with a lively scaler. */
 function config(wordBudget: number): Partial<TrainConfig> {
-  return {
+  return tinyRunConfig(8, {
     seed: 7,
-    architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
-    vocabSize: 320,
-    corpus: { kind: "embedded", words: 6000 },
-    numRounds: 2,
-    datapointLength: 32,
-    contextLength: 16,
-    maxDatapointsPerRound: 16,
-    student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 8 },
     nSftEpochs: 3,
-    nPoEpochs: 1,
-    batchSize: 4,
-    lr: 3e-3,
-    warmupSteps: 2,
-    totalSteps: 100,
     checkpointWords: [[5000, 1000]],
     precision: "f16",
     // 2^28 overflows f16 in the first backward passes; growth every 3 clean steps overflows again later.
     lossScale: { initScale: 2 ** 28, growthInterval: 3 },
     wordBudget,
     budgetCounts: ["corpusContext"],
-  };
+  });
 }
 
 async function train(args: string[], env: Record<string, string> = {}) {

@@ -1,10 +1,13 @@
 /**
- * What the mixed-precision training tests share (tests/f16_train_test.ts, tests/f16_halfsums_test.ts): a
- * tiny GPT-2, learnable batches for it, and two ways of comparing the weights of two runs.
+ * What the training tests share: for the trainer-level ones (tests/f16_train_test.ts,
+ * tests/f16_halfsums_test.ts) a tiny GPT-2, learnable batches for it and two ways of comparing the weights
+ * of two runs; for the `deno task train` subprocess ones (tests/train_e2e_test.ts, train_resume_test.ts,
+ * f16_resume_test.ts) one tiny run configuration.
  * @module
  */
 import type { GPT2Config } from "../model/config.ts";
 import type { Batch } from "../model/trainer.ts";
+import { TINY, type TrainConfig } from "../interaction/config.ts";
 
 /** Two layers of width 32: small enough for the CPU rasterisers, wide enough for vec4 and f16 paths. */
 export const TINY_F16_CONFIG: GPT2Config = {
@@ -57,4 +60,28 @@ export function worstDiff(
 /** Whether every weight of `a` has the same bits in `b` (Object.is: -0 and NaN count). */
 export function sameBits(a: Map<string, Float32Array>, b: Map<string, Float32Array>): boolean {
   return [...a].every(([k, x]) => x.every((v, i) => Object.is(v, b.get(k)![i])));
+}
+
+/**
+ * A babylm-interaction-shaped run made tiny: 2 rounds of up to 16 datapoints of 16 + 16 tokens from the
+ * embedded corpus, 7-8 new student tokens in batches of `studentBatch`, width 32, one layer, batches of 4
+ * at lr 3e-3 after 2 warm-up steps; `overrides` replace whole keys.
+ */
+export function tinyRunConfig(studentBatch: number, overrides: Partial<TrainConfig>): Partial<TrainConfig> {
+  return {
+    architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
+    vocabSize: 320,
+    corpus: { kind: "embedded", words: 6000 },
+    numRounds: 2,
+    datapointLength: 32,
+    contextLength: 16,
+    maxDatapointsPerRound: 16,
+    student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: studentBatch },
+    nPoEpochs: 1,
+    batchSize: 4,
+    lr: 3e-3,
+    warmupSteps: 2,
+    totalSteps: 100,
+    ...overrides,
+  };
 }

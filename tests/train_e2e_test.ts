@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { deadUrl, fakeAnswer, type Fault, startTeacherServer } from "./teacher_server.ts";
 import type { InteractionRecord, MetricsRecord, RunState } from "../interaction/loop.ts";
 import { TINY, type TrainConfig } from "../interaction/config.ts";
+import { tinyRunConfig } from "./tiny_training.ts";
 import { loadCheckpoint } from "../cli/files.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
@@ -19,25 +20,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 
 /** A run small enough for a loaded CPU: 16 datapoints of 16 + 16 tokens, 8 new tokens, width 32. */
 function smallConfig(overrides: Partial<TrainConfig> = {}): Partial<TrainConfig> {
-  return {
-    seed: 3,
-    architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
-    vocabSize: 320,
-    corpus: { kind: "embedded", words: 6000 },
-    numRounds: 2,
-    datapointLength: 32,
-    contextLength: 16,
-    maxDatapointsPerRound: 16,
-    student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 16 },
-    nSftEpochs: 2,
-    nPoEpochs: 1,
-    batchSize: 4,
-    lr: 3e-3,
-    warmupSteps: 2,
-    totalSteps: 100,
-    checkpointWords: [[3000, 250]],
-    ...overrides,
-  };
+  return tinyRunConfig(16, { seed: 3, nSftEpochs: 2, checkpointWords: [[3000, 250]], ...overrides });
 }
 
 /** Run `deno run -A cli/train.ts args` to completion; returns its exit code and output. */

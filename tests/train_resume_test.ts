@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import type { MetricsRecord, RunState } from "../interaction/loop.ts";
-import { TINY, type TrainConfig } from "../interaction/config.ts";
+import { tinyRunConfig } from "./tiny_training.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -18,26 +18,13 @@ const ROOT = new URL("..", import.meta.url).pathname;
  * SimPO epoch, batch 4, width 32, one layer, the corpus teacher; dropout 0.1 at every site and the
  * baseline's corpus join, as the card preset trains. Resume must regenerate the same dropout masks.
  */
-const CONFIG: Partial<TrainConfig> = {
+const CONFIG = tinyRunConfig(4, {
   seed: 11,
-  architecture: { nLayer: 1, nHead: 2, nEmbd: 32, nPositions: 32 },
-  vocabSize: 320,
-  corpus: { kind: "embedded", words: 6000 },
-  numRounds: 2,
-  datapointLength: 32,
-  contextLength: 16,
-  maxDatapointsPerRound: 16,
-  student: { ...TINY.student, minTokens: 7, maxTokens: 8, batchSize: 4 },
   nSftEpochs: 3,
-  nPoEpochs: 1,
-  batchSize: 4,
-  lr: 3e-3,
-  warmupSteps: 2,
-  totalSteps: 100,
   checkpointWords: [[5000, 150]],
   dropout: { embdPdrop: 0.1, attnPdrop: 0.1, residPdrop: 0.1 },
   corpusJoin: "baseline",
-};
+});
 
 function command(args: string[]): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
